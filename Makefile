@@ -1,0 +1,75 @@
+# One command runs the same checks locally and in CI: `make verify`.
+# Every target installs what it needs (uv included) on a fresh machine.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+export NO_MKDOCS_2_WARNING := 1
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen
+PYTEST := $(RUN) pytest
+
+.PHONY: help
+help:  ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(HOME)/.local/bin/uv:
+	python3 -m pip install --user --quiet --disable-pip-version-check uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+.PHONY: install
+install: .venv/.synced  ## Create .venv with the locked dependencies
+
+.PHONY: run
+run: install  ## Run the embedded service (API, worker, scheduler) on 127.0.0.1:8000
+	$(RUN) jobsctl run
+
+.PHONY: test
+test: install  ## The whole test suite (unit, integration, e2e)
+	$(PYTEST)
+
+.PHONY: test-unit
+test-unit: install  ## Unit tests only (no services needed)
+	$(PYTEST) tests/unit
+
+.PHONY: test-integration
+test-integration: install  ## Integration and end-to-end tests (PostgreSQL and Redis)
+	$(PYTEST) tests/integration tests/e2e
+
+.PHONY: lint
+lint: install  ## ruff check and format check
+	$(RUN) ruff check src tests
+	$(RUN) ruff format --check src tests
+
+.PHONY: format
+format: install  ## Apply ruff's fixes and formatting
+	$(RUN) ruff check --fix src tests
+	$(RUN) ruff format src tests
+
+.PHONY: typecheck
+typecheck: install  ## mypy --strict on src/
+	$(RUN) mypy
+
+.PHONY: docs
+docs: install  ## Build the docs site into site/ (strict)
+	$(RUN) mkdocs build --strict
+
+.PHONY: docs-serve
+docs-serve: install  ## Serve the docs with live reload
+	$(RUN) mkdocs serve
+
+.PHONY: verify
+verify: lint typecheck test docs  ## Everything CI checks
+
+.PHONY: migrate
+migrate: install  ## Upgrade the database named by JOBS_DATABASE_URL
+	$(RUN) jobsctl migrate
+
+.PHONY: clean
+clean:  ## Remove build artefacts and the embedded database
+	rm -rf site .mypy_cache .ruff_cache .pytest_cache var

@@ -1,0 +1,11 @@
+"""Agents: the only code that talks to the outside world on a task's behalf.
+
+Each agent implements a port from :mod:`jobs_service.core.ports` and is injected into
+tasks with ``TaskiqDepends``; the providers here resolve it from the process's runtime.
+"""
+
+from __future__ import annotations
+
+from jobs_service.agents.providers import health_probe, run_history, settings
+
+__all__ = ["health_probe", "run_history", "settings"]

@@ -1,0 +1,37 @@
+"""The service's own run history as an agent (for maintenance jobs)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jobs_service.infrastructure.repositories import runs
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from jobs_service.infrastructure.database import Database
+
+__all__ = ["DatabaseRunHistory"]
+
+
+class DatabaseRunHistory:
+    """:class:`~jobs_service.core.ports.RunHistory` over ``job_runs``."""
+
+    def __init__(self, database: Database, *, delete_batch_size: int = 1000) -> None:
+        self._database = database
+        self._batch = delete_batch_size
+
+    async def delete_finished_before(self, cutoff: datetime) -> int:
+        """Delete in batches of ``delete_batch_size``, one transaction each."""
+        total = 0
+        while True:
+            async with self._database.sessions.begin() as session:
+                deleted = await runs.delete_finished_before(session, cutoff, batch_size=self._batch)
+            total += deleted
+            if deleted < self._batch:
+                return total
+
+    async def count_stuck(self, older_than: datetime) -> int:
+        """Runs queued or running since before ``older_than``."""
+        async with self._database.sessions() as session:
+            return await runs.count_stuck_runs(session, older_than)

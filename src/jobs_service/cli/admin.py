@@ -1,0 +1,117 @@
+"""Administration: ``migrate``, ``check``, ``tasks``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from jobs_service.cli.context import run_async, shared_broker
+from jobs_service.cli.errors import EXIT_FAILED, CliError
+from jobs_service.cli.output import print_table
+from jobs_service.core.redaction import redact_url
+
+if TYPE_CHECKING:
+    import argparse
+
+    from jobs_service.core.settings import Settings
+
+__all__ = ["check", "migrate", "tasks"]
+
+
+def migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Upgrade or downgrade the schema."""
+    from jobs_service.infrastructure import migrate as migrations  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+
+    async def apply() -> str | None:
+        database = Database(settings.database_url, settings.database)
+        try:
+            if args.downgrade:
+                await migrations.downgrade(database, args.downgrade)
+            else:
+                await migrations.upgrade(database, args.revision)
+            return await migrations.current_revision(database)
+        finally:
+            await database.close()
+
+    try:
+        revision = run_async(apply())
+    except OSError as exc:
+        raise CliError(f"cannot reach the database ({exc})", EXIT_FAILED) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith(("alembic", "sqlalchemy", "asyncpg")):
+            raise CliError(f"migration failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from None
+        raise
+    target = redact_url(settings.database_url)
+    print(f"database {target} is at revision {revision or 'base (empty)'}")
+    return 0
+
+
+def check(args: argparse.Namespace, settings: Settings) -> int:
+    """Settings loaded and task modules imported: report what is configured."""
+    del args
+    from jobs_service.tasks.registry import TASK_NAME_PATTERN, list_tasks  # noqa: PLC0415
+
+    broker = shared_broker()
+    problems = [
+        f"task {info.name!r}: name is not verb_noun"
+        for info in list_tasks(broker)
+        if not TASK_NAME_PATTERN.fullmatch(info.name)
+    ]
+    if settings.env == "production" and not settings.api_keys:
+        problems.append("api_keys: production needs at least one [[api_keys]] entry")
+    print(
+        f"settings   env={settings.env} database={redact_url(settings.database_url)} "
+        f"broker={'redis' if settings.redis_url else 'in-memory'}"
+    )
+    print(
+        f"tasks      {len(list_tasks(broker))} registered "
+        f"(modules: {', '.join(settings.task_modules) or 'built-in only'})"
+    )
+    print(f"api keys   {len(settings.api_keys)}")
+    for problem in problems:
+        sys.stderr.write(f"problem: {problem}\n")
+    return EXIT_FAILED if problems else 0
+
+
+def tasks(args: argparse.Namespace, settings: Settings) -> int:
+    """List the registry."""
+    del settings
+    from jobs_service.tasks.registry import list_tasks  # noqa: PLC0415
+
+    infos = list_tasks(shared_broker())
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": info.name,
+                        "category": info.category,
+                        "schedules": info.schedules,
+                        "timezone": info.timezone,
+                        "timeout_s": info.timeout_s,
+                        "max_retries": info.max_retries,
+                        "description": info.description,
+                    }
+                    for info in infos
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    print_table(
+        ["TASK", "CATEGORY", "SCHEDULE", "TIMEOUT", "RETRIES", "DESCRIPTION"],
+        [
+            [
+                info.name,
+                info.category,
+                ", ".join(info.schedules) or "-",
+                f"{info.timeout_s:g}s" if info.timeout_s else "-",
+                str(info.max_retries),
+                info.summary_line,
+            ]
+            for info in infos
+        ],
+    )
+    return 0

@@ -1,0 +1,155 @@
+"""The argument parser of ``jobsctl``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from jobs_service import __version__
+
+__all__ = ["build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error instead of usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return number
+
+
+def _port(value: str) -> int:
+    number = _positive(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All commands and their options."""
+    parser = _Parser(
+        prog="jobsctl",
+        description="Jobs Service: run, operate and inspect background jobs.",
+    )
+    parser.add_argument("--version", action="version", version=f"jobsctl {__version__}")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML settings file (default: $JOBS_CONFIG_FILE)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="all-in-one: gateway, worker and scheduler in one process",
+        description="Embedded default: SQLite and the in-memory broker, one process. "
+        "Migrates the database, serves the API and runs tasks and schedules.",
+    )
+    _serve_options(run)
+
+    api = commands.add_parser(
+        "api",
+        help="serve the HTTP gateway (production)",
+        description="Serve the gateway with uvicorn.",
+    )
+    _serve_options(api)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run tasks from Redis (production; needs JOBS_REDIS_URL)",
+        description="Start TaskIQ worker processes on the Redis stream.",
+    )
+    worker.add_argument(
+        "--processes",
+        type=_positive,
+        metavar="N",
+        help="worker processes (default: worker.processes setting)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive,
+        metavar="N",
+        help="tasks each process runs at once (default: worker.concurrency)",
+    )
+
+    commands.add_parser(
+        "scheduler",
+        help="fire schedules (production)",
+        description="Run the TaskIQ scheduler over the label schedules.",
+    )
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="upgrade (or downgrade) the database schema",
+        description="Apply Alembic migrations.",
+    )
+    target = migrate.add_mutually_exclusive_group()
+    target.add_argument("--revision", default="head", help="upgrade to REVISION (default head)")
+    target.add_argument(
+        "--downgrade", metavar="REVISION", help="downgrade to REVISION ('base' removes every table)"
+    )
+
+    commands.add_parser(
+        "check",
+        help="validate the configuration and task modules",
+        description="Load settings and import every task module; "
+        "report problems and exit non-zero if any.",
+    )
+
+    tasks = commands.add_parser(
+        "tasks", help="list registered tasks", description="List every registered task."
+    )
+    tasks.add_argument("--json", action="store_true", help="print JSON")
+
+    enqueue = commands.add_parser(
+        "enqueue", help="queue a run of a task", description="Validate kwargs and queue one run."
+    )
+    enqueue.add_argument("name", help="task name, e.g. check_system_health")
+    enqueue.add_argument(
+        "--kwargs",
+        default="{}",
+        metavar="JSON",
+        help="keyword arguments as a JSON object, e.g. '{\"days\": 7}'",
+    )
+    enqueue.add_argument(
+        "--wait", action="store_true", help="wait for the run to finish and print its summary"
+    )
+    enqueue.add_argument(
+        "--timeout",
+        type=_positive,
+        default=300,
+        metavar="SECONDS",
+        help="with --wait: give up after this long (default 300)",
+    )
+    enqueue.add_argument(
+        "--idempotency-key", metavar="KEY", help="queue at most one run for this key"
+    )
+
+    runs = commands.add_parser(
+        "runs", help="list recent runs, or show one", description="Read the run history."
+    )
+    runs.add_argument("run_id", nargs="?", help="show this run in full")
+    runs.add_argument("--task", help="only runs of this task")
+    runs.add_argument(
+        "--status",
+        choices=["queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled"],
+    )
+    runs.add_argument("--source", choices=["api", "schedule", "webhook", "retry", "cli"])
+    runs.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default: api.host setting, 127.0.0.1)")
+    parser.add_argument("--port", type=_port, help="port (default: api.port setting, 8000)")

@@ -1,0 +1,143 @@
+"""Long-running processes: ``run``, ``api``, ``worker``, ``scheduler``."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from jobs_service.cli.context import shared_broker
+from jobs_service.cli.errors import CliError
+from jobs_service.core.settings import is_loopback_host
+
+if TYPE_CHECKING:
+    import argparse
+
+    from jobs_service.core.settings import Settings
+
+__all__ = ["api", "run", "scheduler", "worker"]
+
+
+def _bind(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    host = args.host or settings.api.host
+    port = args.port or settings.api.port
+    if not settings.api_keys and not is_loopback_host(host):
+        raise CliError(
+            f"no [[api_keys]] configured: refusing to listen on {host}; "
+            "configure API keys or bind a loopback address such as 127.0.0.1"
+        )
+    return host, port
+
+
+def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from jobs_service.core.errors import ConfigurationError  # noqa: PLC0415
+    from jobs_service.gateway.app import check_gateway_security, create_app  # noqa: PLC0415
+
+    host, port = _bind(args, settings)
+    try:
+        check_gateway_security(settings)
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
+    app = create_app(settings, broker=shared_broker(), embedded=embedded)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.worker.shutdown_timeout_s),
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    if embedded:
+        _announce(settings, host, port)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _announce(settings: Settings, host: str, port: int) -> None:
+    from jobs_service.infrastructure.database import sqlite_path  # noqa: PLC0415
+
+    base = f"http://{host}:{port}"
+    database = sqlite_path(settings.database_url)
+    lines = [
+        "Jobs Service (embedded: one process, in-memory broker)",
+        f"  API       {base}/v1/tasks",
+        f"  API docs  {base}/docs",
+        f"  health    {base}/health",
+        f"  database  {database.resolve() if database else settings.database_url}",
+        "  try       jobsctl enqueue check_system_health --wait   (or POST "
+        f"{base}/v1/tasks/check_system_health)",
+    ]
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """All-in-one embedded process."""
+    if settings.redis_url is not None:
+        raise CliError(
+            "JOBS_REDIS_URL is set, so tasks go to Redis: run `jobsctl api`, "
+            "`jobsctl worker` and `jobsctl scheduler` (or unset it for the embedded default)"
+        )
+    return _serve(args, settings, embedded=True)
+
+
+def api(args: argparse.Namespace, settings: Settings) -> int:
+    """The gateway alone."""
+    return _serve(args, settings, embedded=False)
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    """TaskIQ worker processes over the shared broker."""
+    if settings.redis_url is None:
+        raise CliError(
+            "JOBS_REDIS_URL is not set: workers need Redis. Without it tasks run inside "
+            "`jobsctl run` (the embedded default)."
+        )
+    shared_broker()  # fail here, in one line, if a task module is broken
+    from taskiq.cli.worker.args import WorkerArgs  # noqa: PLC0415
+    from taskiq.cli.worker.run import run_worker  # noqa: PLC0415
+
+    options = WorkerArgs(
+        broker="jobs_service.broker:broker",
+        modules=[],
+        workers=args.processes or settings.worker.processes,
+        max_async_tasks=args.concurrency or settings.worker.concurrency,
+        shutdown_timeout=settings.worker.shutdown_timeout_s,
+        wait_tasks_timeout=settings.worker.shutdown_timeout_s,
+        configure_logging=False,
+    )
+    status = run_worker(options)
+    return int(status or 0)
+
+
+def scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    """The TaskIQ scheduler over the label schedules."""
+    del args
+    if settings.redis_url is None:
+        raise CliError(
+            "JOBS_REDIS_URL is not set: a separate scheduler needs Redis to reach the "
+            "workers. The embedded `jobsctl run` includes the scheduler."
+        )
+    shared_broker()
+    from taskiq.cli.scheduler.args import SchedulerArgs  # noqa: PLC0415
+    from taskiq.cli.scheduler.run import run_scheduler  # noqa: PLC0415
+
+    from jobs_service.cli.context import run_async  # noqa: PLC0415
+
+    run_async(
+        run_scheduler(
+            SchedulerArgs(
+                scheduler="jobs_service.scheduler:scheduler",
+                modules=[],
+                configure_logging=False,
+                skip_first_run=True,
+            )
+        )
+    )
+    return 0

@@ -1,0 +1,298 @@
+"""The Python producer API: ``enqueue``, ``enqueue_many``, ``get_run``.
+
+The gateway, the CLI and applications all enqueue through :class:`JobsClient`. Each run
+gets its ``queued`` row before its message is sent, so a run id returned to a caller is
+always visible in the history, and an ``Idempotency-Key`` is claimed atomically by the
+row's unique constraint. If the send fails the row is removed and the error raised: the
+caller was told nothing was queued, so nothing half-queued is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from taskiq import TaskiqMessage, TaskiqMiddleware
+from taskiq.labels import prepare_label
+from taskiq.utils import maybe_awaitable
+
+from jobs_service.core.errors import JobsError
+from jobs_service.core.ids import new_run_id
+from jobs_service.infrastructure.models import RUN_SOURCES, TERMINAL_STATUSES, JobRun
+from jobs_service.infrastructure.repositories import runs
+from jobs_service.tasks.registry import InvalidKwargsError, TaskInfo, find_task
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from taskiq import AsyncBroker
+    from taskiq.message import BrokerMessage
+
+    from jobs_service.infrastructure.runtime import Runtime
+
+__all__ = [
+    "EnqueueError",
+    "IdempotencyConflictError",
+    "JobsClient",
+    "Submission",
+]
+
+
+class EnqueueError(JobsError):
+    """The broker did not accept the message; nothing was queued."""
+
+
+class IdempotencyConflictError(JobsError):
+    """The ``Idempotency-Key`` was used before for a different task or arguments."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The answer to a submit: the run, and whether it already existed."""
+
+    run_id: str
+    status: str
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _RunMeta:
+    source: str
+    schedule_id: int | None = None
+    scheduled_for: datetime | None = None
+    webhook_event_id: int | None = None
+
+
+class JobsClient:
+    """Enqueues runs on ``broker`` and records them through ``runtime``'s database."""
+
+    def __init__(self, broker: AsyncBroker, runtime: Runtime) -> None:
+        self._broker = broker
+        self._database = runtime.database
+
+    def task(self, name: str) -> TaskInfo:
+        """The registered task ``name`` (raises ``UnknownTaskError``)."""
+        return find_task(self._broker, name)
+
+    async def enqueue(
+        self,
+        task: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        source: str = "api",
+        idempotency_key: str | None = None,
+        schedule_id: int | None = None,
+        scheduled_for: datetime | None = None,
+        webhook_event_id: int | None = None,
+    ) -> str:
+        """Validate ``kwargs`` against the task, queue one run and return its run id."""
+        submission = await self.submit(
+            task,
+            kwargs,
+            source=source,
+            idempotency_key=idempotency_key,
+            schedule_id=schedule_id,
+            scheduled_for=scheduled_for,
+            webhook_event_id=webhook_event_id,
+        )
+        return submission.run_id
+
+    async def submit(
+        self,
+        task: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        source: str = "api",
+        idempotency_key: str | None = None,
+        schedule_id: int | None = None,
+        scheduled_for: datetime | None = None,
+        webhook_event_id: int | None = None,
+    ) -> Submission:
+        """Like :meth:`enqueue`, but tells whether an idempotent replay happened."""
+        info = self.task(task)
+        clean = info.validate_kwargs(dict(kwargs or {}))
+        meta = _RunMeta(_check_source(source), schedule_id, scheduled_for, webhook_event_id)
+        if idempotency_key is not None:
+            existing = await self._existing_for_key(idempotency_key, info.name, clean)
+            if existing is not None:
+                return existing
+        run_id = new_run_id()
+        queued = self._queued(run_id, info, clean, meta, key=idempotency_key)
+        try:
+            async with self._database.engine.begin() as connection:
+                await runs.insert_queued_runs(connection, [queued])
+        except IntegrityError:
+            # Lost a race with a concurrent request carrying the same key.
+            if idempotency_key is None:
+                raise
+            existing = await self._existing_for_key(idempotency_key, info.name, clean)
+            if existing is None:
+                raise
+            return existing
+        await self._send([self._message(run_id, info, clean, meta, queued.queued_at)], [run_id])
+        return Submission(run_id, "queued", replayed=False)
+
+    async def enqueue_many(
+        self,
+        task: str,
+        kwargs_list: Sequence[Mapping[str, Any]],
+        *,
+        source: str = "api",
+    ) -> list[str]:
+        """Queue one run per kwargs mapping: one insert and one pipelined send in all.
+
+        Every item is validated before anything is queued, so a bad item rejects the
+        whole batch rather than leaving part of it behind.
+        """
+        info = self.task(task)
+        cleaned = []
+        for index, kwargs in enumerate(kwargs_list):
+            try:
+                cleaned.append(info.validate_kwargs(dict(kwargs)))
+            except InvalidKwargsError as exc:
+                errors = [
+                    {**error, "loc": ["items", index, "kwargs", *error["loc"]]}
+                    for error in exc.errors
+                ]
+                raise InvalidKwargsError(exc.task, errors) from None
+        meta = _RunMeta(_check_source(source))
+        run_ids = [new_run_id() for _ in cleaned]
+        now = datetime.now(UTC)
+        queued = [
+            self._queued(run_id, info, kwargs, meta, now=now)
+            for run_id, kwargs in zip(run_ids, cleaned, strict=True)
+        ]
+        async with self._database.engine.begin() as connection:
+            await runs.insert_queued_runs(connection, queued)
+        messages = [
+            self._message(run_id, info, kwargs, meta, now)
+            for run_id, kwargs in zip(run_ids, cleaned, strict=True)
+        ]
+        await self._send(messages, run_ids)
+        return run_ids
+
+    async def get_run(self, run_id: str) -> JobRun | None:
+        """The run's current record, or None."""
+        async with self._database.sessions() as session:
+            return await runs.get_run(session, run_id=run_id)
+
+    async def wait_for(
+        self, run_id: str, *, timeout_s: float = 60.0, poll_s: float = 0.1
+    ) -> JobRun:
+        """Poll until the run reaches a final state; raises ``TimeoutError``."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                run = await self.get_run(run_id)
+                if run is not None and run.status in TERMINAL_STATUSES:
+                    return run
+                await asyncio.sleep(poll_s)
+
+    # -- internals -------------------------------------------------------------------
+
+    async def _existing_for_key(
+        self, key: str, task: str, kwargs: dict[str, Any]
+    ) -> Submission | None:
+        async with self._database.sessions() as session:
+            run = await runs.get_run_by_idempotency_key(session, key)
+        if run is None:
+            return None
+        if run.task != task or run.kwargs != kwargs:
+            msg = (
+                f"Idempotency-Key {key!r} was already used for run {run.run_id} "
+                f"with a different task or kwargs"
+            )
+            raise IdempotencyConflictError(msg)
+        return Submission(run.run_id, run.status, replayed=True)
+
+    @staticmethod
+    def _queued(
+        run_id: str,
+        info: TaskInfo,
+        kwargs: dict[str, Any],
+        meta: _RunMeta,
+        *,
+        key: str | None = None,
+        now: datetime | None = None,
+    ) -> runs.QueuedRun:
+        return runs.QueuedRun(
+            run_id=run_id,
+            task=info.name,
+            kwargs=kwargs,
+            source=meta.source,
+            queued_at=now or datetime.now(UTC),
+            idempotency_key=key,
+            schedule_id=meta.schedule_id,
+            scheduled_for=meta.scheduled_for,
+            webhook_event_id=meta.webhook_event_id,
+        )
+
+    def _message(
+        self,
+        run_id: str,
+        info: TaskInfo,
+        kwargs: dict[str, Any],
+        meta: _RunMeta,
+        queued_at: datetime,
+    ) -> TaskiqMessage:
+        raw: dict[str, Any] = dict(info.wire_labels)
+        raw["source"] = meta.source
+        raw["queued_at"] = queued_at.timestamp()
+        if meta.schedule_id is not None:
+            raw["schedule_id"] = meta.schedule_id
+        if meta.scheduled_for is not None:
+            raw["scheduled_for"] = meta.scheduled_for.timestamp()
+        if meta.webhook_event_id is not None:
+            raw["webhook_event_id"] = meta.webhook_event_id
+        labels: dict[str, Any] = {}
+        types: dict[str, int] = {}
+        for key, value in raw.items():
+            labels[key], types[key] = prepare_label(value)
+        return TaskiqMessage(
+            task_id=run_id,
+            task_name=info.name,
+            labels=labels,
+            labels_types=types,
+            args=[],
+            kwargs=kwargs,
+        )
+
+    async def _send(self, messages: list[TaskiqMessage], run_ids: list[str]) -> None:
+        middlewares = self._broker.middlewares
+        prepared: list[BrokerMessage] = []
+        for message in messages:
+            for middleware in middlewares:
+                if type(middleware).pre_send is not TaskiqMiddleware.pre_send:
+                    message = await maybe_awaitable(middleware.pre_send(message))  # noqa: PLW2901
+            prepared.append(self._broker.formatter.dumps(message))
+        try:
+            kick_many = getattr(self._broker, "kick_many", None)
+            if kick_many is not None:
+                await kick_many(prepared)
+            else:
+                for broker_message in prepared:
+                    await self._broker.kick(broker_message)
+        except Exception as exc:
+            await self._forget(run_ids)
+            msg = f"the broker did not accept the run ({type(exc).__name__}: {exc})"
+            raise EnqueueError(msg) from exc
+        for message in messages:
+            for middleware in reversed(middlewares):
+                if type(middleware).post_send is not TaskiqMiddleware.post_send:
+                    await maybe_awaitable(middleware.post_send(message))
+
+    async def _forget(self, run_ids: list[str]) -> None:
+        async with self._database.engine.begin() as connection:
+            await connection.execute(
+                delete(JobRun).where(JobRun.run_id.in_(run_ids), JobRun.status == "queued")
+            )
+
+
+def _check_source(source: str) -> str:
+    if source not in RUN_SOURCES:
+        msg = f"source must be one of {', '.join(RUN_SOURCES)}; got {source!r}"
+        raise ValueError(msg)
+    return source

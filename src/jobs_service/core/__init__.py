@@ -1,0 +1,1 @@
+"""Settings, logging and the small domain types every layer shares; imports nothing of ours."""

@@ -1,0 +1,42 @@
+"""Ports: the small interfaces tasks depend on. Agents implement them; tests use the
+recording fakes in :mod:`jobs_service.testing`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+__all__ = ["CheckResult", "HealthProbe", "RunHistory"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one dependency check."""
+
+    name: str
+    ok: bool
+    latency_ms: float
+    detail: str = ""
+
+
+class RunHistory(Protocol):
+    """The service's own run history, as maintenance jobs need it."""
+
+    async def delete_finished_before(self, cutoff: datetime) -> int:
+        """Delete finished runs older than ``cutoff``; return how many."""
+        ...
+
+    async def count_stuck(self, older_than: datetime) -> int:
+        """Count runs queued or running since before ``older_than``."""
+        ...
+
+
+class HealthProbe(Protocol):
+    """Checks of the service's own dependencies."""
+
+    async def check_all(self) -> list[CheckResult]:
+        """Check every dependency (database, broker) and report each."""
+        ...

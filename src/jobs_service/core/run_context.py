@@ -1,0 +1,58 @@
+"""The run a piece of code is executing on behalf of.
+
+Set by the worker's run-context middleware before a task starts and cleared after it
+ends; everything in between (the task, its agents, its log lines) can ask which run it
+serves, e.g. to send the run id as an idempotency key.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["RunContext", "clear_run", "current_run", "set_run"]
+
+_current: ContextVar[RunContext | None] = ContextVar("jobs_current_run", default=None)
+
+
+@dataclass(slots=True)
+class RunContext:
+    """What is known about a run while it executes."""
+
+    run_id: str
+    task: str
+    kwargs: dict[str, Any]
+    attempt: int
+    source: str
+    queued_at: datetime
+    schedule_id: int | None = None
+    scheduled_for: datetime | None = None
+    webhook_event_id: int | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    def elapsed_ms(self) -> int:
+        """Milliseconds since the attempt started."""
+        return int((time.monotonic() - self.started_monotonic) * 1000)
+
+
+def current_run() -> RunContext | None:
+    """The run being executed in this context, if any."""
+    return _current.get()
+
+
+def set_run(context: RunContext) -> None:
+    """Enter a run.
+
+    TaskIQ runs each message in its own asyncio task, which has its own copy of the
+    context, so setting (rather than token-resetting) cannot leak into other runs.
+    """
+    _current.set(context)
+
+
+def clear_run() -> None:
+    """Leave the current run."""
+    _current.set(None)

@@ -1,0 +1,299 @@
+"""Settings: one object, built at each entry point and passed down.
+
+Sources, strongest first: keyword arguments, ``JOBS_*`` environment variables (nested
+with ``__``, e.g. ``JOBS_BROKER__XREAD_COUNT=20``), then the TOML file named by
+``JOBS_CONFIG_FILE``, then the defaults below. Nothing deeper in the code reads the
+environment. Every field's description is the text the configuration reference shows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from jobs_service.core.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "ApiKey",
+    "ApiSettings",
+    "BrokerSettings",
+    "DatabaseSettings",
+    "RunsSettings",
+    "Scope",
+    "Settings",
+    "WorkerSettings",
+    "is_loopback_host",
+]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/jobs.db"
+Scope = Literal["read", "operate", "admin"]
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_config_file_override: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class _Section(BaseModel):
+    """A nested settings table; unknown keys are errors so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiKey(_Section):
+    """One ``[[api_keys]]`` entry. Only the key's SHA-256 is stored, never the key."""
+
+    name: str = Field(min_length=1, description="Who holds the key; shown in logs and audit.")
+    sha256: str = Field(description="Lowercase hex SHA-256 of the key.")
+    scopes: list[Scope] = Field(
+        min_length=1, description="read, operate, admin; admin implies the others."
+    )
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_sha256(cls, value: str) -> str:
+        if not _SHA256_HEX.fullmatch(value):
+            msg = "must be 64 lowercase hex digits (the SHA-256 of the key, not the key)"
+            raise ValueError(msg)
+        return value
+
+    def grants(self, scope: Scope) -> bool:
+        """True when this key may use ``scope``."""
+        return "admin" in self.scopes or scope in self.scopes
+
+
+class ApiSettings(_Section):
+    """The HTTP gateway."""
+
+    host: str = Field("127.0.0.1", description="Address `jobsctl api` and `jobsctl run` bind.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
+    request_log: bool = Field(True, description="Log one line per HTTP request.")
+
+
+class BrokerSettings(_Section):
+    """The Redis stream broker (used when ``redis_url`` is set)."""
+
+    xread_count: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Messages fetched per XREADGROUP. Small keeps work spread across "
+        "workers instead of one worker hoarding a batch.",
+    )
+    xread_block_ms: int = Field(
+        2000, ge=10, description="How long one XREADGROUP waits for new messages."
+    )
+    idle_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A delivered but unacknowledged message idle this long is reclaimed "
+        "by another worker (XAUTOCLAIM): the bound on re-running a crashed worker's task.",
+    )
+    unacknowledged_lock_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Lifetime of the lock one worker holds while reclaiming idle "
+        "messages; a crashed reclaimer releases it after this.",
+    )
+    result_ttl_s: int = Field(
+        86_400,
+        ge=1,
+        description="How long task results stay in Redis (run history "
+        "lives in the database regardless).",
+    )
+    max_connections: int = Field(64, ge=2, description="Redis connection pool size per process.")
+
+
+class DatabaseSettings(_Section):
+    """Connection pool of the run-history database."""
+
+    pool_size: int = Field(10, ge=1, description="PostgreSQL connections kept open.")
+    max_overflow: int = Field(10, ge=0, description="Extra PostgreSQL connections under load.")
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Give up connecting after this; /ready reports the failure."
+    )
+    echo: bool = Field(False, description="Log every SQL statement (debugging only).")
+
+
+class WorkerSettings(_Section):
+    """Worker processes (`jobsctl worker`)."""
+
+    processes: int = Field(1, ge=1, le=64, description="Worker processes per `jobsctl worker`.")
+    concurrency: int = Field(
+        100, ge=1, le=10_000, description="Tasks one worker process runs at once."
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="On SIGTERM, how long running tasks may take to finish."
+    )
+
+
+class RunsSettings(_Section):
+    """Run history."""
+
+    retention_days: int = Field(
+        30, ge=1, description="`cleanup_old_runs` deletes finished runs older than this."
+    )
+    stuck_after_s: int = Field(
+        3600,
+        ge=1,
+        description="`check_system_health` reports runs queued or running longer "
+        "than this as stuck.",
+    )
+    record_batch_size: int = Field(
+        500, ge=1, le=10_000, description="Run events written per database statement."
+    )
+    record_flush_interval_ms: int = Field(
+        100, ge=1, le=10_000, description="Longest a run event waits before it is written."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOBS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    env: Literal["development", "test", "staging", "production"] = Field(
+        "development",
+        description="`production` refuses to start without API keys or with unsafe options.",
+    )
+    config_file: Path | None = Field(
+        None, description="TOML file with settings; environment variables override it."
+    )
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy async URL: `postgresql+asyncpg://…` in production, "
+        "`sqlite+aiosqlite:///…` for the embedded default.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL. Set: RedisStreamBroker and separate worker processes. "
+        "Unset: TaskIQ's in-memory broker inside `jobsctl run`.",
+    )
+    redis_prefix: str = Field(
+        "jobs",
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of every Redis key, so several deployments can share a server.",
+    )
+    task_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra modules that register tasks, comma-separated in the "
+        "environment (`JOBS_TASK_MODULES=myapp.jobs,myapp.reports`).",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`auto`: console on a terminal, JSON otherwise."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level logged."
+    )
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description="`[[api_keys]]` entries. None: the gateway serves loopback only.",
+    )
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    runs: RunsSettings = Field(default_factory=RunsSettings)
+
+    @field_validator("task_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            msg = "must start with postgresql+asyncpg:// or sqlite+aiosqlite://"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            msg = "must start with redis://, rediss:// or unix://"
+            raise ValueError(msg)
+        return value or None
+
+    @model_validator(mode="after")
+    def _unique_key_names(self) -> Settings:
+        names = [key.name for key in self.api_keys]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            msg = f"api_keys: duplicate name(s) {', '.join(duplicates)}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis: the gateway, worker and scheduler share one process."""
+        return self.redis_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """The run history lives in a SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from the environment and the TOML file.
+
+        ``config_file`` (else ``JOBS_CONFIG_FILE``) names the TOML file; a named file
+        that does not exist is an error rather than silently ignored.
+        """
+        token = _config_file_override.set(config_file)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file_override.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment over file over defaults; the file is read only when named."""
+        path = _config_file_override.get()
+        if path is None and os.environ.get("JOBS_CONFIG_FILE"):
+            path = Path(os.environ["JOBS_CONFIG_FILE"])
+        if path is None:
+            return (init_settings, env_settings)
+        if not path.is_file():
+            msg = f"config file {path} does not exist (named by JOBS_CONFIG_FILE)"
+            raise ConfigurationError(msg)
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        return (init_settings, env_settings, toml)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,151 @@
+"""The FastAPI application factory and its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from taskiq import InMemoryBroker
+from taskiq_fastapi import populate_dependency_context
+
+from jobs_service import __version__
+from jobs_service.client import JobsClient
+from jobs_service.core.errors import ConfigurationError
+from jobs_service.core.logging import get_logger
+from jobs_service.core.redaction import redact_url
+from jobs_service.core.settings import Settings
+from jobs_service.gateway.problems import install_problem_handlers
+from jobs_service.gateway.request_log import RequestLogMiddleware
+from jobs_service.gateway.routes import health, runs, tasks
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.runtime import Runtime
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from taskiq import AsyncBroker
+
+__all__ = ["check_gateway_security", "create_app"]
+
+_log = get_logger("jobs_service.gateway")
+
+
+def check_gateway_security(settings: Settings) -> None:
+    """Refuse configurations that would expose an unauthenticated API."""
+    if settings.api_keys:
+        return
+    if settings.env == "production":
+        msg = (
+            "JOBS_ENV=production requires at least one [[api_keys]] entry "
+            "in the config file; refusing to start"
+        )
+        raise ConfigurationError(msg)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    broker: AsyncBroker | None = None,
+    embedded: bool = False,
+    announce: bool = True,
+) -> FastAPI:
+    """Build the gateway.
+
+    ``embedded`` is ``jobsctl run``: the schema is migrated at start and the scheduler
+    loop runs inside the process. ``announce=False`` keeps one-shot CLI commands quiet
+    about serving. Called with no arguments (as taskiq-fastapi does in
+    workers) it reads settings from the environment and uses the shared broker.
+    """
+    settings = settings or Settings.load()
+    if broker is None:
+        from jobs_service.broker import broker as shared_broker  # noqa: PLC0415 - cycle
+
+        broker = shared_broker
+    target: AsyncBroker = broker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        serving = not target.is_worker_process
+        if serving:
+            check_gateway_security(settings)
+        runtime = Runtime(settings)
+        if embedded:
+            await migrate.upgrade(runtime.database)
+        await runtime.start()
+        app.state.runtime = runtime
+        app.state.client = JobsClient(target, runtime)
+        target.state.runtime = runtime
+        if serving:
+            await target.startup()
+            if isinstance(target, InMemoryBroker):
+                populate_dependency_context(target, app)
+        scheduler_task = _start_scheduler(target) if embedded else None
+        if serving and announce and not settings.api_keys:
+            _log.warning(
+                "no-api-keys",
+                message="no [[api_keys]] configured: serving loopback callers only, "
+                "without authentication",
+            )
+        if announce:
+            _log.info(
+                "gateway-started",
+                version=__version__,
+                embedded=embedded,
+                database=redact_url(settings.database_url),
+                broker="in-memory"
+                if settings.redis_url is None
+                else redact_url(settings.redis_url),
+            )
+        try:
+            yield
+        finally:
+            if scheduler_task is not None:
+                scheduler_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler_task
+            if serving:
+                if isinstance(target, InMemoryBroker):
+                    await _drain(target, settings.worker.shutdown_timeout_s)
+                await target.shutdown()
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Jobs Service",
+        version=__version__,
+        description="Background jobs: cron, webhook-triggered and ad hoc, with history.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.broker = target
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    app.include_router(runs.router)
+    app.add_middleware(RequestLogMiddleware, enabled=settings.api.request_log)
+    return app
+
+
+async def _drain(broker: InMemoryBroker, timeout_s: float) -> None:
+    """Let in-process runs finish (bounded) so their final state gets recorded."""
+    try:
+        await asyncio.wait_for(broker.wait_all(), timeout=timeout_s)
+    except TimeoutError:
+        _log.warning("shutdown-timeout", running=len(broker._running_tasks))
+
+
+def _start_scheduler(broker: AsyncBroker) -> asyncio.Task[None]:
+    from taskiq.cli.scheduler.run import SchedulerLoop  # noqa: PLC0415 - embedded only
+
+    from jobs_service.scheduler import build_scheduler  # noqa: PLC0415 - imports tasks
+
+    scheduler = build_scheduler(broker)
+
+    async def loop() -> None:
+        for source in scheduler.sources:
+            await source.startup()
+        await SchedulerLoop(scheduler).run(skip_first_run=True)
+
+    return asyncio.create_task(loop(), name="scheduler-loop")

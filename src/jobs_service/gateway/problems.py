@@ -1,0 +1,161 @@
+"""RFC 9457 problem details: every error the gateway returns has this shape.
+
+``type`` is a URN naming the kind of problem (stable, documented in the API reference);
+``detail`` says what to fix; ``request_id`` ties the answer to the request log line.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobs_service.client import EnqueueError, IdempotencyConflictError
+from jobs_service.core.errors import ConfigurationError
+from jobs_service.core.logging import get_logger
+from jobs_service.tasks.registry import InvalidKwargsError, UnknownTaskError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response"]
+
+PROBLEM_JSON = "application/problem+json"
+_log = get_logger("jobs_service.gateway")
+
+
+class Problem(Exception):  # noqa: N818 - it is raised as a response, not a failure
+    """Raise to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """Build the problem+json response."""
+    body: dict[str, Any] = {
+        "type": f"urn:jobs-service:problem:{slug}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": list(error.get("loc", ())),
+            "msg": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
+        for error in exc.errors()
+    ]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Map every exception the gateway can raise to a problem response."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(
+            request, exc.status, exc.slug, exc.detail, headers=exc.headers, **exc.extensions
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        if any(error["type"] == "json_invalid" for error in errors):
+            return problem_response(
+                request, 400, "malformed-json", "the request body is not valid JSON", errors=errors
+            )
+        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(part) for part in first["loc"])
+        return problem_response(
+            request, 422, "invalid-request", f"{where}: {first['msg']}", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem_response(
+            request, exc.status_code, slug, str(exc.detail), headers=dict(exc.headers or {})
+        )
+
+    @app.exception_handler(UnknownTaskError)
+    async def _unknown_task(request: Request, exc: UnknownTaskError) -> JSONResponse:
+        return problem_response(request, 404, "unknown-task", str(exc), task=exc.name)
+
+    @app.exception_handler(InvalidKwargsError)
+    async def _kwargs(request: Request, exc: InvalidKwargsError) -> JSONResponse:
+        return problem_response(
+            request, 422, "invalid-kwargs", str(exc), task=exc.task, errors=exc.errors
+        )
+
+    @app.exception_handler(IdempotencyConflictError)
+    async def _idempotency(request: Request, exc: IdempotencyConflictError) -> JSONResponse:
+        return problem_response(request, 422, "idempotency-key-reused", str(exc))
+
+    @app.exception_handler(EnqueueError)
+    async def _enqueue(request: Request, exc: EnqueueError) -> JSONResponse:
+        _log.error("enqueue-failed", error=str(exc))
+        return problem_response(
+            request, 503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(ConfigurationError)
+    async def _config(request: Request, exc: ConfigurationError) -> JSONResponse:
+        return problem_response(request, 500, "misconfigured", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _is_database_down(exc):
+            _log.error("database-unavailable", error_type=type(exc).__name__)
+            return problem_response(
+                request,
+                503,
+                "database-unavailable",
+                "the database is unreachable; retry later",
+                headers={"Retry-After": "5"},
+            )
+        _log.exception("unhandled-error", error_type=type(exc).__name__)
+        return problem_response(
+            request, 500, "internal-error", "an unexpected error occurred; see the service log"
+        )
+
+
+def _is_database_down(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, InterfaceError  # noqa: PLC0415 - cold path
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, InterfaceError | OSError | ConnectionError)

@@ -1,0 +1,53 @@
+"""Liveness, readiness and metrics: unauthenticated, for orchestrators and scrapers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from jobs_service.gateway.problems import problem_response
+from jobs_service.infrastructure.health import check_broker, check_database
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Liveness: the process answers; checks no dependency")
+async def health() -> dict[str, str]:
+    """Always 200 while the event loop runs."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: the database and the broker answer",
+    responses={
+        503: {"description": "A dependency is down", "content": {"application/problem+json": {}}}
+    },
+)
+async def ready(request: Request) -> Any:
+    """200 with each check, or 503 problem+json naming the failing ones."""
+    runtime = request.app.state.runtime
+    results = await asyncio.gather(
+        check_database(runtime.database), check_broker(request.app.state.broker)
+    )
+    checks = {
+        result.name: {"ok": result.ok, "latency_ms": result.latency_ms, "detail": result.detail}
+        for result in results
+    }
+    failing = [result for result in results if not result.ok]
+    if failing:
+        detail = "; ".join(f"{result.name}: {result.detail}" for result in failing)
+        return problem_response(
+            request, 503, "not-ready", detail, checks=checks, headers={"Retry-After": "5"}
+        )
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    """Text exposition format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

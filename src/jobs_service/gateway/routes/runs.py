@@ -1,0 +1,83 @@
+"""Run history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from jobs_service.core.ids import is_run_id
+from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
+from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.schemas import Page, RunOut, RunSource, RunStatus
+from jobs_service.gateway.security import require_scope
+from jobs_service.infrastructure.repositories import runs
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+_PROBLEMS: dict[int | str, dict[str, str]] = {
+    400: {"description": "Invalid cursor"},
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "The key lacks the scope"},
+}
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise Problem(422, "invalid-request", f"{name} needs a UTC offset, e.g. 'Z'")
+    return value
+
+
+@router.get("", summary="List runs, newest first", responses=_PROBLEMS)
+async def list_runs(
+    request: Request,
+    _: Annotated[str, Depends(require_scope("read"))],
+    task: str | None = None,
+    status: RunStatus | None = None,
+    source: RunSource | None = None,
+    schedule_id: int | None = None,
+    queued_after: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None,
+    queued_before: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[RunOut]:
+    """Filter by task, status, source, schedule and queue time; cursor pagination."""
+    try:
+        after_id = decode_cursor(cursor) if cursor else None
+    except InvalidCursorError:
+        raise Problem(400, "invalid-cursor", "cursor is not one this API returned") from None
+    filters = runs.RunFilter(
+        task=task,
+        status=status,
+        source=source,
+        schedule_id=schedule_id,
+        queued_after=_aware(queued_after, "queued_after"),
+        queued_before=_aware(queued_before, "queued_before"),
+    )
+    async with request.app.state.runtime.database.sessions() as session:
+        rows = await runs.list_runs(session, filters, limit=limit, after_id=after_id)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[RunOut](
+        items=[RunOut.of(row) for row in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+    )
+
+
+@router.get(
+    "/{run_id}", summary="One run", responses={**_PROBLEMS, 404: {"description": "Unknown run"}}
+)
+async def get_run(
+    run_id: str, request: Request, _: Annotated[str, Depends(require_scope("read"))]
+) -> RunOut:
+    """A run by its ``run_id`` (or numeric ``id``) with summary, error and progress."""
+    async with request.app.state.runtime.database.sessions() as session:
+        if is_run_id(run_id):
+            row = await runs.get_run(session, run_id=run_id)
+        elif run_id.isdigit() and len(run_id) < 19:
+            row = await runs.get_run(session, id=int(run_id))
+        else:
+            row = None
+    if row is None:
+        raise Problem(404, "unknown-run", f"no run {run_id!r}")
+    return RunOut.of(row)

@@ -1,0 +1,85 @@
+"""The task registry and submitting runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+
+from jobs_service.client import JobsClient
+from jobs_service.gateway.dependencies import get_client
+from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.schemas import (
+    BatchIn,
+    BatchOut,
+    RunStatus,
+    SubmitIn,
+    SubmitOut,
+    TaskOut,
+)
+from jobs_service.gateway.security import require_scope
+from jobs_service.tasks.registry import find_task, list_tasks
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+_PROBLEMS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "The key lacks the scope"},
+    404: {"description": "Unknown task"},
+    422: {"description": "Invalid kwargs or request"},
+}
+
+
+@router.get("", summary="List registered tasks", responses=_PROBLEMS)
+async def get_tasks(
+    request: Request, _: Annotated[str, Depends(require_scope("read"))]
+) -> dict[str, list[TaskOut]]:
+    """Name, category, description, schedules, timeout and retries of every task."""
+    return {"items": [TaskOut.of(info) for info in list_tasks(request.app.state.broker)]}
+
+
+@router.get("/{name}", summary="One task", responses=_PROBLEMS)
+async def get_task(
+    name: str, request: Request, _: Annotated[str, Depends(require_scope("read"))]
+) -> TaskOut:
+    """A task with the JSON Schema of its keyword arguments."""
+    return TaskOut.of(find_task(request.app.state.broker, name))
+
+
+@router.post("/{name}", status_code=202, summary="Submit a run", responses=_PROBLEMS)
+async def submit_task(
+    name: str,
+    body: SubmitIn,
+    response: Response,
+    client: Annotated[JobsClient, Depends(get_client)],
+    _: Annotated[str, Depends(require_scope("operate"))],
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> SubmitOut:
+    """Validate the kwargs against the task's signature and queue a run.
+
+    With an ``Idempotency-Key`` header, repeating the request returns the same run
+    (``Idempotent-Replayed: true``) instead of queueing another.
+    """
+    if idempotency_key is not None and not idempotency_key.strip():
+        raise Problem(422, "invalid-request", "Idempotency-Key must not be blank")
+    submission = await client.submit(
+        name, body.kwargs, source="api", idempotency_key=idempotency_key
+    )
+    response.headers["Location"] = f"/v1/runs/{submission.run_id}"
+    if submission.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return SubmitOut(
+        run_id=submission.run_id, task=name, status=cast("RunStatus", submission.status)
+    )
+
+
+@router.post("/{name}/batch", status_code=202, summary="Submit many runs", responses=_PROBLEMS)
+async def submit_batch(
+    name: str,
+    body: BatchIn,
+    client: Annotated[JobsClient, Depends(get_client)],
+    _: Annotated[str, Depends(require_scope("operate"))],
+) -> BatchOut:
+    """Queue up to 1000 runs of one task in one database insert and one broker round
+    trip; every item is validated first, and one bad item rejects the whole batch."""
+    run_ids = await client.enqueue_many(name, [item.kwargs for item in body.items], source="api")
+    return BatchOut(task=name, run_ids=run_ids)

@@ -1,0 +1,143 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from jobs_service.infrastructure.models import JobRun
+    from jobs_service.tasks.registry import TaskInfo
+
+__all__ = [
+    "BatchIn",
+    "BatchOut",
+    "Page",
+    "RunOut",
+    "RunStatus",
+    "SubmitIn",
+    "SubmitOut",
+    "TaskOut",
+]
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled"]
+RunSource = Literal["api", "schedule", "webhook", "retry", "cli"]
+T = TypeVar("T")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitIn(_Body):
+    """``POST /v1/tasks/{name}``."""
+
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the task."
+    )
+
+
+class SubmitOut(BaseModel):
+    """A queued (or idempotently replayed) run."""
+
+    run_id: str
+    task: str
+    status: RunStatus
+
+
+class BatchItem(_Body):
+    """One run of a batch."""
+
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchIn(_Body):
+    """``POST /v1/tasks/{name}/batch``: up to 1000 runs of one task."""
+
+    items: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
+class BatchOut(BaseModel):
+    """Run ids in the order of the submitted items."""
+
+    task: str
+    run_ids: list[str]
+
+
+class ScheduleLabel(BaseModel):
+    """A cron schedule declared on the task."""
+
+    cron: str
+    timezone: str
+
+
+class TaskOut(BaseModel):
+    """A registered task."""
+
+    name: str
+    category: str
+    description: str
+    schedules: list[ScheduleLabel]
+    timeout_s: float | None
+    retry_on_error: bool
+    max_retries: int
+    kwargs_schema: dict[str, Any]
+
+    @classmethod
+    def of(cls, info: TaskInfo) -> TaskOut:
+        """Describe a registered task."""
+        return cls(
+            name=info.name,
+            category=info.category,
+            description=info.description,
+            schedules=[ScheduleLabel(cron=cron, timezone=info.timezone) for cron in info.schedules],
+            timeout_s=info.timeout_s,
+            retry_on_error=info.retry_on_error,
+            max_retries=info.max_retries,
+            kwargs_schema=info.argument_schema(),
+        )
+
+
+class RunError(BaseModel):
+    """Why an attempt failed."""
+
+    type: str
+    message: str
+
+
+class RunOut(BaseModel):
+    """A run record."""
+
+    id: int
+    run_id: str
+    task: str
+    kwargs: dict[str, Any]
+    status: RunStatus
+    attempt: int
+    source: RunSource
+    schedule_id: int | None
+    scheduled_for: datetime | None
+    webhook_event_id: int | None
+    idempotency_key: str | None
+    summary: dict[str, int] | None
+    error: RunError | None
+    progress: dict[str, Any] | None
+    worker: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+
+    @classmethod
+    def of(cls, run: JobRun) -> RunOut:
+        """Serialise a row."""
+        return cls.model_validate(run, from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list; pass ``next_cursor`` as ``cursor`` for the next one."""
+
+    items: list[T]
+    next_cursor: str | None

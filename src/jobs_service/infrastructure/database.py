@@ -1,0 +1,76 @@
+"""The async engine and session factory of the run-history database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from jobs_service.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from jobs_service.core.settings import DatabaseSettings
+
+__all__ = ["Database", "sqlite_path"]
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other databases and ``:memory:``."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the gateway read while the worker writes; busy_timeout turns lock
+    # contention into a short wait instead of "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """Owns one engine; ``sessions()`` hands out short-lived sessions."""
+
+    def __init__(self, url: str, settings: DatabaseSettings) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        kwargs: dict[str, Any] = {"echo": settings.echo}
+        if self.dialect == "sqlite":
+            path = sqlite_path(url)
+            if path is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    msg = f"database_url: cannot create {path.parent}: {exc.strerror}"
+                    raise ConfigurationError(msg) from exc
+            kwargs["connect_args"] = {"timeout": settings.connect_timeout_s}
+        else:
+            kwargs.update(
+                pool_size=settings.pool_size,
+                max_overflow=settings.max_overflow,
+                pool_pre_ping=True,
+                connect_args={"timeout": settings.connect_timeout_s},
+            )
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

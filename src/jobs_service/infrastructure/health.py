@@ -1,0 +1,61 @@
+"""Dependency checks shared by ``GET /ready`` and the ``check_system_health`` job."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+
+from jobs_service.core.ports import CheckResult
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from taskiq import AsyncBroker
+
+    from jobs_service.infrastructure.database import Database
+
+__all__ = ["check_broker", "check_database"]
+
+_TIMEOUT_S = 3.0
+
+
+async def _timed(name: str, probe: Callable[[], Awaitable[str]]) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        detail = await asyncio.wait_for(probe(), timeout=_TIMEOUT_S)
+    except TimeoutError:
+        return CheckResult(name, False, _ms(started), f"no answer within {_TIMEOUT_S:g} s")
+    except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
+        return CheckResult(name, False, _ms(started), f"{type(exc).__name__}: {exc}"[:300])
+    return CheckResult(name, True, _ms(started), detail)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+async def check_database(database: Database) -> CheckResult:
+    """``SELECT 1`` on a pooled connection."""
+
+    async def probe() -> str:
+        async with database.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return database.dialect
+
+    return await _timed("database", probe)
+
+
+async def check_broker(broker: AsyncBroker) -> CheckResult:
+    """PING Redis; the in-memory broker is always up."""
+    ping = getattr(broker, "ping", None)
+
+    async def probe() -> str:
+        if ping is None:
+            return "in-memory"
+        await ping()
+        return "redis"
+
+    return await _timed("broker", probe)

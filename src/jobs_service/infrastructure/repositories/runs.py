@@ -1,0 +1,257 @@
+"""Queries on ``job_runs``.
+
+Writes come from two sides. Producers insert the ``queued`` row (``ON CONFLICT DO
+NOTHING``, so a late producer write never rewinds a run a worker already started).
+Workers upsert state changes in batches; an update applies only when its attempt is not
+older than the stored one, so a stale event cannot overwrite a newer attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jobs_service.infrastructure.models import TERMINAL_STATUSES, JobRun
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+__all__ = [
+    "QueuedRun",
+    "RunEvent",
+    "RunFilter",
+    "count_stuck_runs",
+    "delete_finished_before",
+    "get_run",
+    "get_run_by_idempotency_key",
+    "insert_queued_runs",
+    "list_runs",
+    "upsert_run_events",
+]
+
+
+@dataclass(slots=True)
+class QueuedRun:
+    """A run as its producer knows it, before any worker touched it."""
+
+    run_id: str
+    task: str
+    kwargs: dict[str, Any]
+    source: str
+    queued_at: datetime
+    idempotency_key: str | None = None
+    schedule_id: int | None = None
+    scheduled_for: datetime | None = None
+    webhook_event_id: int | None = None
+
+    def row(self) -> dict[str, Any]:
+        """Column values for the insert."""
+        return {
+            "run_id": self.run_id,
+            "task": self.task,
+            "kwargs": self.kwargs,
+            "status": "queued",
+            "attempt": 0,
+            "source": self.source,
+            "queued_at": self.queued_at,
+            "idempotency_key": self.idempotency_key,
+            "schedule_id": self.schedule_id,
+            "scheduled_for": self.scheduled_for,
+            "webhook_event_id": self.webhook_event_id,
+        }
+
+
+@dataclass(slots=True)
+class RunEvent:
+    """A state change observed by a worker; carries enough to create the row if missing."""
+
+    run_id: str
+    task: str
+    kwargs: dict[str, Any]
+    source: str
+    status: str
+    attempt: int
+    worker: str
+    queued_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    summary: dict[str, int] | None = None
+    error: dict[str, str] | None = None
+    schedule_id: int | None = None
+    scheduled_for: datetime | None = None
+    webhook_event_id: int | None = None
+
+    @property
+    def is_finish(self) -> bool:
+        """True for the end of an attempt (success, failure, retry, death)."""
+        return self.finished_at is not None
+
+    def merged_after(self, earlier: RunEvent) -> RunEvent:
+        """Fold an earlier event of the same run into this later one."""
+        if self.started_at is None and earlier.attempt == self.attempt:
+            self.started_at = earlier.started_at
+        return self
+
+    def row(self) -> dict[str, Any]:
+        """Column values for the upsert."""
+        return {
+            "run_id": self.run_id,
+            "task": self.task,
+            "kwargs": self.kwargs,
+            "status": self.status,
+            "attempt": self.attempt,
+            "source": self.source,
+            "queued_at": self.queued_at,
+            "idempotency_key": None,
+            "schedule_id": self.schedule_id,
+            "scheduled_for": self.scheduled_for,
+            "webhook_event_id": self.webhook_event_id,
+            "worker": self.worker,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+            "summary": self.summary,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class RunFilter:
+    """Filters of ``GET /v1/runs``; None means no filter."""
+
+    task: str | None = None
+    status: str | None = None
+    source: str | None = None
+    schedule_id: int | None = None
+    queued_after: datetime | None = None
+    queued_before: datetime | None = None
+
+    def apply(self, query: Select[JobRun]) -> Select[JobRun]:
+        """Add a WHERE clause per filter that is set."""
+        if self.task is not None:
+            query = query.where(JobRun.task == self.task)
+        if self.status is not None:
+            query = query.where(JobRun.status == self.status)
+        if self.source is not None:
+            query = query.where(JobRun.source == self.source)
+        if self.schedule_id is not None:
+            query = query.where(JobRun.schedule_id == self.schedule_id)
+        if self.queued_after is not None:
+            query = query.where(JobRun.queued_at >= self.queued_after)
+        if self.queued_before is not None:
+            query = query.where(JobRun.queued_at < self.queued_before)
+        return query
+
+
+def _insert_for(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+async def insert_queued_runs(connection: AsyncConnection, runs: Sequence[QueuedRun]) -> None:
+    """Insert ``queued`` rows in one round trip; rows that already exist are left alone."""
+    if not runs:
+        return
+    stmt = _insert_for(connection.dialect.name)(JobRun).on_conflict_do_nothing(
+        index_elements=[JobRun.run_id]
+    )
+    await connection.execute(stmt, [run.row() for run in runs])
+
+
+async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEvent]) -> None:
+    """Write worker events; at most two statements whatever the batch size."""
+    starts = [event.row() for event in events if not event.is_finish]
+    finishes = [event.row() for event in events if event.is_finish]
+    insert = _insert_for(connection.dialect.name)
+    for rows, finished in ((starts, False), (finishes, True)):
+        if not rows:
+            continue
+        stmt = insert(JobRun)
+        excluded = stmt.excluded
+        values: dict[str, Any] = {
+            "status": excluded.status,
+            "attempt": excluded.attempt,
+            "worker": excluded.worker,
+        }
+        if finished:
+            values |= {
+                "started_at": func.coalesce(excluded.started_at, JobRun.started_at),
+                "finished_at": excluded.finished_at,
+                "duration_ms": excluded.duration_ms,
+                "summary": excluded.summary,
+                "error": excluded.error,
+            }
+        else:
+            values |= {"started_at": excluded.started_at, "finished_at": None, "duration_ms": None}
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[JobRun.run_id],
+            set_=values,
+            where=JobRun.attempt <= excluded.attempt,
+        )
+        await connection.execute(stmt, rows)
+
+
+async def get_run(
+    session: AsyncSession, *, run_id: str | None = None, id: int | None = None
+) -> JobRun | None:
+    """One run by its run id or row id."""
+    query = select(JobRun)
+    query = (
+        query.where(JobRun.run_id == run_id) if run_id is not None else query.where(JobRun.id == id)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def get_run_by_idempotency_key(session: AsyncSession, key: str) -> JobRun | None:
+    """The run created earlier with this ``Idempotency-Key``, if any."""
+    query = select(JobRun).where(JobRun.idempotency_key == key)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_runs(
+    session: AsyncSession, filters: RunFilter, *, limit: int, after_id: int | None
+) -> list[JobRun]:
+    """Newest first; ``after_id`` is the last id of the previous page. Fetches limit+1."""
+    query = filters.apply(select(JobRun))
+    if after_id is not None:
+        query = query.where(JobRun.id < after_id)
+    query = query.order_by(JobRun.id.desc()).limit(limit + 1)
+    return list((await session.execute(query)).scalars())
+
+
+async def delete_finished_before(
+    session: AsyncSession, cutoff: datetime, *, batch_size: int
+) -> int:
+    """Delete up to ``batch_size`` finished runs older than ``cutoff``; returns the count.
+
+    Deleting in batches keeps each transaction (and PostgreSQL's locks and WAL) small,
+    so a first cleanup of a large backlog does not stall the workers' writes.
+    """
+    ids = (
+        select(JobRun.id)
+        .where(JobRun.status.in_(TERMINAL_STATUSES), JobRun.finished_at < cutoff)
+        .limit(batch_size)
+    )
+    result = await session.execute(delete(JobRun).where(JobRun.id.in_(ids.scalar_subquery())))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def count_stuck_runs(session: AsyncSession, older_than: datetime) -> int:
+    """Runs queued or running since before ``older_than``."""
+    query = (
+        select(func.count())
+        .select_from(JobRun)
+        .where(
+            or_(
+                (JobRun.status == "queued") & (JobRun.queued_at < older_than),
+                (JobRun.status == "running") & (JobRun.started_at < older_than),
+            )
+        )
+    )
+    return int((await session.execute(query)).scalar_one())

@@ -1,0 +1,125 @@
+"""Batched, coalescing writer of worker run events.
+
+Writing each state change as its own transaction would cost two database round trips
+per task; instead events are buffered in memory, coalesced per run (a run that starts
+and finishes within one flush window is written once), and written by one background
+task every ``flush_interval`` or as soon as ``batch_size`` events wait.
+
+A failed write keeps the events and retries with backoff, so a database outage delays
+history instead of losing it; ``stop()`` flushes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.repositories.runs import RunEvent, upsert_run_events
+
+if TYPE_CHECKING:
+    from jobs_service.infrastructure.database import Database
+
+__all__ = ["RunRecorder"]
+
+_MAX_BACKOFF_S = 5.0
+
+
+class RunRecorder:
+    """Buffers :class:`RunEvent` objects and writes them in batches."""
+
+    def __init__(self, database: Database, *, batch_size: int, flush_interval_s: float) -> None:
+        self._database = database
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._pending: dict[str, RunEvent] = {}
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._log = get_logger("jobs_service.run_recorder")
+        self.written = 0
+
+    @property
+    def pending(self) -> int:
+        """Events waiting to be written."""
+        return len(self._pending)
+
+    def record(self, event: RunEvent) -> None:
+        """Queue an event; never blocks and never touches the database."""
+        earlier = self._pending.pop(event.run_id, None)
+        if earlier is not None:
+            event = event.merged_after(earlier)
+        self._pending[event.run_id] = event
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        """Start the background flusher (idempotent)."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="run-recorder")
+
+    async def stop(self) -> None:
+        """Stop the flusher and write everything still buffered."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._pending:
+            await self.flush()
+
+    async def wait_flushed(self) -> None:
+        """Return once everything recorded before the call has been written."""
+        while self._pending:
+            self._wake.set()
+            async with self._flushed:
+                await self._flushed.wait()
+
+    async def flush(self) -> int:
+        """Write the buffered events now; returns how many were written."""
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, {}
+        events = list(batch.values())
+        try:
+            for start in range(0, len(events), self._batch_size):
+                chunk = events[start : start + self._batch_size]
+                async with self._database.engine.begin() as connection:
+                    await upsert_run_events(connection, chunk)
+        except Exception:
+            self._requeue(events)
+            raise
+        self.written += len(events)
+        async with self._flushed:
+            self._flushed.notify_all()
+        return len(events)
+
+    def _requeue(self, events: list[RunEvent]) -> None:
+        # Newer events recorded during the failed write win; older ones fold into them.
+        for event in events:
+            newer = self._pending.pop(event.run_id, None)
+            self._pending[event.run_id] = event if newer is None else newer.merged_after(event)
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - any database error must not kill the loop
+                backoff = min(max(backoff * 2, 0.2), _MAX_BACKOFF_S)
+                self._log.warning(
+                    "run-record-failed",
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:500],
+                    pending=len(self._pending),
+                    retry_in_s=backoff,
+                )
+            else:
+                backoff = self._interval

@@ -1,0 +1,59 @@
+"""Per-process resources shared by the gateway, the worker and the scheduler.
+
+One ``Runtime`` is built from the settings at each process's entry (the gateway's
+lifespan, which taskiq-fastapi also runs inside workers) and attached to the broker's
+state, so TaskIQ middlewares and FastAPI routes use the same engine and recorder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.run_recorder import RunRecorder
+
+if TYPE_CHECKING:
+    from taskiq import AsyncBroker
+
+    from jobs_service.core.settings import Settings
+
+__all__ = ["Runtime", "runtime_of"]
+
+
+class Runtime:
+    """Settings, database and run recorder of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = Database(settings.database_url, settings.database)
+        self.recorder = RunRecorder(
+            self.database,
+            batch_size=settings.runs.record_batch_size,
+            flush_interval_s=settings.runs.record_flush_interval_ms / 1000,
+        )
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self._started = False
+
+    async def start(self) -> None:
+        """Start background work (the recorder's flusher)."""
+        if not self._started:
+            await self.recorder.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        """Flush what is buffered and close connections."""
+        if self._started:
+            await self.recorder.stop()
+            self._started = False
+        await self.database.close()
+
+
+def runtime_of(broker: AsyncBroker) -> Runtime:
+    """The runtime attached to ``broker``; a clear error when a process forgot to."""
+    runtime = getattr(broker.state, "runtime", None)
+    if not isinstance(runtime, Runtime):
+        msg = "no Runtime attached to the broker: start it through jobsctl or the gateway"
+        raise RuntimeError(msg)
+    return runtime

@@ -1,0 +1,51 @@
+"""``job-start`` / ``job-success`` / ``job-failed`` log lines.
+
+One line at each end of an attempt, with run_id, task, attempt, duration_ms and the
+summary counts flattened to the top level so log queries can filter on them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from taskiq import TaskiqMiddleware
+
+from jobs_service.core.logging import get_logger
+from jobs_service.core.run_context import current_run
+from jobs_service.middlewares.outcome import outcome_of
+
+if TYPE_CHECKING:
+    from taskiq import TaskiqMessage, TaskiqResult
+
+__all__ = ["LifecycleLoggingMiddleware"]
+
+
+class LifecycleLoggingMiddleware(TaskiqMiddleware):
+    """Logs the start and end of every attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log = get_logger("jobs_service.jobs")
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        """Log ``job-start``."""
+        run = current_run()
+        attempt = run.attempt if run is not None else None
+        self._log.info("job-start", attempt=attempt, source=run.source if run else None)
+        return message
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Log ``job-success`` or ``job-failed``."""
+        run = current_run()
+        outcome = outcome_of(result)
+        fields: dict[str, Any] = {
+            "attempt": run.attempt if run else None,
+            "duration_ms": run.elapsed_ms() if run else int(result.execution_time * 1000),
+        }
+        if outcome.succeeded and outcome.summary is not None:
+            self._log.info("job-success", **fields, **outcome.summary)
+        else:
+            error = outcome.error or {}
+            self._log.error(
+                "job-failed", **fields, error_type=error.get("type"), error=error.get("message")
+            )

@@ -1,0 +1,52 @@
+"""What a finished attempt amounts to, decided once from TaskIQ's result.
+
+Both the log line and the run record derive from this, so they can never disagree
+about whether a run succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jobs_service.core.summary import InvalidSummaryError, Summary, validate_summary
+
+if TYPE_CHECKING:
+    from taskiq import TaskiqResult
+
+__all__ = ["Outcome", "outcome_of"]
+
+_MAX_MESSAGE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Status, summary and error of one attempt."""
+
+    status: str
+    summary: Summary | None
+    error: dict[str, str] | None
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the attempt succeeded."""
+        return self.status == "succeeded"
+
+
+def _error(exc: BaseException | str) -> dict[str, str]:
+    if isinstance(exc, str):
+        return {"type": "Error", "message": exc[:_MAX_MESSAGE]}
+    message = str(exc) or repr(exc)
+    return {"type": type(exc).__name__, "message": message[:_MAX_MESSAGE]}
+
+
+def outcome_of(result: TaskiqResult[Any]) -> Outcome:
+    """Classify a TaskIQ result; a success that breaks the summary contract is a failure."""
+    if result.is_err:
+        error = result.error
+        return Outcome("failed", None, _error(error if error is not None else "unknown error"))
+    try:
+        summary = validate_summary(result.return_value)
+    except InvalidSummaryError as exc:
+        return Outcome("failed", None, _error(exc))
+    return Outcome("succeeded", summary, None)

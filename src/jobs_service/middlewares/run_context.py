@@ -1,0 +1,69 @@
+"""Enter a :class:`RunContext` for the duration of each task execution.
+
+Run metadata travels in message labels (``source``, ``queued_at``, ``schedule_id``…)
+set by the producer; tasks sent with a bare ``.kiq()`` get sensible defaults.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from taskiq import TaskiqMiddleware
+
+from jobs_service.core.run_context import RunContext, clear_run, set_run
+
+if TYPE_CHECKING:
+    from taskiq import TaskiqMessage, TaskiqResult
+
+__all__ = ["RunContextMiddleware", "context_from_labels"]
+
+
+def _optional_int(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    return int(value)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def context_from_labels(message: TaskiqMessage) -> RunContext:
+    """Build the run context from a received message."""
+    labels = message.labels
+    attempt = labels.get("attempt")
+    if attempt is None:  # TaskIQ's own retry middlewares count retries in `_retries`
+        attempt = int(labels.get("_retries", 0)) + 1
+    now = datetime.now(UTC)
+    return RunContext(
+        run_id=message.task_id,
+        task=message.task_name,
+        kwargs=message.kwargs,
+        attempt=int(attempt),
+        source=str(labels.get("source") or "api"),
+        queued_at=_timestamp(labels.get("queued_at")) or now,
+        schedule_id=_optional_int(labels.get("schedule_id")),
+        scheduled_for=_timestamp(labels.get("scheduled_for")),
+        webhook_event_id=_optional_int(labels.get("webhook_event_id")),
+        started_at=now,
+    )
+
+
+class RunContextMiddleware(TaskiqMiddleware):
+    """Sets the current run and binds ``run_id``/``task`` to every log line of the task."""
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        """Enter the run before the task (and the other middlewares) see it."""
+        context = context_from_labels(message)
+        set_run(context)
+        structlog.contextvars.bind_contextvars(run_id=context.run_id, task=context.task)
+        return message
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Leave the run after every other middleware has used it."""
+        structlog.contextvars.unbind_contextvars("run_id", "task")
+        clear_run()

@@ -1,0 +1,64 @@
+"""Record every attempt's state changes in ``job_runs`` through the batched recorder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from taskiq import TaskiqMiddleware
+
+from jobs_service.core.run_context import current_run
+from jobs_service.infrastructure.repositories.runs import RunEvent
+from jobs_service.infrastructure.runtime import runtime_of
+from jobs_service.middlewares.outcome import outcome_of
+
+if TYPE_CHECKING:
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    from jobs_service.core.run_context import RunContext
+
+__all__ = ["RunRecordingMiddleware"]
+
+
+class RunRecordingMiddleware(TaskiqMiddleware):
+    """Queues ``running`` and final-state events; the recorder writes them in batches."""
+
+    def _event(self, run: RunContext, status: str, **fields: Any) -> RunEvent:
+        return RunEvent(
+            run_id=run.run_id,
+            task=run.task,
+            kwargs=run.kwargs,
+            source=run.source,
+            status=status,
+            attempt=run.attempt,
+            worker=runtime_of(self.broker).worker_name,
+            queued_at=run.queued_at,
+            started_at=run.started_at,
+            schedule_id=run.schedule_id,
+            scheduled_for=run.scheduled_for,
+            webhook_event_id=run.webhook_event_id,
+            **fields,
+        )
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        """Record ``running``."""
+        run = current_run()
+        if run is not None:
+            runtime_of(self.broker).recorder.record(self._event(run, "running"))
+        return message
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Record ``succeeded`` or ``failed`` with summary, error and duration."""
+        run = current_run()
+        if run is None:
+            return
+        outcome = outcome_of(result)
+        event = self._event(
+            run,
+            outcome.status,
+            finished_at=datetime.now(UTC),
+            duration_ms=run.elapsed_ms(),
+            summary=outcome.summary,
+            error=outcome.error,
+        )
+        runtime_of(self.broker).recorder.record(event)

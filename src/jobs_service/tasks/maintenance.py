@@ -1,0 +1,82 @@
+"""Built-in jobs that keep the service itself healthy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from taskiq import TaskiqDepends
+
+from jobs_service.agents import health_probe, run_history, settings
+from jobs_service.broker import broker
+from jobs_service.core.logging import get_logger
+from jobs_service.core.ports import HealthProbe, RunHistory
+from jobs_service.core.settings import Settings
+from jobs_service.core.summary import Summary, make_summary
+
+__all__ = ["check_system_health", "cleanup_old_runs"]
+
+_log = get_logger("jobs_service.tasks.maintenance")
+
+
+@broker.task(
+    task_name="cleanup_old_runs",
+    timeout=1800,
+    category="maintenance",
+    schedule="17 3 * * *",
+)
+async def cleanup_old_runs(
+    history: Annotated[RunHistory, TaskiqDepends(run_history)],
+    config: Annotated[Settings, TaskiqDepends(settings)],
+    retention_days: int | None = None,
+) -> Summary:
+    """Delete finished runs older than the retention period.
+
+    Schedule: daily at 03:17 UTC (off the hour, away from other nightly jobs).
+    ``retention_days`` defaults to the ``runs.retention_days`` setting. Queued and
+    running runs are never deleted. Returns ``deleted`` and ``errors``.
+    """
+    days = retention_days if retention_days is not None else config.runs.retention_days
+    if days < 1:
+        msg = "retention_days must be at least 1"
+        raise ValueError(msg)
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    deleted = await history.delete_finished_before(cutoff)
+    return make_summary(deleted=deleted, retention_days=days)
+
+
+@broker.task(
+    task_name="check_system_health",
+    timeout=60,
+    category="maintenance",
+    schedule="*/5 * * * *",
+)
+async def check_system_health(
+    probe: Annotated[HealthProbe, TaskiqDepends(health_probe)],
+    history: Annotated[RunHistory, TaskiqDepends(run_history)],
+    config: Annotated[Settings, TaskiqDepends(settings)],
+    stuck_after_s: int | None = None,
+) -> Summary:
+    """Check the database and the broker, and count runs stuck in queued or running.
+
+    Schedule: every 5 minutes. A run is stuck when it has been queued or running longer
+    than ``stuck_after_s`` (default: the ``runs.stuck_after_s`` setting). Returns
+    ``checked``, ``healthy``, ``stuck_runs`` and ``errors`` (failed checks).
+    """
+    threshold = stuck_after_s if stuck_after_s is not None else config.runs.stuck_after_s
+    results = await probe.check_all()
+    for result in results:
+        if not result.ok:
+            _log.warning("health-check-failed", check=result.name, detail=result.detail)
+    stuck = 0
+    if any(result.ok and result.name == "database" for result in results):
+        stuck = await history.count_stuck(datetime.now(UTC) - timedelta(seconds=threshold))
+    if stuck:
+        _log.warning("stuck-runs", count=stuck, threshold_s=threshold)
+    healthy = sum(result.ok for result in results)
+    return make_summary(
+        checked=len(results),
+        healthy=healthy,
+        stuck_runs=stuck,
+        errors=len(results) - healthy,
+    )

@@ -1,0 +1,37 @@
+"""Tasks registered only in tests, loaded through ``JOBS_TASK_MODULES`` like a team's own.
+
+They follow the same contract as built-in tasks (the registry test walks them too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from jobs_service.broker import broker
+from jobs_service.core.summary import Summary, make_summary
+
+
+@broker.task(task_name="count_items", category="testing")
+async def count_items(items: list[str], fail_on: str | None = None) -> Summary:
+    """Count items; count the ones equal to ``fail_on`` as errors."""
+    errors = sum(1 for item in items if item == fail_on)
+    return make_summary(processed=len(items) - errors, errors=errors)
+
+
+@broker.task(task_name="fail_on_purpose", category="testing")
+async def fail_on_purpose(reason: str = "boom") -> Summary:
+    """Always raise, to exercise failure recording."""
+    raise RuntimeError(reason)
+
+
+@broker.task(task_name="sleep_for", category="testing", timeout=30)
+async def sleep_for(seconds: float) -> Summary:
+    """Sleep, then report one processed item."""
+    await asyncio.sleep(seconds)
+    return make_summary(processed=1)
+
+
+@broker.task(task_name="return_garbage", category="testing")
+async def return_garbage() -> Summary:
+    """Break the summary contract on purpose."""
+    return {"processed": "many"}  # type: ignore[dict-item]

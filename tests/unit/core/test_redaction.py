@@ -1,0 +1,35 @@
+"""Secrets stay out of logs."""
+
+from __future__ import annotations
+
+from jobs_service.core.redaction import REDACTED, redact_headers, redact_url
+
+
+def test_sensitive_headers_are_redacted() -> None:
+    """Names containing token, authorization, cookie, secret or signature are hidden."""
+    headers = redact_headers(
+        {
+            "Authorization": "Bearer k",
+            "X-Hub-Signature-256": "sha256=1",
+            "Cookie": "a=b",
+            "X-Client-Secret": "s",
+            "X-Token": "t",
+            "Content-Type": "application/json",
+        }
+    )
+    assert headers["Content-Type"] == "application/json"
+    assert {k for k, v in headers.items() if v == REDACTED} == {
+        "Authorization",
+        "X-Hub-Signature-256",
+        "Cookie",
+        "X-Client-Secret",
+        "X-Token",
+    }
+
+
+def test_url_passwords_are_redacted() -> None:
+    """The password of a URL is hidden, the rest kept."""
+    assert redact_url("postgresql+asyncpg://app:hunter2@db:5432/jobs") == (
+        f"postgresql+asyncpg://app:{REDACTED}@db:5432/jobs"
+    )
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
