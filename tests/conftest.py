@@ -10,6 +10,7 @@ how to provide them; under ``CI=true`` a missing service ends the run as a failu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
@@ -31,7 +32,7 @@ import structlog  # noqa: E402
 from tests.support.services import probe_services, redis_url, session_tag  # noqa: E402
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from fastapi import FastAPI
 
@@ -136,8 +137,12 @@ def redis_prefix() -> Any:
         client.close()
 
 
+# Database fixtures are synchronous (each setup runs its own short event loop) so that
+# both async tests and the synchronous end-to-end tests can use them.
+
+
 @pytest.fixture(scope="session")
-async def pg_url() -> AsyncIterator[str]:
+def pg_url() -> Iterator[str]:
     """A PostgreSQL database for this session, migrated to head, dropped at the end."""
     from jobs_service.core.settings import DatabaseSettings  # noqa: PLC0415
     from jobs_service.infrastructure import migrate  # noqa: PLC0415
@@ -145,22 +150,25 @@ async def pg_url() -> AsyncIterator[str]:
     from tests.support.databases import create_database, drop_database  # noqa: PLC0415
 
     name = f"jobs_test_{session_tag}"
-    url = await create_database(name)
-    database = Database(url, DatabaseSettings())
-    await migrate.upgrade(database)
-    await database.close()
-    yield url
-    await drop_database(name)
+
+    async def setup() -> str:
+        url = await create_database(name)
+        database = Database(url, DatabaseSettings())
+        await migrate.upgrade(database)
+        await database.close()
+        return url
+
+    yield asyncio.run(setup())
+    asyncio.run(drop_database(name))
 
 
 @pytest.fixture
-async def empty_pg_url() -> AsyncIterator[str]:
+def empty_pg_url() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test."""
     import uuid  # noqa: PLC0415
 
     from tests.support.databases import create_database, drop_database  # noqa: PLC0415
 
     name = f"jobs_test_{session_tag}_{uuid.uuid4().hex[:6]}"
-    url = await create_database(name)
-    yield url
-    await drop_database(name)
+    yield asyncio.run(create_database(name))
+    asyncio.run(drop_database(name))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["ROOT", "free_port", "jobsctl", "started", "wait_for_http"]
 
 ROOT = Path(__file__).resolve().parents[2]
-JOBSCTL = [sys.executable, "-m", "jobs_service.cli.main"]
+JOBSCTL = [str(Path(sys.executable).with_name("jobsctl"))]
 
 
 def free_port() -> int:

@@ -37,18 +37,24 @@ def _run_json(run: JobRun) -> dict[str, Any]:
 
 def enqueue(args: argparse.Namespace, settings: Settings) -> int:
     """Queue a run; with ``--wait`` print its summary when it ends."""
+    from jobs_service.tasks.registry import (  # noqa: PLC0415
+        InvalidKwargsError,
+        UnknownTaskError,
+        find_task,
+    )
+
     kwargs = _kwargs(args.kwargs)
     broker = shared_broker()
+    try:  # fail on a typo before touching the database or the broker
+        find_task(broker, args.name).validate_kwargs(kwargs)
+    except (UnknownTaskError, InvalidKwargsError) as exc:
+        raise CliError(str(exc)) from None
 
     async def submit() -> tuple[str, JobRun | None]:
         from jobs_service.client import EnqueueError, IdempotencyConflictError  # noqa: PLC0415
         from jobs_service.gateway.app import create_app  # noqa: PLC0415
         from jobs_service.infrastructure import migrate  # noqa: PLC0415
         from jobs_service.infrastructure.runtime import Runtime  # noqa: PLC0415
-        from jobs_service.tasks.registry import (  # noqa: PLC0415
-            InvalidKwargsError,
-            UnknownTaskError,
-        )
 
         embedded = settings.redis_url is None
         if embedded:

@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq_redis import RedisStreamBroker
+
+from jobs_service.core.logging import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,9 +23,29 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamBroker"]
 
+_log = get_logger("jobs_service.broker")
+
 
 class StreamBroker(RedisStreamBroker):
     """RedisStreamBroker with a batch ``kick_many`` and a liveness ``ping``."""
+
+    async def startup(self) -> None:
+        """Start; a producer (the gateway) tolerates Redis being down at boot.
+
+        The gateway then serves and reports 503 on ``/ready`` until Redis answers, and
+        sends fail with a clear 503, instead of the process crash-looping. A worker
+        cannot do anything without Redis, so it still fails at start.
+        """
+        try:
+            await super().startup()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if self.is_worker_process:
+                raise
+            _log.warning(
+                "broker-unreachable",
+                error=str(exc)[:300],
+                message="starting anyway; /ready reports the broker down",
+            )
 
     async def kick_many(self, messages: Sequence[BrokerMessage]) -> None:
         """XADD every message in one pipelined round trip (not a transaction)."""

@@ -1,0 +1,123 @@
+"""The producer client against the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from jobs_service.broker import build_broker, stream_names
+from jobs_service.client import EnqueueError, JobsClient
+from jobs_service.core.settings import Settings
+from jobs_service.infrastructure.models import JobRun
+from jobs_service.infrastructure.runtime import Runtime
+from jobs_service.tasks.registry import list_tasks
+from tests.support.services import redis_url
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def production(pg_url: str, redis_prefix: str) -> AsyncIterator[tuple[JobsClient, Settings]]:
+    """A Redis-stream broker with the shared tasks, and a runtime on PostgreSQL."""
+    import uuid  # noqa: PLC0415
+
+    settings = Settings(
+        database_url=pg_url,
+        redis_url=redis_url(),
+        redis_prefix=f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
+    )
+    broker = build_broker(settings)
+    from jobs_service.broker import broker as shared  # noqa: PLC0415
+
+    for info in list_tasks(shared):  # same task table, other transport
+        broker.register_task(info.task.original_func, info.name, **info.task.labels)
+    runtime = Runtime(settings)
+    broker.state.runtime = runtime
+    await broker.startup()
+    yield JobsClient(broker, runtime), settings
+    await broker.shutdown()
+    await runtime.stop()
+
+
+async def stream_length(settings: Settings) -> int:
+    async with Redis.from_url(redis_url()) as redis:
+        return int(await redis.xlen(stream_names(settings)["stream"]))
+
+
+async def test_enqueue_records_queued_and_sends(production: tuple[JobsClient, Settings]) -> None:
+    """The row is queued with its metadata and one message is on the stream."""
+    client, settings = production
+    run_id = await client.enqueue("count_items", {"items": ["a"]}, source="cli")
+    run = await client.get_run(run_id)
+    assert run is not None
+    assert (run.status, run.source, run.attempt, run.kwargs) == (
+        "queued",
+        "cli",
+        0,
+        {"items": ["a"]},
+    )
+    assert await stream_length(settings) == 1
+
+
+async def test_enqueue_many_is_one_insert_and_one_pipeline(
+    production: tuple[JobsClient, Settings],
+) -> None:
+    """1,000 runs: all rows queued, all messages on the stream, ids in order."""
+    client, settings = production
+    run_ids = await client.enqueue_many("count_items", [{"items": [str(n)]} for n in range(1000)])
+    assert len(set(run_ids)) == 1000
+    assert await stream_length(settings) == 1000
+    async with client._database.sessions() as session:
+        queued = (
+            await session.execute(
+                select(func.count()).select_from(JobRun).where(JobRun.run_id.in_(run_ids))
+            )
+        ).scalar_one()
+    assert queued == 1000
+
+
+async def test_concurrent_submits_with_one_key_make_one_run(
+    production: tuple[JobsClient, Settings],
+) -> None:
+    """20 concurrent submits with the same Idempotency-Key: one run, one message."""
+    client, settings = production
+    key = f"key-{settings.redis_prefix}"
+    results = await asyncio.gather(
+        *[client.submit("count_items", {"items": ["x"]}, idempotency_key=key) for _ in range(20)]
+    )
+    assert len({result.run_id for result in results}) == 1
+    assert sum(not result.replayed for result in results) == 1
+    assert await stream_length(settings) == 1
+
+
+async def test_broker_down_leaves_nothing_queued(pg_url: str) -> None:
+    """If Redis refuses the message, the caller gets EnqueueError and no row remains."""
+    settings = Settings(
+        database_url=pg_url, redis_url="redis://127.0.0.1:1/0", redis_prefix="jobs-test-down"
+    )
+    broker = build_broker(settings)
+    from jobs_service.broker import broker as shared  # noqa: PLC0415
+
+    info = next(info for info in list_tasks(shared) if info.name == "count_items")
+    broker.register_task(info.task.original_func, info.name)
+    runtime = Runtime(settings)
+    client = JobsClient(broker, runtime)
+    with pytest.raises(EnqueueError, match="did not accept"):
+        await client.enqueue("count_items", {"items": ["lost?"]})
+    async with runtime.database.sessions() as session:
+        leftover = (
+            await session.execute(
+                select(func.count())
+                .select_from(JobRun)
+                .where(JobRun.kwargs["items"][0].as_string() == "lost?")
+            )
+        ).scalar_one()
+    assert leftover == 0
+    await runtime.stop()

@@ -1,0 +1,145 @@
+"""The batched run recorder against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from jobs_service.core.ids import new_run_id
+from jobs_service.core.settings import DatabaseSettings
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.models import JobRun
+from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.run_recorder import RunRecorder
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def database(pg_url: str) -> Database:
+    db = Database(pg_url, DatabaseSettings())
+    yield db  # type: ignore[misc]
+    await db.close()
+
+
+def event(
+    run_id: str,
+    status: str,
+    *,
+    attempt: int = 1,
+    task: str = "count_items",
+    finished: bool = False,
+    summary: dict[str, int] | None = None,
+) -> runs.RunEvent:
+    now = datetime.now(UTC)
+    return runs.RunEvent(
+        run_id=run_id,
+        task=task,
+        kwargs={"items": []},
+        source="api",
+        status=status,
+        attempt=attempt,
+        worker="test:1",
+        queued_at=now - timedelta(seconds=1),
+        started_at=now,
+        finished_at=now if finished else None,
+        duration_ms=5 if finished else None,
+        summary=summary,
+    )
+
+
+async def fetch(database: Database, run_id: str) -> JobRun:
+    async with database.sessions() as session:
+        row = await runs.get_run(session, run_id=run_id)
+    assert row is not None
+    return row
+
+
+async def test_many_events_are_written_in_few_statements(database: Database) -> None:
+    """1,200 runs with start and finish become 1,200 rows, final state only, in 3 batches."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    task = f"batch_{uuid.uuid4().hex[:8]}"
+    ids = [new_run_id() for _ in range(1200)]
+    for run_id in ids:
+        recorder.record(event(run_id, "running", task=task))
+    for run_id in ids:
+        recorder.record(event(run_id, "succeeded", task=task, finished=True, summary={"errors": 0}))
+    assert recorder.pending == 1200  # coalesced per run
+    assert await recorder.flush() == 1200
+    async with database.sessions() as session:
+        counts = dict(
+            (
+                await session.execute(
+                    select(JobRun.status, func.count())
+                    .where(JobRun.task == task)
+                    .group_by(JobRun.status)
+                )
+            ).all()
+        )
+    assert counts == {"succeeded": 1200}
+    row = await fetch(database, ids[0])
+    assert row.started_at is not None
+    assert row.summary == {"errors": 0}
+
+
+async def test_background_flush_and_stop(database: Database) -> None:
+    """Events are written by the timer without an explicit flush, and on stop."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=0.02)
+    await recorder.start()
+    first = new_run_id()
+    recorder.record(event(first, "running"))
+    await asyncio.wait_for(recorder.wait_flushed(), timeout=5)
+    assert (await fetch(database, first)).status == "running"
+    second = new_run_id()
+    recorder.record(event(second, "succeeded", finished=True, summary={"errors": 0}))
+    await recorder.stop()
+    assert (await fetch(database, second)).status == "succeeded"
+
+
+async def test_a_stale_attempt_never_overwrites_a_newer_one(database: Database) -> None:
+    """Attempt 2's state survives a late event of attempt 1."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    run_id = new_run_id()
+    recorder.record(event(run_id, "running", attempt=2))
+    await recorder.flush()
+    recorder.record(event(run_id, "failed", attempt=1, finished=True))
+    await recorder.flush()
+    row = await fetch(database, run_id)
+    assert (row.status, row.attempt) == ("running", 2)
+
+
+async def test_a_late_queued_insert_does_not_rewind_a_run(database: Database) -> None:
+    """The producer's queued row is ignored when the worker already wrote the run."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    run_id = new_run_id()
+    recorder.record(event(run_id, "succeeded", finished=True, summary={"errors": 0}))
+    await recorder.flush()
+    queued = runs.QueuedRun(
+        run_id=run_id, task="count_items", kwargs={}, source="api", queued_at=datetime.now(UTC)
+    )
+    async with database.engine.begin() as connection:
+        await runs.insert_queued_runs(connection, [queued])
+    assert (await fetch(database, run_id)).status == "succeeded"
+
+
+async def test_events_survive_a_database_outage(empty_pg_url: str) -> None:
+    """A failed write keeps the events; once the database is back they are written."""
+    database = Database(empty_pg_url, DatabaseSettings())  # not migrated: writes fail
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    run_id = new_run_id()
+    recorder.record(event(run_id, "running"))
+    with pytest.raises(Exception, match="job_runs"):
+        await recorder.flush()
+    assert recorder.pending == 1
+    recorder.record(event(run_id, "succeeded", finished=True, summary={"errors": 0}))
+    await migrate.upgrade(database)  # the database "comes back"
+    assert await recorder.flush() == 1
+    row = await fetch(database, run_id)
+    assert row.status == "succeeded"
+    assert row.started_at is not None
+    await database.close()

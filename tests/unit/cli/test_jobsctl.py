@@ -1,0 +1,130 @@
+"""jobsctl: help everywhere, one-line errors with exit code 2, embedded enqueue."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.support.processes import jobsctl
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+COMMANDS = ["run", "api", "worker", "scheduler", "migrate", "check", "tasks", "enqueue", "runs"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    """`jobsctl <command> --help` exits 0 and describes the command."""
+    result = jobsctl(command, "--help", env={})
+    assert result.returncode == 0
+    assert "usage: jobsctl" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["runs", "--limit", "0"], "0 must be at least 1"),
+        (["worker", "--concurrency", "many"], "'many' is not a whole number"),
+        (["api", "--port", "70000"], "not a port"),
+        (["enqueue", "count_items", "--kwargs", "{not json"], "--kwargs is not valid JSON"),
+        (["enqueue", "count_items", "--kwargs", "[1]"], "must be a JSON object"),
+        (["enqueue", "no_such_task"], "no task named 'no_such_task'"),
+        (["enqueue", "count_items", "--kwargs", '{"items": 3}'], "invalid kwargs for count_items"),
+        (["worker"], "JOBS_REDIS_URL is not set"),
+        (["scheduler"], "JOBS_REDIS_URL is not set"),
+    ],
+)
+def test_wrong_arguments_are_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A mistake is one line on stderr naming it, and exit code 2."""
+    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+    result = jobsctl(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JOBS_DATABASE_URL": "mysql://nope"}, "configuration error: database_url"),
+        ({"JOBS_BROKER__XREAD_COUNT": "zero"}, "configuration error: broker.xread_count"),
+        ({"JOBS_CONFIG_FILE": "/nonexistent/jobs.toml"}, "does not exist"),
+        ({"JOBS_TASK_MODULES": "myapp.not_there"}, "task module 'myapp.not_there' failed"),
+    ],
+)
+def test_bad_configuration_is_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    """Bad settings or an unimportable task module stop the command in one line."""
+    result = jobsctl("tasks", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_a_broken_task_module_stops_a_plain_taskiq_worker(tmp_path: Path) -> None:
+    """`taskiq worker` with a module that raises on import fails at start, loudly."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.support.processes import ROOT  # noqa: PLC0415
+
+    (tmp_path / "broken_jobs.py").write_text("raise ImportError('missing dependency x')\n")
+    result = subprocess.run(
+        [sys.executable, "-c", "import jobs_service.broker"],
+        env={
+            "PYTHONPATH": f"{tmp_path}:{ROOT}",
+            "JOBS_TASK_MODULES": "broken_jobs",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "task module 'broken_jobs' failed to import" in result.stderr
+    assert "missing dependency x" in result.stderr
+
+
+def test_embedded_enqueue_runs_in_process_and_prints_the_summary(tmp_path: Path) -> None:
+    """Without Redis, `enqueue` runs the task here, records it and prints the summary."""
+    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+    result = jobsctl(
+        "enqueue", "count_items", "--kwargs", '{"items": ["a", "b"]}', env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["status"] == "succeeded"
+    assert output["summary"] == {"processed": 2, "errors": 0}
+    listed = jobsctl("runs", "--task", "count_items", env=env, cwd=tmp_path)
+    assert output["run_id"] in listed.stdout
+    assert "succeeded" in listed.stdout
+    shown = json.loads(jobsctl("runs", output["run_id"], env=env, cwd=tmp_path).stdout)
+    assert shown["source"] == "cli"
+    failed = jobsctl("enqueue", "fail_on_purpose", env=env, cwd=tmp_path)
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["error"]["type"] == "RuntimeError"
+
+
+def test_tasks_lists_the_registry(tmp_path: Path) -> None:
+    """`jobsctl tasks --json` has the built-ins with their schedules."""
+    result = jobsctl("tasks", "--json", env={}, cwd=tmp_path)
+    tasks = {task["name"]: task for task in json.loads(result.stdout)}
+    assert tasks["check_system_health"]["schedules"] == ["*/5 * * * *"]
+    assert tasks["cleanup_old_runs"]["timeout_s"] == 1800
+
+
+def test_migrate_up_and_down(tmp_path: Path) -> None:
+    """`jobsctl migrate` reports the revision; --downgrade base empties the schema."""
+    up = jobsctl("migrate", env={}, cwd=tmp_path)
+    assert up.returncode == 0
+    assert "revision 0001" in up.stdout
+    down = jobsctl("migrate", "--downgrade", "base", env={}, cwd=tmp_path)
+    assert down.returncode == 0
+    assert "base (empty)" in down.stdout
