@@ -16,7 +16,9 @@ help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(HOME)/.local/bin/uv:
-	python3 -m pip install --user --quiet --disable-pip-version-check uv
+	python3 -m pip install --user --quiet --disable-pip-version-check uv \
+	  || python3 -m pip install --user --quiet --disable-pip-version-check \
+	       --break-system-packages uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
