@@ -75,3 +75,7 @@ migrate: install  ## Upgrade the database named by JOBS_DATABASE_URL
 .PHONY: clean
 clean:  ## Remove build artefacts and the embedded database
 	rm -rf site .mypy_cache .ruff_cache .pytest_cache var
+
+.PHONY: bench
+bench: install  ## Throughput benchmark against the local Redis and PostgreSQL
+	$(RUN) python -m benchmarks.throughput

@@ -1,0 +1,121 @@
+"""The built-in maintenance jobs do what their summaries say."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from jobs_service.broker import broker
+from jobs_service.core.ids import new_run_id
+from jobs_service.gateway import create_app
+from jobs_service.infrastructure.repositories import runs
+from tests.conftest import serve_app
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import httpx
+
+    from jobs_service.core.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime.now(UTC)
+
+
+def finished(days_ago: float, status: str = "succeeded") -> runs.RunEvent:
+    at = NOW - timedelta(days=days_ago)
+    return runs.RunEvent(
+        run_id=new_run_id(),
+        task="count_items",
+        kwargs={},
+        source="api",
+        status=status,
+        attempt=1,
+        worker="w:1",
+        queued_at=at,
+        started_at=at,
+        finished_at=at,
+        duration_ms=1,
+        summary={"errors": 0},
+    )
+
+
+def queued(seconds_ago: float) -> runs.QueuedRun:
+    return runs.QueuedRun(
+        run_id=new_run_id(),
+        task="count_items",
+        kwargs={},
+        source="api",
+        queued_at=NOW - timedelta(seconds=seconds_ago),
+    )
+
+
+async def run_task(client: httpx.AsyncClient, name: str, **kwargs: Any) -> dict[str, Any]:
+    run_id = (await client.post(f"/v1/tasks/{name}", json={"kwargs": kwargs})).json()["run_id"]
+    for _ in range(200):
+        run: dict[str, Any] = (await client.get(f"/v1/runs/{run_id}")).json()
+        if run["status"] in ("succeeded", "failed"):
+            return run
+        await asyncio.sleep(0.02)
+    raise AssertionError(run)
+
+
+async def test_cleanup_deletes_only_old_finished_runs(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Old succeeded/failed runs go; recent ones and old queued ones stay."""
+    app = create_app(make_settings(), broker=broker, embedded=True)
+    async with serve_app(app) as client:
+        database = app.state.runtime.database
+        old = [finished(40), finished(31, "failed"), finished(35)]
+        keep = [finished(2), finished(29)]
+        async with database.engine.begin() as connection:
+            await runs.upsert_run_events(connection, [*old, *keep])
+            await runs.insert_queued_runs(connection, [queued(45 * 86400)])
+        run = await run_task(client, "cleanup_old_runs", retention_days=30)
+        remaining = {
+            item["run_id"] for item in (await client.get("/v1/runs?limit=500")).json()["items"]
+        }
+    assert run["summary"] == {"deleted": 3, "retention_days": 30, "errors": 0}
+    assert {event.run_id for event in keep} <= remaining
+    assert not {event.run_id for event in old} & remaining
+    assert len(remaining) == len(keep) + 2  # + the old queued run + the cleanup run itself
+
+
+async def test_cleanup_uses_the_retention_setting(make_settings: Callable[..., Settings]) -> None:
+    """Without an argument the runs.retention_days setting applies."""
+    app = create_app(make_settings(runs={"retention_days": 3}), broker=broker, embedded=True)
+    async with serve_app(app) as client:
+        async with app.state.runtime.database.engine.begin() as connection:
+            await runs.upsert_run_events(connection, [finished(4), finished(1)])
+        run = await run_task(client, "cleanup_old_runs")
+    assert run["summary"] == {"deleted": 1, "retention_days": 3, "errors": 0}
+
+
+async def test_health_check_counts_stuck_runs(make_settings: Callable[..., Settings]) -> None:
+    """A run queued longer than stuck_after_s is stuck; a fresh one is not."""
+    app = create_app(make_settings(), broker=broker, embedded=True)
+    async with serve_app(app) as client:
+        async with app.state.runtime.database.engine.begin() as connection:
+            await runs.insert_queued_runs(connection, [queued(7200), queued(5)])
+        default = await run_task(client, "check_system_health")
+        strict = await run_task(client, "check_system_health", stuck_after_s=1)
+    assert default["summary"] == {"checked": 2, "healthy": 2, "stuck_runs": 1, "errors": 0}
+    assert strict["summary"]["stuck_runs"] == 2
+
+
+async def test_health_check_reports_a_down_database_as_an_error(tmp_path: Path) -> None:
+    """The probe's failures become the errors count (the run itself still succeeds)."""
+    from jobs_service.agents.system_health import ServiceHealthProbe  # noqa: PLC0415
+    from jobs_service.core.settings import DatabaseSettings  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+
+    down = Database(f"sqlite+aiosqlite:///{tmp_path}", DatabaseSettings())  # a directory
+    results = await ServiceHealthProbe(down, broker).check_all()
+    await down.close()
+    assert {result.name: result.ok for result in results} == {"database": False, "broker": True}
