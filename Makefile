@@ -79,3 +79,11 @@ clean:  ## Remove build artefacts and the embedded database
 .PHONY: bench
 bench: install  ## Throughput benchmark against the local Redis and PostgreSQL
 	$(RUN) python -m benchmarks.throughput
+
+.PHONY: dev-up
+dev-up:  ## Start PostgreSQL and Redis for development and tests (Docker)
+	docker compose -f compose.dev.yml up -d --wait
+
+.PHONY: dev-down
+dev-down:  ## Stop the development services
+	docker compose -f compose.dev.yml down
