@@ -10,7 +10,7 @@ caller was told nothing was queued, so nothing half-queued is left behind.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "EnqueueError",
     "IdempotencyConflictError",
     "JobsClient",
+    "RunRequest",
     "Submission",
 ]
 
@@ -59,12 +60,57 @@ class Submission:
     replayed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _RunMeta:
+@dataclass(slots=True)
+class RunRequest:
+    """A validated run, ready to be recorded (``queued_row``) and sent (``message``)."""
+
+    info: TaskInfo
+    kwargs: dict[str, Any]
     source: str
+    run_id: str = field(default_factory=new_run_id)
+    queued_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    idempotency_key: str | None = None
     schedule_id: int | None = None
     scheduled_for: datetime | None = None
     webhook_event_id: int | None = None
+
+    def queued_row(self) -> runs.QueuedRun:
+        """The ``queued`` row of this run."""
+        return runs.QueuedRun(
+            run_id=self.run_id,
+            task=self.info.name,
+            kwargs=self.kwargs,
+            source=self.source,
+            queued_at=self.queued_at,
+            idempotency_key=self.idempotency_key,
+            schedule_id=self.schedule_id,
+            scheduled_for=self.scheduled_for,
+            webhook_event_id=self.webhook_event_id,
+        )
+
+    def message(self) -> TaskiqMessage:
+        """The TaskIQ message; run metadata travels in labels."""
+        raw: dict[str, Any] = dict(self.info.wire_labels)
+        raw["source"] = self.source
+        raw["queued_at"] = self.queued_at.timestamp()
+        if self.schedule_id is not None:
+            raw["schedule_id"] = self.schedule_id
+        if self.scheduled_for is not None:
+            raw["scheduled_for"] = self.scheduled_for.timestamp()
+        if self.webhook_event_id is not None:
+            raw["webhook_event_id"] = self.webhook_event_id
+        labels: dict[str, Any] = {}
+        types: dict[str, int] = {}
+        for key, value in raw.items():
+            labels[key], types[key] = prepare_label(value)
+        return TaskiqMessage(
+            task_id=self.run_id,
+            task_name=self.info.name,
+            labels=labels,
+            labels_types=types,
+            args=[],
+            kwargs=self.kwargs,
+        )
 
 
 class JobsClient:
@@ -113,28 +159,30 @@ class JobsClient:
         webhook_event_id: int | None = None,
     ) -> Submission:
         """Like :meth:`enqueue`, but tells whether an idempotent replay happened."""
-        info = self.task(task)
-        clean = info.validate_kwargs(dict(kwargs or {}))
-        meta = _RunMeta(_check_source(source), schedule_id, scheduled_for, webhook_event_id)
+        request = self.prepare(
+            task,
+            kwargs,
+            source=source,
+            idempotency_key=idempotency_key,
+            schedule_id=schedule_id,
+            scheduled_for=scheduled_for,
+            webhook_event_id=webhook_event_id,
+        )
         if idempotency_key is not None:
-            existing = await self._existing_for_key(idempotency_key, info.name, clean)
+            existing = await self._existing_for(request)
             if existing is not None:
                 return existing
-        run_id = new_run_id()
-        queued = self._queued(run_id, info, clean, meta, key=idempotency_key)
         try:
             async with self._database.engine.begin() as connection:
-                await runs.insert_queued_runs(connection, [queued])
+                await runs.insert_queued_runs(connection, [request.queued_row()])
         except IntegrityError:
             # Lost a race with a concurrent request carrying the same key.
-            if idempotency_key is None:
-                raise
-            existing = await self._existing_for_key(idempotency_key, info.name, clean)
+            existing = await self._existing_for(request) if idempotency_key else None
             if existing is None:
                 raise
             return existing
-        await self._send([self._message(run_id, info, clean, meta, queued.queued_at)], [run_id])
-        return Submission(run_id, "queued", replayed=False)
+        await self.send_or_forget([request])
+        return Submission(request.run_id, "queued", replayed=False)
 
     async def enqueue_many(
         self,
@@ -148,32 +196,85 @@ class JobsClient:
         Every item is validated before anything is queued, so a bad item rejects the
         whole batch rather than leaving part of it behind.
         """
-        info = self.task(task)
-        cleaned = []
+        requests = []
         for index, kwargs in enumerate(kwargs_list):
             try:
-                cleaned.append(info.validate_kwargs(dict(kwargs)))
+                requests.append(self.prepare(task, kwargs, source=source))
             except InvalidKwargsError as exc:
                 errors = [
                     {**error, "loc": ["items", index, "kwargs", *error["loc"]]}
                     for error in exc.errors
                 ]
                 raise InvalidKwargsError(exc.task, errors) from None
-        meta = _RunMeta(_check_source(source))
-        run_ids = [new_run_id() for _ in cleaned]
-        now = datetime.now(UTC)
-        queued = [
-            self._queued(run_id, info, kwargs, meta, now=now)
-            for run_id, kwargs in zip(run_ids, cleaned, strict=True)
-        ]
         async with self._database.engine.begin() as connection:
-            await runs.insert_queued_runs(connection, queued)
-        messages = [
-            self._message(run_id, info, kwargs, meta, now)
-            for run_id, kwargs in zip(run_ids, cleaned, strict=True)
-        ]
-        await self._send(messages, run_ids)
-        return run_ids
+            await runs.insert_queued_runs(connection, [r.queued_row() for r in requests])
+        await self.send_or_forget(requests)
+        return [request.run_id for request in requests]
+
+    def prepare(
+        self,
+        task: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        source: str = "api",
+        idempotency_key: str | None = None,
+        schedule_id: int | None = None,
+        scheduled_for: datetime | None = None,
+        webhook_event_id: int | None = None,
+    ) -> RunRequest:
+        """Validate a run without recording or sending it (for callers that record it
+        in their own transaction, such as the scheduler's fire claims)."""
+        info = self.task(task)
+        return RunRequest(
+            info=info,
+            kwargs=info.validate_kwargs(dict(kwargs or {})),
+            source=_check_source(source),
+            idempotency_key=idempotency_key,
+            schedule_id=schedule_id,
+            scheduled_for=scheduled_for,
+            webhook_event_id=webhook_event_id,
+        )
+
+    async def send(self, requests: Sequence[RunRequest]) -> None:
+        """Send recorded runs to the broker (one pipelined round trip on Redis).
+
+        Raises :class:`EnqueueError` when the broker refuses; the rows stay as they are.
+        """
+        middlewares = self._broker.middlewares
+        messages = [request.message() for request in requests]
+        prepared: list[BrokerMessage] = []
+        for message in messages:
+            for middleware in middlewares:
+                if type(middleware).pre_send is not TaskiqMiddleware.pre_send:
+                    message = await maybe_awaitable(middleware.pre_send(message))  # noqa: PLW2901
+            prepared.append(self._broker.formatter.dumps(message))
+        try:
+            kick_many = getattr(self._broker, "kick_many", None)
+            if kick_many is not None:
+                await kick_many(prepared)
+            else:
+                for broker_message in prepared:
+                    await self._broker.kick(broker_message)
+        except Exception as exc:
+            msg = f"the broker did not accept the run ({type(exc).__name__}: {exc})"
+            raise EnqueueError(msg) from exc
+        for message in messages:
+            for middleware in reversed(middlewares):
+                if type(middleware).post_send is not TaskiqMiddleware.post_send:
+                    await maybe_awaitable(middleware.post_send(message))
+
+    async def send_or_forget(self, requests: Sequence[RunRequest]) -> None:
+        """Send; if the broker refuses, delete the still-queued rows and re-raise."""
+        try:
+            await self.send(requests)
+        except EnqueueError:
+            async with self._database.engine.begin() as connection:
+                await connection.execute(
+                    delete(JobRun).where(
+                        JobRun.run_id.in_([r.run_id for r in requests]), JobRun.status == "queued"
+                    )
+                )
+            raise
 
     async def get_run(self, run_id: str) -> JobRun | None:
         """The run's current record, or None."""
@@ -191,104 +292,21 @@ class JobsClient:
                     return run
                 await asyncio.sleep(poll_s)
 
-    # -- internals -------------------------------------------------------------------
-
-    async def _existing_for_key(
-        self, key: str, task: str, kwargs: dict[str, Any]
-    ) -> Submission | None:
+    async def _existing_for(self, request: RunRequest) -> Submission | None:
+        key = request.idempotency_key
+        if key is None:
+            return None
         async with self._database.sessions() as session:
             run = await runs.get_run_by_idempotency_key(session, key)
         if run is None:
             return None
-        if run.task != task or run.kwargs != kwargs:
+        if run.task != request.info.name or run.kwargs != request.kwargs:
             msg = (
                 f"Idempotency-Key {key!r} was already used for run {run.run_id} "
                 f"with a different task or kwargs"
             )
             raise IdempotencyConflictError(msg)
         return Submission(run.run_id, run.status, replayed=True)
-
-    @staticmethod
-    def _queued(
-        run_id: str,
-        info: TaskInfo,
-        kwargs: dict[str, Any],
-        meta: _RunMeta,
-        *,
-        key: str | None = None,
-        now: datetime | None = None,
-    ) -> runs.QueuedRun:
-        return runs.QueuedRun(
-            run_id=run_id,
-            task=info.name,
-            kwargs=kwargs,
-            source=meta.source,
-            queued_at=now or datetime.now(UTC),
-            idempotency_key=key,
-            schedule_id=meta.schedule_id,
-            scheduled_for=meta.scheduled_for,
-            webhook_event_id=meta.webhook_event_id,
-        )
-
-    def _message(
-        self,
-        run_id: str,
-        info: TaskInfo,
-        kwargs: dict[str, Any],
-        meta: _RunMeta,
-        queued_at: datetime,
-    ) -> TaskiqMessage:
-        raw: dict[str, Any] = dict(info.wire_labels)
-        raw["source"] = meta.source
-        raw["queued_at"] = queued_at.timestamp()
-        if meta.schedule_id is not None:
-            raw["schedule_id"] = meta.schedule_id
-        if meta.scheduled_for is not None:
-            raw["scheduled_for"] = meta.scheduled_for.timestamp()
-        if meta.webhook_event_id is not None:
-            raw["webhook_event_id"] = meta.webhook_event_id
-        labels: dict[str, Any] = {}
-        types: dict[str, int] = {}
-        for key, value in raw.items():
-            labels[key], types[key] = prepare_label(value)
-        return TaskiqMessage(
-            task_id=run_id,
-            task_name=info.name,
-            labels=labels,
-            labels_types=types,
-            args=[],
-            kwargs=kwargs,
-        )
-
-    async def _send(self, messages: list[TaskiqMessage], run_ids: list[str]) -> None:
-        middlewares = self._broker.middlewares
-        prepared: list[BrokerMessage] = []
-        for message in messages:
-            for middleware in middlewares:
-                if type(middleware).pre_send is not TaskiqMiddleware.pre_send:
-                    message = await maybe_awaitable(middleware.pre_send(message))  # noqa: PLW2901
-            prepared.append(self._broker.formatter.dumps(message))
-        try:
-            kick_many = getattr(self._broker, "kick_many", None)
-            if kick_many is not None:
-                await kick_many(prepared)
-            else:
-                for broker_message in prepared:
-                    await self._broker.kick(broker_message)
-        except Exception as exc:
-            await self._forget(run_ids)
-            msg = f"the broker did not accept the run ({type(exc).__name__}: {exc})"
-            raise EnqueueError(msg) from exc
-        for message in messages:
-            for middleware in reversed(middlewares):
-                if type(middleware).post_send is not TaskiqMiddleware.post_send:
-                    await maybe_awaitable(middleware.post_send(message))
-
-    async def _forget(self, run_ids: list[str]) -> None:
-        async with self._database.engine.begin() as connection:
-            await connection.execute(
-                delete(JobRun).where(JobRun.run_id.in_(run_ids), JobRun.status == "queued")
-            )
 
 
 def _check_source(source: str) -> str:

@@ -40,7 +40,7 @@ def _load_settings(args: argparse.Namespace) -> Settings:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:
-    from jobs_service.cli import admin, jobs, serve  # noqa: PLC0415 - imported on use
+    from jobs_service.cli import admin, jobs, schedules, serve  # noqa: PLC0415 - on use
 
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "run": serve.run,
@@ -52,6 +52,7 @@ def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:
         "tasks": admin.tasks,
         "enqueue": jobs.enqueue,
         "runs": jobs.runs,
+        "schedules": schedules.schedules,
     }
     return handlers[command]
 

@@ -19,7 +19,7 @@ from jobs_service.core.redaction import redact_url
 from jobs_service.core.settings import Settings
 from jobs_service.gateway.problems import install_problem_handlers
 from jobs_service.gateway.request_log import RequestLogMiddleware
-from jobs_service.gateway.routes import health, runs, tasks
+from jobs_service.gateway.routes import health, runs, schedules, tasks
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.runtime import Runtime
 
@@ -124,6 +124,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(runs.router)
+    app.include_router(schedules.router)
     app.add_middleware(RequestLogMiddleware, enabled=settings.api.request_log)
     return app
 
@@ -137,15 +138,18 @@ async def _drain(broker: InMemoryBroker, timeout_s: float) -> None:
 
 
 def _start_scheduler(broker: AsyncBroker) -> asyncio.Task[None]:
+    """The scheduler loop inside the embedded process (same broker, same runtime)."""
     from taskiq.cli.scheduler.run import SchedulerLoop  # noqa: PLC0415 - embedded only
 
-    from jobs_service.scheduler import build_scheduler  # noqa: PLC0415 - imports tasks
+    from jobs_service.scheduler.source import JobsScheduler  # noqa: PLC0415
 
-    scheduler = build_scheduler(broker)
+    scheduler = JobsScheduler(broker, manage_broker=False)
 
     async def loop() -> None:
-        for source in scheduler.sources:
-            await source.startup()
-        await SchedulerLoop(scheduler).run(skip_first_run=True)
+        await scheduler.startup()
+        try:
+            await SchedulerLoop(scheduler).run()
+        finally:
+            await scheduler.shutdown()
 
     return asyncio.create_task(loop(), name="scheduler-loop")

@@ -16,6 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jobs_service.client import EnqueueError, IdempotencyConflictError
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
+from jobs_service.scheduler.service import (
+    ScheduleConflictError,
+    ScheduleInvalidError,
+    ScheduleNotFoundError,
+)
 from jobs_service.tasks.registry import InvalidKwargsError, UnknownTaskError
 
 if TYPE_CHECKING:
@@ -131,6 +136,18 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             request, 503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}
         )
+
+    @app.exception_handler(ScheduleNotFoundError)
+    async def _no_schedule(request: Request, exc: ScheduleNotFoundError) -> JSONResponse:
+        return problem_response(request, 404, "unknown-schedule", str(exc))
+
+    @app.exception_handler(ScheduleConflictError)
+    async def _schedule_conflict(request: Request, exc: ScheduleConflictError) -> JSONResponse:
+        return problem_response(request, 409, "schedule-conflict", str(exc))
+
+    @app.exception_handler(ScheduleInvalidError)
+    async def _schedule_invalid(request: Request, exc: ScheduleInvalidError) -> JSONResponse:
+        return problem_response(request, 422, "invalid-schedule", str(exc))
 
     @app.exception_handler(ConfigurationError)
     async def _config(request: Request, exc: ConfigurationError) -> JSONResponse:

@@ -8,18 +8,22 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from jobs_service.infrastructure.models import JobRun
+    from jobs_service.infrastructure.models import JobRun, Schedule
     from jobs_service.tasks.registry import TaskInfo
 
 __all__ = [
     "BatchIn",
     "BatchOut",
+    "FireTime",
     "Page",
     "RunOut",
     "RunStatus",
+    "ScheduleDetailOut",
+    "ScheduleOut",
     "SubmitIn",
     "SubmitOut",
     "TaskOut",
+    "TriggerOut",
 ]
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled"]
@@ -141,3 +145,89 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+class FireTime(BaseModel):
+    """A future fire, in UTC and in the schedule's zone."""
+
+    utc: str
+    local: str
+
+
+class ScheduleTimingOut(BaseModel):
+    """The schedule's timing as submitted."""
+
+    type: Literal["cron", "interval", "once"]
+    cron: str | None = None
+    timezone: str | None = None
+    seconds: int | None = None
+    at: datetime | None = None
+
+
+class ScheduleOut(BaseModel):
+    """A schedule."""
+
+    id: int
+    name: str
+    task: str
+    kwargs: dict[str, Any]
+    schedule: ScheduleTimingOut
+    enabled: bool
+    paused_note: str | None
+    overlap: Literal["skip", "allow", "buffer_one"]
+    catchup_window_s: int
+    deliver_to: dict[str, Any] | None
+    description: str | None
+    source: Literal["label", "api"]
+    created_by: str | None
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, schedule: Schedule) -> ScheduleOut:
+        """Serialise a row."""
+        timing = ScheduleTimingOut(type=schedule.kind)  # type: ignore[arg-type]
+        if schedule.kind == "cron":
+            timing.cron, timing.timezone = schedule.cron, schedule.timezone
+        elif schedule.kind == "interval":
+            timing.seconds = schedule.interval_s
+        else:
+            timing.at = schedule.at
+        return cls(
+            id=schedule.id,
+            name=schedule.name,
+            task=schedule.task,
+            kwargs=schedule.kwargs,
+            schedule=timing,
+            enabled=schedule.enabled,
+            paused_note=schedule.paused_note,
+            overlap=schedule.overlap,  # type: ignore[arg-type]
+            catchup_window_s=schedule.catchup_window_s,
+            deliver_to=schedule.deliver_to,
+            description=schedule.description,
+            source=schedule.source,  # type: ignore[arg-type]
+            created_by=schedule.created_by,
+            next_fire_at=schedule.next_fire_at,
+            last_fire_at=schedule.last_fire_at,
+            finished_at=schedule.finished_at,
+            created_at=schedule.created_at,
+            updated_at=schedule.updated_at,
+        )
+
+
+class ScheduleDetailOut(ScheduleOut):
+    """A schedule with its next fires and recent runs."""
+
+    next_fires: list[FireTime]
+    recent_runs: list[RunOut]
+
+
+class TriggerOut(BaseModel):
+    """The run a manual trigger queued."""
+
+    run_id: str
+    schedule_id: int
+    status: RunStatus

@@ -5,16 +5,45 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, MetaData, String, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from jobs_service.infrastructure.column_types import BigIntPK, JsonDocument, UTCDateTime
 
-__all__ = ["RUN_SOURCES", "RUN_STATUSES", "TERMINAL_STATUSES", "Base", "JobRun"]
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FIRE_OUTCOMES",
+    "OVERLAP_POLICIES",
+    "RUN_SOURCES",
+    "RUN_STATUSES",
+    "SCHEDULE_KINDS",
+    "SCHEDULE_SOURCES",
+    "TERMINAL_STATUSES",
+    "Base",
+    "JobRun",
+    "Schedule",
+    "ScheduleFire",
+]
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled")
 TERMINAL_STATUSES = ("succeeded", "failed", "dead", "cancelled")
+ACTIVE_STATUSES = ("queued", "running", "retrying")
 RUN_SOURCES = ("api", "schedule", "webhook", "retry", "cli")
+SCHEDULE_KINDS = ("cron", "interval", "once")
+SCHEDULE_SOURCES = ("label", "api")
+OVERLAP_POLICIES = ("skip", "allow", "buffer_one")
+FIRE_OUTCOMES = ("enqueued", "skipped", "buffered")
 
 _NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -68,4 +97,70 @@ class JobRun(Base):
         Index(None, "status", "id"),
         Index(None, "schedule_id", "id"),
         Index(None, "finished_at"),
+    )
+
+
+class Schedule(Base):
+    """A cron, interval or one-off schedule of a task, from a task label or the API."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    task: Mapped[str] = mapped_column(String(200))
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    kind: Mapped[str] = mapped_column(String(16))
+    cron: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default=text("'UTC'"))
+    interval_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    anchor_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    paused_note: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    overlap: Mapped[str] = mapped_column(String(16), default="skip", server_default=text("'skip'"))
+    catchup_window_s: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    deliver_to: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source: Mapped[str] = mapped_column(String(8))
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", SCHEDULE_KINDS), name="kind"),
+        CheckConstraint(_in("source", SCHEDULE_SOURCES), name="source"),
+        CheckConstraint(_in("overlap", OVERLAP_POLICIES), name="overlap"),
+        CheckConstraint("catchup_window_s >= 0", name="catchup_window"),
+        CheckConstraint("interval_s IS NULL OR interval_s >= 1", name="interval"),
+        Index(None, "enabled", "next_fire_at"),
+    )
+
+
+class ScheduleFire(Base):
+    """One claimed fire of a schedule.
+
+    The unique ``(schedule_id, fire_time)`` is the claim: whichever scheduler replica
+    inserts it first fires; every other replica (or a restarted one) sees the conflict
+    and skips. That makes each fire idempotent without any leader election.
+    """
+
+    __tablename__ = "schedule_fires"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("schedules.id", ondelete="CASCADE")
+    )
+    fire_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_by: Mapped[str] = mapped_column(String(200))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "fire_time"),
+        CheckConstraint(_in("outcome", FIRE_OUTCOMES), name="outcome"),
     )

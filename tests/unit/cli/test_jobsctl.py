@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from jobs_service.infrastructure.migrate import head_revision
 from tests.support.processes import jobsctl
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def test_migrate_up_and_down(tmp_path: Path) -> None:
     """`jobsctl migrate` reports the revision; --downgrade base empties the schema."""
     up = jobsctl("migrate", env={}, cwd=tmp_path)
     assert up.returncode == 0
-    assert "revision 0001" in up.stdout
+    assert f"revision {head_revision()}" in up.stdout
     down = jobsctl("migrate", "--downgrade", "base", env={}, cwd=tmp_path)
     assert down.returncode == 0
     assert "base (empty)" in down.stdout

@@ -1,0 +1,136 @@
+"""Schedules: list, create, inspect, change, pause/resume, delete, trigger."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
+from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.schemas import (
+    FireTime,
+    Page,
+    RunOut,
+    ScheduleDetailOut,
+    ScheduleOut,
+    TriggerOut,
+)
+from jobs_service.gateway.security import require_scope
+from jobs_service.infrastructure.repositories import schedules as repo
+from jobs_service.scheduler.service import ScheduleService, next_fires
+from jobs_service.scheduler.specs import ScheduleDraft, SchedulePatch
+
+router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+_PROBLEMS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "The key lacks the scope"},
+    404: {"description": "Unknown schedule"},
+    409: {"description": "Label schedule or duplicate name"},
+    422: {"description": "Invalid schedule, task or kwargs"},
+}
+
+
+def service(request: Request) -> ScheduleService:
+    """The schedule service bound to this process's runtime."""
+    return ScheduleService(request.app.state.runtime.database, request.app.state.client)
+
+
+Service = Annotated[ScheduleService, Depends(service)]
+
+
+async def _detail(svc: ScheduleService, schedule_id: int) -> ScheduleDetailOut:
+    schedule = await svc.get(schedule_id)
+    recent = await svc.recent_runs(schedule_id)
+    return ScheduleDetailOut(
+        **ScheduleOut.of(schedule).model_dump(),
+        next_fires=[FireTime(**fire) for fire in next_fires(schedule)],
+        recent_runs=[RunOut.of(run) for run in recent],
+    )
+
+
+@router.get("", summary="List schedules", responses=_PROBLEMS)
+async def list_schedules(
+    request: Request,
+    _: Annotated[str, Depends(require_scope("read"))],
+    task: str | None = None,
+    enabled: bool | None = None,
+    source: Literal["label", "api"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[ScheduleOut]:
+    """Label and API schedules, oldest first; cursor pagination."""
+    try:
+        after_id = decode_cursor(cursor) if cursor else None
+    except InvalidCursorError:
+        raise Problem(400, "invalid-cursor", "cursor is not one this API returned") from None
+    filters = repo.ScheduleFilter(task=task, enabled=enabled, source=source)
+    async with request.app.state.runtime.database.sessions() as session:
+        rows = await repo.list_schedules(session, filters, limit=limit, after_id=after_id)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[ScheduleOut](
+        items=[ScheduleOut.of(row) for row in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+    )
+
+
+@router.post("", status_code=201, summary="Create a schedule", responses=_PROBLEMS)
+async def create_schedule(
+    body: ScheduleDraft,
+    response: Response,
+    svc: Service,
+    principal: Annotated[str, Depends(require_scope("operate"))],
+) -> ScheduleDetailOut:
+    """cron (5 fields, IANA timezone), interval (seconds ≥ 1) or once (future, with an
+    offset); the task must exist and kwargs must match its signature."""
+    schedule = await svc.create(body, created_by=principal)
+    response.headers["Location"] = f"/v1/schedules/{schedule.id}"
+    return await _detail(svc, schedule.id)
+
+
+@router.get(
+    "/{schedule_id}", summary="One schedule with next fires and recent runs", responses=_PROBLEMS
+)
+async def get_schedule(
+    schedule_id: int,
+    svc: Service,
+    _: Annotated[str, Depends(require_scope("read"))],
+) -> ScheduleDetailOut:
+    """``next_fires``: the next five, in UTC and in the schedule's zone."""
+    return await _detail(svc, schedule_id)
+
+
+@router.patch("/{schedule_id}", summary="Change, pause or resume a schedule", responses=_PROBLEMS)
+async def update_schedule(
+    schedule_id: int,
+    body: SchedulePatch,
+    svc: Service,
+    _: Annotated[str, Depends(require_scope("operate"))],
+) -> ScheduleDetailOut:
+    """Only the given fields change. ``{"enabled": false}`` pauses, ``{"enabled": true}``
+    resumes from now (missed fires are not replayed). Label schedules: pause/resume only."""
+    await svc.update(schedule_id, body)
+    return await _detail(svc, schedule_id)
+
+
+@router.delete("/{schedule_id}", status_code=204, summary="Delete a schedule", responses=_PROBLEMS)
+async def delete_schedule(
+    schedule_id: int,
+    svc: Service,
+    _: Annotated[str, Depends(require_scope("operate"))],
+) -> Response:
+    """Its runs keep their history. Label schedules cannot be deleted (409)."""
+    await svc.delete(schedule_id)
+    return Response(status_code=204)
+
+
+@router.post("/{schedule_id}/trigger", status_code=202, summary="Run now", responses=_PROBLEMS)
+async def trigger_schedule(
+    schedule_id: int,
+    svc: Service,
+    _: Annotated[str, Depends(require_scope("operate"))],
+) -> TriggerOut:
+    """Queue a run of the schedule's task now (works for paused schedules too)."""
+    run_id = await svc.trigger(schedule_id)
+    return TriggerOut(run_id=run_id, schedule_id=schedule_id, status="queued")

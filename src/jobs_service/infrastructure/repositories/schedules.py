@@ -1,0 +1,188 @@
+"""Queries on ``schedules`` and ``schedule_fires``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jobs_service.infrastructure.models import ACTIVE_STATUSES, JobRun, Schedule, ScheduleFire
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+__all__ = [
+    "BufferedFire",
+    "FireClaim",
+    "ScheduleFilter",
+    "active_run_counts",
+    "buffered_fires",
+    "claim_fires",
+    "delete_schedule",
+    "enabled_schedules",
+    "get_schedule",
+    "list_schedules",
+    "recent_runs",
+    "release_fires",
+    "take_buffered_fire",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FireClaim:
+    """A fire one replica wants to claim, with what it will do if it wins."""
+
+    schedule_id: int
+    fire_time: datetime
+    outcome: str
+    reason: str | None
+    run_id: str | None
+
+    def row(self, claimed_by: str, now: datetime) -> dict[str, Any]:
+        """Column values for the claim insert."""
+        return {
+            "schedule_id": self.schedule_id,
+            "fire_time": self.fire_time,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "run_id": self.run_id,
+            "claimed_by": claimed_by,
+            "claimed_at": now,
+        }
+
+
+@dataclass(slots=True)
+class ScheduleFilter:
+    """Filters of ``GET /v1/schedules``."""
+
+    task: str | None = None
+    enabled: bool | None = None
+    source: str | None = None
+
+
+def _insert_for(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+async def get_schedule(session: AsyncSession, schedule_id: int) -> Schedule | None:
+    """One schedule."""
+    return await session.get(Schedule, schedule_id)
+
+
+async def list_schedules(
+    session: AsyncSession, filters: ScheduleFilter, *, limit: int, after_id: int | None
+) -> list[Schedule]:
+    """Oldest first by id; fetches limit+1 to tell whether another page exists."""
+    query = select(Schedule)
+    if filters.task is not None:
+        query = query.where(Schedule.task == filters.task)
+    if filters.enabled is not None:
+        query = query.where(Schedule.enabled == filters.enabled)
+    if filters.source is not None:
+        query = query.where(Schedule.source == filters.source)
+    if after_id is not None:
+        query = query.where(Schedule.id > after_id)
+    query = query.order_by(Schedule.id).limit(limit + 1)
+    return list((await session.execute(query)).scalars())
+
+
+async def enabled_schedules(session: AsyncSession) -> list[Schedule]:
+    """Every schedule with a next fire: enabled ones fire; paused ones only have their
+    passing fires logged as skipped."""
+    query = select(Schedule).where(
+        Schedule.finished_at.is_(None), Schedule.next_fire_at.is_not(None)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def delete_schedule(session: AsyncSession, schedule_id: int) -> None:
+    """Delete a schedule and (by cascade) its fires; its runs keep their history."""
+    await session.execute(delete(ScheduleFire).where(ScheduleFire.schedule_id == schedule_id))
+    await session.execute(delete(Schedule).where(Schedule.id == schedule_id))
+
+
+async def recent_runs(session: AsyncSession, schedule_id: int, limit: int) -> list[JobRun]:
+    """The schedule's newest runs."""
+    query = (
+        select(JobRun)
+        .where(JobRun.schedule_id == schedule_id)
+        .order_by(JobRun.id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def active_run_counts(
+    connection: AsyncConnection, schedule_ids: Sequence[int]
+) -> dict[int, int]:
+    """Runs still queued or running, per schedule (for the overlap policy)."""
+    if not schedule_ids:
+        return {}
+    query = (
+        select(JobRun.schedule_id, func.count())
+        .where(JobRun.schedule_id.in_(schedule_ids), JobRun.status.in_(ACTIVE_STATUSES))
+        .group_by(JobRun.schedule_id)
+    )
+    rows = (await connection.execute(query)).all()
+    return {int(sid): int(count) for sid, count in rows if sid is not None}
+
+
+async def claim_fires(
+    connection: AsyncConnection, claims: Sequence[FireClaim], claimed_by: str, now: datetime
+) -> set[tuple[int, datetime]]:
+    """Insert claims; returns the (schedule_id, fire_time) pairs this caller won."""
+    if not claims:
+        return set()
+    insert = _insert_for(connection.dialect.name)
+    stmt = (
+        insert(ScheduleFire)
+        .values([claim.row(claimed_by, now) for claim in claims])
+        .on_conflict_do_nothing(index_elements=["schedule_id", "fire_time"])
+        .returning(ScheduleFire.schedule_id, ScheduleFire.fire_time)
+    )
+    rows = (await connection.execute(stmt)).all()
+    return {(int(sid), fire_time) for sid, fire_time in rows}
+
+
+async def release_fires(connection: AsyncConnection, pairs: Sequence[tuple[int, datetime]]) -> None:
+    """Undo claims whose runs could not be sent, so a later tick can fire them."""
+    for schedule_id, fire_time in pairs:
+        await connection.execute(
+            delete(ScheduleFire).where(
+                ScheduleFire.schedule_id == schedule_id, ScheduleFire.fire_time == fire_time
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedFire:
+    """A fire waiting for its schedule's active run to end."""
+
+    id: int
+    schedule_id: int
+    fire_time: datetime
+
+
+async def buffered_fires(connection: AsyncConnection) -> list[BufferedFire]:
+    """Fires waiting for their schedule's running run to finish (``buffer_one``)."""
+    query = select(ScheduleFire.id, ScheduleFire.schedule_id, ScheduleFire.fire_time).where(
+        ScheduleFire.outcome == "buffered"
+    )
+    return [
+        BufferedFire(int(i), int(sid), at) for i, sid, at in (await connection.execute(query)).all()
+    ]
+
+
+async def take_buffered_fire(connection: AsyncConnection, fire_id: int, run_id: str) -> bool:
+    """Atomically turn a buffered fire into an enqueued one; False if another replica did."""
+    result = await connection.execute(
+        update(ScheduleFire)
+        .where(ScheduleFire.id == fire_id, ScheduleFire.outcome == "buffered")
+        .values(outcome="enqueued", run_id=run_id)
+    )
+    return bool(result.rowcount)

@@ -1,0 +1,213 @@
+"""The rules of schedules, shared by the HTTP API and ``jobsctl schedules``.
+
+Label schedules belong to the code: operators may pause and resume them, never edit or
+delete them (a 409 says so). Resuming computes the next fire from now, so a long pause
+does not replay what it skipped. Any change is picked up by every scheduler replica
+within its refresh interval (1 s) because replicas re-read enabled schedules each tick.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+
+from jobs_service.core.errors import JobsError
+from jobs_service.core.timing import upcoming
+from jobs_service.infrastructure.models import Schedule
+from jobs_service.infrastructure.repositories import schedules as repo
+from jobs_service.scheduler.specs import (
+    OnceSpec,
+    ScheduleDraft,
+    SchedulePatch,
+    spec_columns,
+    timing_for,
+)
+from jobs_service.tasks.registry import UnknownTaskError
+
+if TYPE_CHECKING:
+    from jobs_service.client import JobsClient
+    from jobs_service.infrastructure.database import Database
+    from jobs_service.infrastructure.models import JobRun
+
+__all__ = [
+    "ScheduleConflictError",
+    "ScheduleInvalidError",
+    "ScheduleNotFoundError",
+    "ScheduleService",
+    "next_fires",
+]
+
+_LABEL_EDITABLE = frozenset({"enabled", "paused_note"})
+
+
+class ScheduleNotFoundError(JobsError):
+    """No schedule with that id."""
+
+
+class ScheduleConflictError(JobsError):
+    """The change conflicts with the schedule's state (label-owned, duplicate name)."""
+
+
+class ScheduleInvalidError(JobsError):
+    """The schedule cannot work as submitted (e.g. a one-off time in the past)."""
+
+
+def next_fires(
+    schedule: Schedule, *, now: datetime | None = None, count: int = 5
+) -> list[dict[str, str]]:
+    """The next fires as ``{"utc", "local"}`` ISO 8601 strings (local: the schedule's
+    zone); empty for a paused or finished schedule."""
+    if not schedule.enabled or schedule.finished_at is not None:
+        return []
+    now = now or datetime.now(UTC)
+    zone = ZoneInfo(schedule.timezone)
+    start = schedule.next_fire_at
+    fires = upcoming(timing_for(schedule), now, count)
+    if start is not None and start <= now:  # due right now: show it first
+        fires = [start, *upcoming(timing_for(schedule), start, count - 1)]
+    return [
+        {"utc": fire.isoformat().replace("+00:00", "Z"), "local": fire.astimezone(zone).isoformat()}
+        for fire in fires[:count]
+    ]
+
+
+class ScheduleService:
+    """Create, change, pause, delete and trigger schedules."""
+
+    def __init__(self, database: Database, client: JobsClient) -> None:
+        self._database = database
+        self._client = client
+
+    async def get(self, schedule_id: int) -> Schedule:
+        """One schedule or :class:`ScheduleNotFoundError`."""
+        async with self._database.sessions() as session:
+            schedule = await repo.get_schedule(session, schedule_id)
+        if schedule is None:
+            raise ScheduleNotFoundError(f"no schedule {schedule_id}")
+        return schedule
+
+    async def recent_runs(self, schedule_id: int, limit: int = 10) -> list[JobRun]:
+        """The schedule's newest runs."""
+        async with self._database.sessions() as session:
+            return await repo.recent_runs(session, schedule_id, limit)
+
+    async def create(self, draft: ScheduleDraft, *, created_by: str | None) -> Schedule:
+        """Validate task, kwargs and timing, then store; 409 on a duplicate name."""
+        try:
+            request = self._client.prepare(draft.task, draft.kwargs, source="schedule")
+        except UnknownTaskError as exc:
+            raise ScheduleInvalidError(f"task: {exc}") from None
+        now = datetime.now(UTC)
+        if isinstance(draft.schedule, OnceSpec) and draft.schedule.at <= now:
+            msg = f"schedule.at {draft.schedule.at.isoformat()} is in the past"
+            raise ScheduleInvalidError(msg)
+        schedule = Schedule(
+            name=draft.name,
+            task=request.info.name,
+            kwargs=request.kwargs,
+            enabled=draft.enabled,
+            overlap=draft.overlap,
+            catchup_window_s=draft.catchup_window_s,
+            deliver_to=draft.deliver_to,
+            description=draft.description,
+            source="api",
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+            **spec_columns(draft.schedule, now),
+        )
+        schedule.next_fire_at = timing_for(schedule).next_after(now)
+        return await self._store_new(schedule)
+
+    async def _store_new(self, schedule: Schedule) -> Schedule:
+        try:
+            async with self._database.sessions.begin() as session:
+                session.add(schedule)
+        except IntegrityError:
+            msg = f"a schedule named {schedule.name!r} already exists"
+            raise ScheduleConflictError(msg) from None
+        return schedule
+
+    async def update(self, schedule_id: int, patch: SchedulePatch) -> Schedule:
+        """Apply the given fields; label schedules accept only pause/resume."""
+        changes = patch.model_dump(exclude_unset=True)
+        now = datetime.now(UTC)
+        try:
+            async with self._database.sessions.begin() as session:
+                schedule = await repo.get_schedule(session, schedule_id)
+                if schedule is None:
+                    raise ScheduleNotFoundError(f"no schedule {schedule_id}")
+                self._apply(schedule, changes, patch, now)
+        except IntegrityError:
+            msg = f"a schedule named {patch.name!r} already exists"
+            raise ScheduleConflictError(msg) from None
+        return schedule
+
+    def _apply(
+        self, schedule: Schedule, changes: dict[str, Any], patch: SchedulePatch, now: datetime
+    ) -> None:
+        if schedule.source == "label" and set(changes) - _LABEL_EDITABLE:
+            fields = ", ".join(sorted(set(changes) - _LABEL_EDITABLE))
+            msg = (
+                f"schedule {schedule.id} comes from the labels of task {schedule.task} "
+                f"and can only be paused or resumed here (not: {fields})"
+            )
+            raise ScheduleConflictError(msg)
+        if "kwargs" in changes:
+            schedule.kwargs = self._client.prepare(
+                schedule.task, patch.kwargs, source="schedule"
+            ).kwargs
+        if patch.schedule is not None:
+            if isinstance(patch.schedule, OnceSpec) and patch.schedule.at <= now:
+                msg = f"schedule.at {patch.schedule.at.isoformat()} is in the past"
+                raise ScheduleInvalidError(msg)
+            for key, value in spec_columns(patch.schedule, now).items():
+                setattr(schedule, key, value)
+            schedule.finished_at = None
+        for key in (
+            "name",
+            "overlap",
+            "catchup_window_s",
+            "deliver_to",
+            "description",
+            "paused_note",
+        ):
+            if key in changes:
+                setattr(schedule, key, changes[key])
+        resumed = changes.get("enabled") is True and not schedule.enabled
+        if "enabled" in changes and changes["enabled"] is not None:
+            schedule.enabled = bool(changes["enabled"])
+            if schedule.enabled:
+                schedule.paused_note = changes.get("paused_note")
+        if resumed or patch.schedule is not None:
+            # From now on: neither a resume nor a new timing replays the past.
+            schedule.next_fire_at = timing_for(schedule).next_after(now)
+        schedule.updated_at = now
+
+    async def delete(self, schedule_id: int) -> None:
+        """Delete an API schedule; label schedules are refused (pause them instead)."""
+        async with self._database.sessions.begin() as session:
+            schedule = await repo.get_schedule(session, schedule_id)
+            if schedule is None:
+                raise ScheduleNotFoundError(f"no schedule {schedule_id}")
+            if schedule.source == "label":
+                msg = (
+                    f"schedule {schedule_id} comes from the labels of task "
+                    f"{schedule.task}; remove the label in code, or pause it"
+                )
+                raise ScheduleConflictError(msg)
+            await repo.delete_schedule(session, schedule_id)
+
+    async def trigger(self, schedule_id: int) -> str:
+        """Run the schedule's task now (outside its timing; overlap is not applied)."""
+        schedule = await self.get(schedule_id)
+        return await self._client.enqueue(
+            schedule.task,
+            schedule.kwargs,
+            source="schedule",
+            schedule_id=schedule.id,
+            scheduled_for=datetime.now(UTC),
+        )

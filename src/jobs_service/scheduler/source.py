@@ -1,0 +1,95 @@
+"""TaskIQ integration: our database-backed schedules on TaskIQ's scheduler loop.
+
+TaskIQ's loop wakes on every second and asks each source which schedules are ready.
+Rather than hand it every schedule (it re-reads sources only once a minute, checks cron
+once a minute and has no claims, so replicas would double-fire), the source gives it a
+single one-second *dispatch* entry; :class:`JobsScheduler` answers that entry by running
+:class:`~jobs_service.scheduler.dispatch.FireDispatcher`, which does the real work with
+the database: claims, catch-up, overlap and second-level precision. Both
+``jobsctl scheduler`` and ``taskiq scheduler jobs_service.scheduler:scheduler`` run it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskiq import ScheduledTask, ScheduleSource, TaskiqScheduler
+
+from jobs_service.client import JobsClient
+from jobs_service.core.logging import get_logger
+from jobs_service.core.settings import Settings
+from jobs_service.infrastructure.runtime import Runtime
+from jobs_service.scheduler.dispatch import FireDispatcher
+from jobs_service.scheduler.labels import sync_label_schedules
+
+if TYPE_CHECKING:
+    from taskiq import AsyncBroker
+
+__all__ = ["DISPATCH_ID", "DatabaseScheduleSource", "JobsScheduler"]
+
+DISPATCH_ID = "jobs-service:dispatch"
+_log = get_logger("jobs_service.scheduler")
+
+
+class DatabaseScheduleSource(ScheduleSource):
+    """Offers TaskIQ's loop one entry that is ready every second."""
+
+    async def get_schedules(self) -> list[ScheduledTask]:
+        """The dispatch entry (its task name is never sent to a worker)."""
+        return [
+            ScheduledTask(
+                schedule_id=DISPATCH_ID,
+                task_name=DISPATCH_ID,
+                labels={},
+                args=[],
+                kwargs={},
+                interval=1,
+            )
+        ]
+
+
+class JobsScheduler(TaskiqScheduler):
+    """TaskIQ scheduler whose dispatch entry fires due database schedules."""
+
+    def __init__(self, broker: AsyncBroker, *, manage_broker: bool = True) -> None:
+        super().__init__(broker=broker, sources=[DatabaseScheduleSource()])
+        self._manage_broker = manage_broker
+        self._runtime: Runtime | None = None
+        self._owns_runtime = False
+        self.dispatcher: FireDispatcher | None = None
+
+    async def startup(self) -> None:
+        """Start the broker (as a producer), the runtime, then sync label schedules."""
+        if self._manage_broker:
+            await super().startup()
+        runtime = getattr(self.broker.state, "runtime", None)
+        if not isinstance(runtime, Runtime):
+            runtime = Runtime(Settings.load())
+            await runtime.start()
+            self.broker.state.runtime = runtime
+            self._owns_runtime = True
+        self._runtime = runtime
+        await sync_label_schedules(runtime.database, self.broker)
+        self.dispatcher = FireDispatcher(
+            runtime.database, JobsClient(self.broker, runtime), replica=runtime.worker_name
+        )
+        _log.info("scheduler-started", replica=runtime.worker_name)
+
+    async def on_ready(self, source: ScheduleSource, task: ScheduledTask) -> None:
+        """Dispatch on our entry; anything else is TaskIQ's business."""
+        if task.schedule_id != DISPATCH_ID:
+            await super().on_ready(source, task)
+            return
+        if self.dispatcher is None:
+            return
+        try:
+            await self.dispatcher.tick()
+        except Exception as exc:  # noqa: BLE001 - a failed tick must not stop the loop
+            _log.error("schedule-tick-failed", error_type=type(exc).__name__, error=str(exc)[:500])
+
+    async def shutdown(self) -> None:
+        """Stop what startup started."""
+        if self._owns_runtime and self._runtime is not None:
+            await self._runtime.stop()
+        if self._manage_broker:
+            await super().shutdown()

@@ -1,0 +1,151 @@
+"""What an operator submits to create or change a schedule, validated up front.
+
+A bad cron expression, unknown timezone, zero interval or a one-off time in the past
+is a 422 at submit time, with a message naming the problem, never a schedule that
+silently never fires.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from jobs_service.core.timing import (
+    CronTiming,
+    IntervalTiming,
+    InvalidScheduleError,
+    OnceTiming,
+    Timing,
+    validate_timezone,
+)
+
+if TYPE_CHECKING:
+    from jobs_service.infrastructure.models import Schedule
+
+__all__ = [
+    "CronSpec",
+    "IntervalSpec",
+    "OnceSpec",
+    "ScheduleDraft",
+    "SchedulePatch",
+    "ScheduleSpec",
+    "timing_for",
+]
+
+Overlap = Literal["skip", "allow", "buffer_one"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CronSpec(_Strict):
+    """Five-field cron in an IANA timezone (UTC by default)."""
+
+    type: Literal["cron"]
+    cron: str = Field(examples=["0 9 * * 1"])
+    timezone: str = Field("UTC", examples=["Asia/Singapore"])
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            validate_timezone(value)
+        except InvalidScheduleError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            CronTiming(value)
+        except InvalidScheduleError as exc:
+            raise ValueError(str(exc)) from None
+        return " ".join(value.split())
+
+
+class IntervalSpec(_Strict):
+    """Every ``seconds`` seconds."""
+
+    type: Literal["interval"]
+    seconds: int = Field(ge=1, examples=[3600])
+
+
+class OnceSpec(_Strict):
+    """Once, at ``at`` (with a UTC offset); the schedule is finished afterwards."""
+
+    type: Literal["once"]
+    at: AwareDatetime = Field(examples=["2026-03-01T09:00:00+08:00"])
+
+
+ScheduleSpec = Annotated[CronSpec | IntervalSpec | OnceSpec, Field(discriminator="type")]
+
+
+class ScheduleDraft(_Strict):
+    """``POST /v1/schedules``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    task: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    schedule: ScheduleSpec
+    overlap: Overlap = "skip"
+    catchup_window_s: int = Field(0, ge=0, le=7 * 86_400)
+    deliver_to: dict[str, Any] | None = None
+    enabled: bool = True
+    description: str | None = Field(None, max_length=2000)
+
+
+class SchedulePatch(_Strict):
+    """``PATCH /v1/schedules/{id}``: only the fields given change."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    kwargs: dict[str, Any] | None = None
+    schedule: ScheduleSpec | None = None
+    overlap: Overlap | None = None
+    catchup_window_s: int | None = Field(None, ge=0, le=7 * 86_400)
+    deliver_to: dict[str, Any] | None = None
+    enabled: bool | None = None
+    paused_note: str | None = Field(None, max_length=500)
+    description: str | None = Field(None, max_length=2000)
+
+
+def timing_for(schedule: Schedule) -> Timing:
+    """The timing policy of a stored schedule."""
+    if schedule.kind == "cron":
+        return CronTiming(schedule.cron or "", schedule.timezone)
+    if schedule.kind == "interval":
+        return IntervalTiming(schedule.interval_s or 0, schedule.anchor_at)
+    return OnceTiming(schedule.at or datetime.now(UTC))
+
+
+def spec_columns(spec: CronSpec | IntervalSpec | OnceSpec, now: datetime) -> dict[str, Any]:
+    """Column values for a spec; the interval grid is anchored at ``now``."""
+    if isinstance(spec, CronSpec):
+        return {
+            "kind": "cron",
+            "cron": spec.cron,
+            "timezone": spec.timezone,
+            "interval_s": None,
+            "at": None,
+            "anchor_at": now,
+        }
+    if isinstance(spec, IntervalSpec):
+        return {
+            "kind": "interval",
+            "cron": None,
+            "timezone": "UTC",
+            "interval_s": spec.seconds,
+            "at": None,
+            "anchor_at": now,
+        }
+    return {
+        "kind": "once",
+        "cron": None,
+        "timezone": "UTC",
+        "interval_s": None,
+        "at": spec.at.astimezone(UTC),
+        "anchor_at": now,
+    }

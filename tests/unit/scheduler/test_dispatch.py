@@ -1,0 +1,270 @@
+"""The fire dispatcher with a controlled clock: claims, catch-up, overlap, pause, once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from jobs_service.broker import broker
+from jobs_service.client import EnqueueError
+from jobs_service.infrastructure.repositories import runs as runs_repo
+from jobs_service.scheduler.specs import SchedulePatch
+from tests.support.scheduling import harness
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from jobs_service.core.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)  # a Monday
+
+
+async def test_an_interval_schedule_fires_once_per_due_time(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Each tick at or after the fire time queues exactly one run for that time."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": ["a"]},
+            schedule={"type": "interval", "seconds": 60},
+        )
+        await h.set_next_fire(schedule.id, T0)
+        dispatcher = h.dispatcher()
+        early = await dispatcher.tick(T0 - timedelta(seconds=1))
+        first = await dispatcher.tick(T0 + timedelta(milliseconds=20))
+        again = await dispatcher.tick(T0 + timedelta(milliseconds=900))
+        await broker.wait_all()  # type: ignore[attr-defined]
+        runs = await h.runs_of(schedule.id)
+        stored = await h.reload(schedule.id)
+    assert early.fired == []
+    assert again.fired == []
+    assert [(sid, at) for sid, at, _ in first.fired] == [(schedule.id, T0)]
+    assert len(runs) == 1
+    assert runs[0].source == "schedule"
+    assert runs[0].scheduled_for == T0
+    assert runs[0].kwargs == {"items": ["a"]}
+    assert runs[0].status == "succeeded"
+    assert stored.last_fire_at == T0
+    assert stored.next_fire_at is not None
+    assert stored.next_fire_at > T0
+
+
+async def test_two_replicas_fire_each_time_once(make_settings: Callable[..., Settings]) -> None:
+    """Replicas ticking at the same moment: one wins the claim, the other skips."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},
+            overlap="allow",
+        )
+        one, two = h.dispatcher("replica-1"), h.dispatcher("replica-2")
+        for minute in range(3):
+            at = T0 + timedelta(minutes=minute)
+            await h.set_next_fire(schedule.id, at)
+            reports = [
+                await one.tick(at + timedelta(seconds=0.1)),
+                await two.tick(at + timedelta(seconds=0.2)),
+            ]
+            assert sum(len(report.fired) for report in reports) == 1
+        runs = await h.runs_of(schedule.id)
+        fires = await h.fires_of(schedule.id)
+    assert [run.scheduled_for for run in runs] == [T0 + timedelta(minutes=m) for m in range(3)]
+    assert len(fires) == 3
+
+
+async def test_missed_fires_are_skipped_without_catchup(
+    make_settings: Callable[..., Settings],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Scheduler away for 10 minutes, window 0: nothing runs, schedule-missed is logged."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items", kwargs={"items": []}, schedule={"type": "cron", "cron": "* * * * *"}
+        )
+        await h.set_next_fire(schedule.id, T0)
+        report = await h.dispatcher().tick(T0 + timedelta(minutes=10, seconds=30))
+        runs = await h.runs_of(schedule.id)
+        stored = await h.reload(schedule.id)
+    assert report.fired == []
+    assert report.missed == 11
+    assert runs == []
+    assert stored.next_fire_at == T0 + timedelta(minutes=11)
+    assert '"schedule-missed"' in capfd.readouterr().err
+
+
+async def test_catchup_window_coalesces_missed_fires_into_one_run(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A window covering the gap runs once, for the newest missed fire."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},
+            catchup_window_s=3600,
+        )
+        await h.set_next_fire(schedule.id, T0)
+        report = await h.dispatcher().tick(T0 + timedelta(minutes=10, seconds=30))
+        again = await h.dispatcher().tick(T0 + timedelta(minutes=10, seconds=40))
+        runs = await h.runs_of(schedule.id)
+    assert [at for _, at, _ in report.fired] == [T0 + timedelta(minutes=10)]
+    assert again.fired == []
+    assert len(runs) == 1
+
+
+async def test_overlap_skip_does_not_start_while_a_run_is_active(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With overlap=skip a fire is skipped (and recorded) while a run is queued."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items", kwargs={"items": []}, schedule={"type": "interval", "seconds": 60}
+        )
+        active = runs_repo.QueuedRun(
+            run_id="a" * 32,
+            task="count_items",
+            kwargs={},
+            source="schedule",
+            queued_at=T0,
+            schedule_id=schedule.id,
+        )
+        async with h.database.engine.begin() as connection:
+            await runs_repo.insert_queued_runs(connection, [active])
+        await h.set_next_fire(schedule.id, T0)
+        report = await h.dispatcher().tick(T0)
+        fires = await h.fires_of(schedule.id)
+    assert report.fired == []
+    assert report.skipped == [(schedule.id, T0, "overlap")]
+    assert [(f.outcome, f.reason) for f in fires] == [("skipped", "overlap")]
+
+
+async def test_overlap_buffer_one_starts_the_fire_after_the_active_run(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """buffer_one keeps one fire waiting and queues it once the active run ends."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "interval", "seconds": 60},
+            overlap="buffer_one",
+        )
+        active = runs_repo.QueuedRun(
+            run_id="b" * 32,
+            task="count_items",
+            kwargs={},
+            source="schedule",
+            queued_at=T0,
+            schedule_id=schedule.id,
+        )
+        async with h.database.engine.begin() as connection:
+            await runs_repo.insert_queued_runs(connection, [active])
+        dispatcher = h.dispatcher()
+        await h.set_next_fire(schedule.id, T0)
+        first = await dispatcher.tick(T0)
+        await h.set_next_fire(schedule.id, T0 + timedelta(minutes=1))
+        second = await dispatcher.tick(T0 + timedelta(minutes=1))
+        finished = runs_repo.RunEvent(
+            run_id="b" * 32,
+            task="count_items",
+            kwargs={},
+            source="schedule",
+            status="succeeded",
+            attempt=1,
+            worker="w",
+            queued_at=T0,
+            started_at=T0,
+            finished_at=T0,
+            duration_ms=1,
+            summary={"errors": 0},
+        )
+        async with h.database.engine.begin() as connection:
+            await runs_repo.upsert_run_events(connection, [finished])
+        released = await dispatcher.tick(T0 + timedelta(minutes=1, seconds=2))
+        fires = await h.fires_of(schedule.id)
+    assert first.fired == []
+    assert second.fired == []
+    assert [(f.outcome, f.reason) for f in fires] == [("enqueued", None), ("skipped", "overlap")]
+    assert [at for _, at, _ in released.fired] == [T0]
+    assert fires[0].run_id == released.fired[0][2]
+
+
+async def test_paused_schedules_do_not_fire_and_resume_does_not_replay(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Paused: fires pass (logged as skipped); resumed: next fire is computed from now."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "interval", "seconds": 60},
+            catchup_window_s=86400,
+        )
+        await h.service.update(schedule.id, SchedulePatch(enabled=False, paused_note="db work"))
+        await h.set_next_fire(schedule.id, T0)
+        paused = await h.dispatcher().tick(T0)
+        resumed = await h.service.update(schedule.id, SchedulePatch(enabled=True))
+        after = await h.dispatcher().tick(datetime.now(UTC))
+        runs = await h.runs_of(schedule.id)
+    assert paused.fired == []
+    assert paused.skipped == [(schedule.id, T0, "paused")]
+    assert after.fired == []
+    assert runs == []
+    assert resumed.paused_note is None
+    assert resumed.next_fire_at is not None
+    assert resumed.next_fire_at > datetime.now(UTC)
+
+
+async def test_once_fires_once_and_never_again(make_settings: Callable[..., Settings]) -> None:
+    """A one-off schedule fires at its time, is finished, and a new process won't refire."""
+    async with harness(make_settings()) as h:
+        at = datetime.now(UTC) + timedelta(hours=1)
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "once", "at": at.isoformat()},
+        )
+        fired = await h.dispatcher().tick(at + timedelta(seconds=1))
+        restarted = await h.dispatcher("another-life").tick(at + timedelta(seconds=2))
+        stored = await h.reload(schedule.id)
+        runs = await h.runs_of(schedule.id)
+    assert len(fired.fired) == 1
+    assert restarted.fired == []
+    assert len(runs) == 1
+    assert stored.enabled is False
+    assert stored.finished_at is not None
+    assert stored.next_fire_at is None
+
+
+async def test_a_refused_send_releases_the_claim_for_the_next_tick(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Broker down at fire time: no run is left behind and the next tick fires it."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items", kwargs={"items": []}, schedule={"type": "interval", "seconds": 60}
+        )
+        await h.set_next_fire(schedule.id, T0)
+        client = h.app.state.client
+        real_send = client.send
+
+        async def refuse(requests: object) -> None:
+            raise EnqueueError("broker down")
+
+        monkeypatch.setattr(client, "send", refuse)
+        failed = await h.dispatcher().tick(T0 + timedelta(seconds=1))
+        assert await h.runs_of(schedule.id) == []
+        assert await h.fires_of(schedule.id) == []
+        monkeypatch.setattr(client, "send", real_send)
+        recovered = await h.dispatcher().tick(T0 + timedelta(seconds=2))
+        runs = await h.runs_of(schedule.id)
+    assert failed.fired == []
+    assert [at for _, at, _ in recovered.fired] == [T0]
+    assert len(runs) == 1
