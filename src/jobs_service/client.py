@@ -60,6 +60,14 @@ class Submission:
     replayed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """A message as the middlewares left it, and its encoded form."""
+
+    message: TaskiqMessage
+    encoded: BrokerMessage
+
+
 @dataclass(slots=True)
 class RunRequest:
     """A validated run, ready to be recorded (``queued_row``) and sent (``message``)."""
@@ -172,6 +180,7 @@ class JobsClient:
             existing = await self._existing_for(request)
             if existing is not None:
                 return existing
+        wire = await self.serialise([request])  # a message that cannot be sent is never queued
         try:
             async with self._database.engine.begin() as connection:
                 await runs.insert_queued_runs(connection, [request.queued_row()])
@@ -181,7 +190,7 @@ class JobsClient:
             if existing is None:
                 raise
             return existing
-        await self.send_or_forget([request])
+        await self.send_or_forget([request], wire)
         return Submission(request.run_id, "queued", replayed=False)
 
     async def enqueue_many(
@@ -206,9 +215,10 @@ class JobsClient:
                     for error in exc.errors
                 ]
                 raise InvalidKwargsError(exc.task, errors) from None
+        wire = await self.serialise(requests)
         async with self._database.engine.begin() as connection:
             await runs.insert_queued_runs(connection, [r.queued_row() for r in requests])
-        await self.send_or_forget(requests)
+        await self.send_or_forget(requests, wire)
         return [request.run_id for request in requests]
 
     def prepare(
@@ -235,38 +245,55 @@ class JobsClient:
             webhook_event_id=webhook_event_id,
         )
 
-    async def send(self, requests: Sequence[RunRequest]) -> None:
+    async def serialise(self, requests: Sequence[RunRequest]) -> list[_Wire]:
+        """Run the producer middlewares and encode each message for the broker."""
+        middlewares = self._broker.middlewares
+        wire: list[_Wire] = []
+        for request in requests:
+            message = request.message()
+            for middleware in middlewares:
+                if type(middleware).pre_send is not TaskiqMiddleware.pre_send:
+                    message = await maybe_awaitable(middleware.pre_send(message))
+            try:
+                encoded = self._broker.formatter.dumps(message)
+            except Exception as exc:
+                msg = f"run of {request.info.name} cannot be encoded: {exc}"
+                raise InvalidKwargsError(
+                    request.info.name, [{"loc": [], "msg": msg, "type": "unencodable"}]
+                ) from exc
+            wire.append(_Wire(message, encoded))
+        return wire
+
+    async def send(
+        self, requests: Sequence[RunRequest], wire: Sequence[_Wire] | None = None
+    ) -> None:
         """Send recorded runs to the broker (one pipelined round trip on Redis).
 
         Raises :class:`EnqueueError` when the broker refuses; the rows stay as they are.
         """
-        middlewares = self._broker.middlewares
-        messages = [request.message() for request in requests]
-        prepared: list[BrokerMessage] = []
-        for message in messages:
-            for middleware in middlewares:
-                if type(middleware).pre_send is not TaskiqMiddleware.pre_send:
-                    message = await maybe_awaitable(middleware.pre_send(message))  # noqa: PLW2901
-            prepared.append(self._broker.formatter.dumps(message))
+        wire = wire if wire is not None else await self.serialise(requests)
         try:
             kick_many = getattr(self._broker, "kick_many", None)
             if kick_many is not None:
-                await kick_many(prepared)
+                await kick_many([item.encoded for item in wire])
             else:
-                for broker_message in prepared:
-                    await self._broker.kick(broker_message)
+                for item in wire:
+                    await self._broker.kick(item.encoded)
         except Exception as exc:
             msg = f"the broker did not accept the run ({type(exc).__name__}: {exc})"
             raise EnqueueError(msg) from exc
-        for message in messages:
+        middlewares = self._broker.middlewares
+        for item in wire:
             for middleware in reversed(middlewares):
                 if type(middleware).post_send is not TaskiqMiddleware.post_send:
-                    await maybe_awaitable(middleware.post_send(message))
+                    await maybe_awaitable(middleware.post_send(item.message))
 
-    async def send_or_forget(self, requests: Sequence[RunRequest]) -> None:
+    async def send_or_forget(
+        self, requests: Sequence[RunRequest], wire: Sequence[_Wire] | None = None
+    ) -> None:
         """Send; if the broker refuses, delete the still-queued rows and re-raise."""
         try:
-            await self.send(requests)
+            await self.send(requests, wire)
         except EnqueueError:
             async with self._database.engine.begin() as connection:
                 await connection.execute(
@@ -301,10 +328,7 @@ class JobsClient:
         if run is None:
             return None
         if run.task != request.info.name or run.kwargs != request.kwargs:
-            msg = (
-                f"Idempotency-Key {key!r} was already used for run {run.run_id} "
-                f"with a different task or kwargs"
-            )
+            msg = f"Idempotency-Key {key!r} was already used with a different task or kwargs"
             raise IdempotencyConflictError(msg)
         return Submission(run.run_id, run.status, replayed=True)
 

@@ -35,3 +35,9 @@ async def sleep_for(seconds: float) -> Summary:
 async def return_garbage() -> Summary:
     """Break the summary contract on purpose."""
     return {"processed": "many"}  # type: ignore[dict-item]
+
+
+@broker.task(task_name="count_awkwardly", category="testing")
+async def count_awkwardly() -> Summary:
+    """Return counts named like log fields."""
+    return make_summary(attempt=3, event=1, duration_ms=5, task=2)

@@ -82,23 +82,9 @@ def tasks(args: argparse.Namespace, settings: Settings) -> int:
 
     infos = list_tasks(shared_broker())
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": info.name,
-                        "category": info.category,
-                        "schedules": info.schedules,
-                        "timezone": info.timezone,
-                        "timeout_s": info.timeout_s,
-                        "max_retries": info.max_retries,
-                        "description": info.description,
-                    }
-                    for info in infos
-                ],
-                indent=2,
-            )
-        )
+        from jobs_service.gateway.schemas import TaskOut  # noqa: PLC0415
+
+        print(json.dumps([TaskOut.of(info).model_dump(mode="json") for info in infos], indent=2))
         return 0
     print_table(
         ["TASK", "CATEGORY", "SCHEDULE", "TIMEOUT", "RETRIES", "DESCRIPTION"],

@@ -12,6 +12,7 @@ import binascii
 __all__ = ["InvalidCursorError", "decode_cursor", "encode_cursor"]
 
 _PREFIX = "c1:"
+_MAX_ID = 2**63 - 1
 
 
 class InvalidCursorError(ValueError):
@@ -29,6 +30,9 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidCursorError(cursor) from exc
-    if not raw.startswith(_PREFIX) or not raw[len(_PREFIX) :].isdigit():
+    digits = raw[len(_PREFIX) :]
+    if not raw.startswith(_PREFIX) or not (digits.isascii() and digits.isdigit()):
         raise InvalidCursorError(cursor)
-    return int(raw[len(_PREFIX) :])
+    if len(digits) > 19 or int(digits) > _MAX_ID:
+        raise InvalidCursorError(cursor)
+    return int(digits)

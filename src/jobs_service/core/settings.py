@@ -48,7 +48,7 @@ _config_file_override: ContextVar[Path | None] = ContextVar("config_file", defau
 class _Section(BaseModel):
     """A nested settings table; unknown keys are errors so typos do not pass silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class ApiKey(_Section):
@@ -167,6 +167,8 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        # URLs carry passwords: a validation error must name the key, not echo the value.
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "test", "staging", "production"] = Field(
@@ -226,6 +228,11 @@ class Settings(BaseSettings):
             msg = "must start with postgresql+asyncpg:// or sqlite+aiosqlite://"
             raise ValueError(msg)
         return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_redis_url_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("redis_url")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from jobs_service.gateway.problems import install_problem_handlers
 from jobs_service.gateway.request_log import RequestLogMiddleware
 from jobs_service.gateway.routes import health, runs, schedules, tasks
 from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.infrastructure.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -50,14 +52,16 @@ def create_app(
     *,
     broker: AsyncBroker | None = None,
     embedded: bool = False,
+    scheduler: bool | None = None,
     announce: bool = True,
 ) -> FastAPI:
     """Build the gateway.
 
     ``embedded`` is ``jobsctl run``: the schema is migrated at start and the scheduler
-    loop runs inside the process. ``announce=False`` keeps one-shot CLI commands quiet
-    about serving. Called with no arguments (as taskiq-fastapi does in
-    workers) it reads settings from the environment and uses the shared broker.
+    loop runs inside the process (``scheduler=False`` leaves it out). ``announce=False``
+    keeps one-shot CLI commands quiet about serving. Called with no arguments (as
+    taskiq-fastapi does in workers) it reads settings from the environment and uses the
+    shared broker.
     """
     settings = settings or Settings.load()
     if broker is None:
@@ -74,6 +78,7 @@ def create_app(
         runtime = Runtime(settings)
         if embedded:
             await migrate.upgrade(runtime.database)
+            await _sweep_interrupted(runtime)
         await runtime.start()
         app.state.runtime = runtime
         app.state.client = JobsClient(target, runtime)
@@ -82,7 +87,8 @@ def create_app(
             await target.startup()
             if isinstance(target, InMemoryBroker):
                 populate_dependency_context(target, app)
-        scheduler_task = _start_scheduler(target) if embedded else None
+        in_process_scheduler = embedded if scheduler is None else scheduler
+        scheduler_task = _start_scheduler(target) if in_process_scheduler else None
         if serving and announce and not settings.api_keys:
             _log.warning(
                 "no-api-keys",
@@ -130,11 +136,36 @@ def create_app(
 
 
 async def _drain(broker: InMemoryBroker, timeout_s: float) -> None:
-    """Let in-process runs finish (bounded) so their final state gets recorded."""
-    try:
-        await asyncio.wait_for(broker.wait_all(), timeout=timeout_s)
-    except TimeoutError:
-        _log.warning("shutdown-timeout", running=len(broker._running_tasks))
+    """Let in-process runs finish within ``timeout_s``; cancel the rest.
+
+    A cancelled run is recorded ``failed`` with ``CancelledError`` before the recorder's
+    final flush, so nothing is left ``running`` by a clean shutdown.
+    """
+    running = set(broker._running_tasks)  # TaskIQ exposes no public view of them
+    if not running:
+        return
+    _, pending = await asyncio.wait(running, timeout=timeout_s)
+    if pending:
+        _log.warning("shutdown-timeout", cancelled=len(pending), timeout_s=timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=5)
+
+
+async def _sweep_interrupted(runtime: Runtime) -> None:
+    """The in-memory broker forgets its queue when the process ends: runs an earlier
+    embedded process left queued or running will never finish, so say so."""
+    async with runtime.database.engine.begin() as connection:
+        count = await runs_repo.fail_unfinished(
+            connection,
+            before=datetime.now(UTC),
+            error={
+                "type": "Interrupted",
+                "message": "the embedded process stopped before this run finished",
+            },
+        )
+    if count:
+        _log.warning("runs-interrupted", count=count)
 
 
 def _start_scheduler(broker: AsyncBroker) -> asyncio.Task[None]:

@@ -26,7 +26,15 @@ from jobs_service.tasks.registry import InvalidKwargsError, UnknownTaskError
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "install_problem_handlers",
+    "is_database_down",
+    "problem_body",
+    "problem_response",
+    "unexpected_problem",
+]
 
 PROBLEM_JSON = "application/problem+json"
 _log = get_logger("jobs_service.gateway")
@@ -62,18 +70,38 @@ def problem_response(
     **extensions: Any,
 ) -> JSONResponse:
     """Build the problem+json response."""
+    body = problem_body(
+        status,
+        slug,
+        detail,
+        instance=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
+        **extensions,
+    )
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_body(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    instance: str,
+    request_id: str | None = None,
+    **extensions: Any,
+) -> dict[str, Any]:
+    """The problem document itself (RFC 9457 members plus extensions)."""
     body: dict[str, Any] = {
         "type": f"urn:jobs-service:problem:{slug}",
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        "instance": request.url.path,
+        "instance": instance,
     }
-    request_id = getattr(request.state, "request_id", None)
     if request_id:
         body["request_id"] = request_id
     body.update(extensions)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    return body
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -153,24 +181,24 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _config(request: Request, exc: ConfigurationError) -> JSONResponse:
         return problem_response(request, 500, "misconfigured", str(exc))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if _is_database_down(exc):
-            _log.error("database-unavailable", error_type=type(exc).__name__)
-            return problem_response(
-                request,
-                503,
-                "database-unavailable",
-                "the database is unreachable; retry later",
-                headers={"Retry-After": "5"},
-            )
-        _log.exception("unhandled-error", error_type=type(exc).__name__)
-        return problem_response(
-            request, 500, "internal-error", "an unexpected error occurred; see the service log"
+
+def unexpected_problem(exc: BaseException) -> tuple[int, str, str, dict[str, str]]:
+    """Status, slug, detail and headers for an exception no handler claimed.
+
+    Called by the request-log middleware, which sits inside Starlette's error middleware
+    and so can answer with the request id and log the failure exactly once.
+    """
+    if is_database_down(exc):
+        return (
+            503,
+            "database-unavailable",
+            "the database is unreachable; retry later",
+            {"Retry-After": "5"},
         )
+    return 500, "internal-error", "an unexpected error occurred; see the service log", {}
 
 
-def _is_database_down(exc: BaseException) -> bool:
+def is_database_down(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, InterfaceError  # noqa: PLC0415 - cold path
 
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:

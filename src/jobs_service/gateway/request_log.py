@@ -7,15 +7,18 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+import orjson
 import structlog
 
 from jobs_service.core.logging import get_logger
 from jobs_service.core.redaction import redact_headers
+from jobs_service.gateway.problems import PROBLEM_JSON, problem_body, unexpected_problem
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["RequestLogMiddleware"]
+
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -37,12 +40,14 @@ class RequestLogMiddleware:
         request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
@@ -52,6 +57,10 @@ class RequestLogMiddleware:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as exc:  # noqa: BLE001 - last line of defence: answer, log once
+                status = await self._answer_unhandled(
+                    exc, scope, request_id, send_with_id, response_started=response_started
+                )
             finally:
                 if self.enabled:
                     client = scope.get("client")
@@ -65,3 +74,26 @@ class RequestLogMiddleware:
                         principal=scope["state"].get("principal"),
                         headers=redact_headers(headers),
                     )
+
+    async def _answer_unhandled(
+        self, exc: Exception, scope: Scope, request_id: str, send: Send, *, response_started: bool
+    ) -> int:
+        """Log the failure once and answer with a problem document (if still possible)."""
+        status, slug, detail, headers = unexpected_problem(exc)
+        if status == 503:
+            self._log.error("database-unavailable", error_type=type(exc).__name__)
+        else:
+            self._log.exception("unhandled-error", error_type=type(exc).__name__)
+        if response_started:
+            return status
+        body = orjson.dumps(
+            problem_body(status, slug, detail, instance=scope["path"], request_id=request_id)
+        )
+        raw_headers = [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *[(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+        return status

@@ -26,6 +26,11 @@ __all__ = [
     "TriggerOut",
 ]
 
+#: Largest id a BIGINT holds; larger query values are a 422, not a database error.
+MAX_ID = 2**63 - 1
+#: Task names in filters: printable, no control characters (PostgreSQL rejects NUL).
+NAME_PATTERN = r"^[A-Za-z0-9_.:#-]{1,200}$"
+
 RunStatus = Literal["queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled"]
 RunSource = Literal["api", "schedule", "webhook", "retry", "cli"]
 T = TypeVar("T")
@@ -84,9 +89,9 @@ class TaskOut(BaseModel):
     category: str
     description: str
     schedules: list[ScheduleLabel]
-    timeout_s: float | None
+    timeout: float | None = Field(description="Seconds before a run is cancelled")
     retry_on_error: bool
-    max_retries: int
+    retries: int = Field(description="Retries after a failed first attempt")
     kwargs_schema: dict[str, Any]
 
     @classmethod
@@ -97,9 +102,9 @@ class TaskOut(BaseModel):
             category=info.category,
             description=info.description,
             schedules=[ScheduleLabel(cron=cron, timezone=info.timezone) for cron in info.schedules],
-            timeout_s=info.timeout_s,
+            timeout=info.timeout_s,
             retry_on_error=info.retry_on_error,
-            max_retries=info.max_retries,
+            retries=info.max_retries,
             kwargs_schema=info.argument_schema(),
         )
 

@@ -1,7 +1,8 @@
 """``job-start`` / ``job-success`` / ``job-failed`` log lines.
 
 One line at each end of an attempt, with run_id, task, attempt, duration_ms and the
-summary counts flattened to the top level so log queries can filter on them.
+summary counts under ``summary`` (nested, so a count named like a log field such as
+``attempt`` or ``event`` can never clash with it).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class LifecycleLoggingMiddleware(TaskiqMiddleware):
             "duration_ms": run.elapsed_ms() if run else int(result.execution_time * 1000),
         }
         if outcome.succeeded and outcome.summary is not None:
-            self._log.info("job-success", **fields, **outcome.summary)
+            self._log.info("job-success", **fields, summary=outcome.summary)
         else:
             error = outcome.error or {}
             self._log.error(

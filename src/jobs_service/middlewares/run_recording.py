@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from taskiq import TaskiqMiddleware
 
+from jobs_service.core.logging import get_logger
 from jobs_service.core.run_context import current_run
 from jobs_service.infrastructure.repositories.runs import RunEvent
 from jobs_service.infrastructure.runtime import runtime_of
 from jobs_service.middlewares.outcome import outcome_of
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from taskiq import TaskiqMessage, TaskiqResult
 
     from jobs_service.core.run_context import RunContext
 
 __all__ = ["RunRecordingMiddleware"]
+
+_log = get_logger("jobs_service.run_recorder")
 
 
 class RunRecordingMiddleware(TaskiqMiddleware):
@@ -44,7 +50,8 @@ class RunRecordingMiddleware(TaskiqMiddleware):
         """Record ``running``."""
         run = current_run()
         if run is not None:
-            runtime_of(self.broker).recorder.record(self._event(run, "running"))
+            with _never_raise("running"):
+                runtime_of(self.broker).recorder.record(self._event(run, "running"))
         return message
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
@@ -53,12 +60,25 @@ class RunRecordingMiddleware(TaskiqMiddleware):
         if run is None:
             return
         outcome = outcome_of(result)
-        event = self._event(
-            run,
-            outcome.status,
-            finished_at=datetime.now(UTC),
-            duration_ms=run.elapsed_ms(),
-            summary=outcome.summary,
-            error=outcome.error,
+        with _never_raise(outcome.status):
+            event = self._event(
+                run,
+                outcome.status,
+                finished_at=datetime.now(UTC),
+                duration_ms=run.elapsed_ms(),
+                summary=outcome.summary,
+                error=outcome.error,
+            )
+            runtime_of(self.broker).recorder.record(event)
+
+
+@contextmanager
+def _never_raise(status: str) -> Iterator[None]:
+    # An exception here would skip TaskIQ's result saving and acknowledgement, and the
+    # message would be redelivered forever; losing one history event is the lesser harm.
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - see above
+        _log.error(
+            "run-record-dropped", status=status, error_type=type(exc).__name__, error=str(exc)[:300]
         )
-        runtime_of(self.broker).recorder.record(event)

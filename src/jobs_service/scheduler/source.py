@@ -11,6 +11,7 @@ the database: claims, catch-up, overlap and second-level precision. Both
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from taskiq import ScheduledTask, ScheduleSource, TaskiqScheduler
@@ -56,6 +57,8 @@ class JobsScheduler(TaskiqScheduler):
         self._manage_broker = manage_broker
         self._runtime: Runtime | None = None
         self._owns_runtime = False
+        self._tick_lock = asyncio.Lock()
+        self._closed = False
         self.dispatcher: FireDispatcher | None = None
 
     async def startup(self) -> None:
@@ -80,15 +83,22 @@ class JobsScheduler(TaskiqScheduler):
         if task.schedule_id != DISPATCH_ID:
             await super().on_ready(source, task)
             return
-        if self.dispatcher is None:
+        if self.dispatcher is None or self._closed:
             return
-        try:
-            await self.dispatcher.tick()
-        except Exception as exc:  # noqa: BLE001 - a failed tick must not stop the loop
-            _log.error("schedule-tick-failed", error_type=type(exc).__name__, error=str(exc)[:500])
+        async with self._tick_lock:
+            try:
+                await self.dispatcher.tick()
+            except Exception as exc:  # noqa: BLE001 - a failed tick must not stop the loop
+                _log.error(
+                    "schedule-tick-failed", error_type=type(exc).__name__, error=str(exc)[:500]
+                )
 
     async def shutdown(self) -> None:
-        """Stop what startup started."""
+        """Stop what startup started, after the tick in progress (TaskIQ runs ticks as
+        their own tasks, which stopping the loop does not stop)."""
+        self._closed = True
+        async with self._tick_lock:
+            pass
         if self._owns_runtime and self._runtime is not None:
             await self._runtime.stop()
         if self._manage_broker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
+from pydantic import Field
 from taskiq import TaskiqDepends
 
 from jobs_service.agents import health_probe, run_history, settings
@@ -28,7 +29,7 @@ _log = get_logger("jobs_service.tasks.maintenance")
 async def cleanup_old_runs(
     history: Annotated[RunHistory, TaskiqDepends(run_history)],
     config: Annotated[Settings, TaskiqDepends(settings)],
-    retention_days: int | None = None,
+    retention_days: Annotated[int, Field(ge=1, le=36_500)] | None = None,
 ) -> Summary:
     """Delete finished runs older than the retention period.
 
@@ -55,7 +56,7 @@ async def check_system_health(
     probe: Annotated[HealthProbe, TaskiqDepends(health_probe)],
     history: Annotated[RunHistory, TaskiqDepends(run_history)],
     config: Annotated[Settings, TaskiqDepends(settings)],
-    stuck_after_s: int | None = None,
+    stuck_after_s: Annotated[int, Field(ge=1, le=30 * 86_400)] | None = None,
 ) -> Summary:
     """Check the database and the broker, and count runs stuck in queued or running.
 

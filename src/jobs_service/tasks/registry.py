@@ -9,6 +9,7 @@ and the docs all read tasks through this one view.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -174,7 +175,17 @@ class TaskInfo:
         )
 
     def validate_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Validated, JSON-ready kwargs; raises :class:`InvalidKwargsError`."""
+        """Validated, JSON-ready kwargs; raises :class:`InvalidKwargsError`.
+
+        Beyond the signature, values must survive the wire and both databases:
+        no NaN/Infinity, integers within 64 bits, no NUL characters or lone surrogates.
+        """
+        problem = _unportable(kwargs, [])
+        if problem is not None:
+            loc, msg = problem
+            raise InvalidKwargsError(
+                self.name, [{"loc": loc, "msg": msg, "type": "unportable_value"}]
+            )
         try:
             model = self.kwargs_model.model_validate(kwargs)
         except ValidationError as exc:
@@ -188,6 +199,41 @@ class TaskInfo:
     def argument_schema(self) -> dict[str, Any]:
         """JSON Schema of the keyword arguments."""
         return self.kwargs_model.model_json_schema()
+
+
+_INT64 = 2**63
+
+
+def _unportable(value: Any, loc: list[Any]) -> tuple[list[Any], str] | None:
+    """The first value JSON, orjson or PostgreSQL would reject or silently change."""
+    if isinstance(value, dict):
+        children = [(key, key) for key in value] + [(key, item) for key, item in value.items()]
+    elif isinstance(value, list):
+        children = list(enumerate(value))
+    else:
+        problem = _unportable_scalar(value)
+        return (loc, problem) if problem else None
+    for where, item in children:
+        found = _unportable(item, [*loc, where])
+        if found:
+            return found
+    return None
+
+
+def _unportable_scalar(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN and Infinity are not JSON numbers"
+    if isinstance(value, int) and not isinstance(value, bool) and not (-_INT64 <= value < _INT64):
+        return "integer out of the 64-bit range"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "text must not contain NUL characters"
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text is not valid Unicode (lone surrogate)"
+    return None
 
 
 def list_tasks(broker: AsyncBroker) -> list[TaskInfo]:

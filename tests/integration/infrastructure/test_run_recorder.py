@@ -143,3 +143,19 @@ async def test_events_survive_a_database_outage(empty_pg_url: str) -> None:
     assert row.status == "succeeded"
     assert row.started_at is not None
     await database.close()
+
+
+async def test_a_duplicate_start_never_rewinds_a_finished_attempt(database: Database) -> None:
+    """A redelivered message starting attempt 1 again leaves the succeeded run alone."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    run_id = new_run_id()
+    recorder.record(event(run_id, "succeeded", finished=True, summary={"errors": 0}))
+    await recorder.flush()
+    recorder.record(event(run_id, "running"))
+    await recorder.flush()
+    row = await fetch(database, run_id)
+    assert row.status == "succeeded"
+    assert row.finished_at is not None
+    recorder.record(event(run_id, "running", attempt=2))  # a real retry still applies
+    await recorder.flush()
+    assert (await fetch(database, run_id)).status == "running"

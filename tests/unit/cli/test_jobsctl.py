@@ -117,8 +117,8 @@ def test_tasks_lists_the_registry(tmp_path: Path) -> None:
     """`jobsctl tasks --json` has the built-ins with their schedules."""
     result = jobsctl("tasks", "--json", env={}, cwd=tmp_path)
     tasks = {task["name"]: task for task in json.loads(result.stdout)}
-    assert tasks["check_system_health"]["schedules"] == ["*/5 * * * *"]
-    assert tasks["cleanup_old_runs"]["timeout_s"] == 1800
+    assert tasks["check_system_health"]["schedules"] == [{"cron": "*/5 * * * *", "timezone": "UTC"}]
+    assert tasks["cleanup_old_runs"]["timeout"] == 1800
 
 
 def test_migrate_up_and_down(tmp_path: Path) -> None:

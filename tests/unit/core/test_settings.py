@@ -116,3 +116,17 @@ def test_admin_scope_implies_the_others() -> None:
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     """Only loopback addresses count as local."""
     assert is_loopback_host(host) is loopback
+
+
+def test_validation_errors_do_not_echo_secrets() -> None:
+    """A wrong URL scheme is reported without repeating the URL and its password."""
+    with pytest.raises(ValidationError) as caught:
+        Settings(database_url="postgresql://jobs:S3cretPw@db/jobs")
+    assert "S3cretPw" not in str(caught.value)
+    assert "database_url" in str(caught.value)
+
+
+def test_an_empty_redis_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JOBS_REDIS_URL= (set but empty) is the same as unset."""
+    monkeypatch.setenv("JOBS_REDIS_URL", "")
+    assert Settings.load().embedded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -59,7 +60,7 @@ async def test_submitted_task_runs_and_records_its_summary(
     make_settings: Callable[..., Settings],
 ) -> None:
     """POST → 202 queued; the in-process run ends succeeded with the task's counts."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         response = await client.post(
             "/v1/tasks/count_items", json={"kwargs": {"items": ["a", "b", "x"], "fail_on": "x"}}
@@ -83,7 +84,7 @@ async def test_failing_task_records_error_and_logs_job_failed(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The error type and message are stored; the log has job-failed with the run id."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         response = await client.post(
             "/v1/tasks/fail_on_purpose", json={"kwargs": {"reason": "disk on fire"}}
@@ -99,11 +100,54 @@ async def test_failing_task_records_error_and_logs_job_failed(
     assert '"error_type":"RuntimeError"' in failed[0]
 
 
+async def test_counts_named_like_log_fields_are_recorded(
+    make_settings: Callable[..., Settings],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Counts called attempt/event/task do not clash with the lifecycle log line."""
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        response = await client.post("/v1/tasks/count_awkwardly", json={})
+        run = await wait_finished(client, response.json()["run_id"])
+    assert run["status"] == "succeeded"
+    assert run["summary"] == {"attempt": 3, "event": 1, "duration_ms": 5, "task": 2, "errors": 0}
+    success = [
+        line for line in capfd.readouterr().err.splitlines() if '"event":"job-success"' in line
+    ]
+    assert len(success) == 1
+    assert '"summary":{"attempt":3' in success[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"items": ["a\u0000b"]}, "NUL"),
+        ({"items": [], "fail_on": "\ud800"}, "surrogate"),
+    ],
+)
+async def test_values_the_wire_or_database_would_mangle_are_422(
+    make_settings: Callable[..., Settings],
+    kwargs: dict[str, Any],
+    message: str,
+) -> None:
+    """NUL characters and lone surrogates are refused at submit time."""
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        body = json.dumps({"kwargs": kwargs}, ensure_ascii=True).replace("\\\\", "\\")
+        response = await client.post(
+            "/v1/tasks/count_items", content=body, headers={"content-type": "application/json"}
+        )
+        runs = (await client.get("/v1/runs")).json()["items"]
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+    assert runs == []
+
+
 async def test_a_result_that_is_not_a_summary_fails_the_run(
     make_settings: Callable[..., Settings],
 ) -> None:
     """The summary contract is enforced at run time too."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         response = await client.post("/v1/tasks/return_garbage", json={})
         run = await wait_finished(client, response.json()["run_id"])
@@ -130,7 +174,7 @@ async def test_bad_submissions_are_problems(
     problem: str,
 ) -> None:
     """Unknown task 404; bad kwargs or body 422, as problem+json; nothing is queued."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         response = await client.post(path, json=payload)
         runs = (await client.get("/v1/runs")).json()["items"]
@@ -145,7 +189,7 @@ async def test_bad_submissions_are_problems(
 
 async def test_malformed_json_is_400(make_settings: Callable[..., Settings]) -> None:
     """A body that is not JSON is a 400 problem."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         response = await client.post(
             "/v1/tasks/count_items",
@@ -172,7 +216,7 @@ async def test_submit_needs_an_operate_key(
     problem: str,
 ) -> None:
     """Missing/wrong key 401 with a Bearer challenge; a read-only key 403."""
-    app = create_app(make_settings(api_keys=keys()), broker=broker, embedded=True)
+    app = create_app(make_settings(api_keys=keys()), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         response = await client.post(
             "/v1/tasks/count_items", json={"kwargs": {"items": []}}, headers=headers
@@ -187,7 +231,7 @@ async def test_submit_needs_an_operate_key(
 
 async def test_keys_with_scopes(make_settings: Callable[..., Settings]) -> None:
     """The operator submits; the reader reads; both are named in the request log."""
-    app = create_app(make_settings(api_keys=keys()), broker=broker, embedded=True)
+    app = create_app(make_settings(api_keys=keys()), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         submitted = await client.post(
             "/v1/tasks/count_items", json={"kwargs": {"items": []}}, headers=auth(OPERATOR_KEY)
@@ -205,7 +249,7 @@ async def test_without_keys_only_loopback_is_served(
     make_settings: Callable[..., Settings],
 ) -> None:
     """No keys configured: a non-loopback caller gets 403."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app, client_host="10.20.30.40") as client:
         response = await client.get("/v1/runs")
         health = await client.get("/health")
@@ -230,7 +274,7 @@ async def test_idempotency_key_returns_the_same_run(
     make_settings: Callable[..., Settings],
 ) -> None:
     """Same key and body: same run; same key, other kwargs: 422."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         body = {"kwargs": {"items": ["a"]}}
         first = await client.post(
@@ -256,7 +300,7 @@ async def test_idempotency_key_returns_the_same_run(
 
 async def test_batch_submit(make_settings: Callable[..., Settings]) -> None:
     """A batch queues one run per item, in order; one bad item rejects all."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         items = [{"kwargs": {"items": ["x"] * n}} for n in range(5)]
         response = await client.post("/v1/tasks/count_items/batch", json={"items": items})
@@ -278,7 +322,7 @@ async def test_runs_are_listed_newest_first_with_cursor_pages(
     make_settings: Callable[..., Settings],
 ) -> None:
     """Pages of 2 walk every run exactly once; filters narrow the list."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         ids = []
         for n in range(5):
@@ -316,7 +360,7 @@ async def test_runs_are_listed_newest_first_with_cursor_pages(
 
 async def test_health_ready_and_metrics(make_settings: Callable[..., Settings]) -> None:
     """/health and /ready answer 200 on a working embedded service; /metrics is text."""
-    app = create_app(make_settings(), broker=broker, embedded=True)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         health = await client.get("/health")
         ready = await client.get("/ready")
@@ -335,7 +379,7 @@ async def test_request_log_redacts_sensitive_headers(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """One http-request line per request, with a request id and no secret values."""
-    app = create_app(make_settings(api_keys=keys()), broker=broker, embedded=True)
+    app = create_app(make_settings(api_keys=keys()), broker=broker, embedded=True, scheduler=False)
     async with serve_app(app) as client:
         response = await client.get(
             "/v1/runs",
@@ -349,3 +393,100 @@ async def test_request_log_redacts_sensitive_headers(
     assert '"principal":"reader"' in lines[0]
     assert READER_KEY not in logs
     assert "sig-xyz" not in logs
+
+
+def _cursor(raw: str) -> str:
+    import base64  # noqa: PLC0415
+
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", f"/v1/runs?cursor={_cursor('c1:²')}", 400),
+        ("GET", f"/v1/runs?cursor={_cursor('c1:' + '9' * 30)}", 400),
+        ("GET", "/v1/runs/%C2%B2", 404),
+        ("GET", f"/v1/runs?schedule_id={2**70}", 422),
+        ("GET", "/v1/runs?queued_after=0001-01-01T00:00:00%2B05:00", 422),
+        ("GET", "/v1/runs?queued_before=9999-12-31T23:59:59-05:00", 422),
+        ("GET", "/v1/runs?task=a%00b", 422),
+        ("GET", f"/v1/schedules/{2**70}", 422),
+        ("GET", "/v1/tasks?limit=0", 422),
+    ],
+)
+async def test_hostile_inputs_are_client_errors_not_500(
+    make_settings: Callable[..., Settings],
+    method: str,
+    path: str,
+    status: int,
+) -> None:
+    """Odd digits, overflowing numbers and dates, control characters: 4xx problems."""
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        response = await client.request(method, path)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_oversized_integers_and_blank_keys_are_refused(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A 70-bit integer kwarg and a blank Idempotency-Key are 422s; nothing is queued."""
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        big = await client.post(
+            "/v1/tasks/cleanup_old_runs", json={"kwargs": {"retention_days": 2**70}}
+        )
+        zero = await client.post(
+            "/v1/tasks/cleanup_old_runs", json={"kwargs": {"retention_days": 0}}
+        )
+        blank = await client.post(
+            "/v1/tasks/count_items",
+            json={"kwargs": {"items": []}},
+            headers={"Idempotency-Key": " "},
+        )
+        runs = (await client.get("/v1/runs")).json()["items"]
+    assert big.status_code == 422
+    assert "64-bit" in big.json()["detail"]
+    assert zero.status_code == 422
+    assert blank.status_code == 422
+    assert runs == []
+
+
+async def test_an_unexpected_error_is_a_500_problem_with_the_request_id(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A bug surfaces as one problem+json 500 carrying the request id, logged once."""
+    from jobs_service.infrastructure.repositories import runs as runs_repo  # noqa: PLC0415
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(runs_repo, "list_runs", broken)
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        response = await client.get("/v1/runs", headers={"X-Request-ID": "req-500"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["request_id"] == "req-500"
+    assert response.headers["x-request-id"] == "req-500"
+    assert "simulated bug" not in response.text
+    errors = [line for line in capfd.readouterr().err.splitlines() if '"unhandled-error"' in line]
+    assert len(errors) == 1
+    assert '"request_id":"req-500"' in errors[0]
+
+
+async def test_task_list_pages(make_settings: Callable[..., Settings]) -> None:
+    """GET /v1/tasks pages by name with the list contract."""
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        first = (await client.get("/v1/tasks?limit=2")).json()
+        rest = (await client.get(f"/v1/tasks?limit=500&cursor={first['next_cursor']}")).json()
+    names = [task["name"] for task in first["items"] + rest["items"]]
+    assert len(first["items"]) == 2
+    assert names == sorted(names)
+    assert rest["next_cursor"] is None
+    assert {"check_system_health", "cleanup_old_runs", "count_items"} <= set(names)

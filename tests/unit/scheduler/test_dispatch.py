@@ -152,7 +152,7 @@ async def test_overlap_buffer_one_starts_the_fire_after_the_active_run(
         schedule = await h.create(
             task="count_items",
             kwargs={"items": []},
-            schedule={"type": "interval", "seconds": 60},
+            schedule={"type": "cron", "cron": "* * * * *"},
             overlap="buffer_one",
         )
         active = runs_repo.QueuedRun(
@@ -249,7 +249,7 @@ async def test_a_refused_send_releases_the_claim_for_the_next_tick(
     """Broker down at fire time: no run is left behind and the next tick fires it."""
     async with harness(make_settings()) as h:
         schedule = await h.create(
-            task="count_items", kwargs={"items": []}, schedule={"type": "interval", "seconds": 60}
+            task="count_items", kwargs={"items": []}, schedule={"type": "cron", "cron": "* * * * *"}
         )
         await h.set_next_fire(schedule.id, T0)
         client = h.app.state.client

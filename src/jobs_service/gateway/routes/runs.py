@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,7 +10,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from jobs_service.core.ids import is_run_id
 from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
 from jobs_service.gateway.problems import Problem
-from jobs_service.gateway.schemas import Page, RunOut, RunSource, RunStatus
+from jobs_service.gateway.schemas import (
+    MAX_ID,
+    NAME_PATTERN,
+    Page,
+    RunOut,
+    RunSource,
+    RunStatus,
+)
 from jobs_service.gateway.security import require_scope
 from jobs_service.infrastructure.repositories import runs
 
@@ -23,19 +30,24 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise Problem(422, "invalid-request", f"{name} needs a UTC offset, e.g. 'Z'")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise Problem(422, "invalid-request", f"{name} is out of range") from None
 
 
 @router.get("", summary="List runs, newest first", responses=_PROBLEMS)
 async def list_runs(
     request: Request,
     _: Annotated[str, Depends(require_scope("read"))],
-    task: str | None = None,
+    task: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     status: RunStatus | None = None,
     source: RunSource | None = None,
-    schedule_id: int | None = None,
+    schedule_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     queued_after: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None,
     queued_before: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -74,7 +86,7 @@ async def get_run(
     async with request.app.state.runtime.database.sessions() as session:
         if is_run_id(run_id):
             row = await runs.get_run(session, run_id=run_id)
-        elif run_id.isdigit() and len(run_id) < 19:
+        elif run_id.isascii() and run_id.isdigit() and len(run_id) < 19:
             row = await runs.get_run(session, id=int(run_id))
         else:
             row = None

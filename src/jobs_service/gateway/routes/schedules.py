@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
 from jobs_service.gateway.problems import Problem
 from jobs_service.gateway.schemas import (
+    MAX_ID,
+    NAME_PATTERN,
     FireTime,
     Page,
     RunOut,
@@ -37,6 +39,7 @@ def service(request: Request) -> ScheduleService:
 
 
 Service = Annotated[ScheduleService, Depends(service)]
+ScheduleId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 async def _detail(svc: ScheduleService, schedule_id: int) -> ScheduleDetailOut:
@@ -53,7 +56,7 @@ async def _detail(svc: ScheduleService, schedule_id: int) -> ScheduleDetailOut:
 async def list_schedules(
     request: Request,
     _: Annotated[str, Depends(require_scope("read"))],
-    task: str | None = None,
+    task: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     enabled: bool | None = None,
     source: Literal["label", "api"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -93,7 +96,7 @@ async def create_schedule(
     "/{schedule_id}", summary="One schedule with next fires and recent runs", responses=_PROBLEMS
 )
 async def get_schedule(
-    schedule_id: int,
+    schedule_id: ScheduleId,
     svc: Service,
     _: Annotated[str, Depends(require_scope("read"))],
 ) -> ScheduleDetailOut:
@@ -103,7 +106,7 @@ async def get_schedule(
 
 @router.patch("/{schedule_id}", summary="Change, pause or resume a schedule", responses=_PROBLEMS)
 async def update_schedule(
-    schedule_id: int,
+    schedule_id: ScheduleId,
     body: SchedulePatch,
     svc: Service,
     _: Annotated[str, Depends(require_scope("operate"))],
@@ -116,7 +119,7 @@ async def update_schedule(
 
 @router.delete("/{schedule_id}", status_code=204, summary="Delete a schedule", responses=_PROBLEMS)
 async def delete_schedule(
-    schedule_id: int,
+    schedule_id: ScheduleId,
     svc: Service,
     _: Annotated[str, Depends(require_scope("operate"))],
 ) -> Response:
@@ -127,7 +130,7 @@ async def delete_schedule(
 
 @router.post("/{schedule_id}/trigger", status_code=202, summary="Run now", responses=_PROBLEMS)
 async def trigger_schedule(
-    schedule_id: int,
+    schedule_id: ScheduleId,
     svc: Service,
     _: Annotated[str, Depends(require_scope("operate"))],
 ) -> TriggerOut:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from jobs_service.client import JobsClient
 from jobs_service.gateway.dependencies import get_client
@@ -12,6 +12,7 @@ from jobs_service.gateway.problems import Problem
 from jobs_service.gateway.schemas import (
     BatchIn,
     BatchOut,
+    Page,
     RunStatus,
     SubmitIn,
     SubmitOut,
@@ -31,10 +32,27 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
 
 @router.get("", summary="List registered tasks", responses=_PROBLEMS)
 async def get_tasks(
-    request: Request, _: Annotated[str, Depends(require_scope("read"))]
-) -> dict[str, list[TaskOut]]:
-    """Name, category, description, schedules, timeout and retries of every task."""
-    return {"items": [TaskOut.of(info) for info in list_tasks(request.app.state.broker)]}
+    request: Request,
+    _: Annotated[str, Depends(require_scope("read"))],
+    category: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[TaskOut]:
+    """Name, category, description, schedules, timeout and retries of every task, by
+    name; ``cursor`` continues after the last name of the previous page."""
+    tasks = [
+        info
+        for info in list_tasks(request.app.state.broker)
+        if category is None or info.category == category
+    ]
+    if cursor:
+        tasks = [info for info in tasks if info.name > cursor]
+    page = tasks[:limit]
+    more = len(tasks) > limit
+    return Page[TaskOut](
+        items=[TaskOut.of(info) for info in page],
+        next_cursor=page[-1].name if more and page else None,
+    )
 
 
 @router.get("/{name}", summary="One task", responses=_PROBLEMS)
@@ -52,7 +70,9 @@ async def submit_task(
     response: Response,
     client: Annotated[JobsClient, Depends(get_client)],
     _: Annotated[str, Depends(require_scope("operate"))],
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+    ] = None,
 ) -> SubmitOut:
     """Validate the kwargs against the task's signature and queue a run.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs_service.infrastructure.models import TERMINAL_STATUSES, JobRun
@@ -28,6 +28,7 @@ __all__ = [
     "RunFilter",
     "count_stuck_runs",
     "delete_finished_before",
+    "fail_unfinished",
     "get_run",
     "get_run_by_idempotency_key",
     "insert_queued_runs",
@@ -189,11 +190,16 @@ async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEve
             }
         else:
             values |= {"started_at": excluded.started_at, "finished_at": None, "duration_ms": None}
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[JobRun.run_id],
-            set_=values,
-            where=JobRun.attempt <= excluded.attempt,
+        # A finish applies to its own or an older attempt; a start only to a newer
+        # attempt or a run not yet finished, so a duplicate delivery of an attempt that
+        # already ended can never rewind it to `running`.
+        guard = (
+            JobRun.attempt <= excluded.attempt
+            if finished
+            else (JobRun.attempt < excluded.attempt)
+            | JobRun.status.in_(("queued", "running", "retrying"))
         )
+        stmt = stmt.on_conflict_do_update(index_elements=[JobRun.run_id], set_=values, where=guard)
         await connection.execute(stmt, rows)
 
 
@@ -240,6 +246,18 @@ async def delete_finished_before(
     )
     result = await session.execute(delete(JobRun).where(JobRun.id.in_(ids.scalar_subquery())))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def fail_unfinished(
+    connection: AsyncConnection, *, before: datetime, error: dict[str, str]
+) -> int:
+    """Mark runs queued or running since before ``before`` as failed with ``error``."""
+    result = await connection.execute(
+        update(JobRun)
+        .where(JobRun.status.in_(("queued", "running", "retrying")), JobRun.queued_at < before)
+        .values(status="failed", error=error, finished_at=before)
+    )
+    return int(result.rowcount or 0)
 
 
 async def count_stuck_runs(session: AsyncSession, older_than: datetime) -> int:
