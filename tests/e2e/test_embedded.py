@@ -57,3 +57,35 @@ def test_jobsctl_run_refuses_a_public_address_without_keys(tmp_path: Path) -> No
     )
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0" in result.stderr
+
+
+def test_a_schedule_created_through_the_api_fires_in_jobsctl_run(tmp_path: Path) -> None:
+    """The embedded process includes the scheduler: an every-second schedule runs."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    log = tmp_path / "run.log"
+    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+    with started("run", "--port", str(port), env=env, log=log, cwd=tmp_path) as process:
+        wait_for_http(f"{api}/health", process=process, log=log)
+        created = httpx.post(
+            f"{api}/v1/schedules",
+            timeout=5,
+            json={
+                "name": "tick",
+                "task": "count_items",
+                "kwargs": {"items": ["x"]},
+                "schedule": {"type": "interval", "seconds": 1},
+            },
+        )
+        assert created.status_code == 201, created.text
+        schedule_id = created.json()["id"]
+        runs: list[dict[str, object]] = []
+        for _ in range(60):
+            runs = httpx.get(f"{api}/v1/runs?schedule_id={schedule_id}", timeout=5).json()["items"]
+            if sum(run["status"] == "succeeded" for run in runs) >= 2:
+                break
+            time.sleep(0.1)
+        labels = httpx.get(f"{api}/v1/schedules?source=label", timeout=5).json()["items"]
+    assert sum(run["status"] == "succeeded" for run in runs) >= 2
+    assert {run["source"] for run in runs} == {"schedule"}
+    assert {s["name"] for s in labels} >= {"check_system_health", "cleanup_old_runs"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.repositories import runs, schedules
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -29,7 +29,11 @@ class DatabaseRunHistory:
                 deleted = await runs.delete_finished_before(session, cutoff, batch_size=self._batch)
             total += deleted
             if deleted < self._batch:
-                return total
+                break
+        # Fire claims only need to outlive the catch-up window; keep them as long as runs.
+        async with self._database.sessions.begin() as session:
+            await schedules.delete_fires_before(session, cutoff)
+        return total
 
     async def count_stuck(self, older_than: datetime) -> int:
         """Runs queued or running since before ``older_than``."""

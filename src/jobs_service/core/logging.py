@@ -104,6 +104,7 @@ def configure_logging(
         "httpx",
         "httpcore",
         "alembic",
+        "taskiq.cli.scheduler.run",
     ):
         logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "taskiq"):

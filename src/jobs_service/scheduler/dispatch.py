@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, case, delete, func, update
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["FireDispatcher", "TickReport"]
 
 _MAX_ENUMERATED = 10_000
+_LOOKAHEAD = timedelta(milliseconds=50)
 _log = get_logger("jobs_service.scheduler")
 
 
@@ -95,6 +96,10 @@ class FireDispatcher:
         if time.monotonic() - self._loaded_at >= self._refresh_s:
             await self.refresh()
         report = TickReport()
+        # TaskIQ's loop wakes on the wall-clock second, but its sleep runs on the monotonic
+        # clock and may end a fraction of a millisecond early: without a small look-ahead
+        # such a fire would wait a whole extra tick.
+        now = now + _LOOKAHEAD
         due = [s for s in self._schedules if s.next_fire_at is not None and s.next_fire_at <= now]
         if due:
             await self._fire([self._decide(s, now) for s in due], now, report)
@@ -293,7 +298,8 @@ class FireDispatcher:
                     report.skipped.append((*key, "already_claimed"))
                     _log.debug("schedule-skipped", reason="already_claimed", **fields)
             elif claim.outcome == "enqueued" and key in requests:
-                lateness = round((now - claim.fire_time).total_seconds() * 1000, 1)
+                sent_at = datetime.now(UTC)  # the run is on the broker by now
+                lateness = round((sent_at - claim.fire_time).total_seconds() * 1000, 1)
                 report.fired.append((*key, requests[key].run_id))
                 _log.info(
                     "schedule-fired", run_id=requests[key].run_id, lateness_ms=lateness, **fields

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from taskiq import ScheduledTask, ScheduleSource, TaskiqScheduler
 
 from jobs_service.client import JobsClient
-from jobs_service.core.logging import get_logger
+from jobs_service.core.logging import configure_logging, get_logger
 from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.scheduler.dispatch import FireDispatcher
@@ -67,7 +67,10 @@ class JobsScheduler(TaskiqScheduler):
             await super().startup()
         runtime = getattr(self.broker.state, "runtime", None)
         if not isinstance(runtime, Runtime):
-            runtime = Runtime(Settings.load())
+            # A scheduler process of its own (`taskiq scheduler …` sets up plain logging).
+            settings = Settings.load()
+            configure_logging(settings.log_format, settings.log_level)
+            runtime = Runtime(settings)
             await runtime.start()
             self.broker.state.runtime = runtime
             self._owns_runtime = True

@@ -23,6 +23,7 @@ __all__ = [
     "active_run_counts",
     "buffered_fires",
     "claim_fires",
+    "delete_fires_before",
     "delete_schedule",
     "enabled_schedules",
     "get_schedule",
@@ -104,6 +105,16 @@ async def delete_schedule(session: AsyncSession, schedule_id: int) -> None:
     """Delete a schedule and (by cascade) its fires; its runs keep their history."""
     await session.execute(delete(ScheduleFire).where(ScheduleFire.schedule_id == schedule_id))
     await session.execute(delete(Schedule).where(Schedule.id == schedule_id))
+
+
+async def delete_fires_before(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete fire claims older than ``cutoff`` (buffered ones are kept)."""
+    result = await session.execute(
+        delete(ScheduleFire).where(
+            ScheduleFire.fire_time < cutoff, ScheduleFire.outcome != "buffered"
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def recent_runs(session: AsyncSession, schedule_id: int, limit: int) -> list[JobRun]:

@@ -1,0 +1,217 @@
+"""The schedules API: create, inspect, change, pause, delete, trigger, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from jobs_service.broker import broker
+from jobs_service.gateway import create_app
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
+from jobs_service.scheduler.labels import sync_label_schedules
+from tests.conftest import serve_app
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import httpx
+
+    from jobs_service.core.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def _app(make_settings: Callable[..., Settings]) -> Any:
+    settings = make_settings()
+    database = Database(settings.database_url, settings.database)
+    await migrate.upgrade(database)
+    await sync_label_schedules(database, broker)  # what a scheduler does at start
+    await database.close()
+    return create_app(settings, broker=broker)
+
+
+def cron(expression: str = "0 9 * * 1", zone: str = "Asia/Singapore") -> dict[str, Any]:
+    return {"type": "cron", "cron": expression, "timezone": zone}
+
+
+async def create(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+    body.setdefault("name", f"weekly-{datetime.now(UTC).timestamp()}")
+    body.setdefault("task", "count_items")
+    body.setdefault("kwargs", {"items": ["a"]})
+    return await client.post("/v1/schedules", json=body)
+
+
+async def test_create_a_cron_schedule_and_see_its_next_fires(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """201 with Location; next_fires are 5 Monday 09:00 Singapore = 01:00 UTC."""
+    async with serve_app(await _app(make_settings)) as client:
+        response = await create(
+            client,
+            name="kpi-report",
+            schedule=cron(),
+            description="weekly KPIs",
+            deliver_to={"email": ["a@b.c"]},
+        )
+        detail = (await client.get(response.headers["location"])).json()
+    assert response.status_code == 201
+    body = response.json()
+    assert body["schedule"] == {
+        "type": "cron",
+        "cron": "0 9 * * 1",
+        "timezone": "Asia/Singapore",
+        "seconds": None,
+        "at": None,
+    }
+    assert body["source"] == "api"
+    assert body["created_by"] == "local"
+    assert body["overlap"] == "skip"
+    assert len(detail["next_fires"]) == 5
+    for fire in detail["next_fires"]:
+        utc = datetime.fromisoformat(fire["utc"])
+        local = datetime.fromisoformat(fire["local"])
+        assert utc == local
+        assert (utc.weekday(), utc.hour, utc.minute) == (0, 1, 0)
+        assert local.utcoffset() == timedelta(hours=8)
+        assert (local.hour, local.minute) == (9, 0)
+    assert detail["recent_runs"] == []
+
+
+async def test_interval_and_once_schedules(make_settings: Callable[..., Settings]) -> None:
+    """Interval fires every N seconds; once lists its single fire."""
+    at = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    async with serve_app(await _app(make_settings)) as client:
+        every = (await create(client, schedule={"type": "interval", "seconds": 3600})).json()
+        once = (await create(client, schedule={"type": "once", "at": at.isoformat()})).json()
+    fires = [datetime.fromisoformat(f["utc"]) for f in every["next_fires"]]
+    assert [b - a for a, b in itertools.pairwise(fires)] == [timedelta(hours=1)] * 4
+    assert [datetime.fromisoformat(f["utc"]) for f in once["next_fires"]] == [at]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"schedule": cron("61 * * * *")}, 422, "minute 61"),
+        ({"schedule": cron("* * *")}, 422, "5 fields"),
+        ({"schedule": cron(zone="Mars/Olympus")}, 422, "unknown timezone"),
+        ({"schedule": {"type": "interval", "seconds": 0}}, 422, "greater than or equal to 1"),
+        ({"schedule": {"type": "once", "at": "2020-01-01T00:00:00+00:00"}}, 422, "in the past"),
+        ({"schedule": {"type": "once", "at": "2031-01-01T00:00:00"}}, 422, "timezone"),
+        ({"schedule": {"type": "weekly"}}, 422, "type"),
+        ({"schedule": cron(), "task": "no_such_task"}, 422, "no_such_task"),
+        ({"schedule": cron(), "kwargs": {"items": 5}}, 422, "items"),
+        ({"schedule": cron(), "overlap": "sometimes"}, 422, "overlap"),
+        ({"schedule": cron(), "catchup_window_s": -1}, 422, "catchup_window_s"),
+    ],
+)
+async def test_bad_schedules_are_422_with_a_clear_message(
+    make_settings: Callable[..., Settings],
+    body: dict[str, Any],
+    status: int,
+    needle: str,
+) -> None:
+    """Every way a schedule could never work is refused at submit time."""
+    async with serve_app(await _app(make_settings)) as client:
+        response = await create(client, **body)
+        listed = (await client.get("/v1/schedules?source=api")).json()["items"]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert needle in response.text
+    assert listed == []
+
+
+async def test_duplicate_names_are_409(make_settings: Callable[..., Settings]) -> None:
+    """Schedule names are unique."""
+    async with serve_app(await _app(make_settings)) as client:
+        first = await create(client, name="nightly", schedule=cron())
+        second = await create(client, name="nightly", schedule=cron())
+    assert first.status_code == 201
+    assert second.status_code == 409
+    assert second.json()["type"].endswith("schedule-conflict")
+
+
+async def test_label_schedules_are_listed_and_can_only_be_paused(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Label schedules show up; editing or deleting them is 409; pause/resume work."""
+    async with serve_app(await _app(make_settings)) as client:
+        labels = (await client.get("/v1/schedules?source=label")).json()["items"]
+        health = next(s for s in labels if s["task"] == "check_system_health")
+        path = f"/v1/schedules/{health['id']}"
+        edit = await client.patch(path, json={"schedule": cron("0 * * * *", "UTC")})
+        delete = await client.delete(path)
+        paused = await client.patch(path, json={"enabled": False, "paused_note": "noisy"})
+        resumed = await client.patch(path, json={"enabled": True})
+    assert health["schedule"]["cron"] == "*/5 * * * *"
+    assert health["name"] == "check_system_health"
+    assert edit.status_code == 409
+    assert "can only be paused or resumed" in edit.json()["detail"]
+    assert delete.status_code == 409
+    assert paused.json()["enabled"] is False
+    assert paused.json()["paused_note"] == "noisy"
+    assert paused.json()["next_fires"] == []
+    assert resumed.json()["enabled"] is True
+    assert len(resumed.json()["next_fires"]) == 5
+
+
+async def test_edit_trigger_and_delete(make_settings: Callable[..., Settings]) -> None:
+    """PATCH changes timing from now; trigger runs at once; DELETE removes (history stays)."""
+    async with serve_app(await _app(make_settings)) as client:
+        created = (await create(client, schedule=cron())).json()
+        path = f"/v1/schedules/{created['id']}"
+        edited = (
+            await client.patch(
+                path,
+                json={
+                    "schedule": {"type": "interval", "seconds": 60},
+                    "kwargs": {"items": ["x", "y"]},
+                },
+            )
+        ).json()
+        triggered = await client.post(f"{path}/trigger")
+        run_id = triggered.json()["run_id"]
+        run: dict[str, Any] = {}
+        for _ in range(100):
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            if run["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.02)
+        detail = (await client.get(path)).json()
+        deleted = await client.delete(path)
+        gone = await client.get(path)
+        history = await client.get(f"/v1/runs/{run_id}")
+    assert edited["schedule"]["seconds"] == 60
+    assert edited["kwargs"] == {"items": ["x", "y"]}
+    assert triggered.status_code == 202
+    assert run["status"] == "succeeded"
+    assert (run["source"], run["schedule_id"]) == ("schedule", created["id"])
+    assert run["summary"] == {"processed": 2, "errors": 0}
+    assert [r["run_id"] for r in detail["recent_runs"]] == [run_id]
+    assert deleted.status_code == 204
+    assert gone.status_code == 404
+    assert history.status_code == 200
+
+
+async def test_schedules_need_scopes(make_settings: Callable[..., Settings]) -> None:
+    """Reading needs read; creating needs operate."""
+    import hashlib  # noqa: PLC0415
+
+    key = {"name": "ro", "sha256": hashlib.sha256(b"ro-key").hexdigest(), "scopes": ["read"]}
+    app = create_app(make_settings(api_keys=[key]), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        headers = {"Authorization": "Bearer ro-key"}
+        listed = await client.get("/v1/schedules", headers=headers)
+        created = await client.post(
+            "/v1/schedules",
+            headers=headers,
+            json={"name": "x", "task": "count_items", "kwargs": {"items": []}, "schedule": cron()},
+        )
+        anonymous = await client.get("/v1/schedules")
+    assert listed.status_code == 200
+    assert created.status_code == 403
+    assert anonymous.status_code == 401

@@ -1,0 +1,95 @@
+"""Label schedules follow the code; operators' pauses survive a sync."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import select
+
+from jobs_service.broker import broker
+from jobs_service.core.summary import Summary, make_summary
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.models import Schedule
+from jobs_service.scheduler.labels import REMOVED_NOTE, sync_label_schedules
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from jobs_service.core.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def _report() -> Summary:
+    """A task whose labels the test rewrites."""
+    return make_summary()
+
+
+async def _labels(database: Database) -> dict[str, Schedule]:
+    async with database.sessions() as session:
+        rows = await session.execute(select(Schedule).where(Schedule.source == "label"))
+        return {s.name: s for s in rows.scalars()}
+
+
+async def test_sync_adds_updates_disables_and_revives(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A task's crons appear, follow edits, are disabled when removed, return when back."""
+    settings = make_settings()
+    database = Database(settings.database_url, settings.database)
+    await migrate.upgrade(database)
+    name = "send_weekly_report"
+    try:
+        broker.register_task(
+            _report, name, schedule=["0 9 * * 1", "0 17 * * 5"], timezone="Europe/Berlin"
+        )
+        first = await sync_label_schedules(database, broker)
+        labels = await _labels(database)
+        assert first["added"] >= 2
+        assert labels[name].cron == "0 9 * * 1"
+        assert labels[f"{name}#2"].cron == "0 17 * * 5"
+        assert labels[name].timezone == "Europe/Berlin"
+        assert await sync_label_schedules(database, broker) == {
+            "added": 0,
+            "updated": 0,
+            "disabled": 0,
+        }
+
+        broker.local_task_registry.pop(name)
+        broker.register_task(_report, name, schedule="30 8 * * 1")
+        edited = await sync_label_schedules(database, broker)
+        labels = await _labels(database)
+        assert edited == {"added": 0, "updated": 1, "disabled": 1}
+        assert (labels[name].cron, labels[name].timezone) == ("30 8 * * 1", "UTC")
+        assert labels[f"{name}#2"].enabled is False
+        assert labels[f"{name}#2"].paused_note == REMOVED_NOTE
+
+        broker.local_task_registry.pop(name)
+        broker.register_task(_report, name, schedule=["30 8 * * 1", "0 17 * * 5"])
+        await sync_label_schedules(database, broker)
+        assert (await _labels(database))[f"{name}#2"].enabled is True
+    finally:
+        broker.local_task_registry.pop(name, None)
+        await database.close()
+
+
+async def test_an_operator_pause_survives_a_sync(make_settings: Callable[..., Settings]) -> None:
+    """Pausing a label schedule is the operator's call; a restart does not undo it."""
+    settings = make_settings()
+    database = Database(settings.database_url, settings.database)
+    await migrate.upgrade(database)
+    try:
+        await sync_label_schedules(database, broker)
+        async with database.sessions.begin() as session:
+            health = (
+                await session.execute(
+                    select(Schedule).where(Schedule.name == "check_system_health")
+                )
+            ).scalar_one()
+            health.enabled, health.paused_note = False, "maintenance window"
+        await sync_label_schedules(database, broker)
+        assert (await _labels(database))["check_system_health"].enabled is False
+    finally:
+        await database.close()
