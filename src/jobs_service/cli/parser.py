@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "scheduler",
         help="fire schedules (production)",
-        description="Run the TaskIQ scheduler over the label schedules.",
+        description="Fire database schedules (label and API) on TaskIQ's scheduler loop; "
+        "run one per machine or more: replicas never double-fire.",
     )
 
     migrate = commands.add_parser(
@@ -134,6 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--idempotency-key", metavar="KEY", help="queue at most one run for this key"
     )
+
+    schedules = commands.add_parser(
+        "schedules",
+        help="list, inspect, pause, resume or trigger schedules",
+        description="Work with schedules (label and API).",
+    )
+    actions = schedules.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    listing = actions.add_parser("list", help="list schedules", description="List schedules.")
+    listing.add_argument("--task", help="only schedules of this task")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    for action, text in (
+        ("show", "one schedule with its next fires and recent runs"),
+        ("pause", "stop firing until resumed"),
+        ("resume", "fire again from now on (missed fires are not replayed)"),
+        ("trigger", "queue a run of the schedule's task now"),
+    ):
+        sub = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("schedule_id", type=_positive, metavar="ID", help="schedule id")
+        if action == "pause":
+            sub.add_argument("--note", help="why it is paused (shown in the API)")
 
     runs = commands.add_parser(
         "runs", help="list recent runs, or show one", description="Read the run history."

@@ -13,7 +13,18 @@ from tests.support.processes import jobsctl
 if TYPE_CHECKING:
     from pathlib import Path
 
-COMMANDS = ["run", "api", "worker", "scheduler", "migrate", "check", "tasks", "enqueue", "runs"]
+COMMANDS = [
+    "run",
+    "api",
+    "worker",
+    "scheduler",
+    "migrate",
+    "check",
+    "tasks",
+    "enqueue",
+    "runs",
+    "schedules",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -129,3 +140,47 @@ def test_migrate_up_and_down(tmp_path: Path) -> None:
     down = jobsctl("migrate", "--downgrade", "base", env={}, cwd=tmp_path)
     assert down.returncode == 0
     assert "base (empty)" in down.stdout
+
+
+def test_schedules_list_show_pause_resume_trigger(tmp_path: Path) -> None:
+    """The schedules commands work on the embedded database and print what they did."""
+    import asyncio  # noqa: PLC0415
+
+    from jobs_service.broker import broker  # noqa: PLC0415
+    from jobs_service.core.settings import Settings  # noqa: PLC0415
+    from jobs_service.infrastructure import migrate  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+    from jobs_service.scheduler.labels import sync_label_schedules  # noqa: PLC0415
+
+    async def prepare() -> None:
+        settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/var/jobs.db")
+        database = Database(settings.database_url, settings.database)
+        await migrate.upgrade(database)
+        await sync_label_schedules(database, broker)
+        await database.close()
+
+    asyncio.run(prepare())
+    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+    listed = jobsctl("schedules", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "check_system_health" in listed.stdout
+    assert "cron */5 * * * * (UTC)" in listed.stdout
+    rows = json.loads(jobsctl("schedules", "list", "--json", env=env, cwd=tmp_path).stdout)
+    health = next(row for row in rows if row["name"] == "check_system_health")
+    sid = str(health["id"])
+    shown = json.loads(jobsctl("schedules", "show", sid, env=env, cwd=tmp_path).stdout)
+    assert len(shown["next_fires"]) == 5
+    paused = json.loads(
+        jobsctl("schedules", "pause", sid, "--note", "db upgrade", env=env, cwd=tmp_path).stdout
+    )
+    assert (paused["enabled"], paused["next_fires"]) == (False, [])
+    assert "paused" in jobsctl("schedules", "list", env=env, cwd=tmp_path).stdout
+    resumed = json.loads(jobsctl("schedules", "resume", sid, env=env, cwd=tmp_path).stdout)
+    assert resumed["enabled"] is True
+    triggered = jobsctl("schedules", "trigger", sid, env=env, cwd=tmp_path)
+    run_id = json.loads(triggered.stdout)["run_id"]
+    run = json.loads(jobsctl("runs", run_id, env=env, cwd=tmp_path).stdout)
+    assert (run["source"], run["schedule_id"], run["status"]) == ("schedule", int(sid), "succeeded")
+    missing = jobsctl("schedules", "show", "999", env=env, cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "jobsctl schedules: no schedule 999"
