@@ -83,6 +83,7 @@ class FireDispatcher:
         self._grace_s = grace_s
         self._schedules: list[Schedule] = []
         self._loaded_at = -math.inf
+        self._sent_at = datetime.now(UTC)  # when the last batch reached the broker
 
     async def refresh(self) -> None:
         """Re-read the schedules (enabled or paused, not finished)."""
@@ -93,18 +94,24 @@ class FireDispatcher:
     async def tick(self, now: datetime | None = None) -> TickReport:
         """Fire whatever is due at ``now`` (default: the current time)."""
         now = now or datetime.now(UTC)
-        if time.monotonic() - self._loaded_at >= self._refresh_s:
+        if not self._schedules or self._refresh_s == 0:
             await self.refresh()
         report = TickReport()
         # TaskIQ's loop wakes on the wall-clock second, but its sleep runs on the monotonic
         # clock and may end a fraction of a millisecond early: without a small look-ahead
         # such a fire would wait a whole extra tick.
-        now = now + _LOOKAHEAD
-        due = [s for s in self._schedules if s.next_fire_at is not None and s.next_fire_at <= now]
+        horizon = now + _LOOKAHEAD
+        due = [
+            s for s in self._schedules if s.next_fire_at is not None and s.next_fire_at <= horizon
+        ]
         if due:
-            await self._fire([self._decide(s, now) for s in due], now, report)
+            await self._fire([self._decide(s, horizon) for s in due], now, report)
         if any(s.overlap == "buffer_one" for s in self._schedules):
             await self._release_buffered(now, report)
+        # Re-read after firing, not before: due fires go out on the cached copy at once,
+        # and API changes still reach this replica before its next tick.
+        if time.monotonic() - self._loaded_at >= self._refresh_s:
+            await self.refresh()
         return report
 
     def _decide(self, schedule: Schedule, now: datetime) -> _Decision:
@@ -142,6 +149,7 @@ class FireDispatcher:
             await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])
         try:
             await self._client.send(sent)
+            self._sent_at = datetime.now(UTC)
         except EnqueueError as exc:
             await self._unclaim(sent)
             _log.error("schedule-enqueue-failed", error=str(exc), fires=len(sent))
@@ -298,8 +306,7 @@ class FireDispatcher:
                     report.skipped.append((*key, "already_claimed"))
                     _log.debug("schedule-skipped", reason="already_claimed", **fields)
             elif claim.outcome == "enqueued" and key in requests:
-                sent_at = datetime.now(UTC)  # the run is on the broker by now
-                lateness = round((sent_at - claim.fire_time).total_seconds() * 1000, 1)
+                lateness = round((self._sent_at - claim.fire_time).total_seconds() * 1000, 1)
                 report.fired.append((*key, requests[key].run_id))
                 _log.info(
                     "schedule-fired", run_id=requests[key].run_id, lateness_ms=lateness, **fields

@@ -33,6 +33,7 @@ __all__ = [
     "TaskInfo",
     "UnknownTaskError",
     "find_task",
+    "info_for",
     "list_tasks",
 ]
 
@@ -236,9 +237,20 @@ def _unportable_scalar(value: Any) -> str | None:
     return None
 
 
+_INFOS: dict[int, TaskInfo] = {}
+
+
+def info_for(task: AsyncTaskiqDecoratedTask[Any, Any]) -> TaskInfo:
+    """The (cached) view of ``task``: its kwargs model is built once, not per submit."""
+    info = _INFOS.get(id(task))
+    if info is None or info.task is not task:
+        info = _INFOS[id(task)] = TaskInfo(task)
+    return info
+
+
 def list_tasks(broker: AsyncBroker) -> list[TaskInfo]:
     """Every registered task, sorted by name."""
-    return [TaskInfo(task) for _, task in sorted(broker.get_all_tasks().items())]
+    return [info_for(task) for _, task in sorted(broker.get_all_tasks().items())]
 
 
 def find_task(broker: AsyncBroker, name: str) -> TaskInfo:
@@ -246,4 +258,4 @@ def find_task(broker: AsyncBroker, name: str) -> TaskInfo:
     task = broker.find_task(name)
     if task is None:
         raise UnknownTaskError(name)
-    return TaskInfo(task)
+    return info_for(task)

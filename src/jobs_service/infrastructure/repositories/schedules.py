@@ -150,13 +150,14 @@ async def claim_fires(
     if not claims:
         return set()
     insert = _insert_for(connection.dialect.name)
+    # executemany form: compiled once whatever the batch size (insertmanyvalues batches
+    # the rows into few round trips and still returns the inserted ones).
     stmt = (
         insert(ScheduleFire)
-        .values([claim.row(claimed_by, now) for claim in claims])
         .on_conflict_do_nothing(index_elements=["schedule_id", "fire_time"])
         .returning(ScheduleFire.schedule_id, ScheduleFire.fire_time)
     )
-    rows = (await connection.execute(stmt)).all()
+    rows = (await connection.execute(stmt, [c.row(claimed_by, now) for c in claims])).all()
     return {(int(sid), fire_time) for sid, fire_time in rows}
 
 
