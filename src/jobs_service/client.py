@@ -128,6 +128,11 @@ class JobsClient:
         self._broker = broker
         self._database = runtime.database
 
+    @property
+    def broker(self) -> AsyncBroker:
+        """The broker this client sends to."""
+        return self._broker
+
     def task(self, name: str) -> TaskInfo:
         """The registered task ``name`` (raises ``UnknownTaskError``)."""
         return find_task(self._broker, name)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from jobs_service.infrastructure.repositories import runs, schedules
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from jobs_service.infrastructure.database import Database
 
 __all__ = ["DatabaseRunHistory"]
@@ -30,9 +29,11 @@ class DatabaseRunHistory:
             total += deleted
             if deleted < self._batch:
                 break
-        # Fire claims only need to outlive the catch-up window; keep them as long as runs.
+        # Fire claims must outlive the longest catch-up window (7 days) so a restarted
+        # scheduler cannot fire a time twice; beyond that they are just volume.
+        claims_cutoff = max(cutoff, datetime.now(UTC) - timedelta(days=8))
         async with self._database.sessions.begin() as session:
-            await schedules.delete_fires_before(session, cutoff)
+            await schedules.delete_fires_before(session, claims_cutoff)
         return total
 
     async def count_stuck(self, older_than: datetime) -> int:

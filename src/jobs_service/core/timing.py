@@ -479,6 +479,13 @@ class IntervalTiming:
         except OverflowError:
             return None
 
+    def last_at_or_before(self, moment: datetime) -> datetime | None:
+        """The latest fire at or before `moment`, without walking the grid (catch-up
+        after a long outage asks this of a one-second interval)."""
+        at = _require_aware_moment(moment)
+        steps = (at - self.anchor) // self._step
+        return self.anchor + steps * self._step if steps >= 1 else None
+
 
 class OnceTiming:
     """A single fire at a fixed instant."""

@@ -159,8 +159,24 @@ class ScheduleFire(Base):
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     claimed_by: Mapped[str] = mapped_column(String(200))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: When the run's message reached the broker; NULL on an ``enqueued`` claim means
+    #: "committed but not sent yet" (the outbox the scheduler re-sends from).
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("schedule_id", "fire_time"),
         CheckConstraint(_in("outcome", FIRE_OUTCOMES), name="outcome"),
+        Index(
+            "ix_schedule_fires_unsent",
+            "claimed_at",
+            postgresql_where=text("outcome = 'enqueued' AND sent_at IS NULL"),
+            sqlite_where=text("outcome = 'enqueued' AND sent_at IS NULL"),
+        ),
+        Index(
+            "ix_schedule_fires_buffered",
+            "schedule_id",
+            postgresql_where=text("outcome = 'buffered'"),
+            sqlite_where=text("outcome = 'buffered'"),
+        ),
+        Index(None, "fire_time"),
     )

@@ -2,20 +2,21 @@
 
 Every tick (once a second, on the second) a replica:
 
-1. re-reads the schedules if its copy is older than ``refresh_s`` (API changes reach
-   every replica within about a second, without a restart);
-2. for each schedule whose ``next_fire_at`` has passed, enumerates the due fire times
-   and splits them by age: fires older than ``max(catchup_window_s, grace_s)`` are
-   *missed* (logged, skipped); of the rest only the newest runs (*coalesced*);
-3. applies the overlap policy (``skip``: not while a run of the schedule is queued or
-   running; ``buffer_one``: keep one fire waiting and start it when the run ends;
-   ``allow``);
-4. claims the fires by inserting ``(schedule_id, fire_time)`` into ``schedule_fires``,
-   together with the ``queued`` rows of their runs, in one transaction. The unique key
-   makes a fire that another replica (or an earlier life of this one) claimed a no-op;
-5. sends the won runs in one pipelined round trip, then moves ``next_fire_at`` on. If
-   the broker refuses, the claims and rows are removed and ``next_fire_at`` stays, so
-   the next tick tries again (within the grace period).
+1. re-sends the *outbox*: claims committed with their run but not yet sent (the replica
+   that made them died, or the broker refused or answered ambiguously). The same run id
+   is sent again, so a fire is neither lost nor claimed twice;
+2. starts buffered fires (``buffer_one``) whose schedule has no active run any more;
+3. takes the schedules its copy says are due and, in one transaction, re-reads them (a
+   schedule deleted, paused or re-timed a moment ago is seen as it is now), decides the
+   fire (fires older than ``max(catchup_window_s, grace_s)`` are *missed*; of the rest
+   only the newest runs, *coalesced*), applies the overlap policy, claims the fire by
+   inserting ``(schedule_id, fire_time)`` into ``schedule_fires`` together with the
+   run's ``queued`` row, and moves ``next_fire_at`` on. The unique key makes a fire that
+   another replica (or an earlier life of this one) claimed a no-op; rows are touched in
+   schedule-id order so concurrent replicas cannot deadlock;
+4. sends the won runs in one pipelined round trip and marks their claims sent;
+5. re-reads its copy of the schedules if it is older than ``refresh_s`` — whatever
+   happened above, so one bad tick cannot leave a replica working from a stale copy.
 """
 
 from __future__ import annotations
@@ -26,24 +27,36 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, case, delete, func, update
+from sqlalchemy import bindparam, case, func, select, update
 
 from jobs_service.client import EnqueueError, JobsClient, RunRequest
 from jobs_service.core.errors import JobsError
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.column_types import UTCDateTime
-from jobs_service.infrastructure.models import JobRun, Schedule, ScheduleFire
+from jobs_service.infrastructure.models import JobRun, Schedule
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import schedules as repo
 from jobs_service.scheduler.specs import timing_for
+from jobs_service.tasks.registry import find_task
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from jobs_service.core.timing import Timing
     from jobs_service.infrastructure.database import Database
 
 __all__ = ["FireDispatcher", "TickReport"]
 
-_MAX_ENUMERATED = 10_000
+#: Missed fires counted one by one before the rest are skipped over in one jump.
+_MAX_MISSED_COUNTED = 1000
+#: Fires walked inside a catch-up window before giving up on finding the newest.
+_MAX_WINDOW_STEPS = 20_000
+#: TaskIQ's loop wakes on the wall-clock second, but it sleeps on the monotonic clock and
+#: may wake a fraction of a millisecond early; a fire due that close counts as due.
 _LOOKAHEAD = timedelta(milliseconds=50)
+#: An unsent claim younger than this may still be on its way from the replica that made
+#: it; older ones are re-sent.
+_OUTBOX_DELAY = timedelta(seconds=2)
 _log = get_logger("jobs_service.scheduler")
 
 
@@ -54,13 +67,15 @@ class TickReport:
     fired: list[tuple[int, datetime, str]] = field(default_factory=list)
     skipped: list[tuple[int, datetime, str]] = field(default_factory=list)
     missed: int = 0
+    resent: int = 0
 
 
 @dataclass(slots=True)
 class _Decision:
     schedule: Schedule
     fire_time: datetime | None
-    missed: list[datetime]
+    missed: int
+    missed_range: tuple[datetime, datetime] | None
     next_fire_at: datetime | None
 
 
@@ -94,74 +109,64 @@ class FireDispatcher:
     async def tick(self, now: datetime | None = None) -> TickReport:
         """Fire whatever is due at ``now`` (default: the current time)."""
         now = now or datetime.now(UTC)
-        if not self._schedules or self._refresh_s == 0:
-            await self.refresh()
         report = TickReport()
-        # TaskIQ's loop wakes on the wall-clock second, but its sleep runs on the monotonic
-        # clock and may end a fraction of a millisecond early: without a small look-ahead
-        # such a fire would wait a whole extra tick.
-        horizon = now + _LOOKAHEAD
-        due = [
-            s for s in self._schedules if s.next_fire_at is not None and s.next_fire_at <= horizon
-        ]
-        if due:
-            await self._fire([self._decide(s, horizon) for s in due], now, report)
-        if any(s.overlap == "buffer_one" for s in self._schedules):
-            await self._release_buffered(now, report)
-        # Re-read after firing, not before: due fires go out on the cached copy at once,
-        # and API changes still reach this replica before its next tick.
-        if time.monotonic() - self._loaded_at >= self._refresh_s:
-            await self.refresh()
+        try:
+            if self._loaded_at == -math.inf or self._refresh_s == 0:
+                await self.refresh()
+            await self._resend_unsent(now, report)
+            if any(s.overlap == "buffer_one" for s in self._schedules):
+                await self._release_buffered(now, report)
+            horizon = now + _LOOKAHEAD
+            due = [
+                s.id
+                for s in self._schedules
+                if s.next_fire_at is not None and s.next_fire_at <= horizon
+            ]
+            if due:
+                await self._fire(due, now, horizon, report)
+        finally:
+            if time.monotonic() - self._loaded_at >= self._refresh_s:
+                await self.refresh()
         return report
 
-    def _decide(self, schedule: Schedule, now: datetime) -> _Decision:
-        timing = timing_for(schedule)
-        fires: list[datetime] = []
-        current = schedule.next_fire_at
-        while current is not None and current <= now and len(fires) < _MAX_ENUMERATED:
-            fires.append(current)
-            current = timing.next_after(current)
-        window = max(float(schedule.catchup_window_s), self._grace_s)
-        eligible = [fire for fire in fires if (now - fire).total_seconds() <= window]
-        missed = [fire for fire in fires if (now - fire).total_seconds() > window]
-        return _Decision(
-            schedule, eligible[-1] if eligible else None, missed, timing.next_after(now)
-        )
+    # -- deciding -----------------------------------------------------------------------
 
-    async def _fire(self, decisions: list[_Decision], now: datetime, report: TickReport) -> None:
-        async with self._database.engine.begin() as connection:
-            active = await repo.active_run_counts(
-                connection,
-                [
-                    d.schedule.id
-                    for d in decisions
-                    if d.fire_time is not None and d.schedule.overlap != "allow"
-                ],
-            )
-            buffered = (
-                {fire.schedule_id for fire in await repo.buffered_fires(connection)}
-                if any(d.schedule.overlap == "buffer_one" for d in decisions)
-                else set()
-            )
-            claims, requests = self._claims(decisions, active, buffered)
-            won = await repo.claim_fires(connection, claims, self._replica, now)
-            sent = [requests[key] for key in won if key in requests]
-            await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])
-        try:
-            await self._client.send(sent)
-            self._sent_at = datetime.now(UTC)
-        except EnqueueError as exc:
-            await self._unclaim(sent)
-            _log.error("schedule-enqueue-failed", error=str(exc), fires=len(sent))
-            # Keep next_fire_at of the schedules whose runs were not sent: the next
-            # tick retries them (within the grace period or catch-up window).
-            unsent = {request.schedule_id for request in sent}
-            await self._advance([d for d in decisions if d.schedule.id not in unsent], now)
-            won = set()
-            requests = {}
-        else:
-            await self._advance(decisions, now)
-        self._report(decisions, claims=claims, won=won, requests=requests, now=now, report=report)
+    def _decide(self, schedule: Schedule, horizon: datetime) -> _Decision:
+        timing = timing_for(schedule)
+        window_start = horizon - timedelta(
+            seconds=max(float(schedule.catchup_window_s), self._grace_s)
+        )
+        current = schedule.next_fire_at
+        missed, first_missed, last_missed = 0, None, None
+        while current is not None and current < window_start:
+            if missed == _MAX_MISSED_COUNTED:  # a long outage: jump to the window
+                current = timing.next_after(window_start - timedelta(microseconds=1))
+                break
+            first_missed = first_missed or current
+            last_missed = current
+            missed += 1
+            current = timing.next_after(current)
+        latest = self._latest_due(timing, current, horizon)
+        missed_range = (first_missed, last_missed) if first_missed and last_missed else None
+        return _Decision(schedule, latest, missed, missed_range, timing.next_after(horizon))
+
+    @staticmethod
+    def _latest_due(timing: Timing, first: datetime | None, horizon: datetime) -> datetime | None:
+        """The newest fire in ``[first, horizon]`` (coalescing), or None."""
+        if first is None or first > horizon:
+            return None
+        shortcut = getattr(timing, "last_at_or_before", None)
+        if shortcut is not None:
+            on_grid: datetime | None = shortcut(horizon)
+            return on_grid if on_grid is not None and on_grid > first else first
+        latest = first
+        current = timing.next_after(first)
+        for _ in range(_MAX_WINDOW_STEPS):
+            if current is None or current > horizon:
+                break
+            latest = current
+            current = timing.next_after(current)
+        return latest
 
     def _claims(
         self, decisions: list[_Decision], active: dict[int, int], buffered: set[int]
@@ -170,22 +175,20 @@ class FireDispatcher:
         requests: dict[tuple[int, datetime], RunRequest] = {}
         for decision in decisions:
             schedule, fire_time = decision.schedule, decision.fire_time
-            if fire_time is None:
-                continue
-            if not schedule.enabled:
-                continue  # paused: its fires pass without a claim; next_fire_at moves on
+            if fire_time is None or not schedule.enabled:
+                continue  # nothing due, or paused: its fires pass without a claim
             busy = active.get(schedule.id, 0) > 0
             if busy and schedule.overlap == "skip":
                 claims.append(repo.FireClaim(schedule.id, fire_time, "skipped", "overlap", None))
                 continue
             if busy and schedule.overlap == "buffer_one":
-                outcome = "skipped" if schedule.id in buffered else "buffered"
+                waiting = schedule.id in buffered
                 claims.append(
                     repo.FireClaim(
                         schedule.id,
                         fire_time,
-                        outcome,
-                        "overlap" if outcome == "skipped" else None,
+                        "skipped" if waiting else "buffered",
+                        "overlap" if waiting else None,
                         None,
                     )
                 )
@@ -210,39 +213,74 @@ class FireDispatcher:
             requests[(schedule.id, fire_time)] = request
         return claims, requests
 
-    async def _unclaim(self, sent: list[RunRequest]) -> None:
-        async with self._database.engine.begin() as connection:
-            await repo.release_fires(
+    # -- firing -------------------------------------------------------------------------
+
+    async def _fire(
+        self, due_ids: list[int], now: datetime, horizon: datetime, report: TickReport
+    ) -> None:
+        async with self._database.sessions.begin() as session:
+            fresh = await repo.schedules_by_ids(session, sorted(due_ids))
+            decisions = [
+                self._decide(s, horizon)
+                for s in fresh
+                if s.next_fire_at is not None and s.next_fire_at <= horizon
+            ]
+            connection = await session.connection()
+            active = await repo.active_run_counts(
                 connection,
                 [
-                    (request.schedule_id or 0, request.scheduled_for or datetime.now(UTC))
-                    for request in sent
+                    d.schedule.id
+                    for d in decisions
+                    if d.fire_time is not None and d.schedule.overlap != "allow"
                 ],
             )
-            await connection.execute(
-                delete(JobRun).where(JobRun.run_id.in_([request.run_id for request in sent]))
+            buffered = (
+                {fire.schedule_id for fire in await repo.buffered_fires(connection)}
+                if any(d.schedule.overlap == "buffer_one" for d in decisions)
+                else set()
             )
+            claims, requests = self._claims(decisions, active, buffered)
+            won = await repo.claim_fires(connection, claims, self._replica, now)
+            sent = [requests[key] for key in sorted(won) if key in requests]
+            await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])
+            await self._advance(connection, decisions, won, now)
+        self._remember(fresh)
+        if not await self._send(sent, now):
+            requests = {}  # claimed, in the outbox: reported when re-sent
+        self._report(decisions, claims=claims, won=won, requests=requests, report=report)
 
-    async def _advance(self, decisions: list[_Decision], now: datetime) -> None:
-        """Move ``next_fire_at`` on, only where it still holds the value this replica
-        read: an operator's edit or pause in between wins, and a second replica doing
-        the same advance is a no-op."""
+    async def _advance(
+        self,
+        connection: AsyncConnection,
+        decisions: list[_Decision],
+        won: set[tuple[int, datetime]],
+        now: datetime,
+    ) -> None:
+        """Move ``next_fire_at`` on where the row still is as read (an operator's edit,
+        pause or resume in between wins; a second replica's advance is a no-op)."""
         if not decisions:
             return
-        rows = [
-            {
-                "b_id": d.schedule.id,
-                "b_old": d.schedule.next_fire_at,
-                "b_next": d.next_fire_at,
-                "b_last": d.fire_time or d.schedule.last_fire_at,
-                "b_finished": now if d.next_fire_at is None else None,
-            }
-            for d in decisions
-        ]
+        rows = []
+        for d in decisions:
+            claimed = d.fire_time is not None and (d.schedule.id, d.fire_time) in won
+            rows.append(
+                {
+                    "b_id": d.schedule.id,
+                    "b_old": d.schedule.next_fire_at,
+                    "b_updated": d.schedule.updated_at,
+                    "b_next": d.next_fire_at,
+                    "b_last": d.fire_time if claimed else d.schedule.last_fire_at,
+                    "b_finished": now if d.next_fire_at is None else None,
+                }
+            )
         finished = bindparam("b_finished", type_=UTCDateTime())
         stmt = (
             update(Schedule)
-            .where(Schedule.id == bindparam("b_id"), Schedule.next_fire_at == bindparam("b_old"))
+            .where(
+                Schedule.id == bindparam("b_id"),
+                Schedule.next_fire_at == bindparam("b_old"),
+                Schedule.updated_at == bindparam("b_updated"),
+            )
             .values(
                 next_fire_at=bindparam("b_next"),
                 last_fire_at=bindparam("b_last"),
@@ -250,13 +288,122 @@ class FireDispatcher:
                 enabled=case((finished.is_not(None), False), else_=Schedule.enabled),
             )
         )
-        async with self._database.engine.begin() as connection:
-            await connection.execute(stmt, rows)
-        for decision in decisions:  # keep the local copy in step until the next refresh
+        await connection.execute(stmt, rows)
+        for decision in decisions:  # the copy matches what was written until next refresh
             decision.schedule.next_fire_at = decision.next_fire_at
             if decision.next_fire_at is None:
                 decision.schedule.enabled = False
                 decision.schedule.finished_at = now
+
+    def _remember(self, fresh: list[Schedule]) -> None:
+        by_id = {schedule.id: schedule for schedule in fresh}
+        self._schedules = [by_id.get(s.id, s) for s in self._schedules]
+
+    async def _send(self, requests: list[RunRequest], now: datetime) -> bool:
+        """Send and mark sent; on failure the claims stay in the outbox."""
+        if not requests:
+            return True
+        try:
+            await self._client.send(requests)
+        except EnqueueError as exc:
+            _log.error(
+                "schedule-enqueue-failed",
+                error=str(exc),
+                fires=len(requests),
+                message="claims kept; re-sent on a later tick",
+            )
+            return False
+        self._sent_at = datetime.now(UTC)
+        async with self._database.engine.begin() as connection:
+            await repo.mark_sent(connection, [r.run_id for r in requests], self._sent_at)
+        return True
+
+    async def _resend_unsent(self, now: datetime, report: TickReport) -> None:
+        async with self._database.engine.begin() as connection:
+            unsent = await repo.unsent_claims(connection, now - _OUTBOX_DELAY)
+            if not unsent:
+                return
+            rows = (
+                await connection.execute(
+                    select(JobRun).where(JobRun.run_id.in_([claim.run_id for claim in unsent]))
+                )
+            ).all()
+        pending, started = [], []
+        for row in rows:
+            run = row._mapping
+            if run["status"] != "queued":
+                started.append(run["run_id"])  # a worker has it: it was sent after all
+                continue
+            try:
+                info = find_task(self._client.broker, run["task"])
+            except JobsError:
+                continue
+            pending.append(
+                RunRequest(
+                    info=info,
+                    kwargs=run["kwargs"],
+                    source=run["source"],
+                    run_id=run["run_id"],
+                    queued_at=run["queued_at"],
+                    schedule_id=run["schedule_id"],
+                    scheduled_for=run["scheduled_for"],
+                )
+            )
+        if started:
+            async with self._database.engine.begin() as connection:
+                await repo.mark_sent(connection, started, now)
+        if pending and await self._send(pending, now):
+            report.resent += len(pending)
+            _log.warning(
+                "schedule-resent", runs=len(pending), run_ids=[r.run_id for r in pending][:20]
+            )
+
+    async def _release_buffered(self, now: datetime, report: TickReport) -> None:
+        """Start waiting fires, oldest first, once their schedule's run has ended; drop
+        those whose schedule was paused or no longer buffers."""
+        schedules = {s.id: s for s in self._schedules}
+        sent: list[RunRequest] = []
+        async with self._database.engine.begin() as connection:
+            fires = await repo.buffered_fires(connection)
+            if not fires:
+                return
+            active = await repo.active_run_counts(connection, [fire.schedule_id for fire in fires])
+            for fire in fires:
+                schedule = schedules.get(fire.schedule_id)
+                if schedule is None or not schedule.enabled or schedule.overlap != "buffer_one":
+                    await repo.drop_buffered(connection, fire.schedule_id)
+                    continue
+                if active.get(fire.schedule_id, 0):
+                    continue
+                try:
+                    request = self._client.prepare(
+                        schedule.task,
+                        schedule.kwargs,
+                        source="schedule",
+                        schedule_id=schedule.id,
+                        scheduled_for=fire.fire_time,
+                    )
+                except JobsError as exc:
+                    _log.error("schedule-invalid", schedule_id=schedule.id, error=str(exc))
+                    await repo.drop_buffered(connection, fire.schedule_id)
+                    continue
+                if await repo.take_buffered_fire(connection, fire.id, request.run_id):
+                    sent.append(request)
+            await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])
+        if await self._send(sent, now):
+            for request in sent:
+                fire_time = request.scheduled_for or now
+                report.fired.append((request.schedule_id or 0, fire_time, request.run_id))
+                _log.info(
+                    "schedule-fired",
+                    schedule_id=request.schedule_id,
+                    task=request.info.name,
+                    run_id=request.run_id,
+                    buffered=True,
+                    fire_time=fire_time.isoformat(),
+                )
+
+    # -- reporting ----------------------------------------------------------------------
 
     def _report(
         self,
@@ -265,22 +412,23 @@ class FireDispatcher:
         claims: list[repo.FireClaim],
         won: set[tuple[int, datetime]],
         requests: dict[tuple[int, datetime], RunRequest],
-        now: datetime,
         report: TickReport,
     ) -> None:
         by_id = {d.schedule.id: d.schedule for d in decisions}
         for decision in decisions:
             schedule = decision.schedule
-            if decision.missed:
-                report.missed += len(decision.missed)
+            if decision.missed and decision.missed_range:
+                report.missed += decision.missed
+                first, last = decision.missed_range
                 _log.warning(
                     "schedule-missed",
                     schedule_id=schedule.id,
                     schedule=schedule.name,
                     task=schedule.task,
-                    missed=len(decision.missed),
-                    first=decision.missed[0].isoformat(),
-                    last=decision.missed[-1].isoformat(),
+                    missed=decision.missed,
+                    more=decision.missed >= _MAX_MISSED_COUNTED,
+                    first=first.isoformat(),
+                    last=last.isoformat(),
                     catchup_window_s=schedule.catchup_window_s,
                 )
             if decision.fire_time is not None and not schedule.enabled:
@@ -302,9 +450,10 @@ class FireDispatcher:
                 "fire_time": claim.fire_time.isoformat(),
             }
             if key not in won:
-                if requests or claim.outcome != "enqueued":
-                    report.skipped.append((*key, "already_claimed"))
-                    _log.debug("schedule-skipped", reason="already_claimed", **fields)
+                report.skipped.append((*key, "already_claimed"))
+                _log.debug("schedule-skipped", reason="already_claimed", **fields)
+            elif claim.outcome == "enqueued" and not requests:
+                report.skipped.append((*key, "send_failed"))
             elif claim.outcome == "enqueued" and key in requests:
                 lateness = round((self._sent_at - claim.fire_time).total_seconds() * 1000, 1)
                 report.fired.append((*key, requests[key].run_id))
@@ -314,55 +463,3 @@ class FireDispatcher:
             else:
                 report.skipped.append((*key, claim.reason or claim.outcome))
                 _log.info("schedule-skipped", reason=claim.reason or claim.outcome, **fields)
-
-    async def _release_buffered(self, now: datetime, report: TickReport) -> None:
-        async with self._database.engine.begin() as connection:
-            fires = await repo.buffered_fires(connection)
-            if not fires:
-                return
-            active = await repo.active_run_counts(connection, [fire.schedule_id for fire in fires])
-            schedules = {s.id: s for s in self._schedules}
-            sent = []
-            for fire in fires:
-                schedule = schedules.get(fire.schedule_id)
-                if schedule is None or active.get(fire.schedule_id, 0):
-                    continue
-                request = self._client.prepare(
-                    schedule.task,
-                    schedule.kwargs,
-                    source="schedule",
-                    schedule_id=schedule.id,
-                    scheduled_for=fire.fire_time,
-                )
-                if await repo.take_buffered_fire(connection, fire.id, request.run_id):
-                    sent.append(request)
-            await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])
-        if not sent:
-            return
-        try:
-            await self._client.send(sent)
-        except EnqueueError as exc:
-            _log.error("schedule-enqueue-failed", error=str(exc), fires=len(sent))
-            async with self._database.engine.begin() as connection:
-                for request in sent:
-                    await connection.execute(
-                        update(ScheduleFire)
-                        .where(ScheduleFire.run_id == request.run_id)
-                        .values(outcome="buffered", run_id=None)
-                    )
-                await connection.execute(
-                    delete(JobRun).where(JobRun.run_id.in_([request.run_id for request in sent]))
-                )
-            return
-        for request in sent:
-            report.fired.append(
-                (request.schedule_id or 0, request.scheduled_for or now, request.run_id)
-            )
-            _log.info(
-                "schedule-fired",
-                schedule_id=request.schedule_id,
-                task=request.info.name,
-                run_id=request.run_id,
-                buffered=True,
-                fire_time=(request.scheduled_for or now).isoformat(),
-            )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from jobs_service.core.errors import JobsError
 from jobs_service.core.logging import get_logger
@@ -49,7 +50,21 @@ def _wanted(broker: AsyncBroker) -> dict[str, tuple[str, str, str]]:
 
 
 async def sync_label_schedules(database: Database, broker: AsyncBroker) -> dict[str, int]:
-    """Make label schedules match the task registry; returns counts of what changed."""
+    """Make label schedules match the task registry; returns counts of what changed.
+
+    Replicas starting together may race to insert the same schedule; the loser's
+    transaction fails on the unique name and simply runs the sync again.
+    """
+    for attempt in range(3):
+        try:
+            return await _sync(database, broker)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _sync(database: Database, broker: AsyncBroker) -> dict[str, int]:
     wanted = _wanted(broker)
     now = datetime.now(UTC)
     counts = {"added": 0, "updated": 0, "disabled": 0}

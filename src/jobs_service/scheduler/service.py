@@ -74,6 +74,15 @@ def next_fires(
     ]
 
 
+def _first_fire(schedule: Schedule, now: datetime) -> datetime:
+    """The next fire, or a clear error for a timing that can never fire."""
+    fire = timing_for(schedule).next_after(now)
+    if fire is None:
+        msg = "the schedule would never fire (no future time matches its timing)"
+        raise ScheduleInvalidError(msg)
+    return fire
+
+
 class ScheduleService:
     """Create, change, pause, delete and trigger schedules."""
 
@@ -119,7 +128,7 @@ class ScheduleService:
             updated_at=now,
             **spec_columns(draft.schedule, now),
         )
-        schedule.next_fire_at = timing_for(schedule).next_after(now)
+        schedule.next_fire_at = _first_fire(schedule, now)
         return await self._store_new(schedule)
 
     async def _store_new(self, schedule: Schedule) -> Schedule:
@@ -184,7 +193,7 @@ class ScheduleService:
                 schedule.paused_note = changes.get("paused_note")
         if resumed or patch.schedule is not None:
             # From now on: neither a resume nor a new timing replays the past.
-            schedule.next_fire_at = timing_for(schedule).next_after(now)
+            schedule.next_fire_at = _first_fire(schedule, now)
         schedule.updated_at = now
 
     async def delete(self, schedule_id: int) -> None:

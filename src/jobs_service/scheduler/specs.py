@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from jobs_service.core.timing import (
     CronTiming,
@@ -35,6 +42,7 @@ __all__ = [
 ]
 
 Overlap = Literal["skip", "allow", "buffer_one"]
+_TEN_YEARS_S = 10 * 365 * 86_400
 
 
 class _Strict(BaseModel):
@@ -45,7 +53,7 @@ class CronSpec(_Strict):
     """Five-field cron in an IANA timezone (UTC by default)."""
 
     type: Literal["cron"]
-    cron: str = Field(examples=["0 9 * * 1"])
+    cron: str = Field(max_length=200, examples=["0 9 * * 1"])
     timezone: str = Field("UTC", examples=["Asia/Singapore"])
 
     @field_validator("timezone")
@@ -71,7 +79,7 @@ class IntervalSpec(_Strict):
     """Every ``seconds`` seconds."""
 
     type: Literal["interval"]
-    seconds: int = Field(ge=1, examples=[3600])
+    seconds: int = Field(ge=1, le=_TEN_YEARS_S, examples=[3600])
 
 
 class OnceSpec(_Strict):
@@ -79,6 +87,18 @@ class OnceSpec(_Strict):
 
     type: Literal["once"]
     at: AwareDatetime = Field(examples=["2026-03-01T09:00:00+08:00"])
+
+    @field_validator("at")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        try:
+            converted = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range") from None
+        if converted.year > 9000:
+            msg = "is too far in the future"
+            raise ValueError(msg)
+        return value
 
 
 ScheduleSpec = Annotated[CronSpec | IntervalSpec | OnceSpec, Field(discriminator="type")]
@@ -110,6 +130,21 @@ class SchedulePatch(_Strict):
     enabled: bool | None = None
     paused_note: str | None = Field(None, max_length=500)
     description: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _required_fields_are_not_null(self) -> SchedulePatch:
+        nulls = sorted(
+            name
+            for name in _NOT_NULLABLE
+            if name in self.model_fields_set and getattr(self, name) is None
+        )
+        if nulls:
+            msg = f"{', '.join(nulls)} may be changed but not set to null"
+            raise ValueError(msg)
+        return self
+
+
+_NOT_NULLABLE = ("name", "kwargs", "schedule", "overlap", "catchup_window_s", "enabled")
 
 
 def timing_for(schedule: Schedule) -> Timing:

@@ -107,6 +107,10 @@ async def test_interval_and_once_schedules(make_settings: Callable[..., Settings
         ({"schedule": cron(), "kwargs": {"items": 5}}, 422, "items"),
         ({"schedule": cron(), "overlap": "sometimes"}, 422, "overlap"),
         ({"schedule": cron(), "catchup_window_s": -1}, 422, "catchup_window_s"),
+        ({"schedule": {"type": "interval", "seconds": 2**31}}, 422, "less than or equal"),
+        ({"schedule": cron("0 9 * * 1" + " " * 300)}, 422, "at most 200"),
+        ({"schedule": {"type": "once", "at": "9999-12-31T23:59:59-05:00"}}, 422, "range"),
+        ({"schedule": cron("0 0 30 2 *")}, 422, "never"),
     ],
 )
 async def test_bad_schedules_are_422_with_a_clear_message(
@@ -215,3 +219,20 @@ async def test_schedules_need_scopes(make_settings: Callable[..., Settings]) -> 
     assert listed.status_code == 200
     assert created.status_code == 403
     assert anonymous.status_code == 401
+
+
+async def test_patch_refuses_null_for_required_fields(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Setting name, overlap or the timing to null is a 422, not a conflict or a 500."""
+    async with serve_app(await _app(make_settings)) as client:
+        created = (await create(client, schedule=cron())).json()
+        path = f"/v1/schedules/{created['id']}"
+        responses = [
+            await client.patch(path, json={field: None})
+            for field in ("name", "overlap", "schedule", "catchup_window_s")
+        ]
+        unchanged = (await client.get(path)).json()
+    assert [r.status_code for r in responses] == [422, 422, 422, 422]
+    assert "not set to null" in responses[0].text
+    assert unchanged["name"] == created["name"]

@@ -242,11 +242,12 @@ async def test_once_fires_once_and_never_again(make_settings: Callable[..., Sett
     assert stored.next_fire_at is None
 
 
-async def test_a_refused_send_releases_the_claim_for_the_next_tick(
+async def test_a_refused_send_stays_claimed_and_is_resent_with_the_same_run_id(
     make_settings: Callable[..., Settings],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Broker down at fire time: no run is left behind and the next tick fires it."""
+    """Broker down at fire time: the claim and its queued run stay (the outbox); a later
+    tick sends that same run, so the fire is neither lost nor duplicated."""
     async with harness(make_settings()) as h:
         schedule = await h.create(
             task="count_items", kwargs={"items": []}, schedule={"type": "cron", "cron": "* * * * *"}
@@ -255,16 +256,106 @@ async def test_a_refused_send_releases_the_claim_for_the_next_tick(
         client = h.app.state.client
         real_send = client.send
 
-        async def refuse(requests: object) -> None:
+        async def refuse(*args: object, **kwargs: object) -> None:
             raise EnqueueError("broker down")
 
         monkeypatch.setattr(client, "send", refuse)
-        failed = await h.dispatcher().tick(T0 + timedelta(seconds=1))
-        assert await h.runs_of(schedule.id) == []
-        assert await h.fires_of(schedule.id) == []
+        dispatcher = h.dispatcher()
+        failed = await dispatcher.tick(T0 + timedelta(seconds=1))
+        queued = await h.runs_of(schedule.id)
+        fires = await h.fires_of(schedule.id)
         monkeypatch.setattr(client, "send", real_send)
-        recovered = await h.dispatcher().tick(T0 + timedelta(seconds=2))
+        too_soon = await dispatcher.tick(T0 + timedelta(seconds=2))
+        resent = await dispatcher.tick(T0 + timedelta(seconds=4))
         runs = await h.runs_of(schedule.id)
+        after = await h.fires_of(schedule.id)
     assert failed.fired == []
-    assert [at for _, at, _ in recovered.fired] == [T0]
+    assert [(r.status, r.scheduled_for) for r in queued] == [("queued", T0)]
+    assert [(f.run_id, f.sent_at) for f in fires] == [(queued[0].run_id, None)]
+    assert too_soon.resent == 0
+    assert resent.resent == 1
+    assert [(r.run_id, r.status) for r in runs] == [(queued[0].run_id, "succeeded")]
+    assert after[0].sent_at is not None
+
+
+async def test_a_deleted_schedule_in_a_stale_copy_does_not_stop_the_others(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Deleting a schedule between refreshes must not break the tick for everyone."""
+    async with harness(make_settings()) as h:
+        doomed = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},
+            overlap="allow",
+        )
+        kept = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},
+            overlap="allow",
+        )
+        for schedule in (doomed, kept):
+            await h.set_next_fire(schedule.id, T0)
+        dispatcher = h.dispatcher(refresh_s=60)  # a copy that stays stale during the test
+        await dispatcher.refresh()
+        await h.service.delete(doomed.id)
+        report = await dispatcher.tick(T0 + timedelta(milliseconds=10))
+    assert [(sid, at) for sid, at, _ in report.fired] == [(kept.id, T0)]
+
+
+async def test_catch_up_after_a_long_outage_finds_the_window_fast(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Eight days down with a one-hour window: one run, for the newest fire in the window."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},
+            catchup_window_s=3600,
+        )
+        await h.set_next_fire(schedule.id, T0)
+        back = T0 + timedelta(days=8, seconds=30)
+        report = await h.dispatcher().tick(back)
+        runs = await h.runs_of(schedule.id)
+    assert [at for _, at, _ in report.fired] == [T0 + timedelta(days=8)]
     assert len(runs) == 1
+    assert report.missed >= 1000  # counted up to the cap, then skipped over in one jump
+
+
+async def test_a_buffered_fire_is_dropped_not_run_when_the_schedule_is_paused(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """buffer_one keeps a fire waiting; pausing the schedule discards it."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},
+            overlap="buffer_one",
+        )
+        active = runs_repo.QueuedRun(
+            run_id="c" * 32,
+            task="count_items",
+            kwargs={},
+            source="schedule",
+            queued_at=T0,
+            schedule_id=schedule.id,
+        )
+        async with h.database.engine.begin() as connection:
+            await runs_repo.insert_queued_runs(connection, [active])
+        await h.set_next_fire(schedule.id, T0)
+        dispatcher = h.dispatcher()
+        await dispatcher.tick(T0)
+        buffered = [f.outcome for f in await h.fires_of(schedule.id)]
+        await h.service.update(schedule.id, SchedulePatch(enabled=False))
+        async with h.database.engine.begin() as connection:
+            await runs_repo.fail_unfinished(
+                connection, before=datetime.now(UTC), error={"type": "X", "message": "done"}
+            )
+        later = await dispatcher.tick(T0 + timedelta(seconds=5))
+        fires = await h.fires_of(schedule.id)
+    assert buffered == ["buffered"]
+    assert later.fired == []
+    assert fires == []

@@ -20,17 +20,21 @@ __all__ = [
     "BufferedFire",
     "FireClaim",
     "ScheduleFilter",
+    "UnsentClaim",
     "active_run_counts",
     "buffered_fires",
     "claim_fires",
     "delete_fires_before",
     "delete_schedule",
+    "drop_buffered",
     "enabled_schedules",
     "get_schedule",
     "list_schedules",
+    "mark_sent",
     "recent_runs",
-    "release_fires",
+    "schedules_by_ids",
     "take_buffered_fire",
+    "unsent_claims",
 ]
 
 
@@ -95,8 +99,10 @@ async def list_schedules(
 async def enabled_schedules(session: AsyncSession) -> list[Schedule]:
     """Every schedule with a next fire: enabled ones fire; paused ones only have their
     passing fires logged as skipped."""
-    query = select(Schedule).where(
-        Schedule.finished_at.is_(None), Schedule.next_fire_at.is_not(None)
+    query = (
+        select(Schedule)
+        .where(Schedule.finished_at.is_(None), Schedule.next_fire_at.is_not(None))
+        .order_by(Schedule.id)
     )
     return list((await session.execute(query)).scalars())
 
@@ -161,14 +167,47 @@ async def claim_fires(
     return {(int(sid), fire_time) for sid, fire_time in rows}
 
 
-async def release_fires(connection: AsyncConnection, pairs: Sequence[tuple[int, datetime]]) -> None:
-    """Undo claims whose runs could not be sent, so a later tick can fire them."""
-    for schedule_id, fire_time in pairs:
+async def schedules_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[Schedule]:
+    """Current rows of these schedules, by id (the lock order every replica uses)."""
+    query = select(Schedule).where(Schedule.id.in_(ids), Schedule.finished_at.is_(None))
+    return list((await session.execute(query.order_by(Schedule.id))).scalars())
+
+
+async def mark_sent(connection: AsyncConnection, run_ids: Sequence[str], at: datetime) -> None:
+    """Record that these claims' runs reached the broker."""
+    if run_ids:
         await connection.execute(
-            delete(ScheduleFire).where(
-                ScheduleFire.schedule_id == schedule_id, ScheduleFire.fire_time == fire_time
-            )
+            update(ScheduleFire).where(ScheduleFire.run_id.in_(run_ids)).values(sent_at=at)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class UnsentClaim:
+    """A claim committed with its run, whose message may not have reached the broker."""
+
+    fire_id: int
+    run_id: str
+
+
+async def unsent_claims(
+    connection: AsyncConnection, claimed_before: datetime, limit: int = 500
+) -> list[UnsentClaim]:
+    """Enqueued claims without ``sent_at`` older than ``claimed_before`` (the outbox)."""
+    query = (
+        select(ScheduleFire.id, ScheduleFire.run_id)
+        .where(
+            ScheduleFire.outcome == "enqueued",
+            ScheduleFire.sent_at.is_(None),
+            ScheduleFire.claimed_at < claimed_before,
+        )
+        .order_by(ScheduleFire.claimed_at)
+        .limit(limit)
+    )
+    return [
+        UnsentClaim(int(i), str(r))
+        for i, r in (await connection.execute(query)).all()
+        if r is not None
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +221,23 @@ class BufferedFire:
 
 async def buffered_fires(connection: AsyncConnection) -> list[BufferedFire]:
     """Fires waiting for their schedule's running run to finish (``buffer_one``)."""
-    query = select(ScheduleFire.id, ScheduleFire.schedule_id, ScheduleFire.fire_time).where(
-        ScheduleFire.outcome == "buffered"
+    query = (
+        select(ScheduleFire.id, ScheduleFire.schedule_id, ScheduleFire.fire_time)
+        .where(ScheduleFire.outcome == "buffered")
+        .order_by(ScheduleFire.schedule_id, ScheduleFire.fire_time)
     )
     return [
         BufferedFire(int(i), int(sid), at) for i, sid, at in (await connection.execute(query)).all()
     ]
+
+
+async def drop_buffered(connection: AsyncConnection, schedule_id: int) -> None:
+    """Forget a waiting fire (the schedule was paused or left ``buffer_one``)."""
+    await connection.execute(
+        delete(ScheduleFire).where(
+            ScheduleFire.schedule_id == schedule_id, ScheduleFire.outcome == "buffered"
+        )
+    )
 
 
 async def take_buffered_fire(connection: AsyncConnection, fire_id: int, run_id: str) -> bool:

@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.String(64), nullable=True),
         sa.Column("claimed_by", sa.String(200), nullable=False),
         sa.Column("claimed_at", UTCDateTime(), nullable=False),
+        sa.Column("sent_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_schedule_fires"),
         sa.ForeignKeyConstraint(
             ["schedule_id"],
@@ -79,6 +80,24 @@ def upgrade() -> None:
             "outcome IN ('enqueued', 'skipped', 'buffered')", name="ck_schedule_fires_outcome"
         ),
     )
+
+    unsent = sa.text("outcome = 'enqueued' AND sent_at IS NULL")
+    op.create_index(
+        "ix_schedule_fires_unsent",
+        "schedule_fires",
+        ["claimed_at"],
+        postgresql_where=unsent,
+        sqlite_where=unsent,
+    )
+    buffered = sa.text("outcome = 'buffered'")
+    op.create_index(
+        "ix_schedule_fires_buffered",
+        "schedule_fires",
+        ["schedule_id"],
+        postgresql_where=buffered,
+        sqlite_where=buffered,
+    )
+    op.create_index("ix_schedule_fires_fire_time", "schedule_fires", ["fire_time"])
 
 
 def downgrade() -> None:
