@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +38,7 @@ __all__ = [
     "EnqueueError",
     "IdempotencyConflictError",
     "JobsClient",
+    "RunOptions",
     "RunRequest",
     "Submission",
 ]
@@ -49,6 +50,16 @@ class EnqueueError(JobsError):
 
 class IdempotencyConflictError(JobsError):
     """The ``Idempotency-Key`` was used before for a different task or arguments."""
+
+
+class RunOptions(TypedDict, total=False):
+    """Where a run comes from and how it is deduplicated; every key is optional."""
+
+    source: str
+    idempotency_key: str | None
+    schedule_id: int | None
+    scheduled_for: datetime | None
+    webhook_event_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,49 +149,17 @@ class JobsClient:
         return find_task(self._broker, name)
 
     async def enqueue(
-        self,
-        task: str,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        source: str = "api",
-        idempotency_key: str | None = None,
-        schedule_id: int | None = None,
-        scheduled_for: datetime | None = None,
-        webhook_event_id: int | None = None,
+        self, task: str, kwargs: Mapping[str, Any] | None = None, **options: Unpack[RunOptions]
     ) -> str:
         """Validate ``kwargs`` against the task, queue one run and return its run id."""
-        submission = await self.submit(
-            task,
-            kwargs,
-            source=source,
-            idempotency_key=idempotency_key,
-            schedule_id=schedule_id,
-            scheduled_for=scheduled_for,
-            webhook_event_id=webhook_event_id,
-        )
-        return submission.run_id
+        return (await self.submit(task, kwargs, **options)).run_id
 
     async def submit(
-        self,
-        task: str,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        source: str = "api",
-        idempotency_key: str | None = None,
-        schedule_id: int | None = None,
-        scheduled_for: datetime | None = None,
-        webhook_event_id: int | None = None,
+        self, task: str, kwargs: Mapping[str, Any] | None = None, **options: Unpack[RunOptions]
     ) -> Submission:
         """Like :meth:`enqueue`, but tells whether an idempotent replay happened."""
-        request = self.prepare(
-            task,
-            kwargs,
-            source=source,
-            idempotency_key=idempotency_key,
-            schedule_id=schedule_id,
-            scheduled_for=scheduled_for,
-            webhook_event_id=webhook_event_id,
-        )
+        request = self.prepare(task, kwargs, **options)
+        idempotency_key = request.idempotency_key
         if idempotency_key is not None:
             existing = await self._existing_for(request)
             if existing is not None:
@@ -227,15 +206,7 @@ class JobsClient:
         return [request.run_id for request in requests]
 
     def prepare(
-        self,
-        task: str,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        source: str = "api",
-        idempotency_key: str | None = None,
-        schedule_id: int | None = None,
-        scheduled_for: datetime | None = None,
-        webhook_event_id: int | None = None,
+        self, task: str, kwargs: Mapping[str, Any] | None = None, **options: Unpack[RunOptions]
     ) -> RunRequest:
         """Validate a run without recording or sending it (for callers that record it
         in their own transaction, such as the scheduler's fire claims)."""
@@ -243,11 +214,11 @@ class JobsClient:
         return RunRequest(
             info=info,
             kwargs=info.validate_kwargs(dict(kwargs or {})),
-            source=_check_source(source),
-            idempotency_key=idempotency_key,
-            schedule_id=schedule_id,
-            scheduled_for=scheduled_for,
-            webhook_event_id=webhook_event_id,
+            source=_check_source(options.get("source", "api")),
+            idempotency_key=options.get("idempotency_key"),
+            schedule_id=options.get("schedule_id"),
+            scheduled_for=options.get("scheduled_for"),
+            webhook_event_id=options.get("webhook_event_id"),
         )
 
     async def serialise(self, requests: Sequence[RunRequest]) -> list[_Wire]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -10,17 +11,26 @@ import httpx
 from tests.support.processes import free_port, jobsctl, started, wait_for_http
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+ENV = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+
+
+@contextlib.contextmanager
+def embedded_service(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`jobsctl run` in ``tmp_path`` with no configuration; yields its URL and log."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    log = tmp_path / "run.log"
+    with started("run", "--port", str(port), env=ENV, log=log, cwd=tmp_path) as process:
+        wait_for_http(f"{api}/health", process=process, log=log)
+        yield api, log
 
 
 def test_jobsctl_run_serves_and_runs_check_system_health(tmp_path: Path) -> None:
     """No configuration: SQLite under ./var, tasks run in-process, history kept."""
-    port = free_port()
-    api = f"http://127.0.0.1:{port}"
-    log = tmp_path / "run.log"
-    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
-    with started("run", "--port", str(port), env=env, log=log, cwd=tmp_path) as process:
-        wait_for_http(f"{api}/health", process=process, log=log)
+    with embedded_service(tmp_path) as (api, log):
         submitted = httpx.post(
             f"{api}/v1/tasks/check_system_health", json={"kwargs": {}}, timeout=5
         )
@@ -39,7 +49,7 @@ def test_jobsctl_run_serves_and_runs_check_system_health(tmp_path: Path) -> None
     assert f"{api}/docs" in banner
     assert str(tmp_path / "var" / "jobs.db") in banner
     # The history outlives the process: the CLI reads it from the same file.
-    listed = jobsctl("runs", "--json", env=env, cwd=tmp_path)
+    listed = jobsctl("runs", "--json", env=ENV, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert run_id in listed.stdout
 
@@ -61,12 +71,7 @@ def test_jobsctl_run_refuses_a_public_address_without_keys(tmp_path: Path) -> No
 
 def test_a_schedule_created_through_the_api_fires_in_jobsctl_run(tmp_path: Path) -> None:
     """The embedded process includes the scheduler: an every-second schedule runs."""
-    port = free_port()
-    api = f"http://127.0.0.1:{port}"
-    log = tmp_path / "run.log"
-    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
-    with started("run", "--port", str(port), env=env, log=log, cwd=tmp_path) as process:
-        wait_for_http(f"{api}/health", process=process, log=log)
+    with embedded_service(tmp_path) as (api, _):
         created = httpx.post(
             f"{api}/v1/schedules",
             timeout=5,

@@ -13,6 +13,7 @@ from jobs_service.gateway import create_app
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.models import JobRun, Schedule, ScheduleFire
+from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.scheduler.dispatch import FireDispatcher
 from jobs_service.scheduler.service import ScheduleService
 from jobs_service.scheduler.specs import ScheduleDraft
@@ -51,6 +52,19 @@ class Harness:
         """Create an API schedule."""
         fields.setdefault("name", f"s-{datetime.now(UTC).timestamp()}")
         return await self.service.create(ScheduleDraft.model_validate(fields), created_by="test")
+
+    async def add_active_run(self, schedule_id: int, run_id: str, at: datetime) -> None:
+        """A queued run of the schedule, as if an earlier fire were still running."""
+        active = runs_repo.QueuedRun(
+            run_id=run_id,
+            task="count_items",
+            kwargs={},
+            source="schedule",
+            queued_at=at,
+            schedule_id=schedule_id,
+        )
+        async with self.database.engine.begin() as connection:
+            await runs_repo.insert_queued_runs(connection, [active])
 
     async def set_next_fire(self, schedule_id: int, when: datetime) -> None:
         """Pretend the scheduler was away: move next_fire_at."""

@@ -193,18 +193,8 @@ class FireDispatcher:
                     )
                 )
                 continue
-            try:
-                request = self._client.prepare(
-                    schedule.task,
-                    schedule.kwargs,
-                    source="schedule",
-                    schedule_id=schedule.id,
-                    scheduled_for=fire_time,
-                )
-            except JobsError as exc:
-                _log.error(
-                    "schedule-invalid", schedule_id=schedule.id, task=schedule.task, error=str(exc)
-                )
+            request = self._prepare(schedule, fire_time)
+            if request is None:
                 claims.append(
                     repo.FireClaim(schedule.id, fire_time, "skipped", "invalid_task", None)
                 )
@@ -212,6 +202,23 @@ class FireDispatcher:
             claims.append(repo.FireClaim(schedule.id, fire_time, "enqueued", None, request.run_id))
             requests[(schedule.id, fire_time)] = request
         return claims, requests
+
+    def _prepare(self, schedule: Schedule, fire_time: datetime) -> RunRequest | None:
+        """The run for a fire, or None (logged) if the task or its kwargs no longer fit
+        the code, e.g. after a deploy renamed a parameter."""
+        try:
+            return self._client.prepare(
+                schedule.task,
+                schedule.kwargs,
+                source="schedule",
+                schedule_id=schedule.id,
+                scheduled_for=fire_time,
+            )
+        except JobsError as exc:
+            _log.error(
+                "schedule-invalid", schedule_id=schedule.id, task=schedule.task, error=str(exc)
+            )
+            return None
 
     # -- firing -------------------------------------------------------------------------
 
@@ -375,16 +382,8 @@ class FireDispatcher:
                     continue
                 if active.get(fire.schedule_id, 0):
                     continue
-                try:
-                    request = self._client.prepare(
-                        schedule.task,
-                        schedule.kwargs,
-                        source="schedule",
-                        schedule_id=schedule.id,
-                        scheduled_for=fire.fire_time,
-                    )
-                except JobsError as exc:
-                    _log.error("schedule-invalid", schedule_id=schedule.id, error=str(exc))
+                request = self._prepare(schedule, fire.fire_time)
+                if request is None:
                     await repo.drop_buffered(connection, fire.schedule_id)
                     continue
                 if await repo.take_buffered_fire(connection, fire.id, request.run_id):

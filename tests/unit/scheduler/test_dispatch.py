@@ -126,16 +126,7 @@ async def test_overlap_skip_does_not_start_while_a_run_is_active(
         schedule = await h.create(
             task="count_items", kwargs={"items": []}, schedule={"type": "interval", "seconds": 60}
         )
-        active = runs_repo.QueuedRun(
-            run_id="a" * 32,
-            task="count_items",
-            kwargs={},
-            source="schedule",
-            queued_at=T0,
-            schedule_id=schedule.id,
-        )
-        async with h.database.engine.begin() as connection:
-            await runs_repo.insert_queued_runs(connection, [active])
+        await h.add_active_run(schedule.id, "a" * 32, T0)
         await h.set_next_fire(schedule.id, T0)
         report = await h.dispatcher().tick(T0)
         fires = await h.fires_of(schedule.id)
@@ -155,16 +146,7 @@ async def test_overlap_buffer_one_starts_the_fire_after_the_active_run(
             schedule={"type": "cron", "cron": "* * * * *"},
             overlap="buffer_one",
         )
-        active = runs_repo.QueuedRun(
-            run_id="b" * 32,
-            task="count_items",
-            kwargs={},
-            source="schedule",
-            queued_at=T0,
-            schedule_id=schedule.id,
-        )
-        async with h.database.engine.begin() as connection:
-            await runs_repo.insert_queued_runs(connection, [active])
+        await h.add_active_run(schedule.id, "b" * 32, T0)
         dispatcher = h.dispatcher()
         await h.set_next_fire(schedule.id, T0)
         first = await dispatcher.tick(T0)
@@ -335,16 +317,7 @@ async def test_a_buffered_fire_is_dropped_not_run_when_the_schedule_is_paused(
             schedule={"type": "cron", "cron": "* * * * *"},
             overlap="buffer_one",
         )
-        active = runs_repo.QueuedRun(
-            run_id="c" * 32,
-            task="count_items",
-            kwargs={},
-            source="schedule",
-            queued_at=T0,
-            schedule_id=schedule.id,
-        )
-        async with h.database.engine.begin() as connection:
-            await runs_repo.insert_queued_runs(connection, [active])
+        await h.add_active_run(schedule.id, "c" * 32, T0)
         await h.set_next_fire(schedule.id, T0)
         dispatcher = h.dispatcher()
         await dispatcher.tick(T0)
