@@ -332,3 +332,31 @@ async def test_a_buffered_fire_is_dropped_not_run_when_the_schedule_is_paused(
     assert buffered == ["buffered"]
     assert later.fired == []
     assert fires == []
+
+
+async def test_overlap_skip_with_a_real_slow_task(make_settings: Callable[..., Settings]) -> None:
+    """While a slow run of the schedule is executing, its next fire is skipped; once it
+    has finished, the following fire runs."""
+    import asyncio  # noqa: PLC0415
+
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="sleep_for",
+            kwargs={"seconds": 0.6},
+            schedule={"type": "cron", "cron": "* * * * *"},
+        )
+        dispatcher = h.dispatcher()
+        await h.set_next_fire(schedule.id, T0)
+        first = await dispatcher.tick(T0)
+        await asyncio.sleep(0.3)  # the run is executing and recorded as running
+        await h.set_next_fire(schedule.id, T0 + timedelta(minutes=1))
+        during = await dispatcher.tick(T0 + timedelta(minutes=1))
+        runs_after_first = await h.runs_of(schedule.id)  # waits for the slow run to end
+        await h.set_next_fire(schedule.id, T0 + timedelta(minutes=2))
+        after = await dispatcher.tick(T0 + timedelta(minutes=2))
+        runs = await h.runs_of(schedule.id)
+    assert len(first.fired) == 1
+    assert during.skipped == [(schedule.id, T0 + timedelta(minutes=1), "overlap")]
+    assert [r.status for r in runs_after_first] == ["succeeded"]
+    assert len(after.fired) == 1
+    assert [r.scheduled_for for r in runs] == [T0, T0 + timedelta(minutes=2)]
