@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from taskiq import TaskiqMessage, TaskiqMiddleware
 from taskiq.labels import prepare_label
@@ -38,6 +38,7 @@ __all__ = [
     "EnqueueError",
     "IdempotencyConflictError",
     "JobsClient",
+    "Resent",
     "RunOptions",
     "RunRequest",
     "Submission",
@@ -60,6 +61,14 @@ class RunOptions(TypedDict, total=False):
     schedule_id: int | None
     scheduled_for: datetime | None
     webhook_event_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """What :meth:`JobsClient.resend` did."""
+
+    sent: list[str]
+    started: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +287,46 @@ class JobsClient:
                     )
                 )
             raise
+
+    async def resend(self, run_ids: Sequence[str]) -> Resent:
+        """Send again the runs that are still ``queued`` (same run ids).
+
+        For outboxes: a run recorded in a transaction whose message may not have reached
+        the broker (the sender died, or the broker refused or timed out). Runs a worker
+        already started are reported, not sent; runs whose task is gone are skipped.
+        Raises :class:`EnqueueError` if the broker refuses.
+        """
+        async with self._database.sessions() as session:
+            rows = (
+                (await session.execute(select(JobRun).where(JobRun.run_id.in_(run_ids))))
+                .scalars()
+                .all()
+            )
+        pending: list[RunRequest] = []
+        started: list[str] = []
+        for run in rows:
+            if run.status != "queued":
+                started.append(run.run_id)
+                continue
+            try:
+                info = self.task(run.task)
+            except JobsError:
+                continue
+            pending.append(
+                RunRequest(
+                    info=info,
+                    kwargs=run.kwargs,
+                    source=run.source,
+                    run_id=run.run_id,
+                    queued_at=run.queued_at,
+                    schedule_id=run.schedule_id,
+                    scheduled_for=run.scheduled_for,
+                    webhook_event_id=run.webhook_event_id,
+                )
+            )
+        if pending:
+            await self.send(pending)
+        return Resent(sent=[r.run_id for r in pending], started=started)
 
     async def get_run(self, run_id: str) -> JobRun | None:
         """The run's current record, or None."""

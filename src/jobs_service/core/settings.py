@@ -15,7 +15,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -35,6 +42,10 @@ __all__ = [
     "RunsSettings",
     "Scope",
     "Settings",
+    "WebhookRoute",
+    "WebhookScheme",
+    "WebhookSettings",
+    "WebhookSource",
     "WorkerSettings",
     "is_loopback_host",
 ]
@@ -138,6 +149,96 @@ class WorkerSettings(_Section):
     )
 
 
+WebhookScheme = Literal["standard", "github", "stripe", "hmac-sha256", "teams", "graph", "none"]
+
+
+class WebhookRoute(_Section):
+    """Where events of one type go: a task, optionally a domain action and a delivery."""
+
+    task: str = Field(description="Task enqueued with the single keyword argument event_id.")
+    action: str | None = Field(None, description="Domain action for process_webhook_event.")
+    deliver_to: dict[str, Any] | None = Field(None, description="Where to send the result.")
+
+
+class WebhookSource(_Section):
+    """One ``[webhooks.sources.<name>]`` table: how to verify and route a sender's calls."""
+
+    scheme: WebhookScheme = Field(description="Signature scheme of the sender.")
+    secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="Signing secrets; any one may match, so a new one can be added "
+        "before the old one is retired.",
+    )
+    tolerance_s: int = Field(
+        300, ge=1, description="Accepted clock skew for signed timestamps, both ways."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1, le=64 * 1_048_576, description="Larger bodies are refused with 413."
+    )
+    signature_header: str | None = Field(
+        None, description="hmac-sha256: the header holding the signature."
+    )
+    signature_encoding: Literal["hex", "base64", "auto"] = Field(
+        "auto", description="hmac-sha256: how the signature is encoded."
+    )
+    event_id: str | None = Field(
+        None,
+        description="Where the event id is: "
+        "'header:<Name>' or 'json:<JSON pointer>'; default per scheme.",
+    )
+    event_type: str | None = Field(
+        None,
+        description="Where the event type is: "
+        "'header:<Name>' or 'json:<JSON pointer>'; default per scheme.",
+    )
+    default_task: str | None = Field(
+        None, description="Task for event types without a route (default: process_webhook_event)."
+    )
+    routes: dict[str, str | WebhookRoute] = Field(
+        default_factory=dict, description="Event type → task name or route table."
+    )
+
+    @field_validator("event_id", "event_type")
+    @classmethod
+    def _locator(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("header:", "json:")):
+            msg = "must be 'header:<Name>' or 'json:<JSON pointer>' (e.g. json:/data/id)"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _scheme_needs(self) -> WebhookSource:
+        if self.scheme not in ("none",) and not self.secrets:
+            msg = f"scheme {self.scheme!r} needs at least one secret"
+            raise ValueError(msg)
+        if self.scheme == "hmac-sha256" and not self.signature_header:
+            msg = "scheme 'hmac-sha256' needs signature_header"
+            raise ValueError(msg)
+        return self
+
+    def route_for(self, event_type: str | None) -> WebhookRoute:
+        """The route of an event type: its own, else the default task."""
+        route = self.routes.get(event_type or "")
+        if isinstance(route, WebhookRoute):
+            return route
+        return WebhookRoute(task=route or self.default_task or "process_webhook_event")
+
+
+class WebhookSettings(_Section):
+    """Incoming webhooks."""
+
+    sources: dict[str, WebhookSource] = Field(
+        default_factory=dict,
+        description="One table per sender, named by the URL path segment: POST /webhooks/<name>.",
+    )
+    relay_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="An accepted event not enqueued after this long (the broker "
+        "was down) is enqueued by the relay.",
+    )
+
+
 class RunsSettings(_Section):
     """Run history."""
 
@@ -213,6 +314,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     runs: RunsSettings = Field(default_factory=RunsSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("task_modules", mode="before")
     @classmethod

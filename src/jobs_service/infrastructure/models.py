@@ -30,10 +30,12 @@ __all__ = [
     "SCHEDULE_KINDS",
     "SCHEDULE_SOURCES",
     "TERMINAL_STATUSES",
+    "WEBHOOK_STATUSES",
     "Base",
     "JobRun",
     "Schedule",
     "ScheduleFire",
+    "WebhookEvent",
 ]
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled")
@@ -44,6 +46,7 @@ SCHEDULE_KINDS = ("cron", "interval", "once")
 SCHEDULE_SOURCES = ("label", "api")
 OVERLAP_POLICIES = ("skip", "allow", "buffer_one")
 FIRE_OUTCOMES = ("enqueued", "skipped", "buffered")
+WEBHOOK_STATUSES = ("accepted", "enqueued", "processed", "failed")
 
 _NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -179,4 +182,34 @@ class ScheduleFire(Base):
             sqlite_where=text("outcome = 'buffered'"),
         ),
         Index(None, "fire_time"),
+    )
+
+
+class WebhookEvent(Base):
+    """One verified incoming webhook event, stored before anything else happens to it.
+
+    ``(source, external_id)`` is unique, so a sender's retry of the same event is
+    recognised as a duplicate instead of starting a second run.
+    """
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(100))
+    external_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    headers: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict)
+    body: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[dict[str, str] | None] = mapped_column(JsonDocument, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("source", "external_id"),
+        CheckConstraint(_in("status", WEBHOOK_STATUSES), name="status"),
+        Index(None, "status", "received_at"),
+        Index(None, "source", "id"),
     )

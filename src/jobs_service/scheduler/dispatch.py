@@ -27,17 +27,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, update
 
 from jobs_service.client import EnqueueError, JobsClient, RunRequest
 from jobs_service.core.errors import JobsError
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.column_types import UTCDateTime
-from jobs_service.infrastructure.models import JobRun, Schedule
+from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import schedules as repo
 from jobs_service.scheduler.specs import timing_for
-from jobs_service.tasks.registry import find_task
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -328,42 +327,24 @@ class FireDispatcher:
     async def _resend_unsent(self, now: datetime, report: TickReport) -> None:
         async with self._database.engine.begin() as connection:
             unsent = await repo.unsent_claims(connection, now - _OUTBOX_DELAY)
-            if not unsent:
-                return
-            rows = (
-                await connection.execute(
-                    select(JobRun).where(JobRun.run_id.in_([claim.run_id for claim in unsent]))
-                )
-            ).all()
-        pending, started = [], []
-        for row in rows:
-            run = row._mapping
-            if run["status"] != "queued":
-                started.append(run["run_id"])  # a worker has it: it was sent after all
-                continue
-            try:
-                info = find_task(self._client.broker, run["task"])
-            except JobsError:
-                continue
-            pending.append(
-                RunRequest(
-                    info=info,
-                    kwargs=run["kwargs"],
-                    source=run["source"],
-                    run_id=run["run_id"],
-                    queued_at=run["queued_at"],
-                    schedule_id=run["schedule_id"],
-                    scheduled_for=run["scheduled_for"],
-                )
+        if not unsent:
+            return
+        try:
+            result = await self._client.resend([claim.run_id for claim in unsent])
+        except EnqueueError as exc:
+            _log.error(
+                "schedule-enqueue-failed",
+                error=str(exc),
+                fires=len(unsent),
+                message="claims kept; re-sent on a later tick",
             )
-        if started:
-            async with self._database.engine.begin() as connection:
-                await repo.mark_sent(connection, started, now)
-        if pending and await self._send(pending, now):
-            report.resent += len(pending)
-            _log.warning(
-                "schedule-resent", runs=len(pending), run_ids=[r.run_id for r in pending][:20]
-            )
+            return
+        self._sent_at = datetime.now(UTC)
+        async with self._database.engine.begin() as connection:
+            await repo.mark_sent(connection, [*result.sent, *result.started], self._sent_at)
+        if result.sent:
+            report.resent += len(result.sent)
+            _log.warning("schedule-resent", runs=len(result.sent), run_ids=result.sent[:20])
 
     async def _release_buffered(self, now: datetime, report: TickReport) -> None:
         """Start waiting fires, oldest first, once their schedule's run has ended; drop
