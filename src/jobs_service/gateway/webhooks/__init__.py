@@ -1,0 +1,1 @@
+"""Incoming webhooks: proving a request came from its claimed sender before it becomes a job."""
