@@ -41,3 +41,9 @@ async def return_garbage() -> Summary:
 async def count_awkwardly() -> Summary:
     """Return counts named like log fields."""
     return make_summary(attempt=3, event=1, duration_ms=5, task=2)
+
+
+@broker.task(task_name="record_webhook", category="testing")
+async def record_webhook(event_id: int) -> Summary:
+    """Handle one webhook event (the tests route events here)."""
+    return make_summary(events=1 if event_id > 0 else 0)

@@ -20,7 +20,9 @@ from jobs_service.core.redaction import redact_url
 from jobs_service.core.settings import Settings
 from jobs_service.gateway.problems import install_problem_handlers
 from jobs_service.gateway.request_log import RequestLogMiddleware
-from jobs_service.gateway.routes import health, runs, schedules, tasks
+from jobs_service.gateway.routes import health, runs, schedules, tasks, webhooks
+from jobs_service.gateway.webhooks.inbox import WebhookInbox
+from jobs_service.gateway.webhooks.verification import Scheme, build_scheme
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.infrastructure.runtime import Runtime
@@ -30,13 +32,23 @@ if TYPE_CHECKING:
 
     from taskiq import AsyncBroker
 
-__all__ = ["check_gateway_security", "create_app"]
+__all__ = ["build_webhook_schemes", "check_gateway_security", "check_webhook_routes", "create_app"]
 
 _log = get_logger("jobs_service.gateway")
 
 
 def check_gateway_security(settings: Settings) -> None:
-    """Refuse configurations that would expose an unauthenticated API."""
+    """Refuse configurations that would expose an unauthenticated API or webhook."""
+    if settings.env == "production":
+        unverified = [
+            name for name, source in settings.webhooks.sources.items() if source.scheme == "none"
+        ]
+        if unverified:
+            msg = (
+                f"webhooks.sources.{unverified[0]}: scheme 'none' (no signature check) "
+                "is not allowed with JOBS_ENV=production; refusing to start"
+            )
+            raise ConfigurationError(msg)
     if settings.api_keys:
         return
     if settings.env == "production":
@@ -73,45 +85,27 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         serving = not target.is_worker_process
-        if serving:
-            check_gateway_security(settings)
-        runtime = Runtime(settings)
-        if embedded:
-            await migrate.upgrade(runtime.database)
-            await _sweep_interrupted(runtime)
-        await runtime.start()
-        app.state.runtime = runtime
-        app.state.client = JobsClient(target, runtime)
-        target.state.runtime = runtime
-        if serving:
-            await target.startup()
-            if isinstance(target, InMemoryBroker):
-                populate_dependency_context(target, app)
+        runtime = await _start_runtime(app, settings, target, serving=serving, embedded=embedded)
         in_process_scheduler = embedded if scheduler is None else scheduler
-        scheduler_task = _start_scheduler(target) if in_process_scheduler else None
-        if serving and announce and not settings.api_keys:
-            _log.warning(
-                "no-api-keys",
-                message="no [[api_keys]] configured: serving loopback callers only, "
-                "without authentication",
+        background = [
+            task
+            for task in (
+                _start_scheduler(target) if in_process_scheduler else None,
+                _start_relay(app.state.webhook_inbox, settings)
+                if serving and settings.webhooks.sources
+                else None,
             )
+            if task is not None
+        ]
         if announce:
-            _log.info(
-                "gateway-started",
-                version=__version__,
-                embedded=embedded,
-                database=redact_url(settings.database_url),
-                broker="in-memory"
-                if settings.redis_url is None
-                else redact_url(settings.redis_url),
-            )
+            _announce(settings, serving=serving, embedded=embedded)
         try:
             yield
         finally:
-            if scheduler_task is not None:
-                scheduler_task.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await scheduler_task
+                    await task
             if serving:
                 if isinstance(target, InMemoryBroker):
                     await _drain(target, settings.worker.shutdown_timeout_s)
@@ -131,8 +125,65 @@ def create_app(
     app.include_router(tasks.router)
     app.include_router(runs.router)
     app.include_router(schedules.router)
+    app.include_router(webhooks.router)
     app.add_middleware(RequestLogMiddleware, enabled=settings.api.request_log)
     return app
+
+
+async def _start_runtime(
+    app: FastAPI, settings: Settings, broker: AsyncBroker, *, serving: bool, embedded: bool
+) -> Runtime:
+    """Check the configuration, build the runtime and the objects routes use, start the
+    broker (unless a TaskIQ worker owns it)."""
+    if serving:
+        check_gateway_security(settings)
+        check_webhook_routes(settings, broker)
+    runtime = Runtime(settings)
+    if embedded:
+        await migrate.upgrade(runtime.database)
+        await _sweep_interrupted(runtime)
+    await runtime.start()
+    app.state.runtime = runtime
+    app.state.client = JobsClient(broker, runtime)
+    app.state.webhook_schemes = build_webhook_schemes(settings)
+    app.state.webhook_inbox = WebhookInbox(
+        runtime.database, app.state.client, relay_after_s=settings.webhooks.relay_after_s
+    )
+    broker.state.runtime = runtime
+    if serving:
+        await broker.startup()
+        if isinstance(broker, InMemoryBroker):
+            populate_dependency_context(broker, app)
+    return runtime
+
+
+def _announce(settings: Settings, *, serving: bool, embedded: bool) -> None:
+    if serving and not settings.api_keys:
+        _log.warning(
+            "no-api-keys",
+            message="no [[api_keys]] configured: serving loopback callers only, "
+            "without authentication",
+        )
+    _log.info(
+        "gateway-started",
+        version=__version__,
+        embedded=embedded,
+        database=redact_url(settings.database_url),
+        broker="in-memory" if settings.redis_url is None else redact_url(settings.redis_url),
+    )
+
+
+def check_webhook_routes(settings: Settings, broker: AsyncBroker) -> None:
+    """Every task a webhook route names must exist: a typo would fail every event."""
+    for name, source in settings.webhooks.sources.items():
+        named = [source.default_task] if source.default_task else []
+        named += [
+            route if isinstance(route, str) else route.task for route in source.routes.values()
+        ]
+        for task in named:
+            if task is not None and broker.find_task(task) is None:
+                msg = f"webhooks.sources.{name}: route task {task!r} is not registered"
+                raise ConfigurationError(msg)
 
 
 async def _drain(broker: InMemoryBroker, timeout_s: float) -> None:
@@ -150,6 +201,40 @@ async def _drain(broker: InMemoryBroker, timeout_s: float) -> None:
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=5)
+
+
+def build_webhook_schemes(settings: Settings) -> dict[str, Scheme]:
+    """One verifier per configured source, built once (decoding secrets is not free)."""
+    schemes: dict[str, Scheme] = {}
+    for name, source in settings.webhooks.sources.items():
+        try:
+            schemes[name] = build_scheme(
+                source.scheme,
+                secrets=[s.get_secret_value() for s in source.secrets],
+                tolerance_s=source.tolerance_s,
+                header=source.signature_header,
+                encoding=source.signature_encoding,
+            )
+        except ValueError as exc:
+            msg = f"webhooks.sources.{name}: {exc}"
+            raise ConfigurationError(msg) from None
+    return schemes
+
+
+def _start_relay(inbox: WebhookInbox, settings: Settings) -> asyncio.Task[None]:
+    """Enqueue events accepted while the broker was down, once it is back."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(settings.webhooks.relay_after_s)
+            try:
+                await inbox.relay()
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any one failure
+                _log.warning(
+                    "webhook-relay-failed", error_type=type(exc).__name__, error=str(exc)[:300]
+                )
+
+    return asyncio.create_task(loop(), name="webhook-relay")
 
 
 async def _sweep_interrupted(runtime: Runtime) -> None:

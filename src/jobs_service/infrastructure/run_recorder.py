@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.repositories.runs import RunEvent, upsert_run_events
+from jobs_service.infrastructure.repositories.webhooks import mark_finished
 
 if TYPE_CHECKING:
     from jobs_service.infrastructure.database import Database
@@ -90,6 +92,7 @@ class RunRecorder:
                 chunk = events[start : start + self._batch_size]
                 async with self._database.engine.begin() as connection:
                     await upsert_run_events(connection, chunk)
+                    await mark_finished(connection, _webhook_outcomes(chunk), datetime.now(UTC))
         except Exception:
             self._requeue(events)
             raise
@@ -123,3 +126,21 @@ class RunRecorder:
                 )
             else:
                 backoff = self._interval
+
+
+def _webhook_outcomes(
+    events: list[RunEvent],
+) -> list[tuple[int, str, str, dict[str, str] | None]]:
+    """A webhook event is processed when its run succeeds, failed when it fails."""
+    return [
+        (
+            event.webhook_event_id,
+            "processed" if event.status == "succeeded" else "failed",
+            event.run_id,
+            event.error,
+        )
+        for event in events
+        if event.webhook_event_id is not None
+        and event.is_finish
+        and event.status in ("succeeded", "failed", "dead")
+    ]

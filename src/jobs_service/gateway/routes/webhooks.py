@@ -1,0 +1,84 @@
+"""``POST /webhooks/{source}``: verify, persist, enqueue, answer 202 (DESIGN §6)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from jobs_service.core.logging import get_logger
+from jobs_service.core.redaction import redact_headers
+from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.webhooks.events import MalformedEventError, split_events
+from jobs_service.gateway.webhooks.verification import VerificationError
+
+router = APIRouter(tags=["webhooks"])
+_log = get_logger("jobs_service.webhooks")
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) as soon as it exceeds ``limit`` — never buffering more."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "body-too-large", f"the body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, "body-too-large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/webhooks/{source}",
+    status_code=202,
+    summary="Receive a webhook",
+    responses={
+        200: {"description": "Microsoft Graph validation handshake (text/plain)"},
+        400: {"description": "Malformed body"},
+        401: {"description": "Bad signature or stale timestamp"},
+        404: {"description": "Unknown source"},
+        413: {"description": "Body too large"},
+        503: {"description": "Database unavailable: retry"},
+    },
+)
+async def receive_webhook(source: str, request: Request) -> Response:
+    """Verified on the raw body, stored, then enqueued: 202 ``{"event_id", "status"}``
+    with status ``accepted`` or ``duplicate``. Authentication is the signature, not an
+    API key."""
+    config = request.app.state.settings.webhooks.sources.get(source)
+    if config is None:
+        raise Problem(404, "unknown-webhook-source", f"no webhook source {source!r}")
+    token = request.query_params.get("validationToken")
+    if config.scheme == "graph" and token is not None:
+        return PlainTextResponse(token, status_code=200)
+    body = await _read_capped(request, config.max_body_bytes)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    try:
+        verified = request.app.state.webhook_schemes[source].verify(body, headers, now=time.time())
+    except VerificationError as exc:
+        _log.warning("webhook-rejected", source=source, reason=exc.reason)
+        raise Problem(401, "webhook-rejected", exc.message, reason=exc.reason) from None
+    try:
+        events = split_events(config, body, headers, verified)
+    except MalformedEventError as exc:
+        _log.warning("webhook-rejected", source=source, reason="malformed")
+        raise Problem(400, "malformed-webhook", str(exc)) from None
+    answers = await request.app.state.webhook_inbox.accept(
+        source, config, events, redact_headers(headers)
+    )
+    for answer in answers:
+        _log.info(
+            "webhook-duplicate" if answer.status == "duplicate" else "webhook-accepted",
+            source=source,
+            event_id=answer.event_id,
+            external_id=answer.external_id,
+        )
+    body_out: dict[str, Any] = {"event_id": answers[0].event_id, "status": answers[0].status}
+    if len(answers) > 1:
+        body_out["events"] = [{"event_id": a.event_id, "status": a.status} for a in answers]
+    return JSONResponse(body_out, status_code=202)

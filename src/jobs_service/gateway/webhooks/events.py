@@ -1,0 +1,113 @@
+"""From a verified request to the events it carries: id, type and payload of each.
+
+The event id is what makes retries of the same delivery a duplicate, so every event
+needs one. Where a sender provides none (a generic HMAC sender without an id field, a
+Graph notification), the id is the SHA-256 of the event's canonical JSON: the same
+content is the same event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from jobs_service.core.settings import WebhookSource
+    from jobs_service.gateway.webhooks.verification import Verified
+
+__all__ = ["DEFAULT_LOCATORS", "IncomingEvent", "MalformedEventError", "split_events"]
+
+#: Where each scheme's senders put the event id and type, unless the source says.
+DEFAULT_LOCATORS: dict[str, tuple[str | None, str | None]] = {
+    "standard": ("header:webhook-id", "json:/type"),
+    "github": ("header:X-GitHub-Delivery", "header:X-GitHub-Event"),
+    "stripe": ("json:/id", "json:/type"),
+    "hmac-sha256": ("json:/id", "json:/type"),
+    "teams": ("json:/id", "json:/type"),
+    "graph": (None, "json:/changeType"),
+    "none": ("json:/id", "json:/type"),
+}
+
+
+class MalformedEventError(ValueError):
+    """The body is not the JSON the scheme requires."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """One event of a request, ready to be stored."""
+
+    external_id: str
+    event_type: str | None
+    body: str
+
+
+def _pointer(document: Any, pointer: str) -> Any:
+    """RFC 6901 JSON pointer lookup; None when the path does not exist."""
+    if pointer in ("", "/"):
+        return document
+    current = document
+    for raw in pointer.lstrip("/").split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(current, dict):
+            current = current.get(part)
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return None
+    return current
+
+
+def _locate(locator: str | None, headers: Mapping[str, str], document: Any) -> str | None:
+    if locator is None:
+        return None
+    kind, _, where = locator.partition(":")
+    value = headers.get(where.lower()) if kind == "header" else _pointer(document, where)
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    return text[:255] or None
+
+
+def _content_id(document: Any) -> str:
+    return (
+        "sha256:" + hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    )
+
+
+def split_events(
+    source: WebhookSource, body: bytes, headers: Mapping[str, str], verified: Verified
+) -> list[IncomingEvent]:
+    """Parse the body and return its events (Graph batches give one per notification).
+
+    ``headers`` must have lowercase names. Raises :class:`MalformedEventError`.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEventError(f"body is not valid JSON ({exc})") from None
+    default_id, default_type = DEFAULT_LOCATORS[source.scheme]
+    id_locator = source.event_id or default_id
+    type_locator = source.event_type or default_type
+    if source.scheme == "graph":
+        items = document.get("value") if isinstance(document, dict) else None
+        if not isinstance(items, list) or not items:
+            raise MalformedEventError("a Graph notification body needs a non-empty 'value'")
+        return [
+            IncomingEvent(
+                external_id=_locate(id_locator, headers, item) or _content_id(item),
+                event_type=_locate(type_locator, headers, item),
+                body=orjson.dumps(item).decode(),
+            )
+            for item in items
+        ]
+    external_id = (
+        verified.event_id or _locate(id_locator, headers, document) or _content_id(document)
+    )
+    event_type = verified.event_type or _locate(type_locator, headers, document)
+    return [IncomingEvent(external_id, event_type, body.decode("utf-8", "replace"))]

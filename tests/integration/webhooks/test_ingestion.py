@@ -1,0 +1,149 @@
+"""Webhook ingestion against the real PostgreSQL and Redis: nothing accepted is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from jobs_service.broker import build_broker, stream_names
+from jobs_service.core.settings import Settings
+from jobs_service.gateway import create_app
+from jobs_service.infrastructure.models import JobRun, WebhookEvent
+from jobs_service.tasks.registry import list_tasks
+from tests.conftest import serve_app
+from tests.support.processes import free_port
+from tests.support.redis_server import PrivateRedis
+from tests.unit.gateway.test_webhooks_api import SOURCES, standard
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from fastapi import FastAPI
+    from taskiq import AsyncBroker
+
+pytestmark = pytest.mark.anyio
+
+
+def _redis_broker(settings: Settings) -> AsyncBroker:
+    from jobs_service.broker import broker as shared  # noqa: PLC0415
+
+    target = build_broker(settings)
+    for info in list_tasks(shared):
+        target.register_task(info.task.original_func, info.name, **info.task.labels)
+    return target
+
+
+async def _count(app: FastAPI, model: Any, *where: Any) -> int:
+    async with app.state.runtime.database.sessions() as session:
+        return int(
+            (
+                await session.execute(select(func.count()).select_from(model).where(*where))
+            ).scalar_one()
+        )
+
+
+async def test_twenty_concurrent_deliveries_of_one_event_make_one_run(
+    pg_url: str,
+    redis_prefix: str,
+) -> None:
+    """The sender's retries racing each other: one event row, one run, 19 duplicates."""
+    settings = Settings(
+        database_url=pg_url,
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
+        webhooks={"sources": SOURCES},
+    )
+    app = create_app(settings, broker=_redis_broker(settings))
+    msg_id = f"msg-{uuid.uuid4().hex}"
+    body = json.dumps({"type": "invoice.paid"}).encode()
+    async with serve_app(app) as client:
+        responses = await asyncio.gather(
+            *[
+                client.post("/webhooks/billing", content=body, headers=standard(body, msg_id))
+                for _ in range(20)
+            ]
+        )
+        events = await _count(app, WebhookEvent, WebhookEvent.external_id == msg_id)
+        event_id = responses[0].json()["event_id"]
+        runs = await _count(app, JobRun, JobRun.webhook_event_id == event_id)
+        async with Redis.from_url("redis://127.0.0.1:6379/0") as redis:
+            queued = await redis.xlen(stream_names(settings)["stream"])
+    assert {r.status_code for r in responses} == {202}
+    assert sorted(r.json()["status"] for r in responses) == ["accepted"] + ["duplicate"] * 19
+    assert {r.json()["event_id"] for r in responses} == {event_id}
+    assert events == 1
+    assert runs == 1
+    assert queued == 1
+
+
+async def test_broker_down_at_ingest_then_the_relay_enqueues(
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    """Redis stopped: still 202 and the event is stored; Redis back: the relay sends it."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    settings = Settings(
+        database_url=pg_url,
+        redis_url=server.url,
+        redis_prefix=f"relay-{uuid.uuid4().hex[:6]}",
+        webhooks={"sources": SOURCES, "relay_after_s": 0.2},
+    )
+    app = create_app(settings, broker=_redis_broker(settings))
+    body = json.dumps({"type": "invoice.paid"}).encode()
+    try:
+        async with serve_app(app) as client:
+            server.stop()
+            response = await client.post(
+                "/webhooks/billing", content=body, headers=standard(body, f"m-{uuid.uuid4().hex}")
+            )
+            event_id = response.json()["event_id"]
+            accepted = await _count(
+                app, WebhookEvent, WebhookEvent.id == event_id, WebhookEvent.status == "accepted"
+            )
+            server.start()
+            enqueued = 0
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                enqueued = await _count(
+                    app,
+                    WebhookEvent,
+                    WebhookEvent.id == event_id,
+                    WebhookEvent.status == "enqueued",
+                )
+                if enqueued:
+                    break
+            async with Redis.from_url(server.url) as redis:
+                queued = await redis.xlen(stream_names(settings)["stream"])
+    finally:
+        server.stop()
+    assert response.status_code == 202
+    assert response.json()["status"] == "accepted"
+    assert accepted == 1
+    assert enqueued == 1
+    assert queued == 1
+
+
+async def test_database_down_is_503_so_the_sender_retries(redis_prefix: str) -> None:
+    """Nothing can be stored: 503 with Retry-After, never a 202."""
+    closed = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/jobs"
+    settings = Settings(
+        database_url=closed,
+        database={"connect_timeout_s": 1},
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=redis_prefix,
+        webhooks={"sources": SOURCES},
+    )
+    app = create_app(settings, broker=_redis_broker(settings))
+    body = json.dumps({"type": "invoice.paid"}).encode()
+    async with serve_app(app) as client:
+        response = await client.post("/webhooks/billing", content=body, headers=standard(body))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.headers["content-type"] == "application/problem+json"

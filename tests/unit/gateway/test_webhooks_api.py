@@ -1,0 +1,285 @@
+"""POST /webhooks/{source}: verify, persist, dedupe, enqueue — and every refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import func, select
+
+from jobs_service.broker import broker
+from jobs_service.core.errors import ConfigurationError
+from jobs_service.gateway import create_app
+from jobs_service.infrastructure.models import JobRun, WebhookEvent
+from tests.conftest import serve_app
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    import httpx
+    from fastapi import FastAPI
+
+    from jobs_service.core.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+SW_KEY = b"billing-signing-key-0123456789ab"
+SW_SECRET = "whsec_" + base64.b64encode(SW_KEY).decode()
+GH_SECRET = "gh-secret"
+GRAPH_STATE = "client-state-secret"
+SOURCES: dict[str, Any] = {
+    "billing": {
+        "scheme": "standard",
+        "secrets": [SW_SECRET],
+        "default_task": "record_webhook",
+        "routes": {"invoice.paid": "record_webhook"},
+        "max_body_bytes": 4096,
+    },
+    "gh": {"scheme": "github", "secrets": [GH_SECRET], "default_task": "record_webhook"},
+    "graph": {"scheme": "graph", "secrets": [GRAPH_STATE], "default_task": "record_webhook"},
+}
+
+
+def standard(
+    body: bytes, msg_id: str = "msg_1", ts: int | None = None, key: bytes = SW_KEY
+) -> dict[str, str]:
+    """Standard Webhooks headers, signed as the spec describes (independently of us)."""
+    ts = ts if ts is not None else int(time.time())
+    mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+        "content-type": "application/json",
+    }
+
+
+async def _service(make_settings: Callable[..., Settings], **overrides: Any) -> FastAPI:
+    settings = make_settings(webhooks={"sources": overrides.pop("sources", SOURCES)}, **overrides)
+    return create_app(settings, broker=broker, embedded=True, scheduler=False)
+
+
+async def _settled(app: FastAPI) -> None:
+    await broker.wait_all()  # type: ignore[attr-defined]
+    await app.state.runtime.recorder.wait_flushed()
+
+
+async def _rows(app: FastAPI) -> tuple[list[WebhookEvent], list[JobRun]]:
+    await _settled(app)
+    async with app.state.runtime.database.sessions() as session:
+        events = list(
+            (await session.execute(select(WebhookEvent).order_by(WebhookEvent.id))).scalars()
+        )
+        runs = list(
+            (await session.execute(select(JobRun).where(JobRun.source == "webhook"))).scalars()
+        )
+    return events, runs
+
+
+@pytest.fixture
+async def billing(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    app = await _service(make_settings)
+    async with serve_app(app, client_host="203.0.113.9") as client:  # senders are remote
+        yield app, client
+
+
+async def test_a_signed_event_is_stored_enqueued_and_processed(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """202 accepted; the routed task runs with event_id; the event ends processed."""
+    app, client = billing
+    body = json.dumps({"type": "invoice.paid", "data": {"id": "in_1"}}).encode()
+    response = await client.post("/webhooks/billing", content=body, headers=standard(body))
+    events, runs = await _rows(app)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"event_id": events[0].id, "status": "accepted"}
+    assert (events[0].external_id, events[0].event_type) == ("msg_1", "invoice.paid")
+    assert events[0].status == "processed"
+    assert events[0].headers["webhook-signature"] == "[redacted]"
+    assert [(r.task, r.kwargs, r.webhook_event_id, r.status) for r in runs] == [
+        ("record_webhook", {"event_id": events[0].id}, events[0].id, "succeeded")
+    ]
+    assert events[0].run_id == runs[0].run_id
+
+
+async def test_a_repeated_delivery_is_a_duplicate_without_a_second_run(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """The same webhook-id twice (even re-signed later): one event, one run."""
+    app, client = billing
+    body = json.dumps({"type": "invoice.paid"}).encode()
+    first = await client.post("/webhooks/billing", content=body, headers=standard(body))
+    again = await client.post(
+        "/webhooks/billing", content=body, headers=standard(body, ts=int(time.time()) + 5)
+    )
+    events, runs = await _rows(app)
+    assert first.json()["status"] == "accepted"
+    assert again.status_code == 202
+    assert again.json() == {"event_id": first.json()["event_id"], "status": "duplicate"}
+    assert len(events) == 1
+    assert len(runs) == 1
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda body, headers: (body + b" ", headers), "bad_signature"),
+        (lambda body, headers: (body, standard(body, key=b"x" * 32)), "bad_signature"),
+        (
+            lambda body, headers: (body, standard(body, ts=int(time.time()) - 3600)),
+            "stale_timestamp",
+        ),
+        (
+            lambda body, headers: (body, standard(body, ts=int(time.time()) + 3600)),
+            "future_timestamp",
+        ),
+        (
+            lambda body, headers: (
+                body,
+                {k: v for k, v in headers.items() if k != "webhook-signature"},
+            ),
+            "missing_header",
+        ),
+    ],
+)
+async def test_unverifiable_requests_are_401_and_store_nothing(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+    mangle: Any,
+    reason: str,
+) -> None:
+    """Tampered body, wrong secret, stale or future timestamp, missing header: 401."""
+    app, client = billing
+    body = json.dumps({"type": "invoice.paid"}).encode()
+    sent_body, headers = mangle(body, standard(body))
+    response = await client.post("/webhooks/billing", content=sent_body, headers=headers)
+    events, runs = await _rows(app)
+    assert response.status_code == 401
+    assert response.json()["reason"] == reason
+    assert SW_SECRET not in response.text
+    assert events == []
+    assert runs == []
+
+
+async def test_refusals_before_verification(billing: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    """Unknown source 404; too large 413 (declared or streamed); bad JSON 400."""
+    app, client = billing
+    unknown = await client.post("/webhooks/nobody", content=b"{}")
+    big = b'{"x": "' + b"a" * 5000 + b'"}'
+    declared = await client.post("/webhooks/billing", content=big, headers=standard(big))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"a" * 1000
+
+    streamed = await client.post("/webhooks/billing", content=chunks())
+    garbage = b"{not json"
+    malformed = await client.post("/webhooks/billing", content=garbage, headers=standard(garbage))
+    events, _ = await _rows(app)
+    assert unknown.status_code == 404
+    assert declared.status_code == 413
+    assert streamed.status_code == 413
+    assert malformed.status_code == 400
+    assert events == []
+
+
+async def test_github_uses_its_delivery_id_and_event_header(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """GitHub: X-GitHub-Delivery is the id, X-GitHub-Event the type."""
+    app, client = billing
+    body = b'{"action": "opened"}'
+    signature = "sha256=" + hmac.new(GH_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    response = await client.post(
+        "/webhooks/gh",
+        content=body,
+        headers={
+            "X-Hub-Signature-256": signature,
+            "X-GitHub-Delivery": "d-42",
+            "X-GitHub-Event": "pull_request",
+        },
+    )
+    events, _ = await _rows(app)
+    assert response.status_code == 202
+    assert (events[0].external_id, events[0].event_type) == ("d-42", "pull_request")
+
+
+async def test_graph_handshake_and_batches(billing: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    """The validation token is echoed as text; each notification becomes an event."""
+    app, client = billing
+    handshake = await client.post("/webhooks/graph?validationToken=Token%20ABC")
+    notification = {
+        "subscriptionId": "s1",
+        "changeType": "created",
+        "clientState": GRAPH_STATE,
+        "resource": "users/1/messages/{}",
+    }
+    batch = {"value": [{**notification, "resource": "m/1"}, {**notification, "resource": "m/2"}]}
+    accepted = await client.post("/webhooks/graph", json=batch)
+    forged = await client.post(
+        "/webhooks/graph", json={"value": [{**notification, "clientState": "guess"}]}
+    )
+    events, runs = await _rows(app)
+    assert handshake.status_code == 200
+    assert handshake.text == "Token ABC"
+    assert handshake.headers["content-type"].startswith("text/plain")
+    assert accepted.status_code == 202
+    assert len(accepted.json()["events"]) == 2
+    assert forged.status_code == 401
+    assert [e.event_type for e in events] == ["created", "created"]
+    assert len(runs) == 2
+
+
+async def test_scheme_none_is_refused_in_production(make_settings: Callable[..., Settings]) -> None:
+    """An unverified source would let anyone start runs: production will not start."""
+    import hashlib as h  # noqa: PLC0415
+
+    key = {"name": "k", "sha256": h.sha256(b"k").hexdigest(), "scopes": ["admin"]}
+    app = await _service(
+        make_settings,
+        env="production",
+        api_keys=[key],
+        sources={"open": {"scheme": "none", "default_task": "record_webhook"}},
+    )
+    with pytest.raises(ConfigurationError, match="scheme 'none'"):
+        async with serve_app(app):
+            pass
+
+
+async def test_a_route_to_an_unknown_task_is_refused_at_start(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A typo in a route would fail every event: the gateway does not start."""
+    app = await _service(
+        make_settings,
+        sources={"billing": {**SOURCES["billing"], "routes": {"invoice.paid": "recrod_webhook"}}},
+    )
+    with pytest.raises(ConfigurationError, match="recrod_webhook"):
+        async with serve_app(app):
+            pass
+
+
+async def test_counts_of_stored_events(billing: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    """Three distinct deliveries: three events, three runs, all processed."""
+    app, client = billing
+    for n in range(3):
+        body = json.dumps({"type": "invoice.paid", "n": n}).encode()
+        await client.post("/webhooks/billing", content=body, headers=standard(body, f"m{n}"))
+    await asyncio.sleep(0)
+    await _settled(app)
+    async with app.state.runtime.database.sessions() as session:
+        statuses = dict(
+            (
+                await session.execute(
+                    select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)
+                )
+            ).all()
+        )
+    assert statuses == {"processed": 3}
