@@ -112,14 +112,22 @@ def make_settings(sqlite_url: str) -> Callable[..., Settings]:
 
 
 @contextlib.asynccontextmanager
+async def asgi_client(
+    app: FastAPI, client_host: str = "127.0.0.1"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Talk to an app in-process (no sockets) as a caller at ``client_host``."""
+    transport = httpx.ASGITransport(app=app, client=(client_host, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
 async def serve_app(
     app: FastAPI, client_host: str = "127.0.0.1"
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's lifespan and talk to it in-process (no sockets)."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(client_host, 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
+    async with app.router.lifespan_context(app), asgi_client(app, client_host) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

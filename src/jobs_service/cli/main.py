@@ -40,7 +40,7 @@ def _load_settings(args: argparse.Namespace) -> Settings:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:
-    from jobs_service.cli import admin, jobs, schedules, serve  # noqa: PLC0415 - on use
+    from jobs_service.cli import admin, jobs, schedules, serve, webhooks  # noqa: PLC0415
 
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "run": serve.run,
@@ -53,6 +53,7 @@ def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:
         "enqueue": jobs.enqueue,
         "runs": jobs.runs,
         "schedules": schedules.schedules,
+        "webhooks": webhooks.webhooks,
     }
     return handlers[command]
 

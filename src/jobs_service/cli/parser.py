@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from jobs_service import __version__
 
@@ -136,6 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--idempotency-key", metavar="KEY", help="queue at most one run for this key"
     )
 
+    _add_schedules(commands)
+    _add_webhooks(commands)
+
+    runs = commands.add_parser(
+        "runs", help="list recent runs, or show one", description="Read the run history."
+    )
+    runs.add_argument("run_id", nargs="?", help="show this run in full")
+    runs.add_argument("--task", help="only runs of this task")
+    runs.add_argument(
+        "--status",
+        choices=["queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled"],
+    )
+    runs.add_argument("--source", choices=["api", "schedule", "webhook", "retry", "cli"])
+    runs.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default: api.host setting, 127.0.0.1)")
+    parser.add_argument("--port", type=_port, help="port (default: api.port setting, 8000)")
+
+
+def _add_schedules(commands: Any) -> None:
+    """``jobsctl schedules list|show|pause|resume|trigger``."""
     schedules = commands.add_parser(
         "schedules",
         help="list, inspect, pause, resume or trigger schedules",
@@ -157,21 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "pause":
             sub.add_argument("--note", help="why it is paused (shown in the API)")
 
-    runs = commands.add_parser(
-        "runs", help="list recent runs, or show one", description="Read the run history."
-    )
-    runs.add_argument("run_id", nargs="?", help="show this run in full")
-    runs.add_argument("--task", help="only runs of this task")
-    runs.add_argument(
-        "--status",
-        choices=["queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled"],
-    )
-    runs.add_argument("--source", choices=["api", "schedule", "webhook", "retry", "cli"])
-    runs.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
-    runs.add_argument("--json", action="store_true", help="print JSON")
-    return parser
 
-
-def _serve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="bind address (default: api.host setting, 127.0.0.1)")
-    parser.add_argument("--port", type=_port, help="port (default: api.port setting, 8000)")
+def _add_webhooks(commands: Any) -> None:
+    """``jobsctl webhooks list|show|replay``."""
+    webhooks = commands.add_parser(
+        "webhooks",
+        help="list, inspect or replay received webhook events",
+        description="The webhook inbox.",
+    )
+    inbox = webhooks.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    inbox.required = True
+    events = inbox.add_parser("list", help="newest events first", description="List events.")
+    events.add_argument("--source", help="only events of this source")
+    events.add_argument("--status", choices=["accepted", "enqueued", "processed", "failed"])
+    events.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+    events.add_argument("--json", action="store_true", help="print JSON")
+    for action, text in (
+        ("show", "one event with its headers and body"),
+        ("replay", "process the event again (a new run)"),
+    ):
+        sub = inbox.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("event_id", type=_positive, metavar="ID", help="event id")

@@ -20,7 +20,14 @@ from jobs_service.core.redaction import redact_url
 from jobs_service.core.settings import Settings
 from jobs_service.gateway.problems import install_problem_handlers
 from jobs_service.gateway.request_log import RequestLogMiddleware
-from jobs_service.gateway.routes import health, runs, schedules, tasks, webhooks
+from jobs_service.gateway.routes import (
+    health,
+    runs,
+    schedules,
+    tasks,
+    webhook_events,
+    webhooks,
+)
 from jobs_service.gateway.webhooks.inbox import WebhookInbox
 from jobs_service.gateway.webhooks.verification import Scheme, build_scheme
 from jobs_service.infrastructure import migrate
@@ -126,6 +133,7 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(schedules.router)
     app.include_router(webhooks.router)
+    app.include_router(webhook_events.router)
     app.add_middleware(RequestLogMiddleware, enabled=settings.api.request_log)
     return app
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from jobs_service.infrastructure.models import JobRun, Schedule
+    from jobs_service.infrastructure.models import JobRun, Schedule, WebhookEvent
     from jobs_service.tasks.registry import TaskInfo
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "BatchOut",
     "FireTime",
     "Page",
+    "ReplayOut",
     "RunOut",
     "RunStatus",
     "ScheduleDetailOut",
@@ -24,6 +26,8 @@ __all__ = [
     "SubmitOut",
     "TaskOut",
     "TriggerOut",
+    "WebhookEventDetailOut",
+    "WebhookEventOut",
 ]
 
 #: Largest id a BIGINT holds; larger query values are a 422, not a database error.
@@ -235,4 +239,49 @@ class TriggerOut(BaseModel):
 
     run_id: str
     schedule_id: int
+    status: RunStatus
+
+
+class WebhookEventOut(BaseModel):
+    """A stored webhook event (list view)."""
+
+    id: int
+    source: str
+    external_id: str
+    event_type: str | None
+    status: Literal["accepted", "enqueued", "processed", "failed"]
+    task: str
+    run_id: str | None
+    error: RunError | None
+    received_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, event: WebhookEvent) -> WebhookEventOut:
+        """Serialise a row."""
+        return cls.model_validate(event, from_attributes=True)
+
+
+class WebhookEventDetailOut(WebhookEventOut):
+    """A stored webhook event with its headers (secrets redacted) and body."""
+
+    headers: dict[str, str]
+    body: Any = Field(description="The JSON payload, or the raw text if it is not JSON")
+
+    @classmethod
+    def of(cls, event: WebhookEvent) -> WebhookEventDetailOut:
+        """Serialise a row, parsing the stored body."""
+        try:
+            body: Any = orjson.loads(event.body)
+        except orjson.JSONDecodeError:
+            body = event.body
+        base = WebhookEventOut.of(event).model_dump()
+        return cls(**base, headers=event.headers, body=body)
+
+
+class ReplayOut(BaseModel):
+    """The run a replay queued."""
+
+    event_id: int
+    run_id: str
     status: RunStatus

@@ -210,6 +210,6 @@ class WebhookEvent(Base):
     __table_args__ = (
         UniqueConstraint("source", "external_id"),
         CheckConstraint(_in("status", WEBHOOK_STATUSES), name="status"),
-        Index(None, "status", "received_at"),
+        Index(None, "status", "updated_at"),
         Index(None, "source", "id"),
     )

@@ -24,6 +24,7 @@ COMMANDS = [
     "enqueue",
     "runs",
     "schedules",
+    "webhooks",
 ]
 
 
@@ -184,3 +185,53 @@ def test_schedules_list_show_pause_resume_trigger(tmp_path: Path) -> None:
     missing = jobsctl("schedules", "show", "999", env=env, cwd=tmp_path)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "jobsctl schedules: no schedule 999"
+
+
+def test_webhooks_list_show_replay(tmp_path: Path) -> None:
+    """The inbox commands read the embedded database and replay an event."""
+    import asyncio  # noqa: PLC0415
+
+    from jobs_service.core.settings import Settings  # noqa: PLC0415
+    from jobs_service.infrastructure import migrate  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+    from jobs_service.infrastructure.repositories import webhooks as repo  # noqa: PLC0415
+
+    async def prepare() -> None:
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/var/jobs.db")
+        database = Database(settings.database_url, settings.database)
+        await migrate.upgrade(database)
+        event = repo.NewEvent(
+            source="billing",
+            external_id="evt-1",
+            event_type="paid",
+            headers={"webhook-signature": "[redacted]"},
+            body='{"type": "paid"}',
+            task="record_webhook",
+            run_id="f" * 32,
+            received_at=datetime.now(UTC),
+        )
+        async with database.engine.begin() as connection:
+            await repo.insert_events(connection, [event])
+        await database.close()
+
+    asyncio.run(prepare())
+    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+    listed = jobsctl("webhooks", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "billing" in listed.stdout
+    assert "accepted" in listed.stdout
+    shown = json.loads(jobsctl("webhooks", "show", "1", env=env, cwd=tmp_path).stdout)
+    assert shown["body"] == {"type": "paid"}
+    replayed = jobsctl("webhooks", "replay", "1", env=env, cwd=tmp_path)
+    run_id = json.loads(replayed.stdout)["run_id"]
+    run = json.loads(jobsctl("runs", run_id, env=env, cwd=tmp_path).stdout)
+    assert (run["task"], run["kwargs"], run["status"]) == (
+        "record_webhook",
+        {"event_id": 1},
+        "succeeded",
+    )
+    missing = jobsctl("webhooks", "show", "42", env=env, cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "jobsctl webhooks: no webhook event 42"

@@ -17,7 +17,7 @@ from jobs_service.broker import broker
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.gateway import create_app
 from jobs_service.infrastructure.models import JobRun, WebhookEvent
-from tests.conftest import serve_app
+from tests.conftest import asgi_client, serve_app
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -283,3 +283,37 @@ async def test_counts_of_stored_events(billing: tuple[FastAPI, httpx.AsyncClient
             ).all()
         )
     assert statuses == {"processed": 3}
+
+
+async def test_the_inbox_lists_shows_and_replays(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """List with filters and pages, detail with redacted headers, replay = a new run."""
+    app, client = billing
+    for n in range(3):
+        body = json.dumps({"type": "invoice.paid" if n else "invoice.voided", "n": n}).encode()
+        await client.post("/webhooks/billing", content=body, headers=standard(body, f"e{n}"))
+    await _settled(app)
+    async with asgi_client(app) as operator:  # operators call from loopback (no keys here)
+        page = (await operator.get("/v1/webhooks/events?limit=2")).json()
+        rest = (await operator.get(f"/v1/webhooks/events?cursor={page['next_cursor']}")).json()
+        paid = (await operator.get("/v1/webhooks/events?type=invoice.paid")).json()["items"]
+        detail = (await operator.get(f"/v1/webhooks/events/{paid[0]['id']}")).json()
+        replay = await operator.post(f"/v1/webhooks/events/{paid[0]['id']}/replay")
+        await _settled(app)
+        after = (await operator.get(f"/v1/webhooks/events/{paid[0]['id']}")).json()
+        missing = await operator.get("/v1/webhooks/events/999999")
+        history = (await operator.get("/v1/runs?limit=50&source=webhook")).json()["items"]
+    assert [e["external_id"] for e in page["items"] + rest["items"]] == ["e2", "e1", "e0"]
+    assert rest["next_cursor"] is None
+    assert {e["external_id"] for e in paid} == {"e1", "e2"}
+    assert detail["body"] == {"type": "invoice.paid", "n": 2}
+    assert detail["headers"]["webhook-signature"] == "[redacted]"
+    assert detail["headers"]["webhook-id"] == "e2"
+    assert replay.status_code == 202
+    assert replay.json()["run_id"] != detail["run_id"]
+    assert after["run_id"] == replay.json()["run_id"]
+    assert after["status"] == "processed"
+    assert missing.status_code == 404
+    runs_of_event = [r for r in history if r["webhook_event_id"] == paid[0]["id"]]
+    assert len(runs_of_event) == 2

@@ -26,9 +26,16 @@ if TYPE_CHECKING:
     from jobs_service.gateway.webhooks.events import IncomingEvent
     from jobs_service.infrastructure.database import Database
 
-__all__ = ["Accepted", "WebhookInbox"]
+__all__ = ["Accepted", "UnknownEventError", "WebhookInbox"]
 
 _log = get_logger("jobs_service.webhooks")
+
+
+class UnknownEventError(JobsError):
+    """No webhook event with that id."""
+
+    def __init__(self, event_id: int) -> None:
+        super().__init__(f"no webhook event {event_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,23 @@ class WebhookInbox:
                 connection, [r.webhook_event_id or 0 for r in requests], datetime.now(UTC)
             )
         return True
+
+    async def replay(self, event_id: int) -> str:
+        """Process a stored event again with a new run of its route's task; the event
+        keeps its history (earlier runs stay in ``job_runs``). Returns the run id."""
+        async with self._database.sessions() as session:
+            event = await repo.get_event(session, event_id)
+        if event is None:
+            raise UnknownEventError(event_id)
+        request = self._client.prepare(
+            event.task, {"event_id": event.id}, source="webhook", webhook_event_id=event.id
+        )
+        async with self._database.engine.begin() as connection:
+            await runs.insert_queued_runs(connection, [request.queued_row()])
+            await repo.point_to_run(connection, event.id, request.run_id, datetime.now(UTC))
+        await self._send([request])
+        _log.info("webhook-replayed", event_id=event.id, run_id=request.run_id)
+        return request.run_id
 
     async def relay(self) -> int:
         """Send the runs of events accepted but not enqueued for a while; returns how many."""

@@ -14,15 +14,19 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 __all__ = [
+    "EventFilter",
     "NewEvent",
     "StaleEvent",
     "existing_ids",
+    "get_event",
     "insert_events",
+    "list_events",
     "mark_enqueued",
     "mark_finished",
+    "point_to_run",
     "stale_accepted",
 ]
 
@@ -106,12 +110,13 @@ class StaleEvent:
 
 
 async def stale_accepted(
-    connection: AsyncConnection, received_before: datetime, limit: int = 500
+    connection: AsyncConnection, accepted_before: datetime, limit: int = 500
 ) -> list[StaleEvent]:
-    """Events still ``accepted`` since before ``received_before`` (for the relay)."""
+    """Events ``accepted`` (stored or replayed) before ``accepted_before`` and still not
+    enqueued (for the relay)."""
     query = (
         select(WebhookEvent.id, WebhookEvent.run_id)
-        .where(WebhookEvent.status == "accepted", WebhookEvent.received_at < received_before)
+        .where(WebhookEvent.status == "accepted", WebhookEvent.updated_at < accepted_before)
         .order_by(WebhookEvent.id)
         .limit(limit)
     )
@@ -134,3 +139,51 @@ async def mark_finished(
             .where(WebhookEvent.id == event_id)
             .values(status=status, run_id=run_id, error=error, updated_at=at)
         )
+
+
+@dataclass(slots=True)
+class EventFilter:
+    """Filters of ``GET /v1/webhooks/events``."""
+
+    source: str | None = None
+    status: str | None = None
+    event_type: str | None = None
+    received_after: datetime | None = None
+    received_before: datetime | None = None
+
+
+async def list_events(
+    session: AsyncSession, filters: EventFilter, *, limit: int, after_id: int | None
+) -> list[WebhookEvent]:
+    """Newest first; fetches limit+1 to tell whether another page exists."""
+    query = select(WebhookEvent)
+    if filters.source is not None:
+        query = query.where(WebhookEvent.source == filters.source)
+    if filters.status is not None:
+        query = query.where(WebhookEvent.status == filters.status)
+    if filters.event_type is not None:
+        query = query.where(WebhookEvent.event_type == filters.event_type)
+    if filters.received_after is not None:
+        query = query.where(WebhookEvent.received_at >= filters.received_after)
+    if filters.received_before is not None:
+        query = query.where(WebhookEvent.received_at < filters.received_before)
+    if after_id is not None:
+        query = query.where(WebhookEvent.id < after_id)
+    query = query.order_by(WebhookEvent.id.desc()).limit(limit + 1)
+    return list((await session.execute(query)).scalars())
+
+
+async def get_event(session: AsyncSession, event_id: int) -> WebhookEvent | None:
+    """One event."""
+    return await session.get(WebhookEvent, event_id)
+
+
+async def point_to_run(
+    connection: AsyncConnection, event_id: int, run_id: str, at: datetime
+) -> None:
+    """A replay: the event is processed again by a new run."""
+    await connection.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id)
+        .values(status="accepted", run_id=run_id, error=None, updated_at=at)
+    )

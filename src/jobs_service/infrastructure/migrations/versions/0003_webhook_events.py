@@ -41,7 +41,7 @@ def upgrade() -> None:
         ),
     )
     op.create_index(
-        "ix_webhook_events_status_received_at", "webhook_events", ["status", "received_at"]
+        "ix_webhook_events_status_updated_at", "webhook_events", ["status", "updated_at"]
     )
     op.create_index("ix_webhook_events_source_id", "webhook_events", ["source", "id"])
 

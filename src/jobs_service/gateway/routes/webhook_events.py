@@ -1,0 +1,104 @@
+"""The webhook inbox: what arrived, what became of it, and replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
+from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.schemas import (
+    MAX_ID,
+    NAME_PATTERN,
+    Page,
+    ReplayOut,
+    WebhookEventDetailOut,
+    WebhookEventOut,
+)
+from jobs_service.gateway.security import require_scope
+from jobs_service.gateway.webhooks.inbox import UnknownEventError
+from jobs_service.infrastructure.repositories import webhooks as repo
+
+router = APIRouter(prefix="/v1/webhooks/events", tags=["webhooks"])
+EventId = Annotated[int, Path(ge=1, le=MAX_ID)]
+_PROBLEMS: dict[int | str, dict[str, str]] = {
+    400: {"description": "Invalid cursor"},
+    401: {"description": "Missing or invalid API key"},
+    403: {"description": "The key lacks the scope"},
+    404: {"description": "Unknown event"},
+}
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise Problem(422, "invalid-request", f"{name} needs a UTC offset, e.g. 'Z'")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise Problem(422, "invalid-request", f"{name} is out of range") from None
+
+
+@router.get("", summary="List webhook events, newest first", responses=_PROBLEMS)
+async def list_events(
+    request: Request,
+    _: Annotated[str, Depends(require_scope("read"))],
+    source: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    status: Literal["accepted", "enqueued", "processed", "failed"] | None = None,
+    type: Annotated[str | None, Query(max_length=200)] = None,
+    received_after: datetime | None = None,
+    received_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[WebhookEventOut]:
+    """Filter by source, status, event type and receive time; cursor pagination."""
+    try:
+        after_id = decode_cursor(cursor) if cursor else None
+    except InvalidCursorError:
+        raise Problem(400, "invalid-cursor", "cursor is not one this API returned") from None
+    filters = repo.EventFilter(
+        source=source,
+        status=status,
+        event_type=type,
+        received_after=_utc(received_after, "received_after"),
+        received_before=_utc(received_before, "received_before"),
+    )
+    async with request.app.state.runtime.database.sessions() as session:
+        rows = await repo.list_events(session, filters, limit=limit, after_id=after_id)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[WebhookEventOut](
+        items=[WebhookEventOut.of(row) for row in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+    )
+
+
+@router.get("/{event_id}", summary="One webhook event with headers and body", responses=_PROBLEMS)
+async def get_event(
+    event_id: EventId, request: Request, _: Annotated[str, Depends(require_scope("read"))]
+) -> WebhookEventDetailOut:
+    """Headers are stored with secrets and signatures redacted."""
+    async with request.app.state.runtime.database.sessions() as session:
+        event = await repo.get_event(session, event_id)
+    if event is None:
+        raise Problem(404, "unknown-webhook-event", f"no webhook event {event_id}")
+    return WebhookEventDetailOut.of(event)
+
+
+@router.post(
+    "/{event_id}/replay", status_code=202, summary="Process an event again", responses=_PROBLEMS
+)
+async def replay_event(
+    event_id: EventId,
+    request: Request,
+    _: Annotated[str, Depends(require_scope("operate"))],
+) -> ReplayOut:
+    """A new run of the event's route task; earlier runs stay in the history."""
+    try:
+        run_id = await request.app.state.webhook_inbox.replay(event_id)
+    except UnknownEventError as exc:
+        raise Problem(404, "unknown-webhook-event", str(exc)) from None
+    return ReplayOut(event_id=event_id, run_id=run_id, status="queued")
