@@ -317,3 +317,29 @@ async def test_the_inbox_lists_shows_and_replays(
     assert missing.status_code == 404
     runs_of_event = [r for r in history if r["webhook_event_id"] == paid[0]["id"]]
     assert len(runs_of_event) == 2
+
+
+async def test_metrics_count_outcomes_by_source(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """/metrics counts accepted, duplicate and rejected requests per source."""
+    from prometheus_client import REGISTRY  # noqa: PLC0415
+
+    def count(outcome: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "jobs_webhook_requests_total", {"source": "billing", "outcome": outcome}
+        )
+        return value or 0.0
+
+    _, client = billing
+    before = {o: count(o) for o in ("accepted", "duplicate", "rejected")}
+    body = json.dumps({"type": "invoice.paid", "m": "metrics"}).encode()
+    headers = standard(body, "metrics-1")
+    await client.post("/webhooks/billing", content=body, headers=headers)
+    await client.post("/webhooks/billing", content=body, headers=headers)
+    await client.post("/webhooks/billing", content=body + b" ", headers=headers)
+    exposed = (await client.get("/metrics")).text
+    assert count("accepted") - before["accepted"] == 1
+    assert count("duplicate") - before["duplicate"] == 1
+    assert count("rejected") - before["rejected"] == 1
+    assert 'jobs_webhook_requests_total{outcome="accepted",source="billing"}' in exposed

@@ -12,6 +12,7 @@ from jobs_service.core.logging import get_logger
 from jobs_service.core.redaction import redact_headers
 from jobs_service.gateway.problems import Problem
 from jobs_service.gateway.webhooks.events import MalformedEventError, split_events
+from jobs_service.gateway.webhooks.metrics import WEBHOOK_EVENTS
 from jobs_service.gateway.webhooks.verification import VerificationError
 
 router = APIRouter(tags=["webhooks"])
@@ -52,26 +53,34 @@ async def receive_webhook(source: str, request: Request) -> Response:
     API key."""
     config = request.app.state.settings.webhooks.sources.get(source)
     if config is None:
+        WEBHOOK_EVENTS.labels("(unknown)", "unknown_source").inc()
         raise Problem(404, "unknown-webhook-source", f"no webhook source {source!r}")
     token = request.query_params.get("validationToken")
     if config.scheme == "graph" and token is not None:
         return PlainTextResponse(token, status_code=200)
-    body = await _read_capped(request, config.max_body_bytes)
+    try:
+        body = await _read_capped(request, config.max_body_bytes)
+    except Problem:
+        WEBHOOK_EVENTS.labels(source, "too_large").inc()
+        raise
     headers = {name.lower(): value for name, value in request.headers.items()}
     try:
         verified = request.app.state.webhook_schemes[source].verify(body, headers, now=time.time())
     except VerificationError as exc:
         _log.warning("webhook-rejected", source=source, reason=exc.reason)
+        WEBHOOK_EVENTS.labels(source, "rejected").inc()
         raise Problem(401, "webhook-rejected", exc.message, reason=exc.reason) from None
     try:
         events = split_events(config, body, headers, verified)
     except MalformedEventError as exc:
         _log.warning("webhook-rejected", source=source, reason="malformed")
+        WEBHOOK_EVENTS.labels(source, "malformed").inc()
         raise Problem(400, "malformed-webhook", str(exc)) from None
     answers = await request.app.state.webhook_inbox.accept(
         source, config, events, redact_headers(headers)
     )
     for answer in answers:
+        WEBHOOK_EVENTS.labels(source, answer.status).inc()
         _log.info(
             "webhook-duplicate" if answer.status == "duplicate" else "webhook-accepted",
             source=source,
