@@ -182,15 +182,20 @@ def _announce(settings: Settings, *, serving: bool, embedded: bool) -> None:
 
 
 def check_webhook_routes(settings: Settings, broker: AsyncBroker) -> None:
-    """Every task a webhook route names must exist: a typo would fail every event."""
+    """Every task a webhook route leads to must exist: a typo would fail every event.
+
+    That includes the implicit default, ``process_webhook_event``, for sources without a
+    ``default_task``.
+    """
     for name, source in settings.webhooks.sources.items():
-        named = [source.default_task] if source.default_task else []
+        named = [source.route_for(None).task]
         named += [
             route if isinstance(route, str) else route.task for route in source.routes.values()
         ]
         for task in named:
-            if task is not None and broker.find_task(task) is None:
-                msg = f"webhooks.sources.{name}: route task {task!r} is not registered"
+            if broker.find_task(task) is None:
+                hint = "" if source.default_task else " (set default_task for this source)"
+                msg = f"webhooks.sources.{name}: route task {task!r} is not registered{hint}"
                 raise ConfigurationError(msg)
 
 
