@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from jobs_service.core.ids import is_run_id
-from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
+from jobs_service.core.pagination import encode_cursor
 from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.query import after_id, utc_param
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
@@ -29,17 +30,6 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
 }
 
 
-def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise Problem(422, "invalid-request", f"{name} needs a UTC offset, e.g. 'Z'")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise Problem(422, "invalid-request", f"{name} is out of range") from None
-
-
 @router.get("", summary="List runs, newest first", responses=_PROBLEMS)
 async def list_runs(
     request: Request,
@@ -54,20 +44,17 @@ async def list_runs(
     cursor: str | None = None,
 ) -> Page[RunOut]:
     """Filter by task, status, source, schedule and queue time; cursor pagination."""
-    try:
-        after_id = decode_cursor(cursor) if cursor else None
-    except InvalidCursorError:
-        raise Problem(400, "invalid-cursor", "cursor is not one this API returned") from None
+    start_after = after_id(cursor)
     filters = runs.RunFilter(
         task=task,
         status=status,
         source=source,
         schedule_id=schedule_id,
-        queued_after=_aware(queued_after, "queued_after"),
-        queued_before=_aware(queued_before, "queued_before"),
+        queued_after=utc_param(queued_after, "queued_after"),
+        queued_before=utc_param(queued_before, "queued_before"),
     )
     async with request.app.state.runtime.database.sessions() as session:
-        rows = await runs.list_runs(session, filters, limit=limit, after_id=after_id)
+        rows = await runs.list_runs(session, filters, limit=limit, after_id=start_after)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page[RunOut](

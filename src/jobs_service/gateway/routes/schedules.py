@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
-from jobs_service.gateway.problems import Problem
+from jobs_service.core.pagination import encode_cursor
+from jobs_service.gateway.query import after_id
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
@@ -63,13 +63,10 @@ async def list_schedules(
     cursor: str | None = None,
 ) -> Page[ScheduleOut]:
     """Label and API schedules, oldest first; cursor pagination."""
-    try:
-        after_id = decode_cursor(cursor) if cursor else None
-    except InvalidCursorError:
-        raise Problem(400, "invalid-cursor", "cursor is not one this API returned") from None
+    start_after = after_id(cursor)
     filters = repo.ScheduleFilter(task=task, enabled=enabled, source=source)
     async with request.app.state.runtime.database.sessions() as session:
-        rows = await repo.list_schedules(session, filters, limit=limit, after_id=after_id)
+        rows = await repo.list_schedules(session, filters, limit=limit, after_id=start_after)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page[ScheduleOut](

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
+from jobs_service.core.pagination import encode_cursor
 from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.query import after_id, utc_param
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
@@ -31,17 +32,6 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
 }
 
 
-def _utc(value: datetime | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise Problem(422, "invalid-request", f"{name} needs a UTC offset, e.g. 'Z'")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise Problem(422, "invalid-request", f"{name} is out of range") from None
-
-
 @router.get("", summary="List webhook events, newest first", responses=_PROBLEMS)
 async def list_events(
     request: Request,
@@ -55,19 +45,16 @@ async def list_events(
     cursor: str | None = None,
 ) -> Page[WebhookEventOut]:
     """Filter by source, status, event type and receive time; cursor pagination."""
-    try:
-        after_id = decode_cursor(cursor) if cursor else None
-    except InvalidCursorError:
-        raise Problem(400, "invalid-cursor", "cursor is not one this API returned") from None
+    start_after = after_id(cursor)
     filters = repo.EventFilter(
         source=source,
         status=status,
         event_type=type,
-        received_after=_utc(received_after, "received_after"),
-        received_before=_utc(received_before, "received_before"),
+        received_after=utc_param(received_after, "received_after"),
+        received_before=utc_param(received_before, "received_before"),
     )
     async with request.app.state.runtime.database.sessions() as session:
-        rows = await repo.list_events(session, filters, limit=limit, after_id=after_id)
+        rows = await repo.list_events(session, filters, limit=limit, after_id=start_after)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page[WebhookEventOut](
