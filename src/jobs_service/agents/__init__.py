@@ -6,6 +6,6 @@ tasks with ``TaskiqDepends``; the providers here resolve it from the process's r
 
 from __future__ import annotations
 
-from jobs_service.agents.providers import health_probe, run_history, settings
+from jobs_service.agents.providers import health_probe, run_history, settings, webhook_inbox
 
-__all__ = ["health_probe", "run_history", "settings"]
+__all__ = ["health_probe", "run_history", "settings", "webhook_inbox"]

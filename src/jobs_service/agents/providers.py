@@ -11,10 +11,12 @@ from taskiq import Context, TaskiqDepends
 
 from jobs_service.agents.run_history import DatabaseRunHistory
 from jobs_service.agents.system_health import ServiceHealthProbe
+from jobs_service.client import JobsClient
 from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.runtime import Runtime
+from jobs_service.webhooks.inbox import WebhookInbox
 
-__all__ = ["health_probe", "run_history", "runtime", "settings"]
+__all__ = ["health_probe", "run_history", "runtime", "settings", "webhook_inbox"]
 
 
 def runtime(request: Request = TaskiqDepends()) -> Runtime:
@@ -41,3 +43,14 @@ def health_probe(
 def settings(current: Runtime = TaskiqDepends(runtime)) -> Settings:
     """The settings this process was started with."""
     return current.settings
+
+
+def webhook_inbox(
+    current: Runtime = TaskiqDepends(runtime), context: Context = TaskiqDepends()
+) -> WebhookInbox:
+    """The webhook inbox, sending on the broker that delivered this task."""
+    return WebhookInbox(
+        current.database,
+        JobsClient(context.broker, current),
+        relay_after_s=current.settings.webhooks.relay_after_s,
+    )

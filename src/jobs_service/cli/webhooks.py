@@ -25,8 +25,8 @@ def webhooks(args: argparse.Namespace, settings: Settings) -> int:
         WebhookEventDetailOut,
         WebhookEventOut,
     )
-    from jobs_service.gateway.webhooks.inbox import UnknownEventError  # noqa: PLC0415
     from jobs_service.infrastructure.repositories import webhooks as repo  # noqa: PLC0415
+    from jobs_service.webhooks.inbox import UnknownEventError  # noqa: PLC0415
 
     broker = shared_broker()
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from datetime import datetime
 
-__all__ = ["CheckResult", "HealthProbe", "RunHistory"]
+__all__ = ["CheckResult", "HealthProbe", "RunHistory", "WebhookRelay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,4 +39,12 @@ class HealthProbe(Protocol):
 
     async def check_all(self) -> list[CheckResult]:
         """Check every dependency (database, broker) and report each."""
+        ...
+
+
+class WebhookRelay(Protocol):
+    """The webhook inbox's relay: events stored while the broker was down."""
+
+    async def relay(self) -> int:
+        """Enqueue accepted events whose run never reached the broker; return how many."""
         ...

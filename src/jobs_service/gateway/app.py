@@ -28,11 +28,11 @@ from jobs_service.gateway.routes import (
     webhook_events,
     webhooks,
 )
-from jobs_service.gateway.webhooks.inbox import WebhookInbox
-from jobs_service.gateway.webhooks.verification import Scheme, build_scheme
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.infrastructure.runtime import Runtime
+from jobs_service.webhooks.inbox import WebhookInbox
+from jobs_service.webhooks.verification import Scheme, build_scheme
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILTIN_TASK_MODULES", "load_task_modules"]
 
-BUILTIN_TASK_MODULES = ("jobs_service.tasks.maintenance",)
+BUILTIN_TASK_MODULES = ("jobs_service.tasks.maintenance", "jobs_service.tasks.webhooks")
 
 
 def load_task_modules(extra: Iterable[str] = ()) -> list[str]:

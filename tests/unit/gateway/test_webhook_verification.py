@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from jobs_service.gateway.webhooks.verification import (
+from jobs_service.webhooks.verification import (
     REASONS,
     GitHub,
     GraphClientState,

@@ -363,3 +363,44 @@ async def test_a_source_without_default_task_needs_the_default_handler(
     with pytest.raises(ConfigurationError, match="set default_task"):
         async with serve_app(app):
             pass
+
+
+async def test_the_relay_task_enqueues_events_stored_while_the_broker_was_down(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Broker refused at ingest: 202 and stored; relay_webhook_events sends that run."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from jobs_service.client import EnqueueError  # noqa: PLC0415
+
+    app, client = billing
+    real_send = app.state.client.send
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise EnqueueError("broker down")
+
+    monkeypatch.setattr(app.state.client, "send", refuse)
+    body = json.dumps({"type": "invoice.paid", "relay": True}).encode()
+    stored = await client.post("/webhooks/billing", content=body, headers=standard(body, "r-1"))
+    monkeypatch.setattr(app.state.client, "send", real_send)
+    async with app.state.runtime.database.engine.begin() as connection:  # time passes
+        await connection.execute(
+            update(WebhookEvent).values(updated_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    async with asgi_client(app) as operator:
+        submitted = await operator.post("/v1/tasks/relay_webhook_events", json={})
+        run_id = submitted.json()["run_id"]
+        relay_run: dict[str, Any] = {}
+        for _ in range(100):
+            relay_run = (await operator.get(f"/v1/runs/{run_id}")).json()
+            if relay_run["status"] in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(0.02)
+    events, runs = await _rows(app)
+    assert stored.json()["status"] == "accepted"
+    assert relay_run["summary"] == {"relayed": 1, "errors": 0}
+    assert events[0].status == "processed"
+    assert [r.run_id for r in runs] == [events[0].run_id]

@@ -19,8 +19,8 @@ from jobs_service.gateway.schemas import (
     WebhookEventOut,
 )
 from jobs_service.gateway.security import require_scope
-from jobs_service.gateway.webhooks.inbox import UnknownEventError
 from jobs_service.infrastructure.repositories import webhooks as repo
+from jobs_service.webhooks.inbox import UnknownEventError
 
 router = APIRouter(prefix="/v1/webhooks/events", tags=["webhooks"])
 EventId = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from jobs_service.core.logging import get_logger
 from jobs_service.core.redaction import redact_headers
 from jobs_service.gateway.problems import Problem
-from jobs_service.gateway.webhooks.events import MalformedEventError, split_events
-from jobs_service.gateway.webhooks.metrics import WEBHOOK_EVENTS
-from jobs_service.gateway.webhooks.verification import VerificationError
+from jobs_service.webhooks.events import MalformedEventError, split_events
+from jobs_service.webhooks.metrics import WEBHOOK_EVENTS
+from jobs_service.webhooks.verification import VerificationError
 
 router = APIRouter(tags=["webhooks"])
 _log = get_logger("jobs_service.webhooks")

@@ -23,8 +23,8 @@ from jobs_service.infrastructure.repositories import webhooks as repo
 if TYPE_CHECKING:
     from jobs_service.client import JobsClient
     from jobs_service.core.settings import WebhookSource
-    from jobs_service.gateway.webhooks.events import IncomingEvent
     from jobs_service.infrastructure.database import Database
+    from jobs_service.webhooks.events import IncomingEvent
 
 __all__ = ["Accepted", "UnknownEventError", "WebhookInbox"]
 

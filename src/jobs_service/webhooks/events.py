@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from jobs_service.core.settings import WebhookSource
-    from jobs_service.gateway.webhooks.verification import Verified
+    from jobs_service.webhooks.verification import Verified
 
 __all__ = ["DEFAULT_LOCATORS", "IncomingEvent", "MalformedEventError", "split_events"]
 
