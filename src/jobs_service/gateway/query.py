@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from jobs_service.core.pagination import InvalidCursorError, decode_cursor
+from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
 from jobs_service.gateway.problems import Problem
 
-__all__ = ["after_id", "utc_param"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = ["after_id", "keyset_page", "utc_param"]
+
+T = TypeVar("T")
 
 
 def utc_param(value: datetime | None, name: str) -> datetime | None:
@@ -30,3 +36,19 @@ def after_id(cursor: str | None) -> int | None:
         return decode_cursor(cursor)
     except InvalidCursorError:
         raise Problem(400, "invalid-cursor", "cursor is not one this API returned") from None
+
+
+class _Row(Protocol):
+    id: int
+
+
+R = TypeVar("R", bound=_Row)
+
+
+def keyset_page(
+    rows: Sequence[R], limit: int, serialise: Callable[[R], T]
+) -> tuple[list[T], str | None]:
+    """Items and next cursor from ``limit + 1`` rows (the extra one says a page follows)."""
+    page = rows[:limit]
+    more = len(rows) > limit and bool(page)
+    return [serialise(row) for row in page], encode_cursor(page[-1].id) if more else None

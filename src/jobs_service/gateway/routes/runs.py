@@ -8,9 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from jobs_service.core.ids import is_run_id
-from jobs_service.core.pagination import encode_cursor
 from jobs_service.gateway.problems import Problem
-from jobs_service.gateway.query import after_id, utc_param
+from jobs_service.gateway.query import after_id, keyset_page, utc_param
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
@@ -55,12 +54,8 @@ async def list_runs(
     )
     async with request.app.state.runtime.database.sessions() as session:
         rows = await runs.list_runs(session, filters, limit=limit, after_id=start_after)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[RunOut](
-        items=[RunOut.of(row) for row in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
-    )
+    items, next_cursor = keyset_page(rows, limit, RunOut.of)
+    return Page[RunOut](items=items, next_cursor=next_cursor)
 
 
 @router.get(

@@ -6,8 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from jobs_service.core.pagination import encode_cursor
-from jobs_service.gateway.query import after_id
+from jobs_service.gateway.query import after_id, keyset_page
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
@@ -67,12 +66,8 @@ async def list_schedules(
     filters = repo.ScheduleFilter(task=task, enabled=enabled, source=source)
     async with request.app.state.runtime.database.sessions() as session:
         rows = await repo.list_schedules(session, filters, limit=limit, after_id=start_after)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[ScheduleOut](
-        items=[ScheduleOut.of(row) for row in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
-    )
+    items, next_cursor = keyset_page(rows, limit, ScheduleOut.of)
+    return Page[ScheduleOut](items=items, next_cursor=next_cursor)
 
 
 @router.post("", status_code=201, summary="Create a schedule", responses=_PROBLEMS)

@@ -7,9 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from jobs_service.core.pagination import encode_cursor
 from jobs_service.gateway.problems import Problem
-from jobs_service.gateway.query import after_id, utc_param
+from jobs_service.gateway.query import after_id, keyset_page, utc_param
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
@@ -55,12 +54,8 @@ async def list_events(
     )
     async with request.app.state.runtime.database.sessions() as session:
         rows = await repo.list_events(session, filters, limit=limit, after_id=start_after)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page[WebhookEventOut](
-        items=[WebhookEventOut.of(row) for row in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
-    )
+    items, next_cursor = keyset_page(rows, limit, WebhookEventOut.of)
+    return Page[WebhookEventOut](items=items, next_cursor=next_cursor)
 
 
 @router.get("/{event_id}", summary="One webhook event with headers and body", responses=_PROBLEMS)
