@@ -21,6 +21,7 @@ from taskiq_redis import RedisAsyncResultBackend
 
 from jobs_service.core.logging import configure_logging
 from jobs_service.core.settings import Settings
+from jobs_service.infrastructure.delayed import DelayedMover
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.middlewares import default_middlewares
@@ -75,13 +76,17 @@ def build_broker(settings: Settings) -> AsyncBroker:
             )
         )
     new_broker = new_broker.with_serializer(ORJSONSerializer())
-    new_broker.add_middlewares(*default_middlewares())
+    new_broker.add_middlewares(*default_middlewares(settings))
     new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, _logging_setup(settings))
     # The gateway's lifespan runs first in workers and attaches the Runtime (one wiring
     # for routes and tasks); the handlers after it only cover a missing one.
     taskiq_fastapi.init(new_broker, "jobs_service.gateway.app:create_app")
     new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, _ensure_runtime)
     new_broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, _stop_own_runtime)
+    if isinstance(new_broker, StreamBroker):
+        mover = DelayedMover(new_broker)
+        new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, lambda _: mover.start())
+        new_broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, lambda _: mover.stop())
     return new_broker
 
 

@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+import orjson
+from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from taskiq import TaskiqMessage, TaskiqMiddleware
 from taskiq.labels import prepare_label
 from taskiq.utils import maybe_awaitable
 
+from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import JobsError
 from jobs_service.core.ids import new_run_id
 from jobs_service.infrastructure.models import RUN_SOURCES, TERMINAL_STATUSES, JobRun
@@ -61,6 +64,7 @@ class RunOptions(TypedDict, total=False):
     schedule_id: int | None
     scheduled_for: datetime | None
     webhook_event_id: int | None
+    deliver_to: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,7 @@ class RunRequest:
     schedule_id: int | None = None
     scheduled_for: datetime | None = None
     webhook_event_id: int | None = None
+    deliver_to: dict[str, Any] | None = None
 
     def queued_row(self) -> runs.QueuedRun:
         """The ``queued`` row of this run."""
@@ -114,6 +119,7 @@ class RunRequest:
             schedule_id=self.schedule_id,
             scheduled_for=self.scheduled_for,
             webhook_event_id=self.webhook_event_id,
+            deliver_to=self.deliver_to,
         )
 
     def message(self) -> TaskiqMessage:
@@ -127,6 +133,8 @@ class RunRequest:
             raw["scheduled_for"] = self.scheduled_for.timestamp()
         if self.webhook_event_id is not None:
             raw["webhook_event_id"] = self.webhook_event_id
+        if self.deliver_to is not None:
+            raw["deliver_to"] = orjson.dumps(self.deliver_to).decode()
         labels: dict[str, Any] = {}
         types: dict[str, int] = {}
         for key, value in raw.items():
@@ -147,6 +155,7 @@ class JobsClient:
     def __init__(self, broker: AsyncBroker, runtime: Runtime) -> None:
         self._broker = broker
         self._database = runtime.database
+        self._teams_channels = frozenset(runtime.settings.channels.teams)
 
     @property
     def broker(self) -> AsyncBroker:
@@ -220,15 +229,50 @@ class JobsClient:
         """Validate a run without recording or sending it (for callers that record it
         in their own transaction, such as the scheduler's fire claims)."""
         info = self.task(task)
+        arguments = dict(kwargs or {})
+        deliver_to = options.get("deliver_to")
+        if deliver_to is not None and info.takes("deliver_to"):
+            # A task that delivers its own result gets the targets as its argument.
+            arguments.setdefault("deliver_to", dict(deliver_to))
+            deliver_to = None
+        validated = info.validate_kwargs(arguments)
+        if info.takes("deliver_to"):
+            deliver_to = validated.get("deliver_to")
         return RunRequest(
             info=info,
-            kwargs=info.validate_kwargs(dict(kwargs or {})),
+            kwargs=validated,
             source=_check_source(options.get("source", "api")),
             idempotency_key=options.get("idempotency_key"),
             schedule_id=options.get("schedule_id"),
             scheduled_for=options.get("scheduled_for"),
             webhook_event_id=options.get("webhook_event_id"),
+            deliver_to=self._delivery_targets(info, deliver_to),
         )
+
+    def _delivery_targets(
+        self, info: TaskInfo, value: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """``deliver_to`` validated, its Teams channel known to this deployment."""
+        if value is None:
+            return None
+        try:
+            targets = DeliverTo.model_validate(value)
+        except ValidationError as exc:
+            errors = [
+                {"loc": ["deliver_to", *error["loc"]], "msg": error["msg"], "type": error["type"]}
+                for error in exc.errors(include_url=False)
+            ]
+            raise InvalidKwargsError(info.name, errors) from None
+        alias = targets.teams_channel
+        if alias is not None and alias not in self._teams_channels:
+            known = ", ".join(sorted(self._teams_channels)) or "none configured"
+            error = {
+                "loc": ["deliver_to", "teams_channel"],
+                "msg": f"unknown Teams channel {alias!r} (configured: {known})",
+                "type": "unknown_channel",
+            }
+            raise InvalidKwargsError(info.name, [error])
+        return targets.as_json()
 
     async def serialise(self, requests: Sequence[RunRequest]) -> list[_Wire]:
         """Run the producer middlewares and encode each message for the broker."""
@@ -322,6 +366,7 @@ class JobsClient:
                     schedule_id=run.schedule_id,
                     scheduled_for=run.scheduled_for,
                     webhook_event_id=run.webhook_event_id,
+                    deliver_to=run.deliver_to,
                 )
             )
         if pending:

@@ -6,6 +6,25 @@ tasks with ``TaskiqDepends``; the providers here resolve it from the process's r
 
 from __future__ import annotations
 
-from jobs_service.agents.providers import health_probe, run_history, settings, webhook_inbox
+from jobs_service.agents.domain_api import DomainAnswer, DomainApi
+from jobs_service.agents.providers import (
+    domain_api,
+    health_probe,
+    result_delivery,
+    run_history,
+    runtime,
+    settings,
+    webhook_inbox,
+)
 
-__all__ = ["health_probe", "run_history", "settings", "webhook_inbox"]
+__all__ = [
+    "DomainAnswer",
+    "DomainApi",
+    "domain_api",
+    "health_probe",
+    "result_delivery",
+    "run_history",
+    "runtime",
+    "settings",
+    "webhook_inbox",
+]

@@ -9,6 +9,9 @@ from __future__ import annotations
 from fastapi import Request
 from taskiq import Context, TaskiqDepends
 
+from jobs_service.agents.delivery import ResultDelivery
+from jobs_service.agents.domain_api import DomainApi
+from jobs_service.agents.outside import OutsideAgents
 from jobs_service.agents.run_history import DatabaseRunHistory
 from jobs_service.agents.system_health import ServiceHealthProbe
 from jobs_service.client import JobsClient
@@ -16,7 +19,16 @@ from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.webhooks.inbox import WebhookInbox
 
-__all__ = ["health_probe", "run_history", "runtime", "settings", "webhook_inbox"]
+__all__ = [
+    "domain_api",
+    "health_probe",
+    "outside_agents",
+    "result_delivery",
+    "run_history",
+    "runtime",
+    "settings",
+    "webhook_inbox",
+]
 
 
 def runtime(request: Request = TaskiqDepends()) -> Runtime:
@@ -54,3 +66,20 @@ def webhook_inbox(
         JobsClient(context.broker, current),
         relay_after_s=current.settings.webhooks.relay_after_s,
     )
+
+
+def outside_agents(current: Runtime = TaskiqDepends(runtime)) -> OutsideAgents:
+    """The process's outside-world agents (built once, closed when the runtime stops)."""
+    return current.resource(
+        "outside_agents", lambda: OutsideAgents(current.settings, current.database)
+    )
+
+
+def domain_api(agents: OutsideAgents = TaskiqDepends(outside_agents)) -> DomainApi:
+    """The domain application's agent."""
+    return agents.domain_api()
+
+
+def result_delivery(agents: OutsideAgents = TaskiqDepends(outside_agents)) -> ResultDelivery:
+    """Result delivery to Teams and Outlook."""
+    return agents.delivery()

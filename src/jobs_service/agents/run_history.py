@@ -9,6 +9,7 @@ from jobs_service.infrastructure.repositories import runs, schedules
 
 if TYPE_CHECKING:
     from jobs_service.infrastructure.database import Database
+    from jobs_service.infrastructure.models import JobRun
 
 __all__ = ["DatabaseRunHistory"]
 
@@ -35,6 +36,11 @@ class DatabaseRunHistory:
         async with self._database.sessions.begin() as session:
             await schedules.delete_fires_before(session, claims_cutoff)
         return total
+
+    async def get_run(self, run_id: str) -> JobRun | None:
+        """One run as recorded (status, summary, content, deliver_to)."""
+        async with self._database.sessions() as session:
+            return await runs.get_run(session, run_id=run_id)
 
     async def count_stuck(self, older_than: datetime) -> int:
         """Runs queued or running since before ``older_than``."""

@@ -28,11 +28,15 @@ class TaskModuleError(ConfigurationError):
 
 
 class RetryLater(JobsError):  # noqa: N818 - reads as an instruction at the raise site
-    """A transient failure: the run should be retried, no sooner than ``delay_s``."""
+    """A transient failure: retry the run, no sooner than ``retry_after`` seconds.
 
-    def __init__(self, message: str, *, delay_s: float | None = None) -> None:
+    Agents raise it for timeouts, connection errors, 5xx and 429, with ``retry_after``
+    taken from the provider's ``Retry-After`` when it sent one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.delay_s = delay_s
+        self.retry_after = retry_after
 
 
 class PermanentError(JobsError):

@@ -20,7 +20,12 @@ _current: ContextVar[RunContext | None] = ContextVar("jobs_current_run", default
 
 @dataclass(slots=True)
 class RunContext:
-    """What is known about a run while it executes."""
+    """What is known about a run while it executes.
+
+    ``content`` is the markdown result a task hands over for delivery and history (its
+    return value stays a count summary); ``delivered`` says the task delivered its
+    result itself, so nothing has to deliver it afterwards.
+    """
 
     run_id: str
     task: str
@@ -31,6 +36,11 @@ class RunContext:
     schedule_id: int | None = None
     scheduled_for: datetime | None = None
     webhook_event_id: int | None = None
+    deliver_to: dict[str, Any] | None = None
+    content: str | None = None
+    delivered: bool = False
+    retry_in_s: float | None = None
+    exhausted: bool = False
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_monotonic: float = field(default_factory=time.monotonic)
 

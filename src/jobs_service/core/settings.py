@@ -31,6 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import ConfigurationError
 
 __all__ = [
@@ -38,10 +39,14 @@ __all__ = [
     "ApiKey",
     "ApiSettings",
     "BrokerSettings",
+    "ChannelSettings",
     "DatabaseSettings",
+    "DomainApiSettings",
+    "GraphSettings",
     "RunsSettings",
     "Scope",
     "Settings",
+    "TeamsChannel",
     "WebhookRoute",
     "WebhookScheme",
     "WebhookSettings",
@@ -147,6 +152,16 @@ class WorkerSettings(_Section):
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="On SIGTERM, how long running tasks may take to finish."
     )
+    retry_backoff_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="First retry delay of a task with retry_on_error; doubles per attempt, "
+        "with full jitter. A provider's Retry-After is a lower bound.",
+    )
+    retry_backoff_max_s: float = Field(
+        600.0, gt=0, le=86_400, description="Longest delay between two attempts."
+    )
 
 
 WebhookScheme = Literal["standard", "github", "stripe", "hmac-sha256", "teams", "graph", "none"]
@@ -157,7 +172,7 @@ class WebhookRoute(_Section):
 
     task: str = Field(description="Task enqueued with the single keyword argument event_id.")
     action: str | None = Field(None, description="Domain action for process_webhook_event.")
-    deliver_to: dict[str, Any] | None = Field(None, description="Where to send the result.")
+    deliver_to: DeliverTo | None = Field(None, description="Where to send the result.")
 
 
 class WebhookSource(_Section):
@@ -239,6 +254,120 @@ class WebhookSettings(_Section):
     )
 
 
+class DomainApiSettings(_Section):
+    """``[domain_api]``: the application that owns the data (DomainApi agent).
+
+    Every field is optional so a deployment without a domain API still starts; a job
+    that needs it fails with a message naming the missing setting.
+    """
+
+    base_url: str | None = Field(
+        None, description="Base URL; actions are `POST {base_url}/jobs/actions/{action}`."
+    )
+    token_url: str | None = Field(
+        None,
+        description="OAuth2 token endpoint (client-credentials grant). Unset: calls "
+        "carry no Authorization header.",
+    )
+    client_id: str | None = Field(None, description="OAuth2 client id.")
+    client_secret: SecretStr | None = Field(None, description="OAuth2 client secret.")
+    scope: str | None = Field(None, description="OAuth2 scope requested with the token.")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Timeout of one HTTP call.")
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="In-call retries of a failed call (connection error, 5xx, 429) "
+        "before the run itself is retried; every call carries the run id as "
+        "Idempotency-Key, so a retry is safe.",
+    )
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _check_http_url(value)
+
+
+class GraphSettings(_Section):
+    """``[graph]``: Microsoft Graph, for mail, calendar events and Teams channel posts."""
+
+    tenant_id: str | None = Field(None, description="Entra ID tenant (directory) id.")
+    token_url: str | None = Field(
+        None,
+        description="OAuth2 token endpoint. Default: "
+        "`https://login.microsoftonline.com/<tenant_id>/oauth2/v2.0/token`.",
+    )
+    client_id: str | None = Field(None, description="App registration's client id.")
+    client_secret: SecretStr | None = Field(None, description="App registration's secret.")
+    scope: str = Field(
+        "https://graph.microsoft.com/.default", description="Scope of the app-only token."
+    )
+    base_url: str = Field(
+        "https://graph.microsoft.com/v1.0", description="Graph endpoint, including the version."
+    )
+    sender: str | None = Field(
+        None, description="Mailbox (UPN or id) that sends mail and owns calendar events."
+    )
+    delegated_refresh_token: SecretStr | None = Field(
+        None,
+        description="Refresh token of a user allowed to post in Teams channels; only "
+        "for channels configured with team_id/channel_id.",
+    )
+    delegated_scope: str = Field(
+        "https://graph.microsoft.com/ChannelMessage.Send offline_access",
+        description="Scope requested with the delegated token.",
+    )
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Timeout of one HTTP call.")
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _check_http_url(value)
+
+    @property
+    def effective_token_url(self) -> str | None:
+        """``token_url``, else the Microsoft identity platform endpoint of the tenant."""
+        if self.token_url:
+            return self.token_url
+        if self.tenant_id:
+            return f"https://login.microsoftonline.com/{self.tenant_id}/oauth2/v2.0/token"
+        return None
+
+
+class TeamsChannel(_Section):
+    """``[channels.teams.<alias>]``: one Teams channel that results can be sent to."""
+
+    webhook_url: SecretStr | None = Field(
+        None,
+        description="Teams Workflows webhook URL ('Post to a channel when a webhook "
+        "request is received'). It embeds a signature, so it is kept secret.",
+    )
+    team_id: str | None = Field(None, description="Team id, to post through Graph instead.")
+    channel_id: str | None = Field(None, description="Channel id, with team_id.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TeamsChannel:
+        through_graph = self.team_id is not None or self.channel_id is not None
+        if self.webhook_url is not None and through_graph:
+            msg = "set either webhook_url or team_id and channel_id, not both"
+            raise ValueError(msg)
+        if self.webhook_url is None and not (self.team_id and self.channel_id):
+            msg = "needs webhook_url, or team_id and channel_id"
+            raise ValueError(msg)
+        if self.webhook_url is not None:
+            _check_http_url(self.webhook_url.get_secret_value())
+        return self
+
+
+class ChannelSettings(_Section):
+    """``[channels]``: named delivery channels that ``deliver_to`` refers to."""
+
+    teams: dict[str, TeamsChannel] = Field(
+        default_factory=dict,
+        description='Teams channels by alias: `deliver_to = {teams_channel = "<alias>"}`.',
+    )
+
+
 class RunsSettings(_Section):
     """Run history."""
 
@@ -315,6 +444,9 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     runs: RunsSettings = Field(default_factory=RunsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    domain_api: DomainApiSettings = Field(default_factory=DomainApiSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    channels: ChannelSettings = Field(default_factory=ChannelSettings)
 
     @field_validator("task_modules", mode="before")
     @classmethod
@@ -351,6 +483,20 @@ class Settings(BaseSettings):
         if duplicates:
             msg = f"api_keys: duplicate name(s) {', '.join(duplicates)}"
             raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> Settings:
+        aliases = set(self.channels.teams)
+        for name, source in self.webhooks.sources.items():
+            for event_type, route in source.routes.items():
+                target = route.deliver_to if isinstance(route, WebhookRoute) else None
+                if target and target.teams_channel and target.teams_channel not in aliases:
+                    msg = (
+                        f"webhooks.sources.{name}.routes.{event_type}.deliver_to: no "
+                        f"[channels.teams.{target.teams_channel}] is configured"
+                    )
+                    raise ValueError(msg)
         return self
 
     @property
@@ -396,6 +542,13 @@ class Settings(BaseSettings):
             raise ConfigurationError(msg)
         toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
         return (init_settings, env_settings, toml)
+
+
+def _check_http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        msg = "must be an http:// or https:// URL"
+        raise ValueError(msg)
+    return value
 
 
 def is_loopback_host(host: str) -> bool:

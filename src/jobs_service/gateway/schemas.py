@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from jobs_service.infrastructure.models import JobRun, Schedule, WebhookEvent
+    from jobs_service.infrastructure.models import Delivery, JobRun, Schedule, WebhookEvent
     from jobs_service.tasks.registry import TaskInfo
 
 __all__ = [
@@ -142,11 +142,37 @@ class RunOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_ms: int | None
+    deliver_to: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, run: JobRun) -> RunOut:
         """Serialise a row."""
         return cls.model_validate(run, from_attributes=True)
+
+
+class DeliveryOut(BaseModel):
+    """One message of a run's result: where, and how it went."""
+
+    channel: Literal["teams", "email", "calendar"]
+    target: str
+    status: Literal["pending", "sending", "sent", "failed"]
+    attempts: int
+    provider_id: str | None
+    error: RunError | None
+    sent_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryOut:
+        """Serialise a row."""
+        return cls.model_validate(delivery, from_attributes=True)
+
+
+class RunDetailOut(RunOut):
+    """A run with its result content and deliveries (``GET /v1/runs/{run_id}``)."""
+
+    content: str | None = None
+    deliveries: list[DeliveryOut] = Field(default_factory=list)
 
 
 class Page(BaseModel, Generic[T]):

@@ -23,6 +23,8 @@ from jobs_service.infrastructure.column_types import BigIntPK, JsonDocument, UTC
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "DELIVERY_CHANNELS",
+    "DELIVERY_STATUSES",
     "FIRE_OUTCOMES",
     "OVERLAP_POLICIES",
     "RUN_SOURCES",
@@ -32,6 +34,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "WEBHOOK_STATUSES",
     "Base",
+    "Delivery",
     "JobRun",
     "Schedule",
     "ScheduleFire",
@@ -47,6 +50,8 @@ SCHEDULE_SOURCES = ("label", "api")
 OVERLAP_POLICIES = ("skip", "allow", "buffer_one")
 FIRE_OUTCOMES = ("enqueued", "skipped", "buffered")
 WEBHOOK_STATUSES = ("accepted", "enqueued", "processed", "failed")
+DELIVERY_CHANNELS = ("teams", "email", "calendar")
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed")
 
 _NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -92,6 +97,8 @@ class JobRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     duration_ms: Mapped[int | None] = mapped_column(nullable=True)
+    content: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deliver_to: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, nullable=True)
 
     __table_args__ = (
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
@@ -212,4 +219,33 @@ class WebhookEvent(Base):
         CheckConstraint(_in("status", WEBHOOK_STATUSES), name="status"),
         Index(None, "status", "updated_at"),
         Index(None, "source", "id"),
+    )
+
+
+class Delivery(Base):
+    """One message of a run's result to one place (a Teams channel, recipients, an event).
+
+    ``(run_id, channel, target)`` is unique: a retried run finds the row of a message it
+    already sent and skips it, so nobody gets the same report twice.
+    """
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    provider_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    error: Mapped[dict[str, str] | None] = mapped_column(JsonDocument, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "channel", "target"),
+        CheckConstraint(_in("channel", DELIVERY_CHANNELS), name="channel"),
+        CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
     )

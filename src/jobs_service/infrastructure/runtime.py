@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.run_recorder import RunRecorder
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from taskiq import AsyncBroker
 
     from jobs_service.core.settings import Settings
 
 __all__ = ["Runtime", "runtime_of"]
+
+T = TypeVar("T")
 
 
 class Runtime:
@@ -35,6 +39,17 @@ class Runtime:
         )
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._started = False
+        self._resources: dict[str, Any] = {}
+
+    def resource(self, name: str, build: Callable[[], T]) -> T:
+        """The process-wide ``name`` (an agent set, a client), built on first use.
+
+        Built lazily so a process only opens the connections its tasks use; closed by
+        :meth:`stop` when it has an ``aclose`` method.
+        """
+        if name not in self._resources:
+            self._resources[name] = build()
+        return cast("T", self._resources[name])
 
     async def start(self) -> None:
         """Start background work (the recorder's flusher)."""
@@ -47,6 +62,11 @@ class Runtime:
         if self._started:
             await self.recorder.stop()
             self._started = False
+        resources, self._resources = self._resources, {}
+        for resource in resources.values():
+            close = getattr(resource, "aclose", None)
+            if close is not None:
+                await close()
         await self.database.close()
 
 

@@ -1,26 +1,44 @@
-"""TaskIQ middlewares: run context, lifecycle logging and run recording.
+"""TaskIQ middlewares: run context, lifecycle logging, run recording, retries, delivery.
 
 Order matters and is fixed by :func:`default_middlewares`: the context middleware comes
 first so its ``pre_execute`` runs before the others and its ``post_execute`` (TaskIQ runs
-those in reverse) clears the context last.
+those in reverse) clears the context last; the retry middleware comes last so its
+``post_execute`` decides ``retrying``/``dead`` before logging and recording see it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from jobs_service.middlewares.lifecycle_logging import LifecycleLoggingMiddleware
+from jobs_service.middlewares.result_delivery import ResultDeliveryMiddleware
+from jobs_service.middlewares.retry import RetryMiddleware
 from jobs_service.middlewares.run_context import RunContextMiddleware
 from jobs_service.middlewares.run_recording import RunRecordingMiddleware
 
+if TYPE_CHECKING:
+    from taskiq import TaskiqMiddleware
+
+    from jobs_service.core.settings import Settings
+
 __all__ = [
     "LifecycleLoggingMiddleware",
+    "ResultDeliveryMiddleware",
+    "RetryMiddleware",
     "RunContextMiddleware",
     "RunRecordingMiddleware",
     "default_middlewares",
 ]
 
 
-def default_middlewares() -> list[
-    RunContextMiddleware | LifecycleLoggingMiddleware | RunRecordingMiddleware
-]:
+def default_middlewares(settings: Settings) -> list[TaskiqMiddleware]:
     """The middleware stack every Jobs Service broker runs, in order."""
-    return [RunContextMiddleware(), LifecycleLoggingMiddleware(), RunRecordingMiddleware()]
+    return [
+        RunContextMiddleware(),
+        ResultDeliveryMiddleware(),
+        LifecycleLoggingMiddleware(),
+        RunRecordingMiddleware(),
+        RetryMiddleware(
+            base_s=settings.worker.retry_backoff_s, cap_s=settings.worker.retry_backoff_max_s
+        ),
+    ]

@@ -1,4 +1,4 @@
-"""``job-start`` / ``job-success`` / ``job-failed`` log lines.
+"""``job-start`` / ``job-success`` / ``job-failed`` / ``job-retry`` / ``job-dead`` log lines.
 
 One line at each end of an attempt, with run_id, task, attempt, duration_ms and the
 summary counts under ``summary`` (nested, so a count named like a log field such as
@@ -38,15 +38,19 @@ class LifecycleLoggingMiddleware(TaskiqMiddleware):
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         """Log ``job-success`` or ``job-failed``."""
         run = current_run()
-        outcome = outcome_of(result)
+        outcome = outcome_of(result, run)
         fields: dict[str, Any] = {
             "attempt": run.attempt if run else None,
             "duration_ms": run.elapsed_ms() if run else int(result.execution_time * 1000),
         }
         if outcome.succeeded and outcome.summary is not None:
             self._log.info("job-success", **fields, summary=outcome.summary)
+            return
+        error = outcome.error or {}
+        fields |= {"error_type": error.get("type"), "error": error.get("message")}
+        if outcome.status == "retrying" and run is not None:
+            self._log.warning("job-retry", **fields, retry_in_s=round(run.retry_in_s or 0, 3))
+        elif outcome.status == "dead":
+            self._log.error("job-dead", **fields)
         else:
-            error = outcome.error or {}
-            self._log.error(
-                "job-failed", **fields, error_type=error.get("type"), error=error.get("message")
-            )
+            self._log.error("job-failed", **fields)

@@ -14,6 +14,8 @@ from jobs_service.core.summary import InvalidSummaryError, Summary, validate_sum
 if TYPE_CHECKING:
     from taskiq import TaskiqResult
 
+    from jobs_service.core.run_context import RunContext
+
 __all__ = ["Outcome", "outcome_of"]
 
 _MAX_MESSAGE = 2000
@@ -40,11 +42,20 @@ def _error(exc: BaseException | str) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": message[:_MAX_MESSAGE]}
 
 
-def outcome_of(result: TaskiqResult[Any]) -> Outcome:
-    """Classify a TaskIQ result; a success that breaks the summary contract is a failure."""
+def outcome_of(result: TaskiqResult[Any], run: RunContext | None = None) -> Outcome:
+    """Classify a TaskIQ result; a success that breaks the summary contract is a failure.
+
+    A failure is ``retrying`` when the retry middleware scheduled another attempt and
+    ``dead`` when it was the last attempt a retried task had.
+    """
     if result.is_err:
         error = result.error
-        return Outcome("failed", None, _error(error if error is not None else "unknown error"))
+        status = "failed"
+        if run is not None and run.retry_in_s is not None:
+            status = "retrying"
+        elif run is not None and run.exhausted:
+            status = "dead"
+        return Outcome(status, None, _error(error if error is not None else "unknown error"))
     try:
         summary = validate_summary(result.return_value)
     except InvalidSummaryError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 from taskiq import TaskiqMiddleware
 
@@ -32,6 +33,18 @@ def _timestamp(value: Any) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC)
 
 
+def _json_object(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, dict):
+        return value
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
 def context_from_labels(message: TaskiqMessage) -> RunContext:
     """Build the run context from a received message."""
     labels = message.labels
@@ -49,6 +62,7 @@ def context_from_labels(message: TaskiqMessage) -> RunContext:
         schedule_id=_optional_int(labels.get("schedule_id")),
         scheduled_for=_timestamp(labels.get("scheduled_for")),
         webhook_event_id=_optional_int(labels.get("webhook_event_id")),
+        deliver_to=_json_object(labels.get("deliver_to")),
         started_at=now,
     )
 

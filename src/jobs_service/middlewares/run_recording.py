@@ -43,6 +43,7 @@ class RunRecordingMiddleware(TaskiqMiddleware):
             schedule_id=run.schedule_id,
             scheduled_for=run.scheduled_for,
             webhook_event_id=run.webhook_event_id,
+            deliver_to=run.deliver_to,
             **fields,
         )
 
@@ -59,7 +60,7 @@ class RunRecordingMiddleware(TaskiqMiddleware):
         run = current_run()
         if run is None:
             return
-        outcome = outcome_of(result)
+        outcome = outcome_of(result, run)
         with _never_raise(outcome.status):
             event = self._event(
                 run,
@@ -68,6 +69,7 @@ class RunRecordingMiddleware(TaskiqMiddleware):
                 duration_ms=run.elapsed_ms(),
                 summary=outcome.summary,
                 error=outcome.error,
+                content=run.content,
             )
             runtime_of(self.broker).recorder.record(event)
 

@@ -212,6 +212,7 @@ class FireDispatcher:
                 source="schedule",
                 schedule_id=schedule.id,
                 scheduled_for=fire_time,
+                deliver_to=schedule.deliver_to,
             )
         except JobsError as exc:
             _log.error(

@@ -23,9 +23,10 @@ from jobs_service.tasks.registry import list_tasks
 if TYPE_CHECKING:
     from taskiq import AsyncBroker
 
+    from jobs_service.core.settings import Settings
     from jobs_service.infrastructure.database import Database
 
-__all__ = ["REMOVED_NOTE", "label_schedule_name", "sync_label_schedules"]
+__all__ = ["REMOVED_NOTE", "configured_services", "label_schedule_name", "sync_label_schedules"]
 
 REMOVED_NOTE = "label removed from the code"
 _log = get_logger("jobs_service.scheduler")
@@ -36,9 +37,23 @@ def label_schedule_name(task: str, index: int) -> str:
     return task if index == 0 else f"{task}#{index + 1}"
 
 
-def _wanted(broker: AsyncBroker) -> dict[str, tuple[str, str, str]]:
+def configured_services(settings: Settings) -> frozenset[str]:
+    """What a task's ``needs`` label may name and this deployment has configured."""
+    available = set()
+    if settings.domain_api.base_url:
+        available.add("domain_api")
+    if settings.graph.client_id and settings.graph.effective_token_url:
+        available.add("graph")
+    return frozenset(available)
+
+
+def _wanted(broker: AsyncBroker, available: frozenset[str]) -> dict[str, tuple[str, str, str]]:
     wanted: dict[str, tuple[str, str, str]] = {}
     for info in list_tasks(broker):
+        needs = info.labels.get("needs")
+        if needs and str(needs) not in available:
+            # Firing it would only fail every time with a configuration error.
+            continue
         for index, cron in enumerate(info.schedules):
             try:
                 CronTiming(cron, info.timezone)
@@ -49,7 +64,9 @@ def _wanted(broker: AsyncBroker) -> dict[str, tuple[str, str, str]]:
     return wanted
 
 
-async def sync_label_schedules(database: Database, broker: AsyncBroker) -> dict[str, int]:
+async def sync_label_schedules(
+    database: Database, broker: AsyncBroker, available: frozenset[str] = frozenset()
+) -> dict[str, int]:
     """Make label schedules match the task registry; returns counts of what changed.
 
     Replicas starting together may race to insert the same schedule; the loser's
@@ -57,15 +74,17 @@ async def sync_label_schedules(database: Database, broker: AsyncBroker) -> dict[
     """
     for attempt in range(3):
         try:
-            return await _sync(database, broker)
+            return await _sync(database, broker, available)
         except IntegrityError:
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _sync(database: Database, broker: AsyncBroker) -> dict[str, int]:
-    wanted = _wanted(broker)
+async def _sync(
+    database: Database, broker: AsyncBroker, available: frozenset[str]
+) -> dict[str, int]:
+    wanted = _wanted(broker, available)
     now = datetime.now(UTC)
     counts = {"added": 0, "updated": 0, "disabled": 0}
     async with database.sessions.begin() as session:

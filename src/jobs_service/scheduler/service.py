@@ -106,7 +106,9 @@ class ScheduleService:
     async def create(self, draft: ScheduleDraft, *, created_by: str | None) -> Schedule:
         """Validate task, kwargs and timing, then store; 409 on a duplicate name."""
         try:
-            request = self._client.prepare(draft.task, draft.kwargs, source="schedule")
+            request = self._client.prepare(
+                draft.task, draft.kwargs, source="schedule", deliver_to=draft.deliver_to
+            )
         except UnknownTaskError as exc:
             raise ScheduleInvalidError(f"task: {exc}") from None
         now = datetime.now(UTC)
@@ -120,7 +122,7 @@ class ScheduleService:
             enabled=draft.enabled,
             overlap=draft.overlap,
             catchup_window_s=draft.catchup_window_s,
-            deliver_to=draft.deliver_to,
+            deliver_to=request.deliver_to,
             description=draft.description,
             source="api",
             created_by=created_by,
@@ -165,6 +167,10 @@ class ScheduleService:
                 f"and can only be paused or resumed here (not: {fields})"
             )
             raise ScheduleConflictError(msg)
+        if changes.get("deliver_to") is not None:
+            changes["deliver_to"] = self._client.prepare(
+                schedule.task, schedule.kwargs, source="schedule", deliver_to=patch.deliver_to
+            ).deliver_to
         if "kwargs" in changes:
             schedule.kwargs = self._client.prepare(
                 schedule.task, patch.kwargs, source="schedule"

@@ -21,7 +21,7 @@ from jobs_service.core.logging import configure_logging, get_logger
 from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.scheduler.dispatch import FireDispatcher
-from jobs_service.scheduler.labels import sync_label_schedules
+from jobs_service.scheduler.labels import configured_services, sync_label_schedules
 
 if TYPE_CHECKING:
     from taskiq import AsyncBroker
@@ -75,7 +75,9 @@ class JobsScheduler(TaskiqScheduler):
             self.broker.state.runtime = runtime
             self._owns_runtime = True
         self._runtime = runtime
-        await sync_label_schedules(runtime.database, self.broker)
+        await sync_label_schedules(
+            runtime.database, self.broker, configured_services(runtime.settings)
+        )
         self.dispatcher = FireDispatcher(
             runtime.database, JobsClient(self.broker, runtime), replica=runtime.worker_name
         )

@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILTIN_TASK_MODULES", "load_task_modules"]
 
-BUILTIN_TASK_MODULES = ("jobs_service.tasks.maintenance", "jobs_service.tasks.webhooks")
+BUILTIN_TASK_MODULES = (
+    "jobs_service.tasks.maintenance",
+    "jobs_service.tasks.webhooks",
+    "jobs_service.tasks.domain",
+    "jobs_service.tasks.delivery",
+)
 
 
 def load_task_modules(extra: Iterable[str] = ()) -> list[str]:

@@ -197,6 +197,10 @@ class TaskInfo:
             raise InvalidKwargsError(self.name, errors) from None
         return model.model_dump(mode="json", exclude_unset=True)
 
+    def takes(self, argument: str) -> bool:
+        """True when the task has a keyword argument ``argument``."""
+        return argument in self.kwargs_model.model_fields
+
     def argument_schema(self) -> dict[str, Any]:
         """JSON Schema of the keyword arguments."""
         return self.kwargs_model.model_json_schema()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from jobs_service.client import EnqueueError, RunRequest
-from jobs_service.core.errors import JobsError
+from jobs_service.core.errors import JobsError, PermanentError
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.repositories import runs
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from jobs_service.client import JobsClient
     from jobs_service.core.settings import WebhookSource
     from jobs_service.infrastructure.database import Database
+    from jobs_service.infrastructure.models import WebhookEvent
     from jobs_service.webhooks.events import IncomingEvent
 
 __all__ = ["Accepted", "UnknownEventError", "WebhookInbox"]
@@ -31,7 +32,7 @@ __all__ = ["Accepted", "UnknownEventError", "WebhookInbox"]
 _log = get_logger("jobs_service.webhooks")
 
 
-class UnknownEventError(JobsError):
+class UnknownEventError(PermanentError):
     """No webhook event with that id."""
 
     def __init__(self, event_id: int) -> None:
@@ -88,12 +89,14 @@ class WebhookInbox:
                 if event.external_id not in stored:
                     continue
                 event_id = stored[event.external_id]
+                route = source.route_for(event.event_type)
                 try:
                     request = self._client.prepare(
                         event.task,
                         {"event_id": event_id},
                         source="webhook",
                         webhook_event_id=event_id,
+                        deliver_to=route.deliver_to.as_json() if route.deliver_to else None,
                     )
                 except JobsError as exc:
                     unroutable.append(
@@ -140,6 +143,14 @@ class WebhookInbox:
                 connection, [r.webhook_event_id or 0 for r in requests], datetime.now(UTC)
             )
         return True
+
+    async def load(self, event_id: int) -> WebhookEvent:
+        """One stored event; :class:`UnknownEventError` if it was deleted."""
+        async with self._database.sessions() as session:
+            event = await repo.get_event(session, event_id)
+        if event is None:
+            raise UnknownEventError(event_id)
+        return event
 
     async def replay(self, event_id: int) -> str:
         """Process a stored event again with a new run of its route's task; the event

@@ -345,26 +345,6 @@ async def test_metrics_count_outcomes_by_source(
     assert 'jobs_webhook_requests_total{outcome="accepted",source="billing"}' in exposed
 
 
-async def test_a_source_without_default_task_needs_the_default_handler(
-    make_settings: Callable[..., Settings],
-) -> None:
-    """Unrouted event types go to process_webhook_event; until it is registered, a source
-    must name its default_task, or the gateway does not start."""
-    app = await _service(
-        make_settings,
-        sources={
-            "billing": {
-                "scheme": "standard",
-                "secrets": [SW_SECRET],
-                "routes": {"invoice.paid": "record_webhook"},
-            }
-        },
-    )
-    with pytest.raises(ConfigurationError, match="set default_task"):
-        async with serve_app(app):
-            pass
-
-
 async def test_the_relay_task_enqueues_events_stored_while_the_broker_was_down(
     billing: tuple[FastAPI, httpx.AsyncClient],
     monkeypatch: pytest.MonkeyPatch,

@@ -13,13 +13,15 @@ from jobs_service.gateway.query import after_id, keyset_page, utc_param
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
+    DeliveryOut,
     Page,
+    RunDetailOut,
     RunOut,
     RunSource,
     RunStatus,
 )
 from jobs_service.gateway.security import require_scope
-from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.repositories import deliveries, runs
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 _PROBLEMS: dict[int | str, dict[str, str]] = {
@@ -63,8 +65,9 @@ async def list_runs(
 )
 async def get_run(
     run_id: str, request: Request, _: Annotated[str, Depends(require_scope("read"))]
-) -> RunOut:
-    """A run by its ``run_id`` (or numeric ``id``) with summary, error and progress."""
+) -> RunDetailOut:
+    """A run by its ``run_id`` (or numeric ``id``): summary, error, progress, the result
+    content and every delivery of it."""
     async with request.app.state.runtime.database.sessions() as session:
         if is_run_id(run_id):
             row = await runs.get_run(session, run_id=run_id)
@@ -72,6 +75,9 @@ async def get_run(
             row = await runs.get_run(session, id=int(run_id))
         else:
             row = None
+        sent = await deliveries.list_for_run(session, [row.run_id]) if row is not None else []
     if row is None:
         raise Problem(404, "unknown-run", f"no run {run_id!r}")
-    return RunOut.of(row)
+    detail = RunDetailOut.model_validate(row, from_attributes=True)
+    detail.deliveries = [DeliveryOut.of(item) for item in sent]
+    return detail

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from jobs_service.infrastructure.models import TERMINAL_STATUSES, JobRun
+from jobs_service.infrastructure.models import TERMINAL_STATUSES, Delivery, JobRun
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,6 +50,7 @@ class QueuedRun:
     schedule_id: int | None = None
     scheduled_for: datetime | None = None
     webhook_event_id: int | None = None
+    deliver_to: dict[str, Any] | None = None
 
     def row(self) -> dict[str, Any]:
         """Column values for the insert."""
@@ -65,6 +66,7 @@ class QueuedRun:
             "schedule_id": self.schedule_id,
             "scheduled_for": self.scheduled_for,
             "webhook_event_id": self.webhook_event_id,
+            "deliver_to": self.deliver_to,
         }
 
 
@@ -88,6 +90,8 @@ class RunEvent:
     schedule_id: int | None = None
     scheduled_for: datetime | None = None
     webhook_event_id: int | None = None
+    deliver_to: dict[str, Any] | None = None
+    content: str | None = None
 
     @property
     def is_finish(self) -> bool:
@@ -120,6 +124,8 @@ class RunEvent:
             "duration_ms": self.duration_ms,
             "summary": self.summary,
             "error": self.error,
+            "deliver_to": self.deliver_to,
+            "content": self.content,
         }
 
 
@@ -187,6 +193,7 @@ async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEve
                 "duration_ms": excluded.duration_ms,
                 "summary": excluded.summary,
                 "error": excluded.error,
+                "content": excluded.content,
             }
         else:
             values |= {"started_at": excluded.started_at, "finished_at": None, "duration_ms": None}
@@ -239,12 +246,16 @@ async def delete_finished_before(
     Deleting in batches keeps each transaction (and PostgreSQL's locks and WAL) small,
     so a first cleanup of a large backlog does not stall the workers' writes.
     """
-    ids = (
-        select(JobRun.id)
+    found = await session.execute(
+        select(JobRun.id, JobRun.run_id)
         .where(JobRun.status.in_(TERMINAL_STATUSES), JobRun.finished_at < cutoff)
         .limit(batch_size)
     )
-    result = await session.execute(delete(JobRun).where(JobRun.id.in_(ids.scalar_subquery())))
+    rows = found.all()
+    if not rows:
+        return 0
+    await session.execute(delete(Delivery).where(Delivery.run_id.in_([row[1] for row in rows])))
+    result = await session.execute(delete(JobRun).where(JobRun.id.in_([row[0] for row in rows])))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

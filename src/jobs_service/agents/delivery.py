@@ -1,0 +1,204 @@
+"""Deliver a run's result (counts and markdown) to Teams channels, mailboxes, calendars.
+
+Each destination is claimed in ``deliveries`` before it is sent and marked after, so:
+
+- a retried run skips what an earlier attempt already sent (no duplicate reports);
+- two attempts running at once cannot both send the same message;
+- every failure is on record with its error, and a later retry sends only what failed.
+
+Failures do not stop the other destinations: everything deliverable is delivered, then
+one error sums up what failed (retryable if any failure is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import TYPE_CHECKING
+
+import markdown as markdown_lib
+
+from jobs_service.core.delivery import EmailTarget
+from jobs_service.core.errors import ConfigurationError, JobsError, PermanentError, RetryLater
+from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.repositories import deliveries
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from jobs_service.agents.domain_api import Artifact
+    from jobs_service.agents.graph import GraphAgent
+    from jobs_service.agents.teams import TeamsWorkflows
+    from jobs_service.core.delivery import CalendarTarget, DeliverTo, DeliveryTarget
+    from jobs_service.core.settings import ChannelSettings
+    from jobs_service.infrastructure.database import Database
+
+__all__ = ["DeliveryReport", "ResultDelivery", "RunResult", "render_html"]
+
+_log = get_logger("jobs_service.delivery")
+# A `sending` row this old belongs to an attempt that died mid-send.
+_STALE_SENDING = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run produced, as delivered."""
+
+    run_id: str
+    title: str
+    summary: Mapping[str, int]
+    content: str | None = None
+    artifacts: tuple[Artifact, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """How many messages this call sent, and how many earlier attempts had sent."""
+
+    sent: int
+    already_sent: int
+
+    @property
+    def delivered(self) -> int:
+        """Messages delivered in all, now or before."""
+        return self.sent + self.already_sent
+
+
+def render_html(result: RunResult) -> str:
+    """The result as HTML for mail and Graph channel posts: content, then the counts."""
+    parts = [f"<h2>{escape(result.title)}</h2>"]
+    if result.content:
+        parts.append(markdown_lib.markdown(result.content, extensions=["tables", "fenced_code"]))
+    if result.summary:
+        rows = "".join(
+            f"<tr><td>{escape(key)}</td><td>{value}</td></tr>"
+            for key, value in result.summary.items()
+        )
+        parts.append(f"<table>{rows}</table>")
+    parts.append(f"<p><small>Run {escape(result.run_id)}</small></p>")
+    return "\n".join(parts)
+
+
+class ResultDelivery:
+    """Sends results through the Teams and Graph agents, recording every message."""
+
+    def __init__(
+        self,
+        database: Database,
+        channels: ChannelSettings,
+        teams: TeamsWorkflows,
+        graph: Callable[[], GraphAgent],
+    ) -> None:
+        self._database = database
+        self._channels = channels
+        self._teams = teams
+        self._graph = graph
+
+    async def deliver(self, result: RunResult, deliver_to: DeliverTo) -> DeliveryReport:
+        """Send to every target not yet sent; raise if any failed, after trying all."""
+        sent = already = 0
+        failures: list[tuple[DeliveryTarget, JobsError]] = []
+        for target in deliver_to.targets():
+            now = datetime.now(UTC)
+            async with self._database.engine.begin() as connection:
+                claim = await deliveries.claim(
+                    connection,
+                    run_id=result.run_id,
+                    channel=target.channel,
+                    target=target.target,
+                    now=now,
+                    stale_after=_STALE_SENDING,
+                )
+            if claim.row_id is None:
+                if claim.status == "sent":
+                    already += 1
+                else:  # another attempt of this run is sending it right now
+                    failures.append((target, RetryLater("being delivered by another attempt")))
+                continue
+            try:
+                provider_id = await self._send(target, result, claim.idempotency_key)
+            except JobsError as exc:
+                failures.append((target, exc))
+                await self._record_failure(claim.row_id, exc)
+                continue
+            async with self._database.engine.begin() as connection:
+                await deliveries.mark_sent(
+                    connection, claim.row_id, provider_id=provider_id, now=datetime.now(UTC)
+                )
+            _log.info("delivery-sent", channel=target.channel, target=target.target)
+            sent += 1
+        if failures:
+            raise _summed_up(failures)
+        return DeliveryReport(sent, already)
+
+    async def _record_failure(self, row_id: int, exc: JobsError) -> None:
+        error = {"type": type(exc).__name__, "message": str(exc)[:1000]}
+        async with self._database.engine.begin() as connection:
+            await deliveries.mark_failed(connection, row_id, error=error, now=datetime.now(UTC))
+
+    async def _send(self, target: DeliveryTarget, result: RunResult, key: str) -> str | None:
+        spec = target.spec
+        if isinstance(spec, str):
+            return await self._send_teams(spec, result)
+        if isinstance(spec, EmailTarget):
+            await self._send_mail(spec, result, key)
+            return None
+        return await self._create_event(spec, result, key)
+
+    async def _send_teams(self, alias: str, result: RunResult) -> str | None:
+        channel = self._channels.teams.get(alias)
+        if channel is None:
+            msg = f"no [channels.teams.{alias}] is configured (deliver_to.teams_channel)"
+            raise ConfigurationError(msg)
+        if channel.webhook_url is not None:
+            await self._teams.post(
+                channel.webhook_url.get_secret_value(),
+                title=result.title,
+                markdown=result.content,
+                summary=result.summary,
+            )
+            return None
+        return await self._graph().post_channel_message(
+            team_id=channel.team_id or "",
+            channel_id=channel.channel_id or "",  # TeamsChannel requires both without a URL
+            html=render_html(result),
+        )
+
+    async def _send_mail(self, spec: EmailTarget, result: RunResult, key: str) -> None:
+        from jobs_service.agents.graph import MailAttachment  # noqa: PLC0415 - workers only
+
+        await self._graph().send_mail(
+            to=spec.to,
+            cc=spec.cc,
+            subject=spec.subject or result.title,
+            html=render_html(result),
+            attachments=[
+                MailAttachment(item.name, item.content_type, item.content)
+                for item in result.artifacts
+            ],
+            idempotency_key=key,
+        )
+
+    async def _create_event(self, spec: CalendarTarget, result: RunResult, key: str) -> str:
+        start = spec.start or datetime.now(UTC) + timedelta(minutes=spec.offset_minutes)
+        return await self._graph().create_event(
+            subject=spec.subject or result.title,
+            html=render_html(result),
+            start=start,
+            end=start + timedelta(minutes=spec.duration_minutes),
+            attendees=spec.attendees,
+            idempotency_key=key,
+        )
+
+
+def _summed_up(failures: list[tuple[DeliveryTarget, JobsError]]) -> JobsError:
+    detail = "; ".join(f"{target.channel} {target.target}: {exc}" for target, exc in failures)
+    message = f"delivery failed for {len(failures)} target(s): {detail}"
+    retryable = [exc for _, exc in failures if isinstance(exc, RetryLater)]
+    if retryable:
+        waits = [exc.retry_after for exc in retryable if exc.retry_after is not None]
+        return RetryLater(message, retry_after=max(waits) if waits else None)
+    if all(isinstance(exc, ConfigurationError) for _, exc in failures):
+        return ConfigurationError(message)
+    return PermanentError(message)

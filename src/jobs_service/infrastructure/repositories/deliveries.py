@@ -1,0 +1,113 @@
+"""Queries on ``deliveries``: claim a message before sending it, record how it went.
+
+A claim moves the row to ``sending`` in one guarded UPDATE, so two attempts of the same
+run (a redelivered message while the first still runs) cannot both send. A ``sending``
+row older than ``stale_after`` belongs to an attempt that died mid-send and may be
+claimed again: at-least-once, with the window as narrow as one HTTP call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from jobs_service.infrastructure.models import Delivery
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime, timedelta
+
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+__all__ = ["Claim", "claim", "delivery_key", "list_for_run", "mark_failed", "mark_sent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of a claim: ``row_id`` set when this attempt may send."""
+
+    row_id: int | None
+    status: str
+    idempotency_key: str
+
+
+def delivery_key(run_id: str, channel: str, target: str) -> str:
+    """A stable key of one message, sent to providers that deduplicate."""
+    digest = hashlib.sha256(f"{channel}\x00{target}".encode()).hexdigest()[:24]
+    return f"{run_id}-{digest}"[:64]
+
+
+async def claim(
+    connection: AsyncConnection,
+    *,
+    run_id: str,
+    channel: str,
+    target: str,
+    now: datetime,
+    stale_after: timedelta,
+) -> Claim:
+    """Create the row if needed and take it for sending unless it is sent or in flight."""
+    key = delivery_key(run_id, channel, target)
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    await connection.execute(
+        insert(Delivery)
+        .values(
+            run_id=run_id,
+            channel=channel,
+            target=target,
+            status="pending",
+            idempotency_key=key,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["run_id", "channel", "target"])
+    )
+    same = and_(Delivery.run_id == run_id, Delivery.channel == channel, Delivery.target == target)
+    claimable = or_(
+        Delivery.status.in_(("pending", "failed")),
+        and_(Delivery.status == "sending", Delivery.updated_at < now - stale_after),
+    )
+    taken = await connection.execute(
+        update(Delivery)
+        .where(same, claimable)
+        .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
+        .returning(Delivery.id)
+    )
+    row_id = taken.scalar_one_or_none()
+    if row_id is not None:
+        return Claim(row_id, "sending", key)
+    status = (await connection.execute(select(Delivery.status).where(same))).scalar_one()
+    return Claim(None, status, key)
+
+
+async def mark_sent(
+    connection: AsyncConnection, row_id: int, *, provider_id: str | None, now: datetime
+) -> None:
+    """The provider accepted the message."""
+    await connection.execute(
+        update(Delivery)
+        .where(Delivery.id == row_id)
+        .values(status="sent", provider_id=provider_id, error=None, updated_at=now, sent_at=now)
+    )
+
+
+async def mark_failed(
+    connection: AsyncConnection, row_id: int, *, error: dict[str, str], now: datetime
+) -> None:
+    """The send failed; the row can be claimed again by a retry."""
+    await connection.execute(
+        update(Delivery)
+        .where(Delivery.id == row_id)
+        .values(status="failed", error=error, updated_at=now)
+    )
+
+
+async def list_for_run(session: AsyncSession, run_ids: Sequence[str]) -> list[Delivery]:
+    """The deliveries of some runs, oldest first."""
+    query = select(Delivery).where(Delivery.run_id.in_(run_ids)).order_by(Delivery.id)
+    return list((await session.execute(query)).scalars())

@@ -1,0 +1,51 @@
+"""After a run with ``deliver_to`` succeeds, queue the delivery of its result.
+
+Tasks that deliver their own result (``run_agent_task``, ``process_webhook_event``)
+deliver inside the run, so a failed delivery retries the run. Any other task on a
+schedule or webhook route with ``deliver_to`` gets a follow-up ``deliver_run_result``
+run: its own retries, its own history, and the task itself stays unaware of delivery.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from taskiq import TaskiqMiddleware
+
+from jobs_service.core.logging import get_logger
+from jobs_service.core.run_context import current_run
+from jobs_service.infrastructure.runtime import runtime_of
+
+if TYPE_CHECKING:
+    from taskiq import TaskiqMessage, TaskiqResult
+
+__all__ = ["DELIVER_TASK", "ResultDeliveryMiddleware"]
+
+DELIVER_TASK = "deliver_run_result"
+_log = get_logger("jobs_service.delivery")
+
+
+class ResultDeliveryMiddleware(TaskiqMiddleware):
+    """Queues ``deliver_run_result`` for successful runs that did not deliver themselves."""
+
+    async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Never raises: a failure here is logged and the run can be redelivered."""
+        run = current_run()
+        if run is None or result.is_err or not run.deliver_to or run.delivered:
+            return
+        if run.task == DELIVER_TASK:
+            return
+        from jobs_service.client import JobsClient  # noqa: PLC0415 - client imports tasks
+
+        try:
+            client = JobsClient(self.broker, runtime_of(self.broker))
+            await client.enqueue(
+                DELIVER_TASK,
+                {"run_id": run.run_id},
+                source=run.source,
+                schedule_id=run.schedule_id,
+                # One follow-up per run, even if this attempt is delivered twice.
+                idempotency_key=f"deliver-run-result:{run.run_id}",
+            )
+        except Exception as exc:  # noqa: BLE001 - must not block the ack
+            _log.error("delivery-not-queued", error_type=type(exc).__name__, error=str(exc)[:300])

@@ -1,0 +1,95 @@
+"""Retry failed attempts of tasks labelled ``retry_on_error``, with backoff and a cap.
+
+TaskIQ's own retry middlewares re-send at once (the Redis stream broker has no delayed
+delivery) and count attempts in a label our history does not share. This one:
+
+- retries only what can succeed later: not :class:`PermanentError` (a 4xx, bad input)
+  nor :class:`ConfigurationError`, which need a person, not another attempt;
+- waits ``retry_backoff_s * 2**(attempt-1)`` with full jitter, capped at
+  ``retry_backoff_max_s``, and never less than a provider's ``Retry-After``;
+- re-sends the same run id with ``attempt + 1``, so history, logs and the idempotency
+  keys agents send all stay those of one run;
+- marks the attempt ``retrying``, or ``dead`` after the last one (the dead letter).
+
+The re-send happens in ``post_execute``, before the failed attempt is acknowledged: a
+crash in between re-delivers the failed attempt, it never loses the run.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from taskiq import TaskiqMessage, TaskiqMiddleware
+from taskiq.labels import prepare_label
+
+from jobs_service.core.errors import ConfigurationError, PermanentError, RetryLater
+from jobs_service.core.logging import get_logger
+from jobs_service.core.run_context import current_run
+from jobs_service.infrastructure.delayed import send_later
+
+if TYPE_CHECKING:
+    from taskiq import TaskiqResult
+
+__all__ = ["RetryMiddleware", "retry_delay_s"]
+
+_log = get_logger("jobs_service.retry")
+_NOT_RETRYABLE = (PermanentError, ConfigurationError)
+
+
+def retry_delay_s(attempt: int, *, base_s: float, cap_s: float, retry_after: float | None) -> float:
+    """Delay before attempt ``attempt + 1``: jittered exponential backoff, capped."""
+    backoff = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
+    delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not security
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, cap_s)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() == "true"
+    return bool(value)
+
+
+class RetryMiddleware(TaskiqMiddleware):
+    """Schedules the next attempt of a failed, retryable run."""
+
+    def __init__(self, *, base_s: float, cap_s: float) -> None:
+        super().__init__()
+        self._base_s = base_s
+        self._cap_s = cap_s
+
+    async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Decide and send the retry before the other middlewares record the outcome."""
+        run = current_run()
+        if run is None or not result.is_err or not _flag(message.labels.get("retry_on_error")):
+            return
+        error = result.error
+        if isinstance(error, _NOT_RETRYABLE):
+            return
+        max_retries = int(message.labels.get("max_retries", 3))
+        if run.attempt > max_retries:
+            run.exhausted = True
+            return
+        retry_after = error.retry_after if isinstance(error, RetryLater) else None
+        delay = retry_delay_s(
+            run.attempt, base_s=self._base_s, cap_s=self._cap_s, retry_after=retry_after
+        )
+        labels = dict(message.labels)
+        labels_types = dict(message.labels_types or {})
+        labels["attempt"], labels_types["attempt"] = prepare_label(run.attempt + 1)
+        retry = TaskiqMessage(
+            task_id=message.task_id,
+            task_name=message.task_name,
+            labels=labels,
+            labels_types=labels_types,
+            args=message.args,
+            kwargs=message.kwargs,
+        )
+        try:
+            await send_later(self.broker, self.broker.formatter.dumps(retry), delay)
+        except Exception as exc:  # noqa: BLE001 - the attempt stays `failed`, on record
+            _log.error("retry-not-scheduled", error_type=type(exc).__name__, error=str(exc)[:300])
+            return
+        run.retry_in_s = delay
