@@ -76,7 +76,7 @@ def build_broker(settings: Settings) -> AsyncBroker:
             )
         )
     new_broker = new_broker.with_serializer(ORJSONSerializer())
-    new_broker.add_middlewares(*default_middlewares(settings))
+    new_broker.add_middlewares(*default_middlewares())
     new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, _logging_setup(settings))
     # The gateway's lifespan runs first in workers and attaches the Runtime (one wiring
     # for routes and tasks); the handlers after it only cover a missing one.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 
 from jobs_service.broker import broker
+from jobs_service.core.errors import PermanentError, RetryLater
+from jobs_service.core.run_context import current_run
 from jobs_service.core.summary import Summary, make_summary
 
 
@@ -47,3 +49,15 @@ async def count_awkwardly() -> Summary:
 async def record_webhook(event_id: int) -> Summary:
     """Handle one webhook event (the tests route events here)."""
     return make_summary(events=1 if event_id > 0 else 0)
+
+
+@broker.task(task_name="fail_until_attempt", category="testing", retry_on_error=True, max_retries=2)
+async def fail_until_attempt(succeed_at: int, permanent: bool = False) -> Summary:
+    """Fail (retryably, or permanently) until attempt ``succeed_at``."""
+    run = current_run()
+    attempt = run.attempt if run is not None else 1
+    if permanent:
+        raise PermanentError("the provider said 400")
+    if attempt < succeed_at:
+        raise RetryLater(f"attempt {attempt} is too early")
+    return make_summary(processed=attempt)

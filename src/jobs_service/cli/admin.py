@@ -49,30 +49,21 @@ def migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def check(args: argparse.Namespace, settings: Settings) -> int:
-    """Settings loaded and task modules imported: report what is configured."""
-    del args
-    from jobs_service.tasks.registry import TASK_NAME_PATTERN, list_tasks  # noqa: PLC0415
+    """Settings loaded and task modules imported: what is configured, then what is wrong.
 
-    broker = shared_broker()
-    problems = [
-        f"task {info.name!r}: name is not verb_noun"
-        for info in list_tasks(broker)
-        if not TASK_NAME_PATTERN.fullmatch(info.name)
-    ]
-    if settings.env == "production" and not settings.api_keys:
-        problems.append("api_keys: production needs at least one [[api_keys]] entry")
-    print(
-        f"settings   env={settings.env} database={redact_url(settings.database_url)} "
-        f"broker={'redis' if settings.redis_url else 'in-memory'}"
-    )
-    print(
-        f"tasks      {len(list_tasks(broker))} registered "
-        f"(modules: {', '.join(settings.task_modules) or 'built-in only'})"
-    )
-    print(f"api keys   {len(settings.api_keys)}")
-    for problem in problems:
-        sys.stderr.write(f"problem: {problem}\n")
-    return EXIT_FAILED if problems else 0
+    The summary goes to stdout and findings to stderr, so a script can keep either.
+    """
+    del args
+    from jobs_service.cli.config_check import check_settings, describe_settings  # noqa: PLC0415
+    from jobs_service.tasks.registry import list_tasks  # noqa: PLC0415
+
+    names = [info.name for info in list_tasks(shared_broker())]
+    for line in describe_settings(settings, names):
+        print(line)
+    findings = check_settings(settings, names)
+    for finding in findings:
+        sys.stderr.write(f"{finding}\n")
+    return EXIT_FAILED if any(finding.level == "problem" for finding in findings) else 0
 
 
 def tasks(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,12 +6,14 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from jobs_service.cli.errors import CliError
+from jobs_service.cli.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from jobs_service.cli.parser import build_parser
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Sequence
+
+    from pydantic import ValidationError
 
     from jobs_service.core.settings import Settings
 
@@ -19,7 +21,15 @@ __all__ = ["main"]
 
 
 def _load_settings(args: argparse.Namespace) -> Settings:
-    from pydantic import ValidationError  # noqa: PLC0415 - keep --help fast
+    """Settings, or one line saying why not; ``check`` gets every validation error instead.
+
+    A broken file is the configuration's fault, not the command line's: ``check`` fails
+    with exit code 1 for it, as for any problem it finds.
+    """
+    import tomllib  # noqa: PLC0415 - keep --help fast
+
+    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic_settings import SettingsError  # noqa: PLC0415
 
     from jobs_service.core.errors import ConfigurationError  # noqa: PLC0415
     from jobs_service.core.settings import Settings  # noqa: PLC0415
@@ -28,15 +38,32 @@ def _load_settings(args: argparse.Namespace) -> Settings:
         # The edge of the process: modules that build from the environment (the shared
         # broker, the worker's app factory, child processes) must see the same file.
         os.environ["JOBS_CONFIG_FILE"] = args.config
+    checking = args.command == "check"
     try:
         return Settings.load()
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "settings"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise CliError(f"configuration error: {where}: {error['msg']}{more}") from None
-    except ConfigurationError as exc:
+        raise _invalid_settings(exc, every_error=checking) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        from jobs_service.cli.config_check import toml_error_message  # noqa: PLC0415
+
+        path = os.environ.get("JOBS_CONFIG_FILE", "config file")
+        code = EXIT_FAILED if checking else EXIT_USAGE
+        raise CliError(f"configuration error: {toml_error_message(exc, path)}", code) from None
+    except (ConfigurationError, SettingsError) as exc:
         raise CliError(f"configuration error: {exc}") from None
+
+
+def _invalid_settings(error: ValidationError, *, every_error: bool) -> CliError:
+    from jobs_service.cli.config_check import validation_findings  # noqa: PLC0415
+
+    findings = validation_findings(error)
+    if every_error:
+        lines = "".join(f"\n{finding}" for finding in findings)
+        count = f"{len(findings)} problem{'' if len(findings) == 1 else 's'}"
+        return CliError(f"configuration is invalid ({count}){lines}", EXIT_FAILED)
+    first = findings[0]
+    more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+    return CliError(f"configuration error: {first.path}: {first.message}{more}")
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:

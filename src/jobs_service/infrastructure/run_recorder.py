@@ -16,6 +16,8 @@ import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.repositories.runs import RunEvent, upsert_run_events
 from jobs_service.infrastructure.repositories.webhooks import mark_finished
@@ -93,13 +95,35 @@ class RunRecorder:
                 async with self._database.engine.begin() as connection:
                     await upsert_run_events(connection, chunk)
                     await mark_finished(connection, _webhook_outcomes(chunk), datetime.now(UTC))
-        except Exception:
-            self._requeue(events)
-            raise
+        except Exception as exc:
+            if _transient(exc):
+                self._requeue(events)
+                raise
+            # One event the database refuses (not JSON-able, out of range) must not block
+            # every later event: write them one by one and drop only the refused ones.
+            await self._write_each(events)
         self.written += len(events)
         async with self._flushed:
             self._flushed.notify_all()
         return len(events)
+
+    async def _write_each(self, events: list[RunEvent]) -> None:
+        for index, event in enumerate(events):
+            try:
+                async with self._database.engine.begin() as connection:
+                    await upsert_run_events(connection, [event])
+                    await mark_finished(connection, _webhook_outcomes([event]), datetime.now(UTC))
+            except Exception as exc:
+                if _transient(exc):
+                    self._requeue(events[index:])
+                    raise
+                self._log.error(
+                    "run-record-dropped",
+                    run_id=event.run_id,
+                    status=event.status,
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:300],
+                )
 
     def _requeue(self, events: list[RunEvent]) -> None:
         # Newer events recorded during the failed write win; older ones fold into them.
@@ -126,6 +150,14 @@ class RunRecorder:
                 )
             else:
                 backoff = self._interval
+
+
+def _transient(exc: BaseException) -> bool:
+    """Anything but a refusal of the data itself is retried (an outage, a missing
+    migration); only values the driver or database rejects are poison."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return False
+    return not (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError))
 
 
 def _webhook_outcomes(

@@ -19,8 +19,6 @@ from jobs_service.middlewares.run_recording import RunRecordingMiddleware
 if TYPE_CHECKING:
     from taskiq import TaskiqMiddleware
 
-    from jobs_service.core.settings import Settings
-
 __all__ = [
     "LifecycleLoggingMiddleware",
     "ResultDeliveryMiddleware",
@@ -31,14 +29,12 @@ __all__ = [
 ]
 
 
-def default_middlewares(settings: Settings) -> list[TaskiqMiddleware]:
+def default_middlewares() -> list[TaskiqMiddleware]:
     """The middleware stack every Jobs Service broker runs, in order."""
     return [
         RunContextMiddleware(),
         ResultDeliveryMiddleware(),
         LifecycleLoggingMiddleware(),
         RunRecordingMiddleware(),
-        RetryMiddleware(
-            base_s=settings.worker.retry_backoff_s, cap_s=settings.worker.retry_backoff_max_s
-        ),
+        RetryMiddleware(),
     ]

@@ -27,6 +27,7 @@ from jobs_service.core.errors import ConfigurationError, PermanentError, RetryLa
 from jobs_service.core.logging import get_logger
 from jobs_service.core.run_context import current_run
 from jobs_service.infrastructure.delayed import send_later
+from jobs_service.infrastructure.runtime import runtime_of
 
 if TYPE_CHECKING:
     from taskiq import TaskiqResult
@@ -53,12 +54,11 @@ def _flag(value: Any) -> bool:
 
 
 class RetryMiddleware(TaskiqMiddleware):
-    """Schedules the next attempt of a failed, retryable run."""
+    """Schedules the next attempt of a failed, retryable run.
 
-    def __init__(self, *, base_s: float, cap_s: float) -> None:
-        super().__init__()
-        self._base_s = base_s
-        self._cap_s = cap_s
+    The backoff comes from the process's runtime settings (``[worker]``), read at each
+    failure, so the worker's configuration applies whoever built the broker.
+    """
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         """Decide and send the retry before the other middlewares record the outcome."""
@@ -73,8 +73,12 @@ class RetryMiddleware(TaskiqMiddleware):
             run.exhausted = True
             return
         retry_after = error.retry_after if isinstance(error, RetryLater) else None
+        worker = runtime_of(self.broker).settings.worker
         delay = retry_delay_s(
-            run.attempt, base_s=self._base_s, cap_s=self._cap_s, retry_after=retry_after
+            run.attempt,
+            base_s=worker.retry_backoff_s,
+            cap_s=worker.retry_backoff_max_s,
+            retry_after=retry_after,
         )
         labels = dict(message.labels)
         labels_types = dict(message.labels_types or {})

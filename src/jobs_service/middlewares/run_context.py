@@ -55,7 +55,9 @@ def context_from_labels(message: TaskiqMessage) -> RunContext:
     return RunContext(
         run_id=message.task_id,
         task=message.task_name,
-        kwargs=message.kwargs,
+        # A copy: TaskIQ later replaces the values in place with parsed objects (models),
+        # which the run record could not store as JSON.
+        kwargs=dict(message.kwargs),
         attempt=int(attempt),
         source=str(labels.get("source") or "api"),
         queued_at=_timestamp(labels.get("queued_at")) or now,

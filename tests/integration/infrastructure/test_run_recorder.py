@@ -159,3 +159,19 @@ async def test_a_duplicate_start_never_rewinds_a_finished_attempt(database: Data
     recorder.record(event(run_id, "running", attempt=2))  # a real retry still applies
     await recorder.flush()
     assert (await fetch(database, run_id)).status == "running"
+
+
+async def test_an_event_the_database_refuses_does_not_block_the_others(database: Database) -> None:
+    """A poisoned event (kwargs that are not JSON) is dropped; its batch is still written."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    good, bad = new_run_id(), new_run_id()
+    poisoned = event(bad, "running")
+    poisoned.kwargs = {"target": object()}
+    recorder.record(event(good, "running"))
+    recorder.record(poisoned)
+    await recorder.flush()
+    assert (await fetch(database, good)).status == "running"
+    async with database.sessions() as session:
+        missing = await runs.get_run(session, run_id=bad)
+    assert missing is None
+    assert recorder._pending == {}
