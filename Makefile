@@ -77,8 +77,9 @@ clean:  ## Remove build artefacts and the embedded database
 	rm -rf site .mypy_cache .ruff_cache .pytest_cache var
 
 .PHONY: bench
-bench: install  ## Throughput benchmark against the local Redis and PostgreSQL
+bench: install  ## Throughput benchmark against the local Redis and PostgreSQL; worker footprint
 	$(RUN) python -m benchmarks.throughput
+	$(RUN) python -m benchmarks.worker_footprint
 
 .PHONY: dev-up
 dev-up:  ## Start PostgreSQL and Redis for development and tests (Docker)
