@@ -22,6 +22,16 @@ from jobs_service.core.summary import Summary, make_summary
 
 __all__ = ["check_expiring_tokens", "run_agent_task", "sync_accounts"]
 
+# The periodic jobs of a provider integration: same retries, timeout and cadence.
+_PROVIDER_JOB: dict[str, Any] = {
+    "retry_on_error": True,
+    "max_retries": 3,
+    "timeout": 300,
+    "category": "provider",
+    "schedule": "*/15 * * * *",
+    "needs": "domain_api",
+}
+
 
 @broker.task(
     task_name="run_agent_task",
@@ -81,15 +91,7 @@ async def _counts(domain: DomainApi, action: str) -> Summary:
     )
 
 
-@broker.task(
-    task_name="sync_accounts",
-    retry_on_error=True,
-    max_retries=3,
-    timeout=300,
-    category="provider",
-    schedule="*/15 * * * *",
-    needs="domain_api",
-)
+@broker.task(task_name="sync_accounts", **_PROVIDER_JOB)
 async def sync_accounts(domain: Annotated[DomainApi, TaskiqDepends(domain_api)]) -> Summary:
     """Have the domain sync its accounts with the provider (action `accounts/sync`).
 
@@ -99,15 +101,7 @@ async def sync_accounts(domain: Annotated[DomainApi, TaskiqDepends(domain_api)])
     return await _counts(domain, "accounts/sync")
 
 
-@broker.task(
-    task_name="check_expiring_tokens",
-    retry_on_error=True,
-    max_retries=3,
-    timeout=300,
-    category="provider",
-    schedule="*/15 * * * *",
-    needs="domain_api",
-)
+@broker.task(task_name="check_expiring_tokens", **_PROVIDER_JOB)
 async def check_expiring_tokens(domain: Annotated[DomainApi, TaskiqDepends(domain_api)]) -> Summary:
     """Have the domain refresh provider tokens expiring within 24 h (`tokens/check-expiring`).
 
