@@ -12,6 +12,7 @@ one error sums up what failed (retryable if any failure is).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -114,17 +115,25 @@ class ResultDelivery:
                 if claim.status == "sent":
                     already += 1
                 else:  # another attempt of this run is sending it right now
-                    failures.append((target, RetryLater("being delivered by another attempt")))
+                    busy = RetryLater(
+                        "being delivered by another attempt", retry_after=claim.free_in_s + 1
+                    )
+                    failures.append((target, busy))
                 continue
             try:
                 provider_id = await self._send(target, result, claim.idempotency_key)
             except JobsError as exc:
                 failures.append((target, exc))
-                await self._record_failure(claim.row_id, exc)
+                await self._record_failure(claim, exc)
                 continue
+            except BaseException as exc:
+                # A timeout or cancellation mid-send: release the claim (in a task of
+                # its own, so the cancellation cannot stop it) for the retry to take.
+                await asyncio.shield(self._record_failure(claim, exc))
+                raise
             async with self._database.engine.begin() as connection:
                 await deliveries.mark_sent(
-                    connection, claim.row_id, provider_id=provider_id, now=datetime.now(UTC)
+                    connection, claim, provider_id=provider_id, now=datetime.now(UTC)
                 )
             _log.info("delivery-sent", channel=target.channel, target=target.target)
             sent += 1
@@ -132,10 +141,10 @@ class ResultDelivery:
             raise _summed_up(failures)
         return DeliveryReport(sent, already)
 
-    async def _record_failure(self, row_id: int, exc: JobsError) -> None:
-        error = {"type": type(exc).__name__, "message": str(exc)[:1000]}
+    async def _record_failure(self, claim: deliveries.Claim, exc: BaseException) -> None:
+        error = {"type": type(exc).__name__, "message": (str(exc) or repr(exc))[:1000]}
         async with self._database.engine.begin() as connection:
-            await deliveries.mark_failed(connection, row_id, error=error, now=datetime.now(UTC))
+            await deliveries.mark_failed(connection, claim, error=error, now=datetime.now(UTC))
 
     async def _send(self, target: DeliveryTarget, result: RunResult, key: str) -> str | None:
         spec = target.spec

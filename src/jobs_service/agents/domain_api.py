@@ -32,7 +32,7 @@ from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import get_logger
 from jobs_service.core.run_context import current_run
 from jobs_service.core.summary import InvalidSummaryError, Summary, validate_summary
-from jobs_service.infrastructure.http import OAuth2Token, check_response, unreachable
+from jobs_service.infrastructure.http import OAuth2Token, check_response, retry_after_s, unreachable
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -178,6 +178,9 @@ class DomainApi:
         if response.status_code == 401 and credential is not None and token is not None:
             credential.invalidate(token)
             raise _Unauthorized(f"HTTP 401 from {url}")
+        if response.status_code == 409:  # same Idempotency-Key still being processed
+            detail = f"{_PROVIDER} is still processing this Idempotency-Key (HTTP 409)"
+            raise RetryLater(detail, retry_after=retry_after_s(response.headers))
         check_response(response, provider=_PROVIDER)
         return response
 

@@ -157,7 +157,12 @@ def _transient(exc: BaseException) -> bool:
     migration); only values the driver or database rejects are poison."""
     if isinstance(exc, (DataError, IntegrityError)):
         return False
-    return not (isinstance(exc, StatementError) and not isinstance(exc, DBAPIError))
+    if isinstance(exc, DBAPIError):
+        # asyncpg's refusals arrive as plain DBAPIError: the SQLSTATE class tells data
+        # exceptions (22) and constraint violations (23) from outages.
+        state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+        return not state.startswith(("22", "23"))
+    return not isinstance(exc, StatementError)
 
 
 def _webhook_outcomes(

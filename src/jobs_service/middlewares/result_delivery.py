@@ -15,6 +15,7 @@ from taskiq import TaskiqMiddleware
 from jobs_service.core.logging import get_logger
 from jobs_service.core.run_context import current_run
 from jobs_service.infrastructure.runtime import runtime_of
+from jobs_service.middlewares.outcome import outcome_of
 
 if TYPE_CHECKING:
     from taskiq import TaskiqMessage, TaskiqResult
@@ -29,9 +30,12 @@ class ResultDeliveryMiddleware(TaskiqMiddleware):
     """Queues ``deliver_run_result`` for successful runs that did not deliver themselves."""
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        """Never raises: a failure here is logged and the run can be redelivered."""
+        """Never raises (it must not block the ack): a failure is logged as
+        ``delivery-not-queued``, and ``deliver_run_result`` can be queued by hand."""
         run = current_run()
-        if run is None or result.is_err or not run.deliver_to or run.delivered:
+        if run is None or not run.deliver_to or run.delivered:
+            return
+        if not outcome_of(result, run).succeeded:
             return
         if run.task == DELIVER_TASK:
             return
@@ -42,8 +46,9 @@ class ResultDeliveryMiddleware(TaskiqMiddleware):
             await client.enqueue(
                 DELIVER_TASK,
                 {"run_id": run.run_id},
+                # Not schedule_id: the follow-up must not count as the schedule's own
+                # run, or an overlap=skip schedule would skip fires while it retries.
                 source=run.source,
-                schedule_id=run.schedule_id,
                 # One follow-up per run, even if this attempt is delivered twice.
                 idempotency_key=f"deliver-run-result:{run.run_id}",
             )

@@ -42,9 +42,8 @@ def retry_delay_s(attempt: int, *, base_s: float, cap_s: float, retry_after: flo
     """Delay before attempt ``attempt + 1``: jittered exponential backoff, capped."""
     backoff = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
     delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not security
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(delay, cap_s)
+    # The provider's word wins over our cap (agents already bound it to an hour).
+    return max(delay, retry_after) if retry_after is not None else delay
 
 
 def _flag(value: Any) -> bool:

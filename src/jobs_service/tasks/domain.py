@@ -37,7 +37,9 @@ _PROVIDER_JOB: dict[str, Any] = {
     task_name="run_agent_task",
     retry_on_error=True,
     max_retries=3,
-    timeout=600,
+    # Under the broker's idle_timeout_s (300 s): a message unacknowledged longer is
+    # handed to another worker, which would run the same agent task a second time.
+    timeout=240,
     category="agents",
 )
 async def run_agent_task(

@@ -175,3 +175,25 @@ async def test_an_event_the_database_refuses_does_not_block_the_others(database:
         missing = await runs.get_run(session, run_id=bad)
     assert missing is None
     assert recorder._pending == {}
+
+
+async def test_a_redelivered_copy_of_a_finished_attempt_cannot_change_its_outcome(
+    database: Database,
+) -> None:
+    """Attempt 1 succeeded; a second copy of attempt 1 failing later changes nothing."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    run_id = new_run_id()
+    recorder.record(event(run_id, "succeeded", attempt=1, finished=True))
+    await recorder.flush()
+    recorder.record(event(run_id, "running", attempt=1))
+    await recorder.flush()
+    recorder.record(event(run_id, "failed", attempt=1, finished=True))
+    await recorder.flush()
+    assert (await fetch(database, run_id)).status == "succeeded"
+    recorder.record(event(run_id, "running", attempt=2))  # a real retry still applies
+    await recorder.flush()
+    row = await fetch(database, run_id)
+    assert (row.status, row.attempt) == ("running", 2)
+    recorder.record(event(run_id, "retrying", attempt=1, finished=True))  # stale
+    await recorder.flush()
+    assert ((await fetch(database, run_id)).status, row.attempt) == ("running", 2)

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,6 +22,7 @@ class FakeTeamsWorkflows:
 
     posts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     failures: list[int] = field(default_factory=list)
+    delay_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, base: str, channel: str) -> str:
@@ -34,6 +36,8 @@ class FakeTeamsWorkflows:
 
     async def _post(self, request: Request) -> Response:
         channel = request.path_params["channel"]
+        if self.delay_s:
+            await anyio.sleep(self.delay_s)
         if request.query_params.get("sig") != f"s3cr3t-{channel}":
             return JSONResponse({"error": {"code": "DirectApiAuthorizationRequired"}}, 401)
         with self._lock:

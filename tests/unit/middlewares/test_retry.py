@@ -25,9 +25,10 @@ def test_backoff_doubles_with_jitter_and_stops_at_the_cap() -> None:
         assert len(set(delays)) > 150  # jittered, so retries of many runs spread out
 
 
-def test_retry_after_is_a_floor_but_the_cap_still_holds() -> None:
+def test_retry_after_is_a_floor_even_beyond_the_cap() -> None:
     assert retry_delay_s(1, base_s=2, cap_s=60, retry_after=30) == 30
-    assert retry_delay_s(1, base_s=2, cap_s=60, retry_after=3600) == 60
+    assert retry_delay_s(1, base_s=2, cap_s=60, retry_after=600) == 600
+    assert retry_delay_s(5, base_s=2, cap_s=60, retry_after=0.5) >= 15
 
 
 async def _final(app: object, run_id: str, *, statuses: tuple[str, ...]) -> dict[str, object]:

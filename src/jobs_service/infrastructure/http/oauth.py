@@ -110,6 +110,9 @@ class OAuth2Token:
         body = _json_object(response)
         if response.status_code != 200:
             code = str(body.get("error", ""))
+            if code in ("temporarily_unavailable", "server_error"):  # RFC 6749 §5.2
+                detail = f"{provider} answered {error_detail(response)}"
+                raise RetryLater(detail, retry_after=retry_after_s(response.headers))
             detail = f"{provider} refused the credentials: {error_detail(response)}"
             if code in _CREDENTIAL_ERRORS or response.status_code in (400, 401, 403):
                 raise ConfigurationError(

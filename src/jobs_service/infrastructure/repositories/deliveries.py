@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,11 +28,18 @@ __all__ = ["Claim", "claim", "delivery_key", "list_for_run", "mark_failed", "mar
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The outcome of a claim: ``row_id`` set when this attempt may send."""
+    """The outcome of a claim: ``row_id`` set when this attempt may send.
+
+    ``attempts`` fences the later update: a claim that lost its lease to another
+    attempt cannot overwrite that attempt's outcome. ``free_in_s`` is how long until an
+    in-flight claim of another attempt may be taken over.
+    """
 
     row_id: int | None
     status: str
     idempotency_key: str
+    attempts: int = 0
+    free_in_s: float = 0.0
 
 
 def delivery_key(run_id: str, channel: str, target: str) -> str:
@@ -76,34 +83,44 @@ async def claim(
         update(Delivery)
         .where(same, claimable)
         .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
-        .returning(Delivery.id)
+        .returning(Delivery.id, Delivery.attempts)
     )
-    row_id = taken.scalar_one_or_none()
-    if row_id is not None:
-        return Claim(row_id, "sending", key)
-    status = (await connection.execute(select(Delivery.status).where(same))).scalar_one()
-    return Claim(None, status, key)
+    row = taken.one_or_none()
+    if row is not None:
+        return Claim(row[0], "sending", key, attempts=row[1])
+    status, updated_at = (
+        await connection.execute(select(Delivery.status, Delivery.updated_at).where(same))
+    ).one()
+    free_in = (updated_at + stale_after - now).total_seconds() if status == "sending" else 0.0
+    return Claim(None, status, key, free_in_s=max(free_in, 0.0))
+
+
+def _held(claim: Claim) -> Any:
+    return and_(
+        Delivery.id == claim.row_id,
+        Delivery.status == "sending",
+        Delivery.attempts == claim.attempts,
+    )
 
 
 async def mark_sent(
-    connection: AsyncConnection, row_id: int, *, provider_id: str | None, now: datetime
+    connection: AsyncConnection, claim: Claim, *, provider_id: str | None, now: datetime
 ) -> None:
-    """The provider accepted the message."""
+    """The provider accepted the message (a sent message is sent, even if the lease
+    was taken over meanwhile: the other attempt then finds it sent)."""
     await connection.execute(
         update(Delivery)
-        .where(Delivery.id == row_id)
+        .where(Delivery.id == claim.row_id, Delivery.status != "sent")
         .values(status="sent", provider_id=provider_id, error=None, updated_at=now, sent_at=now)
     )
 
 
 async def mark_failed(
-    connection: AsyncConnection, row_id: int, *, error: dict[str, str], now: datetime
+    connection: AsyncConnection, claim: Claim, *, error: dict[str, str], now: datetime
 ) -> None:
-    """The send failed; the row can be claimed again by a retry."""
+    """The send failed; a retry can claim the row again. Only while this claim holds it."""
     await connection.execute(
-        update(Delivery)
-        .where(Delivery.id == row_id)
-        .values(status="failed", error=error, updated_at=now)
+        update(Delivery).where(_held(claim)).values(status="failed", error=error, updated_at=now)
     )
 
 

@@ -197,14 +197,14 @@ async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEve
             }
         else:
             values |= {"started_at": excluded.started_at, "finished_at": None, "duration_ms": None}
-        # A finish applies to its own or an older attempt; a start only to a newer
-        # attempt or a run not yet finished, so a duplicate delivery of an attempt that
-        # already ended can never rewind it to `running`.
-        guard = (
-            JobRun.attempt <= excluded.attempt
-            if finished
-            else (JobRun.attempt < excluded.attempt)
-            | JobRun.status.in_(("queued", "running", "retrying"))
+        # An event applies to a newer attempt, or to the same attempt while the run is
+        # still active: a redelivered copy of an attempt that already ended can neither
+        # rewind it to `running` nor turn its `succeeded` into `failed`, and nothing of
+        # an older attempt overwrites a newer one.
+        # Plain comparisons, not IN: an expanding IN cannot be used with executemany.
+        active = or_(*(JobRun.status == status for status in ("queued", "running", "retrying")))
+        guard = (JobRun.attempt < excluded.attempt) | (
+            active & (JobRun.attempt <= excluded.attempt)
         )
         stmt = stmt.on_conflict_do_update(index_elements=[JobRun.run_id], set_=values, where=guard)
         await connection.execute(stmt, rows)

@@ -1,0 +1,100 @@
+"""ResultDelivery against a real Teams Workflows fake: claims, failures, cancellation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+import pytest
+from sqlalchemy import select
+
+from jobs_service.agents.delivery import ResultDelivery, RunResult
+from jobs_service.agents.teams import TeamsWorkflows
+from jobs_service.core.delivery import DeliverTo
+from jobs_service.core.errors import ConfigurationError, RetryLater
+from jobs_service.core.settings import ChannelSettings
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.models import Delivery
+from tests.support.fakes.server import serve
+from tests.support.fakes.teams import FakeTeamsWorkflows
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from jobs_service.core.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+def _no_graph() -> object:
+    raise AssertionError("Teams-only deliveries must not build the Graph agent")
+
+
+@pytest.fixture
+async def database(make_settings: Callable[..., Settings]) -> AsyncIterator[Database]:
+    settings = make_settings()
+    database = Database(settings.database_url, settings.database)
+    await migrate.upgrade(database)
+    yield database
+    await database.close()
+
+
+async def _rows(database: Database) -> list[tuple[str, str, int]]:
+    async with database.sessions() as session:
+        rows = (await session.execute(select(Delivery).order_by(Delivery.id))).scalars()
+        return [(row.target, row.status, row.attempts) for row in rows]
+
+
+async def test_a_send_cut_off_mid_flight_is_released_for_the_retry(database: Database) -> None:
+    teams = FakeTeamsWorkflows(delay_s=1.0)
+    with serve(teams.app) as base:
+        channels = ChannelSettings.model_validate(
+            {"teams": {"sales": {"webhook_url": teams.url(base, "sales")}}}
+        )
+        async with httpx.AsyncClient() as http:
+            delivery = ResultDelivery(database, channels, TeamsWorkflows(http), _no_graph)  # type: ignore[arg-type]
+            result = RunResult("run-1", "report", {"errors": 0}, "hello")
+            targets = DeliverTo(teams_channel="sales")
+            with anyio.move_on_after(0.2):  # the task's timeout fires mid-send
+                await delivery.deliver(result, targets)
+            await anyio.sleep(0.1)
+            released = await _rows(database)
+            teams.delay_s = 0
+            report = await delivery.deliver(result, targets)
+            again = await delivery.deliver(result, targets)
+    assert released == [("sales", "failed", 1)]
+    assert (report.sent, report.already_sent) == (1, 0)
+    assert (again.sent, again.already_sent) == (0, 1)
+    assert await _rows(database) == [("sales", "sent", 2)]
+
+
+async def test_a_failed_channel_does_not_stop_the_others(database: Database) -> None:
+    teams = FakeTeamsWorkflows(failures=[503])
+    with serve(teams.app) as base:
+        channels = ChannelSettings.model_validate(
+            {
+                "teams": {
+                    "sales": {"webhook_url": teams.url(base, "sales")},
+                    "ops": {"webhook_url": teams.url(base, "ops")},
+                }
+            }
+        )
+        async with httpx.AsyncClient() as http:
+            delivery = ResultDelivery(database, channels, TeamsWorkflows(http), _no_graph)  # type: ignore[arg-type]
+            result = RunResult("run-2", "report", {"errors": 0})
+            with pytest.raises(
+                RetryLater, match="teams sales: Teams Workflows webhook answered HTTP 503"
+            ):
+                await delivery.deliver(result, DeliverTo(teams_channel="sales"))
+            await delivery.deliver(result, DeliverTo(teams_channel="ops"))
+            with pytest.raises(ConfigurationError, match=r"no \[channels.teams.gone\]"):
+                await delivery.deliver(result, DeliverTo(teams_channel="gone"))
+    assert await _rows(database) == [
+        ("sales", "failed", 1),
+        ("ops", "sent", 1),
+        ("gone", "failed", 1),
+    ]
+    assert len(teams.cards("ops")) == 1
+    assert "sig=" not in str(await _rows(database))
