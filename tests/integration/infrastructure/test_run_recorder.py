@@ -197,3 +197,18 @@ async def test_a_redelivered_copy_of_a_finished_attempt_cannot_change_its_outcom
     recorder.record(event(run_id, "retrying", attempt=1, finished=True))  # stale
     await recorder.flush()
     assert ((await fetch(database, run_id)).status, row.attempt) == ("running", 2)
+
+
+async def test_a_value_postgresql_rejects_is_dropped_not_retried_forever(
+    database: Database,
+) -> None:
+    """A NUL in an error message (JSONB refuses it: SQLSTATE 22P05) loses that event only."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    good, bad = new_run_id(), new_run_id()
+    poisoned = event(bad, "failed", finished=True)
+    poisoned.error = {"type": "PermanentError", "message": "bad\x00byte"}
+    recorder.record(poisoned)
+    recorder.record(event(good, "running"))
+    await recorder.flush()
+    assert (await fetch(database, good)).status == "running"
+    assert recorder._pending == {}
