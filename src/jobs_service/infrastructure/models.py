@@ -33,9 +33,11 @@ __all__ = [
     "SCHEDULE_SOURCES",
     "TERMINAL_STATUSES",
     "WEBHOOK_STATUSES",
+    "AuditEntry",
     "Base",
     "Delivery",
     "JobRun",
+    "RunAttempt",
     "Schedule",
     "ScheduleFire",
     "WebhookEvent",
@@ -249,3 +251,45 @@ class Delivery(Base):
         CheckConstraint(_in("channel", DELIVERY_CHANNELS), name="channel"),
         CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
     )
+
+
+class RunAttempt(Base):
+    """One attempt of a run: the run row shows the latest, this table every one.
+
+    Written by the run recorder with each attempt's end; ``(run_id, attempt)`` is unique
+    so a redelivered copy of an attempt updates its row instead of adding one.
+    """
+
+    __tablename__ = "run_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    duration_ms: Mapped[int | None] = mapped_column(nullable=True)
+    error: Mapped[dict[str, str] | None] = mapped_column(JsonDocument, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "attempt"),
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+    )
+
+
+class AuditEntry(Base):
+    """One operator action: who (the API key's name), what, when, on what."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    outcome: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, nullable=True)
+
+    __table_args__ = (Index(None, "at"), Index(None, "actor", "id"))
