@@ -21,10 +21,11 @@ from taskiq_redis import RedisAsyncResultBackend
 
 from jobs_service.core.logging import configure_logging
 from jobs_service.core.settings import Settings
-from jobs_service.infrastructure.delayed import DelayedMover
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.runtime import Runtime
+from jobs_service.infrastructure.stream_upkeep import StreamUpkeep
 from jobs_service.middlewares import default_middlewares
+from jobs_service.middlewares.cancellation import watch_cancellations
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +62,7 @@ def build_broker(settings: Settings) -> AsyncBroker:
             xread_count=options.xread_count,
             xread_block=options.xread_block_ms,
             idle_timeout=int(options.idle_timeout_s * 1000),
-            unacknowledged_lock_timeout=options.unacknowledged_lock_timeout_s,
+            reclaim_interval_s=options.reclaim_interval_s,
             max_connection_pool_size=options.max_connections,
             health_check_interval=30,
             socket_keepalive=True,
@@ -84,9 +85,12 @@ def build_broker(settings: Settings) -> AsyncBroker:
     new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, _ensure_runtime)
     new_broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, _stop_own_runtime)
     if isinstance(new_broker, StreamBroker):
-        mover = DelayedMover(new_broker)
-        new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, lambda _: mover.start())
-        new_broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, lambda _: mover.stop())
+        upkeep = StreamUpkeep(
+            new_broker, prefix=settings.redis_prefix, max_lease_s=settings.broker.max_lease_s
+        )
+        new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, lambda _: upkeep.start())
+        new_broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, lambda _: upkeep.stop())
+    watch_cancellations(new_broker, settings.redis_prefix)  # workers learn cancellations
     return new_broker
 
 

@@ -20,7 +20,8 @@ __all__ = ["PrivateRedis"]
 class PrivateRedis:
     """``redis-server`` on a free loopback port, in a directory of the test's."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, durable: bool = False) -> None:
+        self.durable = durable  # AOF with fsync on every write, as production should run
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._directory = directory
@@ -42,7 +43,9 @@ class PrivateRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.durable else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self._directory),
             ],
@@ -61,7 +64,7 @@ class PrivateRedis:
         raise RuntimeError(msg)
 
     def stop(self) -> None:
-        """Stop it (its data is gone: it keeps nothing on disk)."""
+        """Stop it (unless durable, its data is gone: it keeps nothing on disk)."""
         if self._process is not None:
             self._process.terminate()
             self._process.wait(timeout=10)

@@ -111,16 +111,25 @@ class BrokerSettings(_Section):
         2000, ge=10, description="How long one XREADGROUP waits for new messages."
     )
     idle_timeout_s: float = Field(
-        300.0,
-        gt=0,
-        description="A delivered but unacknowledged message idle this long is reclaimed "
-        "by another worker (XAUTOCLAIM): the bound on re-running a crashed worker's task.",
-    )
-    unacknowledged_lock_timeout_s: float = Field(
         30.0,
+        ge=1,
+        description="A message whose worker stopped renewing its lease (every third of "
+        "this) for this long is reclaimed by another worker: with reclaim_interval_s, "
+        "the bound on re-running a killed worker's tasks. Long tasks are not affected: "
+        "their lease is renewed while they run.",
+    )
+    reclaim_interval_s: float = Field(
+        5.0,
         gt=0,
-        description="Lifetime of the lock one worker holds while reclaiming idle "
-        "messages; a crashed reclaimer releases it after this.",
+        le=300,
+        description="How often each worker looks for messages of dead workers, whether "
+        "or not new work arrives.",
+    )
+    max_lease_s: float = Field(
+        21_600.0,
+        gt=0,
+        description="A worker stops renewing a message it has held this long (a wedged "
+        "task), so another worker re-runs it. Keep it above the longest task timeout.",
     )
     result_ttl_s: int = Field(
         86_400,

@@ -1,33 +1,64 @@
-"""TaskIQ's Redis stream broker, plus pipelined batch sends.
+"""TaskIQ's Redis stream broker, made to keep its promise under failure.
 
-``kiq()`` costs one awaited XADD per task; :meth:`StreamBroker.kick_many` sends a whole
-batch as one pipeline (one round trip), which is what ``enqueue_many`` and the batch
-endpoint use.
+taskiq-redis reads with XREADGROUP and acknowledges with XACK, but on its own:
+
+- it reclaims a crashed worker's messages only after a *new* message arrives (the
+  XAUTOCLAIM runs after each read that returned something);
+- it cannot tell a crashed worker from a slow one, so a task running longer than the
+  idle timeout is handed to a second worker while the first still runs it;
+- its read loop ends with the first connection error (a Redis restart kills it).
+
+:class:`StreamBroker` reads with a bounded block and reclaims idle messages on a timer,
+whether or not new work arrives; it tracks the messages it holds so
+:class:`~jobs_service.infrastructure.stream_upkeep.StreamUpkeep` can renew their lease
+(XCLAIM to itself) while they run; and it reconnects with backoff. It also adds a
+pipelined ``kick_many`` (one round trip for a batch) and a liveness ``ping``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
 from jobs_service.core.logging import get_logger
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncGenerator, Sequence
 
     from taskiq.message import BrokerMessage
 
-__all__ = ["StreamBroker"]
+__all__ = ["HeldMessage", "StreamBroker"]
 
 _log = get_logger("jobs_service.broker")
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_MAX_BACKOFF_S = 10.0
+
+
+class HeldMessage:
+    """A message this worker read and has not acknowledged yet."""
+
+    __slots__ = ("since", "stream")
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.since = time.monotonic()
 
 
 class StreamBroker(RedisStreamBroker):
-    """RedisStreamBroker with a batch ``kick_many`` and a liveness ``ping``."""
+    """RedisStreamBroker with timed reclaim, leases, reconnection and batch sends."""
+
+    def __init__(self, *args: Any, reclaim_interval_s: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reclaim_interval_s = reclaim_interval_s
+        self.held: dict[str, HeldMessage] = {}
 
     async def startup(self) -> None:
         """Start; a producer (the gateway) tolerates Redis being down at boot.
@@ -38,7 +69,7 @@ class StreamBroker(RedisStreamBroker):
         """
         try:
             await super().startup()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except _UNREACHABLE as exc:
             if self.is_worker_process:
                 raise
             _log.warning(
@@ -46,6 +77,84 @@ class StreamBroker(RedisStreamBroker):
                 error=str(exc)[:300],
                 message="starting anyway; /ready reports the broker down",
             )
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        """New messages, and every ``reclaim_interval_s`` the idle ones of dead workers."""
+        backoff = 0.2
+        next_reclaim = 0.0
+        while True:
+            try:
+                async with Redis(connection_pool=self.connection_pool) as redis:
+                    while True:
+                        if time.monotonic() >= next_reclaim:
+                            next_reclaim = time.monotonic() + self.reclaim_interval_s
+                            for message in await self._reclaim(redis):
+                                yield message
+                        wait_ms = (next_reclaim - time.monotonic()) * 1000
+                        fetched: Any = await redis.xreadgroup(
+                            self.consumer_group_name,
+                            self.consumer_name,
+                            {self.queue_name: ">"},
+                            block=max(10, min(self.block, int(wait_ms))),
+                            count=self.count,
+                            noack=False,
+                        )
+                        backoff = 0.2
+                        for stream, entries in fetched or []:
+                            for message_id, fields in entries:
+                                yield self._held(_text(stream), _text(message_id), fields)
+            except _UNREACHABLE as exc:
+                _log.warning("broker-reconnecting", error=str(exc)[:300], retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis came back without the group (it lost its data, or the stream
+                # was deleted): declare it again and go on reading.
+                _log.warning("broker-group-missing", error=str(exc)[:300])
+                await self._declare_consumer_group()
+
+    async def _reclaim(self, redis: Redis) -> list[AckableMessage]:
+        """Take over messages idle longer than ``idle_timeout``: their worker is gone
+        (a live worker renews the lease of every message it holds)."""
+        claimed: list[AckableMessage] = []
+        start = "0-0"
+        while True:
+            answer = await redis.xautoclaim(
+                self.queue_name,
+                self.consumer_group_name,
+                self.consumer_name,
+                min_idle_time=self.idle_timeout,
+                start_id=start,
+                count=self.unacknowledged_batch_size,
+            )
+            cursor, entries = answer[0], answer[1]
+            for message_id, fields in entries:
+                if fields:  # an entry trimmed away while pending comes back empty
+                    claimed.append(self._held(self.queue_name, _text(message_id), fields))
+                else:
+                    await redis.xack(self.queue_name, self.consumer_group_name, message_id)
+            start = _text(cursor)
+            if start == "0-0" or len(claimed) >= self.unacknowledged_batch_size:
+                break
+        if claimed:
+            _log.warning("broker-reclaimed", messages=len(claimed))
+        return claimed
+
+    def _held(self, stream: str, message_id: str, fields: Any) -> AckableMessage:
+        self.held[message_id] = HeldMessage(stream)
+
+        async def ack() -> None:
+            try:
+                async with Redis(connection_pool=self.connection_pool) as redis:
+                    await redis.xack(stream, self.consumer_group_name, message_id)
+            finally:
+                # Acked, or the ack failed: either way stop renewing. A failed ack
+                # leaves the message pending, so it is re-run after the idle timeout.
+                self.held.pop(message_id, None)
+
+        return AckableMessage(data=fields[b"data"], ack=ack)
 
     async def kick_many(self, messages: Sequence[BrokerMessage]) -> None:
         """XADD every message in one pipelined round trip (not a transaction)."""
@@ -67,3 +176,7 @@ class StreamBroker(RedisStreamBroker):
         """Raise unless Redis answers."""
         async with Redis(connection_pool=self.connection_pool) as redis:
             await redis.ping()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,146 @@
+"""The stream broker under failure: dead workers, long tasks, trimming, Redis restarts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from jobs_service.broker import build_broker
+from jobs_service.core.settings import Settings
+from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.stream_upkeep import StreamUpkeep, trim_acknowledged
+from tests.support.redis_server import PrivateRedis
+from tests.support.services import redis_url
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
+
+    from taskiq import AckableMessage
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def make_worker(redis_prefix: str) -> AsyncIterator[Callable[..., StreamBroker]]:
+    """Worker brokers sharing one fresh stream, each its own consumer."""
+    prefix = f"{redis_prefix}-{uuid.uuid4().hex[:6]}"
+    made: list[StreamBroker] = []
+
+    def make(url: str | None = None, **broker: float) -> StreamBroker:
+        settings = Settings(redis_url=url or redis_url(), redis_prefix=prefix, broker=broker)
+        worker = build_broker(settings)
+        assert isinstance(worker, StreamBroker)  # not a worker process: no upkeep loops
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        await worker.shutdown()
+
+
+async def _next(worker: StreamBroker, within_s: float) -> AckableMessage | None:
+    """The next message ``listen`` yields, or None if none comes in time."""
+    listener = worker.listen()
+    with anyio.move_on_after(within_s):
+        return await anext(listener)
+    return None
+
+
+async def test_a_dead_workers_message_is_reclaimed_without_new_work(
+    make_worker: Callable[..., StreamBroker],
+) -> None:
+    dead = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    live = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    await dead.startup()
+    await live.startup()
+    await live.kick_many([_message(b"job-1")])
+    taken = await _next(dead, 2)
+    assert taken is not None
+    assert taken.data == b"job-1"
+    # `dead` never acks nor renews. No other message arrives, yet `live` gets it.
+    started = anyio.current_time()
+    reclaimed = await _next(live, 5)
+    assert reclaimed is not None
+    assert reclaimed.data == b"job-1"
+    assert 0.8 <= anyio.current_time() - started <= 3
+    await reclaimed.ack()  # type: ignore[misc]
+    assert await _next(make_worker(idle_timeout_s=1, reclaim_interval_s=0.2), 2) is None
+
+
+async def test_a_renewed_lease_is_not_reclaimed_however_long_the_task(
+    make_worker: Callable[..., StreamBroker],
+) -> None:
+    busy = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    other = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    await busy.startup()
+    await other.startup()
+    await busy.kick_many([_message(b"long")])
+    taken = await _next(busy, 2)
+    assert taken is not None
+    upkeep = StreamUpkeep(busy, prefix="unused", max_lease_s=3600)
+    stolen = None
+    with anyio.move_on_after(3.5):  # three idle timeouts
+        async with anyio.create_task_group() as group:
+
+            async def renew() -> None:
+                while True:
+                    assert await upkeep.renew_leases() == 1
+                    await anyio.sleep(0.3)
+
+            group.start_soon(renew)
+            stolen = await _next(other, 3.4)
+            group.cancel_scope.cancel()
+    assert stolen is None
+    await taken.ack()  # type: ignore[misc]
+    assert busy.held == {}
+
+
+async def test_trimming_removes_only_acknowledged_entries(
+    make_worker: Callable[..., StreamBroker],
+) -> None:
+    worker = make_worker()
+    await worker.startup()
+    await worker.kick_many([_message(f"m{i}".encode()) for i in range(10)])
+    listener = worker.listen()
+    messages = [await anext(listener) for _ in range(10)]
+    for message in messages[:4] + messages[6:]:
+        await message.ack()  # type: ignore[misc]
+    async with Redis.from_url(redis_url()) as redis:
+        removed = await trim_acknowledged(redis, worker.queue_name, worker.consumer_group_name)
+        left = [fields[b"data"] for _, fields in await redis.xrange(worker.queue_name)]
+    assert removed == 4  # m0..m3; m4 and m5 are still pending, so nothing after them goes
+    assert left == [b"m4", b"m5", b"m6", b"m7", b"m8", b"m9"]
+
+
+async def test_the_read_loop_survives_a_redis_restart(
+    make_worker: Callable[..., StreamBroker], tmp_path: Path
+) -> None:
+    server = PrivateRedis(tmp_path, durable=True)
+    server.start()
+    try:
+        worker = make_worker(server.url, reclaim_interval_s=0.2)
+        await worker.startup()
+        await worker.kick_many([_message(b"before")])
+        listener = worker.listen()
+        first = await anext(listener)
+        await first.ack()  # type: ignore[misc]
+        server.stop()
+        server.start()  # same port, same append-only file
+        async with Redis.from_url(server.url) as redis:
+            await redis.xadd(worker.queue_name, {b"data": b"after"})
+        with anyio.fail_after(15):
+            second = await anext(listener)
+    finally:
+        server.stop()
+    assert (first.data, second.data) == (b"before", b"after")
+
+
+def _message(data: bytes) -> object:
+    from taskiq.message import BrokerMessage  # noqa: PLC0415
+
+    return BrokerMessage(task_id=uuid.uuid4().hex, task_name="t", message=data, labels={})
