@@ -6,16 +6,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import Field
-from taskiq import TaskiqDepends
+from taskiq import Context, TaskiqDepends
 
-from jobs_service.agents import health_probe, run_history, settings
+from jobs_service.agents import health_probe, run_history, runtime, settings
 from jobs_service.broker import broker
 from jobs_service.core.logging import get_logger
 from jobs_service.core.ports import HealthProbe, RunHistory
 from jobs_service.core.settings import Settings
 from jobs_service.core.summary import Summary, make_summary
+from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.runtime import Runtime
+from jobs_service.infrastructure.workers import live_workers
 
-__all__ = ["check_system_health", "cleanup_old_runs"]
+__all__ = ["check_system_health", "cleanup_old_runs", "recover_orphaned_runs"]
 
 _log = get_logger("jobs_service.tasks.maintenance")
 
@@ -81,3 +84,41 @@ async def check_system_health(
         stuck_runs=stuck,
         errors=len(results) - healthy,
     )
+
+
+@broker.task(
+    task_name="recover_orphaned_runs",
+    timeout=60,
+    category="maintenance",
+    schedule="* * * * *",
+)
+async def recover_orphaned_runs(
+    current: Annotated[Runtime, TaskiqDepends(runtime)],
+    context: Annotated[Context, TaskiqDepends()],
+) -> Summary:
+    """Fail runs left `running` by a worker that died after acknowledging them.
+
+    Schedule: every minute. A killed worker's unacknowledged messages are re-run by
+    another worker (reclaim); what remains `running` on a worker without a heartbeat
+    long after that had its outcome lost in the instant between acknowledgement and
+    record. Such runs become `failed` (WorkerLost) and can be retried from the API.
+    Returns checked, recovered and errors.
+    """
+    workers = await live_workers(context.broker, current.settings.redis_prefix)
+    if workers is None:
+        return make_summary(checked=0, recovered=0)  # embedded: the process is the worker
+    options = current.settings.broker
+    grace = timedelta(seconds=options.idle_timeout_s + options.reclaim_interval_s + 60)
+    now = datetime.now(UTC)
+    error = {"type": "WorkerLost", "message": "its worker stopped; the outcome was not recorded"}
+    async with current.database.engine.begin() as connection:
+        recovered = await runs.fail_orphaned(
+            connection,
+            live_workers=[worker.name for worker in workers],
+            started_before=now - grace,
+            error=error,
+            now=now,
+        )
+    if recovered:
+        _log.warning("runs-orphaned", runs=len(recovered), run_ids=recovered[:20])
+    return make_summary(checked=len(workers), recovered=len(recovered))

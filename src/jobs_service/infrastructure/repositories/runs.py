@@ -28,6 +28,7 @@ __all__ = [
     "RunFilter",
     "count_stuck_runs",
     "delete_finished_before",
+    "fail_orphaned",
     "fail_unfinished",
     "get_run",
     "get_run_by_idempotency_key",
@@ -284,3 +285,34 @@ async def count_stuck_runs(session: AsyncSession, older_than: datetime) -> int:
         )
     )
     return int((await session.execute(query)).scalar_one())
+
+
+async def fail_orphaned(
+    connection: AsyncConnection,
+    *,
+    live_workers: Sequence[str],
+    started_before: datetime,
+    error: dict[str, str],
+    now: datetime,
+) -> list[str]:
+    """Fail runs still ``running`` on a worker that is gone; returns their run ids.
+
+    Only runs started before ``started_before``: by then a message of a dead worker that
+    was still pending has been reclaimed and re-started elsewhere (the record names the
+    new worker), so what is left had its message acknowledged and its outcome lost.
+    """
+    query = select(JobRun.run_id).where(
+        JobRun.status == "running",
+        JobRun.started_at < started_before,
+        JobRun.worker.is_not(None),
+    )
+    if live_workers:
+        query = query.where(JobRun.worker.not_in(list(live_workers)))
+    run_ids = list((await connection.execute(query)).scalars())
+    if run_ids:
+        await connection.execute(
+            update(JobRun)
+            .where(JobRun.run_id.in_(run_ids), JobRun.status == "running")
+            .values(status="failed", error=error, finished_at=now)
+        )
+    return run_ids

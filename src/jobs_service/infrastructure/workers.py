@@ -1,0 +1,63 @@
+"""Which worker processes are alive, from their heartbeats in Redis.
+
+Each worker refreshes ``<prefix>:workers:<consumer>`` every few seconds with a short
+TTL (see :mod:`jobs_service.infrastructure.stream_upkeep`); a key that expired is a
+worker that died without saying goodbye.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.asyncio import Redis
+
+from jobs_service.infrastructure.redis_broker import StreamBroker
+
+if TYPE_CHECKING:
+    from taskiq import AsyncBroker
+
+__all__ = ["LiveWorker", "live_workers"]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveWorker:
+    """One worker process that beat recently."""
+
+    consumer: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    held: int
+
+    @property
+    def name(self) -> str:
+        """``host:pid``, as run records name their worker."""
+        return f"{self.host}:{self.pid}"
+
+
+async def live_workers(broker: AsyncBroker, prefix: str) -> list[LiveWorker] | None:
+    """The live workers; None when there is no Redis (embedded: one process)."""
+    if not isinstance(broker, StreamBroker):
+        return None
+    found: list[LiveWorker] = []
+    async with Redis(connection_pool=broker.connection_pool) as redis:
+        keys = [key async for key in redis.scan_iter(match=f"{prefix}:workers:*", count=500)]
+        values = await redis.mget(keys) if keys else []
+    for raw in values:
+        if raw is None:
+            continue
+        state: dict[str, Any] = orjson.loads(raw)
+        found.append(
+            LiveWorker(
+                consumer=str(state["consumer"]),
+                host=str(state["host"]),
+                pid=int(state["pid"]),
+                started_at=float(state["started_at"]),
+                seen_at=float(state["seen_at"]),
+                held=int(state["held"]),
+            )
+        )
+    return sorted(found, key=lambda worker: worker.started_at)

@@ -1,0 +1,74 @@
+"""Heartbeats tell live workers from dead ones; runs left on dead ones are failed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jobs_service.broker import build_broker
+from jobs_service.core.ids import new_run_id
+from jobs_service.core.settings import DatabaseSettings, Settings
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.stream_upkeep import StreamUpkeep
+from jobs_service.infrastructure.workers import live_workers
+from tests.support.services import redis_url
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_heartbeat_makes_a_worker_live_and_stopping_withdraws_it(
+    redis_prefix: str,
+) -> None:
+    prefix = f"{redis_prefix}-{uuid.uuid4().hex[:6]}"
+    broker = build_broker(Settings(redis_url=redis_url(), redis_prefix=prefix))
+    assert isinstance(broker, StreamBroker)
+    await broker.startup()
+    upkeep = StreamUpkeep(broker, prefix=prefix, max_lease_s=3600)
+    try:
+        assert await live_workers(broker, prefix) == []
+        await upkeep.beat()
+        [worker] = await live_workers(broker, prefix) or []
+        assert worker.consumer == broker.consumer_name
+        assert worker.held == 0
+        await upkeep.stop()
+        assert await live_workers(broker, prefix) == []
+    finally:
+        await broker.shutdown()
+
+
+async def test_runs_on_dead_workers_are_failed_and_the_others_left_alone(pg_url: str) -> None:
+    database = Database(pg_url, DatabaseSettings())
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(minutes=10)
+    events = {
+        "ghost": runs.RunEvent(
+            new_run_id(), "t", {}, "api", "running", 1, "gone:1", long_ago, long_ago
+        ),
+        "alive": runs.RunEvent(
+            new_run_id(), "t", {}, "api", "running", 1, "here:2", long_ago, long_ago
+        ),
+        "young": runs.RunEvent(new_run_id(), "t", {}, "api", "running", 1, "gone:1", now, now),
+    }
+    try:
+        async with database.engine.begin() as connection:
+            await runs.upsert_run_events(connection, list(events.values()))
+            failed = await runs.fail_orphaned(
+                connection,
+                live_workers=["here:2"],
+                started_before=now - timedelta(minutes=2),
+                error={"type": "WorkerLost", "message": "gone"},
+                now=now,
+            )
+        async with database.sessions() as session:
+            statuses = {
+                name: (await runs.get_run(session, run_id=event.run_id)).status  # type: ignore[union-attr]
+                for name, event in events.items()
+            }
+    finally:
+        await database.close()
+    assert failed == [events["ghost"].run_id]
+    assert statuses == {"ghost": "failed", "alive": "running", "young": "running"}
