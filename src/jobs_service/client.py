@@ -1,4 +1,5 @@
-"""The Python producer API: ``enqueue``, ``enqueue_many``, ``get_run``.
+"""The Python producer API: ``enqueue``, ``enqueue_many``, ``get_run``, ``retry``,
+``cancel``.
 
 The gateway, the CLI and applications all enqueue through :class:`JobsClient`. Each run
 gets its ``queued`` row before its message is sent, so a run id returned to a caller is
@@ -10,6 +11,7 @@ caller was told nothing was queued, so nothing half-queued is left behind.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
@@ -25,8 +27,10 @@ from taskiq.utils import maybe_awaitable
 from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import JobsError
 from jobs_service.core.ids import new_run_id
+from jobs_service.infrastructure.cancellations import Cancellation
 from jobs_service.infrastructure.models import RUN_SOURCES, TERMINAL_STATUSES, JobRun
 from jobs_service.infrastructure.repositories import runs
+from jobs_service.middlewares.cancellation import announce_cancellation
 from jobs_service.tasks.registry import InvalidKwargsError, TaskInfo, find_task
 
 if TYPE_CHECKING:
@@ -42,10 +46,16 @@ __all__ = [
     "IdempotencyConflictError",
     "JobsClient",
     "Resent",
+    "RunNotFoundError",
     "RunOptions",
     "RunRequest",
+    "RunStateError",
     "Submission",
 ]
+
+#: Runs an operator may retry, and runs an operator may cancel.
+RETRYABLE_STATUSES = ("failed", "dead", "cancelled")
+CANCELLABLE_STATUSES = ("queued", "running", "retrying")
 
 
 class EnqueueError(JobsError):
@@ -54,6 +64,27 @@ class EnqueueError(JobsError):
 
 class IdempotencyConflictError(JobsError):
     """The ``Idempotency-Key`` was used before for a different task or arguments."""
+
+
+class RunNotFoundError(JobsError):
+    """No run has this run id."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run {run_id!r}")
+        self.run_id = run_id
+
+
+class RunStateError(JobsError):
+    """The run's status does not allow the action (retry a running run, cancel a
+    finished one)."""
+
+    def __init__(self, run_id: str, status: str, action: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            f"run {run_id} is {status}: only {', '.join(allowed)} runs can be {action}"
+        )
+        self.run_id = run_id
+        self.status = status
+        self.action = action
 
 
 class RunOptions(TypedDict, total=False):
@@ -106,6 +137,8 @@ class RunRequest:
     scheduled_for: datetime | None = None
     webhook_event_id: int | None = None
     deliver_to: dict[str, Any] | None = None
+    #: Set for a run sent again as a later attempt (an operator's retry).
+    attempt: int | None = None
 
     def queued_row(self) -> runs.QueuedRun:
         """The ``queued`` row of this run."""
@@ -135,6 +168,8 @@ class RunRequest:
             raw["webhook_event_id"] = self.webhook_event_id
         if self.deliver_to is not None:
             raw["deliver_to"] = orjson.dumps(self.deliver_to).decode()
+        if self.attempt is not None:
+            raw["attempt"] = self.attempt
         labels: dict[str, Any] = {}
         types: dict[str, int] = {}
         for key, value in raw.items():
@@ -156,6 +191,7 @@ class JobsClient:
         self._broker = broker
         self._database = runtime.database
         self._teams_channels = frozenset(runtime.settings.channels.teams)
+        self._redis_prefix = runtime.settings.redis_prefix
 
     @property
     def broker(self) -> AsyncBroker:
@@ -367,11 +403,93 @@ class JobsClient:
                     scheduled_for=run.scheduled_for,
                     webhook_event_id=run.webhook_event_id,
                     deliver_to=run.deliver_to,
+                    # Queued again by an operator's retry: the attempt after the last.
+                    attempt=run.attempt + 1 if run.attempt else None,
                 )
             )
         if pending:
             await self.send(pending)
         return Resent(sent=[r.run_id for r in pending], started=started)
+
+    async def retry(self, run_id: str) -> JobRun:
+        """Queue a failed, dead or cancelled run again: same run id, attempt N+1, its
+        own source; its status is ``queued`` until a worker starts it.
+
+        Raises :class:`RunNotFoundError`, :class:`RunStateError`, ``UnknownTaskError``
+        (its task is gone), ``InvalidKwargsError`` (its arguments no longer fit the
+        task) or :class:`EnqueueError` (nothing changed then).
+        """
+        run = await self._run_in(run_id, RETRYABLE_STATUSES, "retried")
+        info = self.task(run.task)
+        request = RunRequest(
+            info=info,
+            kwargs=info.validate_kwargs(run.kwargs),
+            source=run.source,
+            run_id=run.run_id,
+            schedule_id=run.schedule_id,
+            scheduled_for=run.scheduled_for,
+            webhook_event_id=run.webhook_event_id,
+            deliver_to=run.deliver_to,
+            # A cancellation covers attempts up to the stored one (see Cancellation).
+            attempt=run.attempt + 1,
+        )
+        wire = await self.serialise([request])
+        # Claim the run first, so two concurrent retries cannot both send it.
+        async with self._database.engine.begin() as connection:
+            claimed = await runs.requeue_finished(connection, run, queued_at=request.queued_at)
+        if not claimed:  # another operator retried it first
+            now = await self._existing(run_id)
+            raise RunStateError(run_id, now.status, "retried", RETRYABLE_STATUSES)
+        try:
+            await self.send([request], wire)
+        except EnqueueError:
+            async with self._database.engine.begin() as connection:
+                await runs.restore_finished(connection, run)
+            raise
+        return await self._existing(run_id)
+
+    async def cancel(self, run_id: str, *, by: str) -> JobRun:
+        """Cancel a queued, retrying or running run on behalf of ``by``.
+
+        The cancellation is announced to the workers before the run is marked
+        ``cancelled``: if the database write fails the run still never runs, and a
+        repeated cancel completes the record; the other order could let it run while
+        recorded cancelled. Raises :class:`RunNotFoundError`, :class:`RunStateError` or
+        :class:`EnqueueError` (the broker is unreachable; nothing was cancelled).
+        """
+        for _ in range(3):
+            run = await self._run_in(run_id, CANCELLABLE_STATUSES, "cancelled")
+            # A running attempt is the one cancelled; otherwise the next one, which will
+            # now never start.
+            attempt = run.attempt if run.status == "running" else run.attempt + 1
+            token = Cancellation(run.run_id, upto=attempt, by=by, at=time.time())
+            try:
+                await announce_cancellation(self._broker, self._redis_prefix, token)
+            except Exception as exc:
+                msg = f"the broker did not take the cancellation ({type(exc).__name__}: {exc})"
+                raise EnqueueError(msg) from exc
+            error = {"type": "Cancelled", "message": f"cancelled by {by}"}
+            async with self._database.engine.begin() as connection:
+                done = await runs.mark_cancelled(
+                    connection, run, attempt=attempt, error=error, at=datetime.now(UTC)
+                )
+            if done:
+                return await self._existing(run_id)
+        # It kept changing under us (a worker starting and ending attempts meanwhile).
+        raise RunStateError(run_id, run.status, "cancelled", CANCELLABLE_STATUSES)
+
+    async def _existing(self, run_id: str) -> JobRun:
+        run = await self.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    async def _run_in(self, run_id: str, statuses: tuple[str, ...], action: str) -> JobRun:
+        """The run, if its status is one of ``statuses``; :class:`RunStateError` if not."""
+        run = await self._existing(run_id)
+        if run.status not in statuses:
+            raise RunStateError(run_id, run.status, action, statuses)
+        return run
 
     async def get_run(self, run_id: str) -> JobRun | None:
         """The run's current record, or None."""

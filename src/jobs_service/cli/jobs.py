@@ -1,7 +1,8 @@
-"""Working with runs: ``enqueue`` and ``runs``."""
+"""Working with runs: ``enqueue`` and ``runs`` (list, show, retry, cancel)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ from jobs_service.cli.output import print_table
 
 if TYPE_CHECKING:
     import argparse
+
+    from sqlalchemy.ext.asyncio import AsyncSession
 
     from jobs_service.core.settings import Settings
     from jobs_service.infrastructure.models import JobRun
@@ -100,18 +103,24 @@ def enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if run.status == "succeeded" else EXIT_FAILED
 
 
+_ACTIONS = ("show", "retry", "cancel")
+
+
 def runs(args: argparse.Namespace, settings: Settings) -> int:
-    """List runs, or show one."""
+    """List runs; show, retry or cancel one."""
+    action, run_id = _runs_target(args.target)
+    if run_id is not None and action in ("retry", "cancel"):
+        return _act_on_run(action, run_id, settings)
     from jobs_service.infrastructure.database import Database  # noqa: PLC0415
     from jobs_service.infrastructure.repositories import runs as repo  # noqa: PLC0415
 
-    async def read() -> list[JobRun]:
+    async def read() -> list[JobRun] | dict[str, Any] | None:
         database = Database(settings.database_url, settings.database)
         try:
             async with database.sessions() as session:
-                if args.run_id:
-                    one = await repo.get_run(session, run_id=args.run_id)
-                    return [one] if one else []
+                if run_id:
+                    one = await repo.get_run(session, run_id=run_id)
+                    return await _detail_json(session, one) if one else None
                 filters = repo.RunFilter(task=args.task, status=args.status, source=args.source)
                 return (await repo.list_runs(session, filters, limit=args.limit, after_id=None))[
                     : args.limit
@@ -120,14 +129,17 @@ def runs(args: argparse.Namespace, settings: Settings) -> int:
             await database.close()
 
     try:
-        rows = run_async(read())
+        found = run_async(read())
     except OSError as exc:
         raise CliError(f"cannot reach the database ({exc})", EXIT_FAILED) from None
-    if args.run_id and not rows:
-        raise CliError(f"no run {args.run_id!r}", EXIT_FAILED)
-    if args.json or args.run_id:
-        data = [_run_json(row) for row in rows]
-        print(json.dumps(data[0] if args.run_id else data, indent=2))
+    if run_id:
+        if found is None:
+            raise CliError(f"no run {run_id!r}", EXIT_FAILED)
+        print(json.dumps(found, indent=2))
+        return 0
+    rows = found if isinstance(found, list) else []
+    if args.json:
+        print(json.dumps([_run_json(row) for row in rows], indent=2))
         return 0
     print_table(
         ["RUN ID", "TASK", "STATUS", "ATTEMPT", "SOURCE", "QUEUED AT", "MS", "SUMMARY"],
@@ -146,3 +158,86 @@ def runs(args: argparse.Namespace, settings: Settings) -> int:
         ],
     )
     return 0
+
+
+def _runs_target(words: list[str]) -> tuple[str, str | None]:
+    """``[]`` lists; ``[RUN_ID]`` and ``[show, RUN_ID]`` show; ``[retry|cancel, RUN_ID]``."""
+    if not words:
+        return "list", None
+    if len(words) == 1 and words[0] not in _ACTIONS:
+        return "show", words[0]
+    if len(words) == 2 and words[0] in _ACTIONS:
+        return words[0], words[1]
+    raise CliError(
+        f"expected 'runs [RUN_ID]' or 'runs {{show,retry,cancel}} RUN_ID', got {' '.join(words)!r}"
+    )
+
+
+async def _detail_json(session: AsyncSession, run: JobRun) -> dict[str, Any]:
+    """The run as ``GET /v1/runs/{run_id}`` shows it: with attempts and deliveries."""
+    from jobs_service.gateway.schemas import RunDetailOut  # noqa: PLC0415
+    from jobs_service.infrastructure.repositories import deliveries  # noqa: PLC0415
+    from jobs_service.infrastructure.repositories import runs as repo  # noqa: PLC0415
+
+    detail = RunDetailOut.of(
+        run,
+        attempts=await repo.list_attempts(session, run.run_id),
+        deliveries=await deliveries.list_for_run(session, [run.run_id]),
+    )
+    return detail.model_dump(mode="json")
+
+
+def _act_on_run(action: str, run_id: str, settings: Settings) -> int:
+    """``runs retry`` / ``runs cancel``: the API's rules, straight against the database
+    and the broker."""
+    from jobs_service.client import (  # noqa: PLC0415
+        EnqueueError,
+        RunNotFoundError,
+        RunStateError,
+    )
+    from jobs_service.gateway.app import create_app  # noqa: PLC0415
+    from jobs_service.tasks.registry import InvalidKwargsError, UnknownTaskError  # noqa: PLC0415
+
+    broker = shared_broker()
+    embedded = settings.redis_url is None
+
+    async def act() -> dict[str, Any]:
+        app = create_app(settings, broker=broker, announce=False)
+        async with app.router.lifespan_context(app):
+            client = app.state.client
+            if action == "retry":
+                if embedded:
+                    # No shared broker: the attempt runs here, like `jobsctl enqueue`.
+                    sys.stderr.write("embedded mode: running the retried attempt here\n")
+                run = await client.retry(run_id)
+                if embedded:
+                    await client.wait_for(run_id, timeout_s=settings.worker.shutdown_timeout_s)
+            else:
+                run = await client.cancel(run_id, by=_cli_actor())
+                if embedded and run.worker:
+                    sys.stderr.write(
+                        "embedded mode: the run is recorded cancelled, but a run executing in "
+                        "another process (jobsctl run) is not interrupted from here; use "
+                        "POST /v1/runs/{run_id}/cancel on that process\n"
+                    )
+            async with app.state.runtime.database.sessions() as session:
+                return await _detail_json(session, await client.get_run(run_id) or run)
+
+    try:
+        result = run_async(act())
+    except RunNotFoundError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    except (RunStateError, UnknownTaskError, InvalidKwargsError, EnqueueError) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    except TimeoutError:
+        raise CliError(f"run {run_id} did not finish in time", EXIT_FAILED) from None
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cli_actor() -> str:
+    """Who cancels from the command line, for the run's error and the logs."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no user name in this environment
+        return "cli"

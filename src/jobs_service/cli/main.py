@@ -67,7 +67,7 @@ def _invalid_settings(error: ValidationError, *, every_error: bool) -> CliError:
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:
-    from jobs_service.cli import admin, jobs, schedules, serve, webhooks  # noqa: PLC0415
+    from jobs_service.cli import admin, audit, jobs, schedules, serve, webhooks  # noqa: PLC0415
 
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "run": serve.run,
@@ -81,6 +81,7 @@ def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:
         "runs": jobs.runs,
         "schedules": schedules.schedules,
         "webhooks": webhooks.webhooks,
+        "audit": audit.audit,
     }
     return handlers[command]
 

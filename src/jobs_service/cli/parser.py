@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from jobs_service import __version__
@@ -138,11 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_schedules(commands)
     _add_webhooks(commands)
+    _add_audit(commands)
 
     runs = commands.add_parser(
-        "runs", help="list recent runs, or show one", description="Read the run history."
+        "runs",
+        help="list recent runs; show, retry or cancel one",
+        description="Read the run history: 'runs' lists, 'runs RUN_ID' or 'runs show RUN_ID' "
+        "shows one with its attempts. 'runs retry RUN_ID' queues a failed, dead or cancelled "
+        "run again (its next attempt); 'runs cancel RUN_ID' cancels a queued, retrying or "
+        "running one.",
     )
-    runs.add_argument("run_id", nargs="?", help="show this run in full")
+    runs.add_argument(
+        "target",
+        nargs="*",
+        metavar="[show|retry|cancel] RUN_ID",
+        help="a run id, optionally after the action (default: show)",
+    )
     runs.add_argument("--task", help="only runs of this task")
     runs.add_argument(
         "--status",
@@ -203,3 +215,34 @@ def _add_webhooks(commands: Any) -> None:
     ):
         sub = inbox.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
         sub.add_argument("event_id", type=_positive, metavar="ID", help="event id")
+
+
+def _since(value: str) -> datetime:
+    """``--since``: ISO 8601 (UTC unless it has an offset) or an age such as 30m, 12h, 7d."""
+    units = {"m": 60, "h": 3600, "d": 86_400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither an ISO 8601 time nor an age like 30m, 12h or 7d"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _add_audit(commands: Any) -> None:
+    """``jobsctl audit``: the audit log, newest first."""
+    audit = commands.add_parser(
+        "audit",
+        help="list operator actions (the audit log)",
+        description="Who did what, when, on what: every mutating API request, newest first.",
+    )
+    audit.add_argument("--actor", help="only actions of this API key name")
+    audit.add_argument("--action", help="only this action, e.g. 'POST /v1/runs/{run_id}/retry'")
+    audit.add_argument("--target", help="only actions on this target (e.g. a schedule id)")
+    audit.add_argument(
+        "--since", type=_since, metavar="TIME", help="ISO 8601 (UTC by default) or 30m, 12h, 7d"
+    )
+    audit.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
+    audit.add_argument("--json", action="store_true", help="print JSON")

@@ -60,6 +60,7 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
 
 
 def _announce(settings: Settings, host: str, port: int) -> None:
+    from jobs_service.core.redaction import redact_url  # noqa: PLC0415
     from jobs_service.infrastructure.database import sqlite_path  # noqa: PLC0415
 
     base = f"http://{host}:{port}"
@@ -69,7 +70,7 @@ def _announce(settings: Settings, host: str, port: int) -> None:
         f"  API       {base}/v1/tasks",
         f"  API docs  {base}/docs",
         f"  health    {base}/health",
-        f"  database  {database.resolve() if database else settings.database_url}",
+        f"  database  {database.resolve() if database else redact_url(settings.database_url)}",
         "  try       jobsctl enqueue check_system_health --wait   (or POST "
         f"{base}/v1/tasks/check_system_health)",
     ]

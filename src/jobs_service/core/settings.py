@@ -95,6 +95,37 @@ class ApiSettings(_Section):
     host: str = Field("127.0.0.1", description="Address `jobsctl api` and `jobsctl run` bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
     request_log: bool = Field(True, description="Log one line per HTTP request.")
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        le=64 * 1_048_576,
+        description="Largest request body of any endpoint but `/webhooks/*` (each webhook "
+        "source has its own `max_body_bytes`); larger bodies are refused with 413.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (`https://ops.example.com`) allowed to call the API "
+        "across origins. Empty: no CORS headers at all.",
+    )
+    hsts: bool = Field(
+        False,
+        description="Send `Strict-Transport-Security`. Only when clients reach the gateway "
+        "over HTTPS (TLS usually ends at a proxy, which may set it instead).",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        # What browsers send in Origin: scheme, host (a name or a bracketed IPv6), port.
+        pattern = r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+        for origin in value:
+            if not re.fullmatch(pattern, origin):
+                msg = (
+                    f"{origin!r} is not an origin: scheme://host[:port] without a path "
+                    "or trailing slash (no wildcards)"
+                )
+                raise ValueError(msg)
+        return value
 
 
 class BrokerSettings(_Section):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from taskiq import InMemoryBroker
 from taskiq_fastapi import populate_dependency_context
 
@@ -18,9 +19,12 @@ from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
 from jobs_service.core.redaction import redact_url
 from jobs_service.core.settings import Settings
+from jobs_service.gateway.audit import AuditMiddleware
+from jobs_service.gateway.body_limit import BodyLimitMiddleware, body_limits
 from jobs_service.gateway.problems import install_problem_handlers
 from jobs_service.gateway.request_log import RequestLogMiddleware
 from jobs_service.gateway.routes import (
+    audit,
     health,
     runs,
     schedules,
@@ -28,6 +32,7 @@ from jobs_service.gateway.routes import (
     webhook_events,
     webhooks,
 )
+from jobs_service.gateway.security_headers import SecurityHeadersMiddleware
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.infrastructure.runtime import Runtime
@@ -134,8 +139,32 @@ def create_app(
     app.include_router(schedules.router)
     app.include_router(webhooks.router)
     app.include_router(webhook_events.router)
-    app.add_middleware(RequestLogMiddleware, enabled=settings.api.request_log)
+    app.include_router(audit.router)
+    _add_middlewares(app, settings)
     return app
+
+
+def _add_middlewares(app: FastAPI, settings: Settings) -> None:
+    """Outermost last: headers on every answer (413s and CORS refusals included), CORS
+    before anything reads the request, the audit around the request log (it reads the
+    request id and principal once the response is out), body limits innermost."""
+    api_limit, webhook_limit = body_limits(settings)
+    app.add_middleware(BodyLimitMiddleware, api_limit=api_limit, webhook_limit=webhook_limit)
+    app.add_middleware(RequestLogMiddleware, enabled=settings.api.request_log)
+    app.add_middleware(AuditMiddleware)
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        hsts=settings.api.hsts,
+        docs_paths=[path for path in docs if path],
+    )
 
 
 async def _start_runtime(

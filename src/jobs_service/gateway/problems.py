@@ -24,20 +24,48 @@ from jobs_service.scheduler.service import (
 from jobs_service.tasks.registry import InvalidKwargsError, UnknownTaskError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from fastapi import FastAPI, Request
 
 __all__ = [
     "PROBLEM_JSON",
+    "PROBLEM_SCHEMA",
     "Problem",
     "install_problem_handlers",
     "is_database_down",
     "problem_body",
     "problem_response",
+    "problem_responses",
     "unexpected_problem",
 ]
 
 PROBLEM_JSON = "application/problem+json"
+#: JSON Schema of the documents :func:`problem_body` builds; extensions are allowed.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:jobs-service:problem:<kind>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string", "description": "What to fix"},
+        "instance": {"type": "string", "description": "The request path"},
+        "request_id": {"type": "string", "description": "Ties the answer to the log"},
+    },
+}
 _log = get_logger("jobs_service.gateway")
+
+
+def problem_responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route for its problem answers, documented as what they are:
+    ``application/problem+json`` documents (FastAPI would document a 422 as its own
+    ``application/json`` validation error, which this gateway never sends)."""
+    return {
+        status: {"description": text, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+        for status, text in descriptions.items()
+    }
 
 
 class Problem(Exception):  # noqa: N818 - it is raised as a response, not a failure
@@ -128,6 +156,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
         if any(error["type"] == "json_invalid" for error in errors):
+            refusal = _refuse_unauthenticated(request)
+            if refusal is not None:
+                return refusal
             return problem_response(
                 request, 400, "malformed-json", "the request body is not valid JSON", errors=errors
             )
@@ -139,6 +170,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's 400 for a body it cannot read at all (e.g. not UTF-8).
+        refusal = _refuse_unauthenticated(request) if exc.status_code == 400 else None
+        if refusal is not None:
+            return refusal
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return problem_response(
             request, exc.status_code, slug, str(exc.detail), headers=dict(exc.headers or {})
@@ -180,6 +215,29 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConfigurationError)
     async def _config(request: Request, exc: ConfigurationError) -> JSONResponse:
         return problem_response(request, 500, "misconfigured", str(exc))
+
+
+def _refuse_unauthenticated(request: Request) -> JSONResponse | None:
+    """The 401 (or loopback-only 403) a ``/v1/`` caller without a valid key gets.
+
+    FastAPI reads and parses a JSON body before it runs the route's dependencies,
+    authentication included, so a body that is not JSON would otherwise tell an
+    unauthenticated caller how it failed. A recognised key lacking the route's scope
+    still gets the 400.
+    """
+    from jobs_service.gateway.security import authenticate  # noqa: PLC0415 - import cycle
+
+    if not request.url.path.startswith("/v1/"):
+        return None
+    try:
+        request.state.principal = authenticate(request.app.state.settings, request, "read")
+    except Problem as exc:
+        if exc.slug == "insufficient-scope":
+            return None
+        return problem_response(
+            request, exc.status, exc.slug, exc.detail, headers=exc.headers, **exc.extensions
+        )
+    return None
 
 
 def unexpected_problem(exc: BaseException) -> tuple[int, str, str, dict[str, str]]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+
+from pydantic import BeforeValidator
 
 from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
 from jobs_service.gateway.problems import Problem
@@ -11,9 +14,23 @@ from jobs_service.gateway.problems import Problem
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["after_id", "keyset_page", "utc_param"]
+__all__ = ["IsoDatetime", "after_id", "keyset_page", "utc_param"]
 
 T = TypeVar("T")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_8601(value: Any) -> Any:
+    """Pydantic reads a number ("0.5", "1700000000") as a Unix time; the API documents
+    ISO 8601 date-times (``format: date-time``), so a number is refused, not guessed."""
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        msg = "must be an ISO 8601 date-time with an offset, e.g. 2026-01-31T09:00:00Z"
+        raise ValueError(msg)
+    return value
+
+
+#: A timestamp query parameter: ISO 8601 only (then :func:`utc_param` wants an offset).
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
 
 
 def utc_param(value: datetime | None, name: str) -> datetime | None:

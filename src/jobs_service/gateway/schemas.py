@@ -9,10 +9,19 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from jobs_service.infrastructure.models import Delivery, JobRun, Schedule, WebhookEvent
+    from collections.abc import Sequence
+
+    from jobs_service.infrastructure.models import (
+        Delivery,
+        JobRun,
+        RunAttempt,
+        Schedule,
+        WebhookEvent,
+    )
     from jobs_service.tasks.registry import TaskInfo
 
 __all__ = [
+    "AttemptOut",
     "BatchIn",
     "BatchOut",
     "FireTime",
@@ -168,11 +177,46 @@ class DeliveryOut(BaseModel):
         return cls.model_validate(delivery, from_attributes=True)
 
 
+class AttemptOut(BaseModel):
+    """One attempt of a run and how it ended."""
+
+    attempt: int
+    status: Literal["succeeded", "failed", "retrying", "dead", "cancelled"]
+    worker: str | None = Field(description="host:pid; null if no worker reported it")
+    started_at: datetime | None = Field(description="null if it never started")
+    finished_at: datetime | None
+    duration_ms: int | None
+    error: RunError | None
+
+    @classmethod
+    def of(cls, attempt: RunAttempt) -> AttemptOut:
+        """Serialise a row."""
+        return cls.model_validate(attempt, from_attributes=True)
+
+
 class RunDetailOut(RunOut):
-    """A run with its result content and deliveries (``GET /v1/runs/{run_id}``)."""
+    """A run with its result content, every attempt and every delivery
+    (``GET /v1/runs/{run_id}``)."""
 
     content: str | None = None
+    attempts: list[AttemptOut] = Field(
+        default_factory=list, description="Ended attempts, first first"
+    )
     deliveries: list[DeliveryOut] = Field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls,
+        run: JobRun,
+        *,
+        attempts: Sequence[RunAttempt] = (),
+        deliveries: Sequence[Delivery] = (),
+    ) -> RunDetailOut:
+        """Serialise a row with its attempts and deliveries."""
+        detail = cls.model_validate(run, from_attributes=True)
+        detail.attempts = [AttemptOut.of(attempt) for attempt in attempts]
+        detail.deliveries = [DeliveryOut.of(delivery) for delivery in deliveries]
+        return detail
 
 
 class Page(BaseModel, Generic[T]):

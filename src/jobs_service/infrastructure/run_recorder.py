@@ -5,6 +5,11 @@ per task; instead events are buffered in memory, coalesced per run (a run that s
 and finishes within one flush window is written once), and written by one background
 task every ``flush_interval`` or as soon as ``batch_size`` events wait.
 
+Coalescing keeps only a run's latest state, so the end of each attempt is also kept on
+its own, once per (run, attempt), and written to ``run_attempts`` in the same
+transaction as the runs: a retried run that fails and restarts within one window still
+shows both attempts.
+
 A failed write keeps the events and retries with backoff, so a database outage delays
 history instead of losing it; ``stop()`` flushes what is left.
 """
@@ -14,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from jobs_service.core.logging import get_logger
-from jobs_service.infrastructure.repositories.runs import RunEvent, upsert_run_events
+from jobs_service.infrastructure.repositories.runs import (
+    RunEvent,
+    upsert_attempts,
+    upsert_run_events,
+)
 from jobs_service.infrastructure.repositories.webhooks import mark_finished
 
 if TYPE_CHECKING:
@@ -28,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["RunRecorder"]
 
 _MAX_BACKOFF_S = 5.0
+
+#: Ended attempts waiting to be written, by (run_id, attempt), oldest first.
+_Attempts = dict[tuple[str, int], dict[str, Any]]
 
 
 class RunRecorder:
@@ -38,6 +50,7 @@ class RunRecorder:
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._pending: dict[str, RunEvent] = {}
+        self._attempts: _Attempts = {}
         self._wake = asyncio.Event()
         self._flushed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -56,6 +69,10 @@ class RunRecorder:
         if earlier is not None:
             event = event.merged_after(earlier)
         self._pending[event.run_id] = event
+        if event.is_finish:
+            # The first end of an attempt wins, as in the database: a redelivered copy
+            # of an attempt that already ended cannot change its outcome.
+            self._attempts.setdefault((event.run_id, event.attempt), event.attempt_row())
         if len(self._pending) >= self._batch_size:
             self._wake.set()
 
@@ -88,35 +105,49 @@ class RunRecorder:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
+        attempts, self._attempts = self._attempts, {}
         events = list(batch.values())
+        written = 0
         try:
             for start in range(0, len(events), self._batch_size):
                 chunk = events[start : start + self._batch_size]
-                async with self._database.engine.begin() as connection:
-                    await upsert_run_events(connection, chunk)
-                    await mark_finished(connection, _webhook_outcomes(chunk), datetime.now(UTC))
+                await self._write(chunk, attempts)
+                written = start + len(chunk)
         except Exception as exc:
+            # Chunks already committed are done; the rest, with their attempts, is not.
+            rest = events[written:]
             if _transient(exc):
-                self._requeue(events)
+                self._requeue(rest, attempts)
                 raise
             # One event the database refuses (not JSON-able, out of range) must not block
             # every later event: write them one by one and drop only the refused ones.
-            await self._write_each(events)
+            await self._write_each(rest, attempts)
         self.written += len(events)
         async with self._flushed:
             self._flushed.notify_all()
         return len(events)
 
-    async def _write_each(self, events: list[RunEvent]) -> None:
+    async def _write(self, events: list[RunEvent], attempts: _Attempts) -> None:
+        """Write ``events`` and the ended attempts of their runs in one transaction; the
+        attempts written leave ``attempts``."""
+        mine = _attempts_of(events, attempts)
+        async with self._database.engine.begin() as connection:
+            await upsert_run_events(connection, events)
+            await upsert_attempts(connection, list(mine.values()))
+            await mark_finished(connection, _webhook_outcomes(events), datetime.now(UTC))
+        for key in mine:
+            del attempts[key]
+
+    async def _write_each(self, events: list[RunEvent], attempts: _Attempts) -> None:
         for index, event in enumerate(events):
             try:
-                async with self._database.engine.begin() as connection:
-                    await upsert_run_events(connection, [event])
-                    await mark_finished(connection, _webhook_outcomes([event]), datetime.now(UTC))
+                await self._write([event], attempts)
             except Exception as exc:
                 if _transient(exc):
-                    self._requeue(events[index:])
+                    self._requeue(events[index:], attempts)
                     raise
+                for key in _attempts_of([event], attempts):
+                    del attempts[key]
                 self._log.error(
                     "run-record-dropped",
                     run_id=event.run_id,
@@ -125,11 +156,16 @@ class RunRecorder:
                     error=str(exc)[:300],
                 )
 
-    def _requeue(self, events: list[RunEvent]) -> None:
+    def _requeue(self, events: list[RunEvent], attempts: _Attempts) -> None:
         # Newer events recorded during the failed write win; older ones fold into them.
         for event in events:
             newer = self._pending.pop(event.run_id, None)
             self._pending[event.run_id] = event if newer is None else newer.merged_after(event)
+        # Attempt ends are not coalesced: the unwritten ones of the failed write come first.
+        attempts = _attempts_of(events, attempts)
+        self._attempts = attempts | {
+            key: row for key, row in self._attempts.items() if key not in attempts
+        }
 
     async def _run(self) -> None:
         backoff = self._interval
@@ -152,6 +188,16 @@ class RunRecorder:
                 backoff = self._interval
 
 
+def _attempts_of(events: list[RunEvent], attempts: _Attempts) -> _Attempts:
+    """The entries of ``attempts`` that belong to the runs of ``events``.
+
+    Every ended attempt has its run among the pending events (recording an attempt's end
+    records its run's event too), so the runs' chunks carry all of them.
+    """
+    runs = {event.run_id for event in events}
+    return {key: row for key, row in attempts.items() if key[0] in runs}
+
+
 def _transient(exc: BaseException) -> bool:
     """Anything but a refusal of the data itself is retried (an outage, a missing
     migration); only values the driver or database rejects are poison."""
@@ -168,7 +214,8 @@ def _transient(exc: BaseException) -> bool:
 def _webhook_outcomes(
     events: list[RunEvent],
 ) -> list[tuple[int, str, str, dict[str, str] | None]]:
-    """A webhook event is processed when its run succeeds, failed when it fails."""
+    """A webhook event is processed when its run succeeds, failed when it fails for good
+    (failed, dead or cancelled)."""
     return [
         (
             event.webhook_event_id,
@@ -179,5 +226,5 @@ def _webhook_outcomes(
         for event in events
         if event.webhook_event_id is not None
         and event.is_finish
-        and event.status in ("succeeded", "failed", "dead")
+        and event.status in ("succeeded", "failed", "dead", "cancelled")
     ]

@@ -48,7 +48,9 @@ class LifecycleLoggingMiddleware(TaskiqMiddleware):
             return
         error = outcome.error or {}
         fields |= {"error_type": error.get("type"), "error": error.get("message")}
-        if outcome.status == "retrying" and run is not None:
+        if outcome.status == "cancelled":
+            self._log.warning("job-cancelled", **fields)
+        elif outcome.status == "retrying" and run is not None:
             self._log.warning("job-retry", **fields, retry_in_s=round(run.retry_in_s or 0, 3))
         elif outcome.status == "dead":
             self._log.error("job-dead", **fields)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.summary import InvalidSummaryError, Summary, validate_summary
+from jobs_service.middlewares.cancellation import RunCancelled
 
 if TYPE_CHECKING:
     from taskiq import TaskiqResult
@@ -46,10 +47,13 @@ def outcome_of(result: TaskiqResult[Any], run: RunContext | None = None) -> Outc
     """Classify a TaskIQ result; a success that breaks the summary contract is a failure.
 
     A failure is ``retrying`` when the retry middleware scheduled another attempt and
-    ``dead`` when it was the last attempt a retried task had.
+    ``dead`` when it was the last attempt a retried task had; an attempt stopped by an
+    operator's cancel is ``cancelled``.
     """
     if result.is_err:
         error = result.error
+        if isinstance(error, RunCancelled):
+            return Outcome("cancelled", None, {"type": "Cancelled", "message": str(error)})
         status = "failed"
         if run is not None and run.retry_in_s is not None:
             status = "retrying"

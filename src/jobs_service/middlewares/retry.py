@@ -4,11 +4,13 @@ TaskIQ's own retry middlewares re-send at once (the Redis stream broker has no d
 delivery) and count attempts in a label our history does not share. This one:
 
 - retries only what can succeed later: not :class:`PermanentError` (a 4xx, bad input)
-  nor :class:`ConfigurationError`, which need a person, not another attempt;
+  nor :class:`ConfigurationError`, which need a person, not another attempt, and never
+  a cancelled run;
 - waits ``retry_backoff_s * 2**(attempt-1)`` with full jitter, capped at
   ``retry_backoff_max_s``, and never less than a provider's ``Retry-After``;
-- re-sends the same run id with ``attempt + 1``, so history, logs and the idempotency
-  keys agents send all stay those of one run;
+- re-sends the same run id with ``attempt + 1`` (labelled ``automatic_retry``, which a
+  cancellation made while the attempt ran also covers), so history, logs and the
+  idempotency keys agents send all stay those of one run;
 - marks the attempt ``retrying``, or ``dead`` after the last one (the dead letter).
 
 The re-send happens in ``post_execute``, before the failed attempt is acknowledged: a
@@ -28,6 +30,11 @@ from jobs_service.core.logging import get_logger
 from jobs_service.core.run_context import current_run
 from jobs_service.infrastructure.delayed import send_later
 from jobs_service.infrastructure.runtime import runtime_of
+from jobs_service.middlewares.cancellation import (
+    AUTOMATIC_RETRY_LABEL,
+    RunCancelled,
+    cancellation_of,
+)
 
 if TYPE_CHECKING:
     from taskiq import TaskiqResult
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["RetryMiddleware", "retry_delay_s"]
 
 _log = get_logger("jobs_service.retry")
-_NOT_RETRYABLE = (PermanentError, ConfigurationError)
+_NOT_RETRYABLE = (PermanentError, ConfigurationError, RunCancelled)
 
 
 def retry_delay_s(attempt: int, *, base_s: float, cap_s: float, retry_after: float | None) -> float:
@@ -71,6 +78,11 @@ class RetryMiddleware(TaskiqMiddleware):
         if run.attempt > max_retries:
             run.exhausted = True
             return
+        cancellations = cancellation_of(self.broker)
+        if cancellations is not None and cancellations.find(
+            run.run_id, run.attempt + 1, automatic=True
+        ):
+            return
         retry_after = error.retry_after if isinstance(error, RetryLater) else None
         worker = runtime_of(self.broker).settings.worker
         delay = retry_delay_s(
@@ -82,6 +94,7 @@ class RetryMiddleware(TaskiqMiddleware):
         labels = dict(message.labels)
         labels_types = dict(message.labels_types or {})
         labels["attempt"], labels_types["attempt"] = prepare_label(run.attempt + 1)
+        labels[AUTOMATIC_RETRY_LABEL], labels_types[AUTOMATIC_RETRY_LABEL] = prepare_label(True)
         retry = TaskiqMessage(
             task_id=message.task_id,
             task_name=message.task_name,

@@ -1,4 +1,9 @@
-"""Record every attempt's state changes in ``job_runs`` through the batched recorder."""
+"""Record every attempt's state changes in ``job_runs`` through the batched recorder.
+
+An attempt cancelled before it started is not recorded: the cancel wrote the run's final
+state and the attempt's row, and a late copy of the message must not touch a run an
+operator has retried since.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from jobs_service.core.logging import get_logger
 from jobs_service.core.run_context import current_run
 from jobs_service.infrastructure.repositories.runs import RunEvent
 from jobs_service.infrastructure.runtime import runtime_of
+from jobs_service.middlewares.cancellation import never_started
 from jobs_service.middlewares.outcome import outcome_of
 
 if TYPE_CHECKING:
@@ -50,15 +56,15 @@ class RunRecordingMiddleware(TaskiqMiddleware):
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         """Record ``running``."""
         run = current_run()
-        if run is not None:
+        if run is not None and not never_started(message):
             with _never_raise("running"):
                 runtime_of(self.broker).recorder.record(self._event(run, "running"))
         return message
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        """Record ``succeeded`` or ``failed`` with summary, error and duration."""
+        """Record the attempt's outcome with summary, error and duration."""
         run = current_run()
-        if run is None:
+        if run is None or never_started(message):
             return
         outcome = outcome_of(result, run)
         with _never_raise(outcome.status):

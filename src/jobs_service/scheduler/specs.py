@@ -8,7 +8,7 @@ silently never fires.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import (
     AwareDatetime,
@@ -29,6 +29,8 @@ from jobs_service.core.timing import (
 )
 
 if TYPE_CHECKING:
+    from pydantic.config import JsonDict
+
     from jobs_service.infrastructure.models import Schedule
 
 __all__ = [
@@ -118,8 +120,21 @@ class ScheduleDraft(_Strict):
     description: str | None = Field(None, max_length=2000)
 
 
+def _document_not_nullable(schema: JsonDict) -> None:
+    """Document the fields that may be left out but not set to null as not nullable:
+    they are ``X | None`` in the model only so that "left out" reads as None."""
+    properties = cast("dict[str, dict[str, Any]]", schema["properties"])
+    for name in _NOT_NULLABLE:
+        field = properties[name]
+        field.pop("default", None)
+        (value,) = [variant for variant in field.pop("anyOf") if variant != {"type": "null"}]
+        field.update(value)
+
+
 class SchedulePatch(_Strict):
     """``PATCH /v1/schedules/{id}``: only the fields given change."""
+
+    model_config = ConfigDict(json_schema_extra=_document_not_nullable)
 
     name: str | None = Field(None, min_length=1, max_length=200)
     kwargs: dict[str, Any] | None = None

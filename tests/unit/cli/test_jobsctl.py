@@ -25,6 +25,7 @@ COMMANDS = [
     "runs",
     "schedules",
     "webhooks",
+    "audit",
 ]
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from jobs_service.gateway.problems import problem_response
+from jobs_service.gateway.problems import problem_response, problem_responses
 from jobs_service.infrastructure.health import check_broker, check_database
 
 router = APIRouter(tags=["health"])
@@ -24,9 +24,7 @@ async def health() -> dict[str, str]:
 @router.get(
     "/ready",
     summary="Readiness: the database and the broker answer",
-    responses={
-        503: {"description": "A dependency is down", "content": {"application/problem+json": {}}}
-    },
+    responses=problem_responses({503: "A dependency is down"}),
 )
 async def ready(request: Request) -> Any:
     """200 with each check, or 503 problem+json naming the failing ones."""
@@ -47,7 +45,12 @@ async def ready(request: Request) -> Any:
     return JSONResponse({"status": "ready", "checks": checks})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics() -> Response:
     """Text exposition format."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

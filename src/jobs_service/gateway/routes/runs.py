@@ -1,19 +1,19 @@
-"""Run history."""
+"""Run history, and the operator's retry and cancel."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from jobs_service.client import JobsClient, RunNotFoundError, RunStateError
 from jobs_service.core.ids import is_run_id
-from jobs_service.gateway.problems import Problem
-from jobs_service.gateway.query import after_id, keyset_page, utc_param
+from jobs_service.gateway.dependencies import get_client
+from jobs_service.gateway.problems import Problem, problem_responses
+from jobs_service.gateway.query import IsoDatetime, after_id, keyset_page, utc_param
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
-    DeliveryOut,
     Page,
     RunDetailOut,
     RunOut,
@@ -23,12 +23,20 @@ from jobs_service.gateway.schemas import (
 from jobs_service.gateway.security import require_scope
 from jobs_service.infrastructure.repositories import deliveries, runs
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from jobs_service.infrastructure.models import JobRun
+
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
-_PROBLEMS: dict[int | str, dict[str, str]] = {
-    400: {"description": "Invalid cursor"},
-    401: {"description": "Missing or invalid API key"},
-    403: {"description": "The key lacks the scope"},
-}
+_PROBLEMS = problem_responses(
+    {
+        400: "Invalid cursor",
+        401: "Missing or invalid API key",
+        403: "The key lacks the scope",
+        422: "Invalid query or path parameter",
+    }
+)
 
 
 @router.get("", summary="List runs, newest first", responses=_PROBLEMS)
@@ -39,8 +47,8 @@ async def list_runs(
     status: RunStatus | None = None,
     source: RunSource | None = None,
     schedule_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    queued_after: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None,
-    queued_before: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None,
+    queued_after: Annotated[IsoDatetime | None, Query(description="ISO 8601 with offset")] = None,
+    queued_before: Annotated[IsoDatetime | None, Query(description="ISO 8601 with offset")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> Page[RunOut]:
@@ -61,23 +69,110 @@ async def list_runs(
 
 
 @router.get(
-    "/{run_id}", summary="One run", responses={**_PROBLEMS, 404: {"description": "Unknown run"}}
+    "/{run_id}",
+    summary="One run",
+    responses={**_PROBLEMS, **problem_responses({404: "Unknown run"})},
 )
 async def get_run(
     run_id: str, request: Request, _: Annotated[str, Depends(require_scope("read"))]
 ) -> RunDetailOut:
     """A run by its ``run_id`` (or numeric ``id``): summary, error, progress, the result
-    content and every delivery of it."""
+    content, every attempt and every delivery of it."""
     async with request.app.state.runtime.database.sessions() as session:
-        if is_run_id(run_id):
-            row = await runs.get_run(session, run_id=run_id)
-        elif run_id.isascii() and run_id.isdigit() and len(run_id) < 19:
-            row = await runs.get_run(session, id=int(run_id))
-        else:
-            row = None
-        sent = await deliveries.list_for_run(session, [row.run_id]) if row is not None else []
+        row = await _find(session, run_id)
+        return await _detail(session, row)
+
+
+@router.post(
+    "/{run_id}/retry",
+    status_code=202,
+    summary="Queue a failed, dead or cancelled run again",
+    responses={
+        **_PROBLEMS,
+        **problem_responses(
+            {
+                404: "Unknown run, or its task is no longer registered",
+                409: "The run is not failed, dead or cancelled",
+                503: "The broker is unreachable; nothing changed",
+            }
+        ),
+    },
+)
+async def retry_run(
+    run_id: str,
+    request: Request,
+    _: Annotated[str, Depends(require_scope("operate"))],
+    client: Annotated[JobsClient, Depends(get_client)],
+) -> RunDetailOut:
+    """The same run id runs again as its next attempt, with its kwargs and source; it is
+    ``queued`` until a worker starts it. Earlier attempts stay listed in ``attempts``."""
+    async with request.app.state.runtime.database.sessions() as session:
+        found = await _find(session, run_id)
+    try:
+        await client.retry(found.run_id)
+    except (RunNotFoundError, RunStateError) as exc:
+        raise _problem(exc) from None
+    async with request.app.state.runtime.database.sessions() as session:
+        return await _detail(session, await _find(session, found.run_id))
+
+
+@router.post(
+    "/{run_id}/cancel",
+    status_code=202,
+    summary="Cancel a queued, retrying or running run",
+    responses={
+        **_PROBLEMS,
+        **problem_responses(
+            {
+                404: "Unknown run",
+                409: "The run has already finished",
+                503: "The broker is unreachable; nothing changed",
+            }
+        ),
+    },
+)
+async def cancel_run(
+    run_id: str,
+    request: Request,
+    principal: Annotated[str, Depends(require_scope("operate"))],
+    client: Annotated[JobsClient, Depends(get_client)],
+) -> RunDetailOut:
+    """A queued (or retrying) run never starts; a running async task is cancelled
+    cooperatively (at its next ``await``). The run is ``cancelled`` at once, with the
+    error ``{"type": "Cancelled", "message": "cancelled by <key name>"}``, and is not
+    retried; ``POST /v1/runs/{run_id}/retry`` queues it again."""
+    async with request.app.state.runtime.database.sessions() as session:
+        found = await _find(session, run_id)
+    try:
+        await client.cancel(found.run_id, by=principal)
+    except (RunNotFoundError, RunStateError) as exc:
+        raise _problem(exc) from None
+    async with request.app.state.runtime.database.sessions() as session:
+        return await _detail(session, await _find(session, found.run_id))
+
+
+async def _find(session: AsyncSession, run_id: str) -> JobRun:
+    """The run by run id or numeric id; a 404 problem if there is none."""
+    row = None
+    if is_run_id(run_id):
+        row = await runs.get_run(session, run_id=run_id)
+    elif run_id.isascii() and run_id.isdigit() and len(run_id) < 19:
+        row = await runs.get_run(session, id=int(run_id))
     if row is None:
         raise Problem(404, "unknown-run", f"no run {run_id!r}")
-    detail = RunDetailOut.model_validate(row, from_attributes=True)
-    detail.deliveries = [DeliveryOut.of(item) for item in sent]
-    return detail
+    return row
+
+
+async def _detail(session: AsyncSession, row: JobRun) -> RunDetailOut:
+    return RunDetailOut.of(
+        row,
+        attempts=await runs.list_attempts(session, row.run_id),
+        deliveries=await deliveries.list_for_run(session, [row.run_id]),
+    )
+
+
+def _problem(exc: RunNotFoundError | RunStateError) -> Problem:
+    if isinstance(exc, RunNotFoundError):
+        return Problem(404, "unknown-run", str(exc))
+    slug = "run-not-retryable" if exc.action == "retried" else "run-not-cancellable"
+    return Problem(409, slug, str(exc), run_status=exc.status)

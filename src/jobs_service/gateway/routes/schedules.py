@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from jobs_service.gateway.problems import problem_responses
 from jobs_service.gateway.query import after_id, keyset_page
 from jobs_service.gateway.schemas import (
     MAX_ID,
@@ -23,13 +24,18 @@ from jobs_service.scheduler.service import ScheduleService, next_fires
 from jobs_service.scheduler.specs import ScheduleDraft, SchedulePatch
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
-_PROBLEMS: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing or invalid API key"},
-    403: {"description": "The key lacks the scope"},
-    404: {"description": "Unknown schedule"},
-    409: {"description": "Label schedule or duplicate name"},
-    422: {"description": "Invalid schedule, task or kwargs"},
-}
+_PROBLEMS = problem_responses(
+    {
+        401: "Missing or invalid API key",
+        403: "The key lacks the scope",
+        404: "Unknown schedule",
+        409: "Label schedule or duplicate name",
+        422: "Invalid schedule, task or kwargs",
+    }
+)
+_LIST_PROBLEMS = {**_PROBLEMS, **problem_responses({400: "Invalid cursor"})}
+_BODY_PROBLEMS = {**_PROBLEMS, **problem_responses({400: "The body is not valid JSON"})}
+_TRIGGER_PROBLEMS = {**_PROBLEMS, **problem_responses({503: "The broker is unavailable: retry"})}
 
 
 def service(request: Request) -> ScheduleService:
@@ -51,7 +57,7 @@ async def _detail(svc: ScheduleService, schedule_id: int) -> ScheduleDetailOut:
     )
 
 
-@router.get("", summary="List schedules", responses=_PROBLEMS)
+@router.get("", summary="List schedules", responses=_LIST_PROBLEMS)
 async def list_schedules(
     request: Request,
     _: Annotated[str, Depends(require_scope("read"))],
@@ -70,7 +76,7 @@ async def list_schedules(
     return Page[ScheduleOut](items=items, next_cursor=next_cursor)
 
 
-@router.post("", status_code=201, summary="Create a schedule", responses=_PROBLEMS)
+@router.post("", status_code=201, summary="Create a schedule", responses=_BODY_PROBLEMS)
 async def create_schedule(
     body: ScheduleDraft,
     response: Response,
@@ -96,7 +102,9 @@ async def get_schedule(
     return await _detail(svc, schedule_id)
 
 
-@router.patch("/{schedule_id}", summary="Change, pause or resume a schedule", responses=_PROBLEMS)
+@router.patch(
+    "/{schedule_id}", summary="Change, pause or resume a schedule", responses=_BODY_PROBLEMS
+)
 async def update_schedule(
     schedule_id: ScheduleId,
     body: SchedulePatch,
@@ -120,7 +128,9 @@ async def delete_schedule(
     return Response(status_code=204)
 
 
-@router.post("/{schedule_id}/trigger", status_code=202, summary="Run now", responses=_PROBLEMS)
+@router.post(
+    "/{schedule_id}/trigger", status_code=202, summary="Run now", responses=_TRIGGER_PROBLEMS
+)
 async def trigger_schedule(
     schedule_id: ScheduleId,
     svc: Service,

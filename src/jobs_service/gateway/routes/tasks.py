@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from jobs_service.client import JobsClient
 from jobs_service.gateway.dependencies import get_client
-from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.problems import Problem, problem_responses
 from jobs_service.gateway.schemas import (
     BatchIn,
     BatchOut,
@@ -22,11 +22,19 @@ from jobs_service.gateway.security import require_scope
 from jobs_service.tasks.registry import find_task, list_tasks
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
-_PROBLEMS: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing or invalid API key"},
-    403: {"description": "The key lacks the scope"},
-    404: {"description": "Unknown task"},
-    422: {"description": "Invalid kwargs or request"},
+_PROBLEMS = problem_responses(
+    {
+        401: "Missing or invalid API key",
+        403: "The key lacks the scope",
+        404: "Unknown task",
+        422: "Invalid kwargs or request",
+    }
+)
+_SUBMIT_PROBLEMS = {
+    **_PROBLEMS,
+    **problem_responses(
+        {400: "The body is not valid JSON", 503: "The broker is unavailable: retry"}
+    ),
 }
 
 
@@ -63,7 +71,7 @@ async def get_task(
     return TaskOut.of(find_task(request.app.state.broker, name))
 
 
-@router.post("/{name}", status_code=202, summary="Submit a run", responses=_PROBLEMS)
+@router.post("/{name}", status_code=202, summary="Submit a run", responses=_SUBMIT_PROBLEMS)
 async def submit_task(
     name: str,
     body: SubmitIn,
@@ -92,7 +100,9 @@ async def submit_task(
     )
 
 
-@router.post("/{name}/batch", status_code=202, summary="Submit many runs", responses=_PROBLEMS)
+@router.post(
+    "/{name}/batch", status_code=202, summary="Submit many runs", responses=_SUBMIT_PROBLEMS
+)
 async def submit_batch(
     name: str,
     body: BatchIn,

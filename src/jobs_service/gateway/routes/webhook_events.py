@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from jobs_service.gateway.problems import Problem
-from jobs_service.gateway.query import after_id, keyset_page, utc_param
+from jobs_service.gateway.problems import Problem, problem_responses
+from jobs_service.gateway.query import IsoDatetime, after_id, keyset_page, utc_param
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
@@ -23,12 +22,15 @@ from jobs_service.webhooks.inbox import UnknownEventError
 
 router = APIRouter(prefix="/v1/webhooks/events", tags=["webhooks"])
 EventId = Annotated[int, Path(ge=1, le=MAX_ID)]
-_PROBLEMS: dict[int | str, dict[str, str]] = {
-    400: {"description": "Invalid cursor"},
-    401: {"description": "Missing or invalid API key"},
-    403: {"description": "The key lacks the scope"},
-    404: {"description": "Unknown event"},
-}
+_PROBLEMS = problem_responses(
+    {
+        400: "Invalid cursor",
+        401: "Missing or invalid API key",
+        403: "The key lacks the scope",
+        404: "Unknown event",
+        422: "Invalid query or path parameter",
+    }
+)
 
 
 @router.get("", summary="List webhook events, newest first", responses=_PROBLEMS)
@@ -38,8 +40,8 @@ async def list_events(
     source: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     status: Literal["accepted", "enqueued", "processed", "failed"] | None = None,
     type: Annotated[str | None, Query(max_length=200)] = None,
-    received_after: datetime | None = None,
-    received_before: datetime | None = None,
+    received_after: IsoDatetime | None = None,
+    received_before: IsoDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> Page[WebhookEventOut]:

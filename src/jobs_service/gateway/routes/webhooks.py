@@ -3,20 +3,61 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 
 from jobs_service.core.logging import get_logger
 from jobs_service.core.redaction import redact_headers
-from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.problems import Problem, problem_responses
 from jobs_service.webhooks.events import MalformedEventError, split_events
 from jobs_service.webhooks.metrics import WEBHOOK_EVENTS
 from jobs_service.webhooks.verification import VerificationError
 
 router = APIRouter(tags=["webhooks"])
 _log = get_logger("jobs_service.webhooks")
+
+
+class EventAnswer(BaseModel):
+    """What became of one event of a delivery."""
+
+    event_id: int
+    status: Literal["accepted", "duplicate"]
+
+
+class WebhookAnswer(EventAnswer):
+    """The first event's answer; ``events`` lists every one when the body held several."""
+
+    events: list[EventAnswer] | None = None
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": WebhookAnswer, "description": "Stored, and enqueued or a duplicate"},
+    200: {
+        "description": "Microsoft Graph validation handshake: the validationToken echoed",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    **problem_responses(
+        {
+            400: "Malformed body",
+            401: "Bad signature or stale timestamp",
+            404: "Unknown source",
+            413: "Body too large",
+            # FastAPI documents one for the path parameter; any string is a valid one.
+            422: "Invalid request",
+            503: "Database unavailable: retry",
+        }
+    ),
+}
+#: Read from the raw bytes (the signature covers them), so FastAPI cannot infer it.
+_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"description": "The sender's event (JSON)"}},
+    },
+}
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -38,14 +79,8 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     "/webhooks/{source}",
     status_code=202,
     summary="Receive a webhook",
-    responses={
-        200: {"description": "Microsoft Graph validation handshake (text/plain)"},
-        400: {"description": "Malformed body"},
-        401: {"description": "Bad signature or stale timestamp"},
-        404: {"description": "Unknown source"},
-        413: {"description": "Body too large"},
-        503: {"description": "Database unavailable: retry"},
-    },
+    responses=_RESPONSES,
+    openapi_extra={"requestBody": _BODY},
 )
 async def receive_webhook(source: str, request: Request) -> Response:
     """Verified on the raw body, stored, then enqueued: 202 ``{"event_id", "status"}``

@@ -3,7 +3,12 @@
 Writes come from two sides. Producers insert the ``queued`` row (``ON CONFLICT DO
 NOTHING``, so a late producer write never rewinds a run a worker already started).
 Workers upsert state changes in batches; an update applies only when its attempt is not
-older than the stored one, so a stale event cannot overwrite a newer attempt.
+older than the stored one, so a stale event cannot overwrite a newer attempt. Each
+attempt's end is also kept in ``run_attempts``, the run's per-attempt history.
+
+Operators move a finished run back to ``queued`` (retry) and an unfinished one to
+``cancelled``; both are conditional updates, so two operators (or an operator and a
+worker) racing on one run cannot both win.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from jobs_service.infrastructure.models import TERMINAL_STATUSES, Delivery, JobRun
+from jobs_service.infrastructure.models import TERMINAL_STATUSES, Delivery, JobRun, RunAttempt
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,7 +38,12 @@ __all__ = [
     "get_run",
     "get_run_by_idempotency_key",
     "insert_queued_runs",
+    "list_attempts",
     "list_runs",
+    "mark_cancelled",
+    "requeue_finished",
+    "restore_finished",
+    "upsert_attempts",
     "upsert_run_events",
 ]
 
@@ -129,6 +139,19 @@ class RunEvent:
             "content": self.content,
         }
 
+    def attempt_row(self) -> dict[str, Any]:
+        """Column values of this attempt's ``run_attempts`` row (finish events only)."""
+        return {
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "status": self.status,
+            "worker": self.worker,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+        }
+
 
 @dataclass(slots=True)
 class RunFilter:
@@ -211,6 +234,142 @@ async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEve
         await connection.execute(stmt, rows)
 
 
+async def upsert_attempts(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Write ended attempts (``RunEvent.attempt_row``) in one multi-row upsert.
+
+    An attempt that already has a row keeps it (a redelivered copy of an attempt cannot
+    change its outcome, as in ``job_runs``), except a row no worker wrote: the one an
+    operator's cancel leaves, which the worker that ran the attempt then completes.
+    ``rows`` must not repeat a (run_id, attempt) pair.
+    """
+    if not rows:
+        return
+    stmt = _insert_for(connection.dialect.name)(RunAttempt)
+    excluded = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[RunAttempt.run_id, RunAttempt.attempt],
+        set_={
+            "status": excluded.status,
+            "worker": excluded.worker,
+            "started_at": func.coalesce(excluded.started_at, RunAttempt.started_at),
+            "finished_at": excluded.finished_at,
+            "duration_ms": excluded.duration_ms,
+            "error": excluded.error,
+        },
+        where=RunAttempt.worker.is_(None),
+    )
+    await connection.execute(stmt, list(rows))
+
+
+async def list_attempts(session: AsyncSession, run_id: str) -> list[RunAttempt]:
+    """Every recorded attempt of a run, first attempt first."""
+    query = select(RunAttempt).where(RunAttempt.run_id == run_id).order_by(RunAttempt.attempt)
+    return list((await session.execute(query)).scalars())
+
+
+async def mark_cancelled(
+    connection: AsyncConnection,
+    run: JobRun,
+    *,
+    attempt: int,
+    error: dict[str, str],
+    at: datetime,
+) -> bool:
+    """Move ``run`` (as read, still queued, running or retrying) to ``cancelled`` at
+    ``attempt``; False if it changed meanwhile.
+
+    The cancelled attempt gets its ``run_attempts`` row now, without a worker: for an
+    attempt that never started it is the whole story; for a running one the worker
+    completes it when the attempt stops (or never, if the worker is gone).
+    """
+    running = run.status == "running"
+    # The row describes the cancelled attempt: one that never started has no start,
+    # worker or duration (a retrying run's row still shows its previous attempt's).
+    never_started: dict[str, Any] = {} if running else {"started_at": None, "worker": None}
+    result = await connection.execute(
+        update(JobRun)
+        .where(
+            JobRun.run_id == run.run_id,
+            JobRun.status == run.status,
+            JobRun.attempt == run.attempt,
+        )
+        .values(
+            status="cancelled",
+            attempt=attempt,
+            finished_at=at,
+            duration_ms=None,
+            error=error,
+            **never_started,
+        )
+    )
+    if not result.rowcount:
+        return False
+    started = run.started_at if running else None
+    await connection.execute(
+        _insert_for(connection.dialect.name)(RunAttempt)
+        .values(
+            run_id=run.run_id,
+            attempt=attempt,
+            status="cancelled",
+            worker=None,
+            started_at=started,
+            finished_at=at,
+            error=error,
+        )
+        .on_conflict_do_nothing(index_elements=[RunAttempt.run_id, RunAttempt.attempt])
+    )
+    return True
+
+
+#: What a retry clears: the outcome of the attempt before it.
+_OUTCOME_COLUMNS = (
+    "worker",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "summary",
+    "error",
+    "content",
+    "progress",
+)
+
+
+async def requeue_finished(
+    connection: AsyncConnection, run: JobRun, *, queued_at: datetime
+) -> bool:
+    """Move ``run`` (as read: failed, dead or cancelled) back to ``queued``, keeping its
+    attempt number; False if it changed meanwhile. Its attempts stay in ``run_attempts``.
+    """
+    result = await connection.execute(
+        update(JobRun)
+        .where(
+            JobRun.run_id == run.run_id,
+            JobRun.status == run.status,
+            JobRun.attempt == run.attempt,
+        )
+        .values(status="queued", queued_at=queued_at, **dict.fromkeys(_OUTCOME_COLUMNS))
+    )
+    return bool(result.rowcount)
+
+
+async def restore_finished(connection: AsyncConnection, run: JobRun) -> None:
+    """Undo :func:`requeue_finished` (its message could not be sent), unless a worker
+    has started the run meanwhile."""
+    await connection.execute(
+        update(JobRun)
+        .where(
+            JobRun.run_id == run.run_id,
+            JobRun.status == "queued",
+            JobRun.attempt == run.attempt,
+        )
+        .values(
+            status=run.status,
+            queued_at=run.queued_at,
+            **{column: getattr(run, column) for column in _OUTCOME_COLUMNS},
+        )
+    )
+
+
 async def get_run(
     session: AsyncSession, *, run_id: str | None = None, id: int | None = None
 ) -> JobRun | None:
@@ -255,7 +414,9 @@ async def delete_finished_before(
     rows = found.all()
     if not rows:
         return 0
-    await session.execute(delete(Delivery).where(Delivery.run_id.in_([row[1] for row in rows])))
+    run_ids = [row[1] for row in rows]
+    await session.execute(delete(Delivery).where(Delivery.run_id.in_(run_ids)))
+    await session.execute(delete(RunAttempt).where(RunAttempt.run_id.in_(run_ids)))
     result = await session.execute(delete(JobRun).where(JobRun.id.in_([row[0] for row in rows])))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

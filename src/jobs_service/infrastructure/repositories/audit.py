@@ -1,0 +1,81 @@
+"""Queries on ``audit_log``: one row per operator action."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select
+
+from jobs_service.infrastructure.models import AuditEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+__all__ = ["AuditFilter", "NewAuditEntry", "insert_entries", "list_entries"]
+
+# Column widths of audit_log (migration 0005): longer values are cut, not refused.
+_ACTOR, _ACTION, _TARGET, _REQUEST_ID = 100, 100, 255, 64
+
+
+@dataclass(frozen=True, slots=True)
+class NewAuditEntry:
+    """An action about to be recorded."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    outcome: int
+    request_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """Column values, cut to the column widths."""
+        return {
+            "at": self.at,
+            "actor": self.actor[:_ACTOR],
+            "action": self.action[:_ACTION],
+            "target": self.target[:_TARGET] if self.target is not None else None,
+            "outcome": self.outcome,
+            "request_id": self.request_id[:_REQUEST_ID] if self.request_id else None,
+            "detail": self.detail or None,
+        }
+
+
+async def insert_entries(connection: AsyncConnection, entries: Sequence[NewAuditEntry]) -> None:
+    """Record actions, in their order, in one statement."""
+    if entries:
+        await connection.execute(insert(AuditEntry), [entry.row() for entry in entries])
+
+
+@dataclass(slots=True)
+class AuditFilter:
+    """Filters of ``GET /v1/audit`` and ``jobsctl audit``."""
+
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    since: datetime | None = None
+
+
+async def list_entries(
+    session: AsyncSession, filters: AuditFilter, *, limit: int, after_id: int | None
+) -> list[AuditEntry]:
+    """Newest first; fetches limit+1 to tell whether another page exists."""
+    query = select(AuditEntry)
+    if filters.actor is not None:
+        query = query.where(AuditEntry.actor == filters.actor)
+    if filters.action is not None:
+        query = query.where(AuditEntry.action == filters.action)
+    if filters.target is not None:
+        query = query.where(AuditEntry.target == filters.target)
+    if filters.since is not None:
+        query = query.where(AuditEntry.at >= filters.since)
+    if after_id is not None:
+        query = query.where(AuditEntry.id < after_id)
+    query = query.order_by(AuditEntry.id.desc()).limit(limit + 1)
+    return list((await session.execute(query)).scalars())
