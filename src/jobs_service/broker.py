@@ -66,6 +66,10 @@ def build_broker(settings: Settings) -> AsyncBroker:
             max_connection_pool_size=options.max_connections,
             health_check_interval=30,
             socket_keepalive=True,
+            # A connection dropped without a reset (a crashed host, a partition) must
+            # fail a read in seconds, not after the kernel's two-hour keepalive.
+            socket_timeout=options.xread_block_ms / 1000 + 5,
+            socket_connect_timeout=5,
             retry_on_timeout=True,
         ).with_result_backend(
             RedisAsyncResultBackend(
@@ -78,6 +82,12 @@ def build_broker(settings: Settings) -> AsyncBroker:
         )
     new_broker = new_broker.with_serializer(ORJSONSerializer())
     new_broker.add_middlewares(*default_middlewares())
+    if isinstance(new_broker, StreamBroker):
+        stream_broker = new_broker
+        # First: forked worker processes must not share the parent's consumer name.
+        new_broker.add_event_handler(
+            TaskiqEvents.WORKER_STARTUP, lambda _: stream_broker.name_this_process()
+        )
     new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, _logging_setup(settings))
     # The gateway's lifespan runs first in workers and attaches the Runtime (one wiring
     # for routes and tasks); the handlers after it only cover a missing one.

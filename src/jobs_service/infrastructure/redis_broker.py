@@ -18,7 +18,11 @@ pipelined ``kick_many`` (one round trip for a batch) and a liveness ``ping``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -40,6 +44,9 @@ __all__ = ["HeldMessage", "StreamBroker"]
 _log = get_logger("jobs_service.broker")
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _MAX_BACKOFF_S = 10.0
+# A message delivered this many times never finished anywhere (it crashes its worker, or
+# a middleware refuses it): it goes to the dead-letter stream instead of round again.
+MAX_DELIVERIES = 10
 
 
 class HeldMessage:
@@ -59,6 +66,17 @@ class StreamBroker(RedisStreamBroker):
         super().__init__(*args, **kwargs)
         self.reclaim_interval_s = reclaim_interval_s
         self.held: dict[str, HeldMessage] = {}
+
+    @property
+    def dead_letter_stream(self) -> str:
+        """Where messages that failed ``MAX_DELIVERIES`` deliveries are kept."""
+        return f"{self.queue_name}:dead"
+
+    def name_this_process(self) -> None:
+        """A consumer name of this process's own (after a fork, children would share
+        the parent's, and so their pending messages and heartbeat)."""
+        self.consumer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.held.clear()
 
     async def startup(self) -> None:
         """Start; a producer (the gateway) tolerates Redis being down at boot.
@@ -82,67 +100,101 @@ class StreamBroker(RedisStreamBroker):
         """New messages, and every ``reclaim_interval_s`` the idle ones of dead workers."""
         backoff = 0.2
         next_reclaim = 0.0
-        while True:
-            try:
-                async with Redis(connection_pool=self.connection_pool) as redis:
-                    while True:
-                        if time.monotonic() >= next_reclaim:
-                            next_reclaim = time.monotonic() + self.reclaim_interval_s
-                            for message in await self._reclaim(redis):
-                                yield message
-                        wait_ms = (next_reclaim - time.monotonic()) * 1000
-                        fetched: Any = await redis.xreadgroup(
-                            self.consumer_group_name,
-                            self.consumer_name,
-                            {self.queue_name: ">"},
-                            block=max(10, min(self.block, int(wait_ms))),
-                            count=self.count,
-                            noack=False,
-                        )
-                        backoff = 0.2
-                        for stream, entries in fetched or []:
-                            for message_id, fields in entries:
-                                yield self._held(_text(stream), _text(message_id), fields)
-            except _UNREACHABLE as exc:
-                _log.warning("broker-reconnecting", error=str(exc)[:300], retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # Redis came back without the group (it lost its data, or the stream
-                # was deleted): declare it again and go on reading.
-                _log.warning("broker-group-missing", error=str(exc)[:300])
-                await self._declare_consumer_group()
+        batch: list[tuple[str, AckableMessage]] = []
+        try:
+            while True:
+                try:
+                    async with Redis(connection_pool=self.connection_pool) as redis:
+                        while True:
+                            if time.monotonic() >= next_reclaim:
+                                next_reclaim = time.monotonic() + self.reclaim_interval_s
+                                batch = await self._reclaim(redis)
+                                while batch:
+                                    yield batch.pop(0)[1]
+                            wait_ms = (next_reclaim - time.monotonic()) * 1000
+                            fetched: Any = await redis.xreadgroup(
+                                self.consumer_group_name,
+                                self.consumer_name,
+                                {self.queue_name: ">"},
+                                block=max(10, min(self.block, int(wait_ms))),
+                                count=self.count,
+                                noack=False,
+                            )
+                            backoff = 0.2
+                            # The whole batch is held (its lease renewed) from now on: the
+                            # receiver may take a while to start the last of it.
+                            batch = [
+                                self._held(_text(stream), _text(message_id), fields)
+                                for stream, entries in fetched or []
+                                for message_id, fields in entries
+                            ]
+                            while batch:
+                                yield batch.pop(0)[1]
+                except _UNREACHABLE as exc:
+                    _log.warning("broker-reconnecting", error=str(exc)[:300], retry_in_s=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                except ResponseError as exc:
+                    # NOGROUP: Redis came back without the group (it lost its data, or
+                    # the stream was deleted). Others (MISCONF, LOADING): Redis is not
+                    # ready. Either way: back off, make sure the group exists, go on.
+                    _log.warning("broker-error", error=str(exc)[:300], retry_in_s=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                    with contextlib.suppress(*_UNREACHABLE, ResponseError):
+                        await self._declare_consumer_group()
+        finally:
+            # Read but never started (the worker is stopping): stop renewing them, so
+            # another worker takes them after the idle timeout.
+            for message_id, _ in batch:
+                self.held.pop(message_id, None)
 
-    async def _reclaim(self, redis: Redis) -> list[AckableMessage]:
+    async def _reclaim(self, redis: Redis) -> list[tuple[str, AckableMessage]]:
         """Take over messages idle longer than ``idle_timeout``: their worker is gone
-        (a live worker renews the lease of every message it holds)."""
-        claimed: list[AckableMessage] = []
-        start = "0-0"
-        while True:
-            answer = await redis.xautoclaim(
-                self.queue_name,
-                self.consumer_group_name,
-                self.consumer_name,
-                min_idle_time=self.idle_timeout,
-                start_id=start,
-                count=self.unacknowledged_batch_size,
-            )
-            cursor, entries = answer[0], answer[1]
-            for message_id, fields in entries:
-                if fields:  # an entry trimmed away while pending comes back empty
-                    claimed.append(self._held(self.queue_name, _text(message_id), fields))
-                else:
-                    await redis.xack(self.queue_name, self.consumer_group_name, message_id)
-            start = _text(cursor)
-            if start == "0-0" or len(claimed) >= self.unacknowledged_batch_size:
-                break
+        (a live worker renews the lease of every message it holds).
+
+        At most ``xread_count`` at a time, like a read, so a busy worker does not sit on
+        a dead worker's backlog; a message delivered ``MAX_DELIVERIES`` times goes to
+        the dead-letter stream instead.
+        """
+        answer = await redis.xautoclaim(
+            self.queue_name,
+            self.consumer_group_name,
+            self.consumer_name,
+            min_idle_time=self.idle_timeout,
+            start_id="0-0",
+            count=self.count or 10,
+        )
+        claimed: list[tuple[str, AckableMessage]] = []
+        for raw_id, fields in answer[1]:
+            message_id = _text(raw_id)
+            if message_id in self.held:
+                continue  # our own, renewed late (a stalled loop): still running here
+            if not fields:  # trimmed away while pending
+                await redis.xack(self.queue_name, self.consumer_group_name, message_id)
+                continue
+            if await self._delivered_too_often(redis, message_id, fields):
+                continue
+            claimed.append(self._held(self.queue_name, message_id, fields))
         if claimed:
             _log.warning("broker-reclaimed", messages=len(claimed))
         return claimed
 
-    def _held(self, stream: str, message_id: str, fields: Any) -> AckableMessage:
+    async def _delivered_too_often(self, redis: Redis, message_id: str, fields: Any) -> bool:
+        info = await redis.xpending_range(
+            self.queue_name, self.consumer_group_name, min=message_id, max=message_id, count=1
+        )
+        deliveries = int(info[0]["times_delivered"]) if info else 0
+        if deliveries <= MAX_DELIVERIES:
+            return False
+        pipe = redis.pipeline(transaction=True)
+        pipe.xadd(self.dead_letter_stream, {b"data": fields[b"data"], b"id": message_id})
+        pipe.xack(self.queue_name, self.consumer_group_name, message_id)
+        await pipe.execute()
+        _log.error("message-dead-lettered", message_id=message_id, deliveries=deliveries)
+        return True
+
+    def _held(self, stream: str, message_id: str, fields: Any) -> tuple[str, AckableMessage]:
         self.held[message_id] = HeldMessage(stream)
 
         async def ack() -> None:
@@ -154,7 +206,7 @@ class StreamBroker(RedisStreamBroker):
                 # leaves the message pending, so it is re-run after the idle timeout.
                 self.held.pop(message_id, None)
 
-        return AckableMessage(data=fields[b"data"], ack=ack)
+        return message_id, AckableMessage(data=fields[b"data"], ack=ack)
 
     async def kick_many(self, messages: Sequence[BrokerMessage]) -> None:
         """XADD every message in one pipelined round trip (not a transaction)."""

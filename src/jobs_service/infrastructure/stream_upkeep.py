@@ -33,7 +33,13 @@ if TYPE_CHECKING:
 
     from jobs_service.infrastructure.redis_broker import StreamBroker
 
-__all__ = ["HEARTBEAT_TTL_S", "StreamUpkeep", "trim_acknowledged", "worker_key"]
+__all__ = [
+    "HEARTBEAT_TTL_S",
+    "StreamUpkeep",
+    "last_seen_key",
+    "trim_acknowledged",
+    "worker_key",
+]
 
 _log = get_logger("jobs_service.broker")
 HEARTBEAT_INTERVAL_S = 5.0
@@ -44,6 +50,11 @@ TRIM_INTERVAL_S = 60.0
 def worker_key(prefix: str, consumer: str) -> str:
     """The heartbeat key of one worker process."""
     return f"{prefix}:workers:{consumer}"
+
+
+def last_seen_key(prefix: str) -> str:
+    """Hash of ``host:pid`` → the last heartbeat's Unix time, kept after the worker died."""
+    return f"{prefix}:workers-last-seen"
 
 
 async def trim_acknowledged(redis: Redis, stream: str, group: str) -> int:
@@ -130,20 +141,25 @@ class StreamUpkeep:
     async def beat(self) -> None:
         """Say this worker is alive, and what it holds."""
         broker = self._broker
+        seen_at = time.time()
         state = {
             "consumer": broker.consumer_name,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": self._started,
-            "seen_at": time.time(),
+            "seen_at": seen_at,
             "held": len(broker.held),
         }
         async with Redis(connection_pool=broker.connection_pool) as redis:
-            await redis.set(
+            pipe = redis.pipeline(transaction=False)
+            pipe.set(
                 worker_key(self._prefix, broker.consumer_name),
                 orjson.dumps(state),
                 ex=HEARTBEAT_TTL_S,
             )
+            # Never expires: tells how long ago a worker that is gone was last alive.
+            pipe.hset(last_seen_key(self._prefix), f"{socket.gethostname()}:{os.getpid()}", seen_at)
+            await pipe.execute()
 
     async def trim(self) -> int:
         """Trim acknowledged entries from the stream."""

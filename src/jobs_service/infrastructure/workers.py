@@ -14,11 +14,12 @@ import orjson
 from redis.asyncio import Redis
 
 from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.stream_upkeep import last_seen_key
 
 if TYPE_CHECKING:
     from taskiq import AsyncBroker
 
-__all__ = ["LiveWorker", "live_workers"]
+__all__ = ["LiveWorker", "last_seen", "live_workers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +62,16 @@ async def live_workers(broker: AsyncBroker, prefix: str) -> list[LiveWorker] | N
             )
         )
     return sorted(found, key=lambda worker: worker.started_at)
+
+
+async def last_seen(broker: AsyncBroker, prefix: str) -> dict[str, float]:
+    """``host:pid`` → Unix time of its last heartbeat, for every worker ever seen."""
+    if not isinstance(broker, StreamBroker):
+        return {}
+    async with Redis(connection_pool=broker.connection_pool) as redis:
+        raw = await redis.hgetall(last_seen_key(prefix))
+    return {_text(name): float(when) for name, when in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -21,16 +21,26 @@ if TYPE_CHECKING:
 __all__ = ["RunContextMiddleware", "context_from_labels"]
 
 
+# Labels come from whoever produced the message. A middleware that raised here would
+# skip TaskIQ's ack and leave the message pending forever, so a bad label is ignored.
+
+
 def _optional_int(value: Any) -> int | None:
     if value in (None, ""):
         return None
-    return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _timestamp(value: Any) -> datetime | None:
     if value in (None, ""):
         return None
-    return datetime.fromtimestamp(float(value), UTC)
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _json_object(value: Any) -> dict[str, Any] | None:
@@ -48,9 +58,9 @@ def _json_object(value: Any) -> dict[str, Any] | None:
 def context_from_labels(message: TaskiqMessage) -> RunContext:
     """Build the run context from a received message."""
     labels = message.labels
-    attempt = labels.get("attempt")
+    attempt = _optional_int(labels.get("attempt"))
     if attempt is None:  # TaskIQ's own retry middlewares count retries in `_retries`
-        attempt = int(labels.get("_retries", 0)) + 1
+        attempt = (_optional_int(labels.get("_retries")) or 0) + 1
     now = datetime.now(UTC)
     return RunContext(
         run_id=message.task_id,
@@ -58,7 +68,7 @@ def context_from_labels(message: TaskiqMessage) -> RunContext:
         # A copy: TaskIQ later replaces the values in place with parsed objects (models),
         # which the run record could not store as JSON.
         kwargs=dict(message.kwargs),
-        attempt=int(attempt),
+        attempt=max(attempt, 1),
         source=str(labels.get("source") or "api"),
         queued_at=_timestamp(labels.get("queued_at")) or now,
         schedule_id=_optional_int(labels.get("schedule_id")),

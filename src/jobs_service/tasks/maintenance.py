@@ -16,7 +16,7 @@ from jobs_service.core.settings import Settings
 from jobs_service.core.summary import Summary, make_summary
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.runtime import Runtime
-from jobs_service.infrastructure.workers import live_workers
+from jobs_service.infrastructure.workers import last_seen, live_workers
 
 __all__ = ["check_system_health", "cleanup_old_runs", "recover_orphaned_runs"]
 
@@ -101,23 +101,33 @@ async def recover_orphaned_runs(
     Schedule: every minute. A killed worker's unacknowledged messages are re-run by
     another worker (reclaim); what remains `running` on a worker without a heartbeat
     long after that had its outcome lost in the instant between acknowledgement and
-    record. Such runs become `failed` (WorkerLost) and can be retried from the API.
+    record. Such runs become `failed` (WorkerLost) and can be retried from the API. A
+    worker counts as dead once its last heartbeat is older than a reclaim takes.
     Returns checked, recovered and errors.
     """
-    workers = await live_workers(context.broker, current.settings.redis_prefix)
+    prefix = current.settings.redis_prefix
+    workers = await live_workers(context.broker, prefix)
     if workers is None:
         return make_summary(checked=0, recovered=0)  # embedded: the process is the worker
+    if current.worker_name not in {worker.name for worker in workers}:
+        # Our own heartbeat is missing: Redis is in trouble, so are the others' — judge
+        # nobody dead on that evidence.
+        return make_summary(checked=0, recovered=0, errors=1)
     options = current.settings.broker
     grace = timedelta(seconds=options.idle_timeout_s + options.reclaim_interval_s + 60)
     now = datetime.now(UTC)
+    seen = await last_seen(context.broker, prefix)
+    alive = {worker.name for worker in workers}
     error = {"type": "WorkerLost", "message": "its worker stopped; the outcome was not recorded"}
     async with current.database.engine.begin() as connection:
+        candidates = await runs.workers_of_old_runs(connection, started_before=now - grace)
+        dead = [
+            name
+            for name in candidates
+            if name not in alive and seen.get(name, 0) < (now - grace).timestamp()
+        ]
         recovered = await runs.fail_orphaned(
-            connection,
-            live_workers=[worker.name for worker in workers],
-            started_before=now - grace,
-            error=error,
-            now=now,
+            connection, dead_workers=dead, started_before=now - grace, error=error, now=now
         )
     if recovered:
         _log.warning("runs-orphaned", runs=len(recovered), run_ids=recovered[:20])

@@ -144,3 +144,41 @@ def _message(data: bytes) -> object:
     from taskiq.message import BrokerMessage  # noqa: PLC0415
 
     return BrokerMessage(task_id=uuid.uuid4().hex, task_name="t", message=data, labels={})
+
+
+async def test_a_read_batch_is_held_whole_until_the_worker_lets_it_go(
+    make_worker: Callable[..., StreamBroker],
+) -> None:
+    """Messages read but not started yet are renewed too; a stopping worker drops them."""
+    busy = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2, xread_count=5)
+    other = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    await busy.startup()
+    await other.startup()
+    await busy.kick_many([_message(f"b{i}".encode()) for i in range(5)])
+    listener = busy.listen()
+    first = await anext(listener)  # one slot: the other four wait in the batch
+    assert len(busy.held) == 5
+    upkeep = StreamUpkeep(busy, prefix="unused", max_lease_s=3600)
+    stolen = None
+    with anyio.move_on_after(2.5):
+        async with anyio.create_task_group() as group:
+
+            async def renew() -> None:
+                while True:
+                    await upkeep.renew_leases()
+                    await anyio.sleep(0.3)
+
+            group.start_soon(renew)
+            stolen = await _next(other, 2.4)
+            group.cancel_scope.cancel()
+    assert stolen is None
+    await listener.aclose()  # the worker stops: the four unstarted ones are let go
+    assert list(busy.held) != []
+    assert len(busy.held) == 1
+    await first.ack()  # type: ignore[misc]
+    taken = []
+    other_listener = other.listen()
+    with anyio.move_on_after(5):
+        while len(taken) < 4:
+            taken.append((await anext(other_listener)).data)
+    assert sorted(taken) == [b"b1", b"b2", b"b3", b"b4"]

@@ -14,7 +14,7 @@ from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.stream_upkeep import StreamUpkeep
-from jobs_service.infrastructure.workers import live_workers
+from jobs_service.infrastructure.workers import last_seen, live_workers
 from tests.support.services import redis_url
 
 pytestmark = pytest.mark.anyio
@@ -34,6 +34,7 @@ async def test_a_heartbeat_makes_a_worker_live_and_stopping_withdraws_it(
         [worker] = await live_workers(broker, prefix) or []
         assert worker.consumer == broker.consumer_name
         assert worker.held == 0
+        assert worker.name in await last_seen(broker, prefix)
         await upkeep.stop()
         assert await live_workers(broker, prefix) == []
     finally:
@@ -56,9 +57,12 @@ async def test_runs_on_dead_workers_are_failed_and_the_others_left_alone(pg_url:
     try:
         async with database.engine.begin() as connection:
             await runs.upsert_run_events(connection, list(events.values()))
+            candidates = await runs.workers_of_old_runs(
+                connection, started_before=now - timedelta(minutes=2)
+            )
             failed = await runs.fail_orphaned(
                 connection,
-                live_workers=["here:2"],
+                dead_workers=["gone:1"],
                 started_before=now - timedelta(minutes=2),
                 error={"type": "WorkerLost", "message": "gone"},
                 now=now,
@@ -70,5 +74,6 @@ async def test_runs_on_dead_workers_are_failed_and_the_others_left_alone(pg_url:
             }
     finally:
         await database.close()
+    assert {"gone:1", "here:2"} <= set(candidates)
     assert failed == [events["ghost"].run_id]
     assert statuses == {"ghost": "failed", "alive": "running", "young": "running"}

@@ -364,3 +364,23 @@ def test_jobsctl_audit_on_an_unmigrated_database_says_so(tmp_path: Path) -> None
         "jobsctl audit: cannot read the audit log (OperationalError: no such table: "
         "audit_log); is the database migrated? (jobsctl migrate)"
     ]
+
+
+def test_control_characters_are_escaped_so_postgresql_accepts_the_row() -> None:
+    """`POST /v1/%00` needs no key; its NUL must not sink the batch it is written with."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from jobs_service.infrastructure.repositories.audit import NewAuditEntry  # noqa: PLC0415
+
+    row = NewAuditEntry(
+        at=datetime.now(UTC),
+        actor="anonymous",
+        action="POST /v1/\x00",
+        target="a\x00b",
+        outcome=401,
+        detail={"path": "/v1/\x00", "nested": ["\x1b[31m"]},
+    ).row()
+    assert "\x00" not in repr(row).replace("\\\\x00", "")
+    assert row["action"] == "POST /v1/\\x00"
+    assert row["target"] == "a\\x00b"
+    assert row["detail"] == {"path": "/v1/\\x00", "nested": ["\\x1b[31m"]}

@@ -64,3 +64,21 @@ async def test_a_retried_run_keeps_its_id_and_ends_succeeded_dead_or_failed(
         final = await _final(app, run_id, statuses=("succeeded", "dead", "failed"))
     error = final["error"]
     assert (final["status"], final["attempt"], error and error["type"]) == expected  # type: ignore[index]
+
+
+def test_labels_a_producer_got_wrong_do_not_stop_the_run() -> None:
+    """A bad label must not raise in a middleware: that would leave the message unacked."""
+    from taskiq import TaskiqMessage  # noqa: PLC0415
+
+    from jobs_service.middlewares.run_context import context_from_labels  # noqa: PLC0415
+
+    message = TaskiqMessage(
+        task_id="r1",
+        task_name="count_items",
+        labels={"attempt": "x", "queued_at": "yesterday", "schedule_id": "n/a", "_retries": "?"},
+        args=[],
+        kwargs={},
+    )
+    context = context_from_labels(message)
+    assert (context.attempt, context.schedule_id) == (1, None)
+    assert context.queued_at is not None

@@ -37,13 +37,31 @@ class NewAuditEntry:
         """Column values, cut to the column widths."""
         return {
             "at": self.at,
-            "actor": self.actor[:_ACTOR],
-            "action": self.action[:_ACTION],
-            "target": self.target[:_TARGET] if self.target is not None else None,
+            "actor": _printable(self.actor)[:_ACTOR],
+            "action": _printable(self.action)[:_ACTION],
+            "target": _printable(self.target)[:_TARGET] if self.target is not None else None,
             "outcome": self.outcome,
-            "request_id": self.request_id[:_REQUEST_ID] if self.request_id else None,
-            "detail": self.detail or None,
+            "request_id": _printable(self.request_id)[:_REQUEST_ID] if self.request_id else None,
+            "detail": _printable_json(self.detail) or None,
         }
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped: a path like ``/v1/%00`` (anyone can send it) must not
+    make PostgreSQL refuse the row, and with it the whole batch of other entries."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
+
+
+def _printable_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _printable(value)
+    if isinstance(value, dict):
+        return {_printable(str(key)): _printable_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable_json(item) for item in value]
+    return value
 
 
 async def insert_entries(connection: AsyncConnection, entries: Sequence[NewAuditEntry]) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "restore_finished",
     "upsert_attempts",
     "upsert_run_events",
+    "workers_of_old_runs",
 ]
 
 
@@ -225,8 +226,11 @@ async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEve
         # still active: a redelivered copy of an attempt that already ended can neither
         # rewind it to `running` nor turn its `succeeded` into `failed`, and nothing of
         # an older attempt overwrites a newer one.
-        # Plain comparisons, not IN: an expanding IN cannot be used with executemany.
-        active = or_(*(JobRun.status == status for status in ("queued", "running", "retrying")))
+        # Not `queued`: a queued row is always an attempt behind its message (0 before
+        # the first, N after a retry by hand), so a same-attempt event there is a late
+        # one from before the retry. Plain comparisons: an expanding IN cannot be used
+        # with executemany.
+        active = or_(JobRun.status == "running", JobRun.status == "retrying")
         guard = (JobRun.attempt < excluded.attempt) | (
             active & (JobRun.attempt <= excluded.attempt)
         )
@@ -448,32 +452,49 @@ async def count_stuck_runs(session: AsyncSession, older_than: datetime) -> int:
     return int((await session.execute(query)).scalar_one())
 
 
+async def workers_of_old_runs(
+    connection: AsyncConnection, *, started_before: datetime
+) -> list[str]:
+    """Workers named on runs ``running`` since before ``started_before``."""
+    query = (
+        select(JobRun.worker)
+        .where(
+            JobRun.status == "running",
+            JobRun.started_at < started_before,
+            JobRun.worker.is_not(None),
+        )
+        .distinct()
+    )
+    return [str(worker) for worker in (await connection.execute(query)).scalars()]
+
+
 async def fail_orphaned(
     connection: AsyncConnection,
     *,
-    live_workers: Sequence[str],
+    dead_workers: Sequence[str],
     started_before: datetime,
     error: dict[str, str],
     now: datetime,
 ) -> list[str]:
-    """Fail runs still ``running`` on a worker that is gone; returns their run ids.
+    """Fail runs still ``running`` on workers known to be dead; returns their run ids.
 
-    Only runs started before ``started_before``: by then a message of a dead worker that
-    was still pending has been reclaimed and re-started elsewhere (the record names the
-    new worker), so what is left had its message acknowledged and its outcome lost.
+    The caller decides who is dead (no heartbeat for longer than a reclaim takes), so
+    a message of a dead worker that was still pending has been reclaimed and restarted
+    elsewhere (the record names the new worker); what is left had its message
+    acknowledged and its outcome lost.
     """
-    query = select(JobRun.run_id).where(
-        JobRun.status == "running",
-        JobRun.started_at < started_before,
-        JobRun.worker.is_not(None),
+    if not dead_workers:
+        return []
+    orphaned = (
+        (JobRun.status == "running")
+        & (JobRun.started_at < started_before)
+        & JobRun.worker.in_(list(dead_workers))
     )
-    if live_workers:
-        query = query.where(JobRun.worker.not_in(list(live_workers)))
-    run_ids = list((await connection.execute(query)).scalars())
+    run_ids = list((await connection.execute(select(JobRun.run_id).where(orphaned))).scalars())
     if run_ids:
         await connection.execute(
             update(JobRun)
-            .where(JobRun.run_id.in_(run_ids), JobRun.status == "running")
+            .where(orphaned, JobRun.run_id.in_(run_ids))
             .values(status="failed", error=error, finished_at=now)
         )
     return run_ids
