@@ -88,6 +88,7 @@ clean:  ## Remove build artefacts and the embedded database
 .PHONY: bench
 bench: install  ## Throughput benchmark against the local Redis and PostgreSQL; worker footprint
 	$(RUN) python -m benchmarks.throughput
+	$(RUN) python -m benchmarks.w1_baseline
 	$(RUN) python -m benchmarks.worker_footprint
 
 .PHONY: chaos
