@@ -33,6 +33,7 @@ from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.ack_batcher import AckBatcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
@@ -66,6 +67,12 @@ class StreamBroker(RedisStreamBroker):
         super().__init__(*args, **kwargs)
         self.reclaim_interval_s = reclaim_interval_s
         self.held: dict[str, HeldMessage] = {}
+        self._ack_batcher: AckBatcher | None = None
+
+    def _acks(self) -> AckBatcher:
+        if self._ack_batcher is None:
+            self._ack_batcher = AckBatcher(self.connection_pool, self.consumer_group_name)
+        return self._ack_batcher
 
     @property
     def dead_letter_stream(self) -> str:
@@ -199,8 +206,7 @@ class StreamBroker(RedisStreamBroker):
 
         async def ack() -> None:
             try:
-                async with Redis(connection_pool=self.connection_pool) as redis:
-                    await redis.xack(stream, self.consumer_group_name, message_id)
+                await self._acks().ack(stream, message_id)
             finally:
                 # Acked, or the ack failed: either way stop renewing. A failed ack
                 # leaves the message pending, so it is re-run after the idle timeout.
