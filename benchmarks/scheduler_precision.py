@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from benchmarks.throughput import REDIS_URL, _clean_redis, _create_database, _drop_database
+from benchmarks.services import REDIS_URL, clean_redis, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     name = f"jobs_bench_{uuid.uuid4().hex[:8]}"
     prefix = f"jobs-bench-{uuid.uuid4().hex[:8]}"
-    url = asyncio.run(_create_database(name))
+    url = asyncio.run(create_database(name))
     try:
         code = (
             f"import asyncio; from benchmarks.scheduler_precision import _setup; "
@@ -143,8 +143,8 @@ def main() -> None:
         }
         print(json.dumps(result, indent=2))
     finally:
-        asyncio.run(_drop_database(name))
-        asyncio.run(_clean_redis(prefix))
+        asyncio.run(drop_database(name))
+        asyncio.run(clean_redis(prefix))
 
 
 if __name__ == "__main__":

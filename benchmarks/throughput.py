@@ -21,29 +21,11 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
-from redis.asyncio import Redis
 from sqlalchemy import func, select
 
+from benchmarks.services import REDIS_URL, clean_redis, create_database, drop_database
+
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_URL = os.environ.get(
-    "JOBS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("JOBS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-async def _create_database(name: str) -> str:
-    connection = await asyncpg.connect(ADMIN_URL)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{name}"
-
-
-async def _drop_database(name: str) -> None:
-    connection = await asyncpg.connect(ADMIN_URL)
-    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await connection.close()
 
 
 async def _drain(env: dict[str, str], runs: int, concurrency: int) -> dict[str, float]:
@@ -115,7 +97,7 @@ async def _drain(env: dict[str, str], runs: int, concurrency: int) -> dict[str, 
 def _one(runs: int, concurrency: int) -> dict[str, float]:
     name = f"jobs_bench_{uuid.uuid4().hex[:8]}"
     prefix = f"jobs-bench-{uuid.uuid4().hex[:8]}"
-    url = asyncio.run(_create_database(name))
+    url = asyncio.run(create_database(name))
     env = {
         "JOBS_DATABASE_URL": url,
         "JOBS_REDIS_URL": REDIS_URL,
@@ -139,15 +121,8 @@ def _one(runs: int, concurrency: int) -> dict[str, float]:
         )
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
     finally:
-        asyncio.run(_drop_database(name))
-        asyncio.run(_clean_redis(prefix))
-
-
-async def _clean_redis(prefix: str) -> None:
-    async with Redis.from_url(REDIS_URL) as redis:
-        keys = [key async for key in redis.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await redis.delete(*keys)
+        asyncio.run(drop_database(name))
+        asyncio.run(clean_redis(prefix))
 
 
 def main() -> None:

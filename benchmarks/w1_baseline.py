@@ -42,11 +42,9 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from benchmarks.services import ADMIN_URL, REDIS_URL, clean_redis, create_database, drop_database
+
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_URL = os.environ.get(
-    "JOBS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("JOBS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 RESULT = ROOT / "benchmarks" / "results" / "w1_baseline.json"
 TARGET_RATIO = 2.0  # issue 7, W1: Jobs Service >= 2x plain TaskIQ
 DRAIN_TIMEOUT_S = 240.0
@@ -230,27 +228,6 @@ def _child(contestant: str, config: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ orchestration
 
 
-async def _create_database(name: str) -> str:
-    connection = await asyncpg.connect(ADMIN_URL)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{name}"
-
-
-async def _drop_database(name: str) -> None:
-    connection = await asyncpg.connect(ADMIN_URL)
-    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await connection.close()
-
-
-async def _clean_redis(prefix: str) -> None:
-    async with Redis.from_url(REDIS_URL) as redis:
-        keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await redis.delete(*keys[start : start + 1000])
-
-
 def _run_child(contestant: str, config: dict[str, Any], env: dict[str, str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="w1-") as tmp:
         log = Path(tmp) / "worker.log"
@@ -281,13 +258,13 @@ def _one_taskiq(args: argparse.Namespace) -> dict[str, float]:
     try:
         return _run_child("taskiq", config, {})
     finally:
-        asyncio.run(_clean_redis(prefix))
+        asyncio.run(clean_redis(prefix))
 
 
 def _one_jobs(args: argparse.Namespace) -> dict[str, float]:
     name = f"jobs_w1_{uuid.uuid4().hex[:8]}"
     prefix = f"w1-jobs-{uuid.uuid4().hex[:8]}"
-    url = asyncio.run(_create_database(name))
+    url = asyncio.run(create_database(name))
     env = {
         "JOBS_DATABASE_URL": url,
         "JOBS_REDIS_URL": REDIS_URL,
@@ -300,8 +277,8 @@ def _one_jobs(args: argparse.Namespace) -> dict[str, float]:
     try:
         return _run_child("jobs", config, env)
     finally:
-        asyncio.run(_drop_database(name))
-        asyncio.run(_clean_redis(prefix))
+        asyncio.run(drop_database(name))
+        asyncio.run(clean_redis(prefix))
 
 
 def _stats(values: list[float]) -> dict[str, float]:

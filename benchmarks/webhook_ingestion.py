@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from benchmarks.throughput import REDIS_URL, _clean_redis, _create_database, _drop_database
+from benchmarks.services import REDIS_URL, clean_redis, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"benchmark-signing-key-0123456789"
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per server")
     args = parser.parse_args()
     name, prefix = f"jobs_bench_{uuid.uuid4().hex[:8]}", f"jobs-bench-{uuid.uuid4().hex[:8]}"
-    database_url = asyncio.run(_create_database(name))
+    database_url = asyncio.run(create_database(name))
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as config:
         config.write(
             f'[[api_keys]]\nname = "bench"\nsha256 = "{"0" * 64}"\n'
@@ -269,8 +269,8 @@ def main() -> None:
         )
     finally:
         Path(config.name).unlink(missing_ok=True)
-        asyncio.run(_drop_database(name))
-        asyncio.run(_clean_redis(prefix))
+        asyncio.run(drop_database(name))
+        asyncio.run(clean_redis(prefix))
 
 
 if __name__ == "__main__":
