@@ -22,6 +22,7 @@ import orjson
 from redis.asyncio import Redis
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.background import stop_task
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -178,11 +179,8 @@ class CancellationFeed:
 
     async def stop(self) -> None:
         """Unsubscribe."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         backoff = 0.2

@@ -10,13 +10,13 @@ wait is an event-loop timer in the one process there is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.background import run_every, stop_task
 from jobs_service.infrastructure.redis_broker import StreamBroker
 
 if TYPE_CHECKING:
@@ -83,24 +83,17 @@ class DelayedMover:
             )
         return int(moved)
 
+    async def move_backlog(self) -> None:
+        """Move due messages until fewer than a batch were due."""
+        while await self.move_due() >= self._batch:
+            pass
+
     def start(self) -> None:
         """Poll in the background until :meth:`stop`."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = run_every("delayed", self._interval_s, self.move_backlog)
 
     async def stop(self) -> None:
         """Stop polling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                while await self.move_due() >= self._batch:
-                    pass  # a backlog: keep moving before sleeping
-            except Exception as exc:  # noqa: BLE001 - Redis restarts must not end the loop
-                _log.warning("delayed-move-failed", error=str(exc)[:300])
-            await asyncio.sleep(self._interval_s)
+        await stop_task(self._task)
+        self._task = None

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -26,9 +25,11 @@ import orjson
 from redis.asyncio import Redis
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.background import run_every, stop_task
 from jobs_service.infrastructure.delayed import DelayedMover
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Awaitable, Callable
 
     from jobs_service.infrastructure.redis_broker import StreamBroker
@@ -92,18 +93,14 @@ class StreamUpkeep:
             ("heartbeat", HEARTBEAT_INTERVAL_S, self.beat),
             ("trim", TRIM_INTERVAL_S, self.trim),
         ]
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(_every(name, s, step)) for name, s, step in loops]
+        self._tasks = [run_every(name, seconds, step) for name, seconds, step in loops]
         self._mover.start()
 
     async def stop(self) -> None:
         """Stop the loops and withdraw the heartbeat."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         await self._mover.stop()
         with contextlib.suppress(Exception):
             async with Redis(connection_pool=self._broker.connection_pool) as redis:
@@ -169,15 +166,6 @@ class StreamUpkeep:
         if removed:
             _log.info("stream-trimmed", removed=removed)
         return removed
-
-
-async def _every(name: str, interval_s: float, step: Callable[[], Awaitable[Any]]) -> None:
-    while True:
-        try:
-            await step()
-        except Exception as exc:  # noqa: BLE001 - Redis restarts must not end the loop
-            _log.warning("stream-upkeep-failed", loop=name, error=str(exc)[:300])
-        await asyncio.sleep(interval_s)
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:

@@ -155,10 +155,7 @@ class WebhookInbox:
     async def replay(self, event_id: int) -> str:
         """Process a stored event again with a new run of its route's task; the event
         keeps its history (earlier runs stay in ``job_runs``). Returns the run id."""
-        async with self._database.sessions() as session:
-            event = await repo.get_event(session, event_id)
-        if event is None:
-            raise UnknownEventError(event_id)
+        event = await self.load(event_id)
         request = self._client.prepare(
             event.task, {"event_id": event.id}, source="webhook", webhook_event_id=event.id
         )
