@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 import taskiq_fastapi
 from taskiq import AsyncBroker, InMemoryBroker, TaskiqEvents, TaskiqState
 from taskiq.serializers import ORJSONSerializer
-from taskiq_redis import RedisAsyncResultBackend
 
 from jobs_service.core.logging import configure_logging
 from jobs_service.core.settings import Settings
+from jobs_service.infrastructure.heap import settle_heap
+from jobs_service.infrastructure.receiver import JobsReceiver
 from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.results import PipelinedResultBackend
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.infrastructure.stream_upkeep import StreamUpkeep
 from jobs_service.middlewares import default_middlewares
@@ -47,9 +49,14 @@ def build_broker(settings: Settings) -> AsyncBroker:
     """A new broker for ``settings`` with the Jobs Service middleware stack."""
     new_broker: AsyncBroker
     if settings.redis_url is None:
-        new_broker = InMemoryBroker(
+        in_memory = InMemoryBroker(
             max_async_tasks=settings.worker.concurrency, max_stored_results=1000
         )
+        # The embedded mode runs tasks through the same receiver as the workers.
+        in_memory.receiver = JobsReceiver(
+            in_memory, executor=in_memory.executor, max_async_tasks=settings.worker.concurrency
+        )
+        new_broker = in_memory
     else:
         names = stream_names(settings)
         options = settings.broker
@@ -72,7 +79,7 @@ def build_broker(settings: Settings) -> AsyncBroker:
             socket_connect_timeout=5,
             retry_on_timeout=True,
         ).with_result_backend(
-            RedisAsyncResultBackend(
+            PipelinedResultBackend(
                 redis_url=settings.redis_url,
                 result_ex_time=options.result_ttl_s,
                 serializer=ORJSONSerializer(),
@@ -101,6 +108,8 @@ def build_broker(settings: Settings) -> AsyncBroker:
         new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, lambda _: upkeep.start())
         new_broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, lambda _: upkeep.stop())
     watch_cancellations(new_broker, settings.redis_prefix)  # workers learn cancellations
+    # Last: everything start-up built is long-lived from here on.
+    new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, lambda _: settle_heap())
     return new_broker
 
 

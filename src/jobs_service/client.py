@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from taskiq import TaskiqMessage, TaskiqMiddleware
-from taskiq.labels import prepare_label
 from taskiq.utils import maybe_awaitable
 
 from jobs_service.core.delivery import DeliverTo
@@ -30,6 +29,7 @@ from jobs_service.core.ids import new_run_id
 from jobs_service.infrastructure.cancellations import Cancellation
 from jobs_service.infrastructure.models import RUN_SOURCES, TERMINAL_STATUSES, JobRun
 from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.wire import broker_message_of, encode_message, prepare_labels
 from jobs_service.middlewares.cancellation import announce_cancellation
 from jobs_service.tasks.registry import InvalidKwargsError, TaskInfo, find_task
 
@@ -157,9 +157,11 @@ class RunRequest:
 
     def message(self) -> TaskiqMessage:
         """The TaskIQ message; run metadata travels in labels."""
-        raw: dict[str, Any] = dict(self.info.wire_labels)
-        raw["source"] = self.source
-        raw["queued_at"] = self.queued_at.timestamp()
+        return self.wire()[0]
+
+    def wire(self) -> tuple[TaskiqMessage, bytes]:
+        """The TaskIQ message and its encoded form (orjson, TaskIQ's JSON layout)."""
+        raw: dict[str, Any] = {"source": self.source, "queued_at": self.queued_at.timestamp()}
         if self.schedule_id is not None:
             raw["schedule_id"] = self.schedule_id
         if self.scheduled_for is not None:
@@ -170,17 +172,14 @@ class RunRequest:
             raw["deliver_to"] = orjson.dumps(self.deliver_to).decode()
         if self.attempt is not None:
             raw["attempt"] = self.attempt
-        labels: dict[str, Any] = {}
-        types: dict[str, int] = {}
-        for key, value in raw.items():
-            labels[key], types[key] = prepare_label(value)
-        return TaskiqMessage(
-            task_id=self.run_id,
-            task_name=self.info.name,
-            labels=labels,
-            labels_types=types,
-            args=[],
-            kwargs=self.kwargs,
+        static_labels, static_types = self.info.prepared_wire_labels
+        labels, types = prepare_labels(raw)
+        return encode_message(
+            self.run_id,
+            self.info.name,
+            static_labels | labels,
+            static_types | types,
+            self.kwargs,
         )
 
 
@@ -312,21 +311,25 @@ class JobsClient:
 
     async def serialise(self, requests: Sequence[RunRequest]) -> list[_Wire]:
         """Run the producer middlewares and encode each message for the broker."""
-        middlewares = self._broker.middlewares
+        pre_send = [
+            m for m in self._broker.middlewares if type(m).pre_send is not TaskiqMiddleware.pre_send
+        ]
         wire: list[_Wire] = []
         for request in requests:
-            message = request.message()
-            for middleware in middlewares:
-                if type(middleware).pre_send is not TaskiqMiddleware.pre_send:
-                    message = await maybe_awaitable(middleware.pre_send(message))
             try:
-                encoded = self._broker.formatter.dumps(message)
-            except Exception as exc:
+                message, encoded = request.wire()
+                for middleware in pre_send:
+                    message = await maybe_awaitable(middleware.pre_send(message))
+                if pre_send:  # a middleware may have changed it: encode it as TaskIQ would
+                    broker_message = self._broker.formatter.dumps(message)
+                else:
+                    broker_message = broker_message_of(message, encoded)
+            except (TypeError, ValueError) as exc:
                 msg = f"run of {request.info.name} cannot be encoded: {exc}"
                 raise InvalidKwargsError(
                     request.info.name, [{"loc": [], "msg": msg, "type": "unencodable"}]
                 ) from exc
-            wire.append(_Wire(message, encoded))
+            wire.append(_Wire(message, broker_message))
         return wire
 
     async def send(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -17,7 +19,7 @@ import structlog
 if TYPE_CHECKING:
     from structlog.typing import Processor
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["HotPathLogger", "configure_logging", "get_logger"]
 
 _OURS = "_jobs_service_handler"
 
@@ -44,6 +46,70 @@ def _orjson_dumps(value: Any, **_: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
 
+class _HotPath:
+    """What :class:`HotPathLogger` needs to know of the configuration."""
+
+    as_json = False
+    level = logging.INFO
+    second = -1
+    second_text = ""
+
+
+def _timestamp() -> str:
+    """``datetime.now(UTC).isoformat()`` with a ``Z``, the date part formatted once a
+    second (what structlog's ISO time stamper writes, at a fifth of the cost)."""
+    now = time.time()
+    second = int(now)
+    if second != _HotPath.second:
+        _HotPath.second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _HotPath.second = second
+    return f"{_HotPath.second_text}.{int((now - second) * 1_000_000):06d}Z"
+
+
+class HotPathLogger:
+    """A logger for lines written for every run (``job-start``, ``job-success``).
+
+    In JSON mode it writes the same line structlog would (bound context variables,
+    ``component``, ``event``, ``level``, ``timestamp``) straight to stderr, skipping
+    structlog's per-call processor chain; that chain cost as much per run as everything
+    else the worker does for a no-op task. On a terminal it hands over to structlog.
+    """
+
+    __slots__ = ("_component", "_fallback")
+
+    def __init__(self, component: str) -> None:
+        self._component = component
+        self._fallback = get_logger(component)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at info level."""
+        self._emit(logging.INFO, "info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at warning level."""
+        self._emit(logging.WARNING, "warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at error level."""
+        self._emit(logging.ERROR, "error", event, fields)
+
+    def _emit(self, level: int, name: str, event: str, fields: dict[str, Any]) -> None:
+        if level < _HotPath.level:
+            return
+        if not _HotPath.as_json:
+            self._fallback.log(level, event, **fields)
+            return
+        line = {"component": self._component, **fields, "event": event}
+        line.update(structlog.contextvars.get_contextvars())
+        line["level"] = name
+        line["timestamp"] = _timestamp()
+        _STDERR.write(orjson.dumps(line, default=str) + b"\n")
+        _STDERR.flush()
+
+
+_STDERR = _StderrBytes()
+
+
 def configure_logging(
     log_format: Literal["auto", "json", "console"] = "auto",
     level: Literal["debug", "info", "warning", "error"] = "info",
@@ -51,6 +117,7 @@ def configure_logging(
     """Configure structlog and the standard library's root logger, idempotently."""
     as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     numeric_level = _LEVELS[level]
+    _HotPath.as_json, _HotPath.level = as_json, numeric_level
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

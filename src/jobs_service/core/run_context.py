@@ -41,6 +41,8 @@ class RunContext:
     delivered: bool = False
     retry_in_s: float | None = None
     exhausted: bool = False
+    #: ``(result, outcome)``: how the attempt ended, decided once by the middlewares.
+    outcome: tuple[Any, Any] | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_monotonic: float = field(default_factory=time.monotonic)
 

@@ -132,11 +132,11 @@ class BrokerSettings(_Section):
     """The Redis stream broker (used when ``redis_url`` is set)."""
 
     xread_count: int = Field(
-        10,
+        100,
         ge=1,
         le=1000,
-        description="Messages fetched per XREADGROUP. Small keeps work spread across "
-        "workers instead of one worker hoarding a batch.",
+        description="Most messages fetched per XREADGROUP. A worker never reads more than "
+        "its free slots plus `worker.prefetch`, so a busy worker leaves work to others.",
     )
     xread_block_ms: int = Field(
         2000, ge=10, description="How long one XREADGROUP waits for new messages."
@@ -188,6 +188,14 @@ class WorkerSettings(_Section):
     processes: int = Field(1, ge=1, le=64, description="Worker processes per `jobsctl worker`.")
     concurrency: int = Field(
         100, ge=1, le=10_000, description="Tasks one worker process runs at once."
+    )
+    prefetch: int = Field(
+        16,
+        ge=0,
+        le=10_000,
+        description="Messages a worker reads ahead of its free slots, so a slot that "
+        "frees starts its next task without waiting for Redis. They are held (their lease "
+        "renewed) and on shutdown handed back; 0 reads only for free slots.",
     )
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="On SIGTERM, how long running tasks may take to finish."

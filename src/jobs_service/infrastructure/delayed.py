@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.background import run_every, stop_task
 from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.redis_scripts import MOVE_DUE
 
 if TYPE_CHECKING:
     from taskiq import AsyncBroker
@@ -26,14 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["DelayedMover", "delayed_key", "send_later"]
 
 _log = get_logger("jobs_service.delayed")
-_MOVE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, data in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', 'data', data)
-  redis.call('ZREM', KEYS[1], data)
-end
-return #due
-"""
 _timers: set[asyncio.TimerHandle] = set()
 _sends: set[asyncio.Task[None]] = set()
 
@@ -74,7 +67,7 @@ class DelayedMover:
         """Move what is due now; returns how many messages moved."""
         async with Redis(connection_pool=self._broker.connection_pool) as redis:
             moved = await redis.eval(
-                _MOVE_DUE,
+                MOVE_DUE,
                 2,
                 delayed_key(self._broker),
                 self._broker.queue_name,

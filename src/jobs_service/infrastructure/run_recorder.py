@@ -32,6 +32,8 @@ from jobs_service.infrastructure.repositories.runs import (
 from jobs_service.infrastructure.repositories.webhooks import mark_finished
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from jobs_service.infrastructure.database import Database
 
 __all__ = ["RunRecorder"]
@@ -50,6 +52,7 @@ class RunRecorder:
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._pending: dict[str, RunEvent] = {}
+        self._starting: dict[str, Callable[[], RunEvent]] = {}
         self._attempts: _Attempts = {}
         self._wake = asyncio.Event()
         self._flushed = asyncio.Condition()
@@ -60,11 +63,18 @@ class RunRecorder:
 
     @property
     def pending(self) -> int:
-        """Events waiting to be written."""
-        return len(self._pending)
+        """Events waiting to be written (starts included)."""
+        return len(self._pending) + len(self._starting)
+
+    def record_start(self, run_id: str, build: Callable[[], RunEvent]) -> None:
+        """Note that ``run_id`` started. Its ``running`` event is built only if the run
+        is still running at the next flush: most runs end before, and their end is all
+        that is written, so the start of a short run costs a dictionary insert."""
+        self._starting[run_id] = build
 
     def record(self, event: RunEvent) -> None:
         """Queue an event; never blocks and never touches the database."""
+        self._starting.pop(event.run_id, None)  # its end (or a later state) supersedes it
         earlier = self._pending.pop(event.run_id, None)
         if earlier is not None:
             event = event.merged_after(earlier)
@@ -90,18 +100,21 @@ class RunRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._pending:
+        if self._pending or self._starting:
             await self.flush()
 
     async def wait_flushed(self) -> None:
         """Return once everything recorded before the call has been written."""
-        while self._pending:
+        while self._pending or self._starting:
             self._wake.set()
             async with self._flushed:
                 await self._flushed.wait()
 
     async def flush(self) -> int:
         """Write the buffered events now; returns how many were written."""
+        starting, self._starting = self._starting, {}
+        for build in starting.values():
+            self.record(build())
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
@@ -200,8 +213,9 @@ def _attempts_of(events: list[RunEvent], attempts: _Attempts) -> _Attempts:
 
 def _transient(exc: BaseException) -> bool:
     """Anything but a refusal of the data itself is retried (an outage, a missing
-    migration); only values the driver or database rejects are poison."""
-    if isinstance(exc, (DataError, IntegrityError)):
+    migration); only values the driver or database rejects are poison (and values that
+    cannot even be encoded: a TypeError or ValueError before the statement is sent)."""
+    if isinstance(exc, (DataError, IntegrityError, TypeError, ValueError)):
         return False
     if isinstance(exc, DBAPIError):
         # asyncpg's refusals arrive as plain DBAPIError: the SQLSTATE class tells data

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskiq import TaskiqMiddleware
 
-from jobs_service.core.logging import get_logger
+from jobs_service.core.logging import HotPathLogger
 from jobs_service.core.run_context import current_run
 from jobs_service.middlewares.outcome import outcome_of
 
@@ -26,7 +26,7 @@ class LifecycleLoggingMiddleware(TaskiqMiddleware):
 
     def __init__(self) -> None:
         super().__init__()
-        self._log = get_logger("jobs_service.jobs")
+        self._log = HotPathLogger("jobs_service.jobs")
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         """Log ``job-start``."""

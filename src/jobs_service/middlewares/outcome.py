@@ -7,7 +7,7 @@ about whether a run succeeded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from jobs_service.core.summary import InvalidSummaryError, Summary, validate_summary
 from jobs_service.middlewares.cancellation import RunCancelled
@@ -48,8 +48,20 @@ def outcome_of(result: TaskiqResult[Any], run: RunContext | None = None) -> Outc
 
     A failure is ``retrying`` when the retry middleware scheduled another attempt and
     ``dead`` when it was the last attempt a retried task had; an attempt stopped by an
-    operator's cancel is ``cancelled``.
+    operator's cancel is ``cancelled``. Decided once per attempt: the logging, recording
+    and delivery middlewares all ask (after the retry middleware decided).
     """
+    if run is not None:
+        cached = run.outcome
+        if cached is not None and cached[0] is result:
+            return cast("Outcome", cached[1])
+        outcome = _classify(result, run)
+        run.outcome = (result, outcome)
+        return outcome
+    return _classify(result, None)
+
+
+def _classify(result: TaskiqResult[Any], run: RunContext | None) -> Outcome:
     if result.is_err:
         error = result.error
         if isinstance(error, RunCancelled):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from taskiq import TaskiqMiddleware
@@ -54,11 +55,13 @@ class RunRecordingMiddleware(TaskiqMiddleware):
         )
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
-        """Record ``running``."""
+        """Record ``running`` (written at the next flush if the run has not ended)."""
         run = current_run()
         if run is not None and not never_started(message):
             with _never_raise("running"):
-                runtime_of(self.broker).recorder.record(self._event(run, "running"))
+                runtime_of(self.broker).recorder.record_start(
+                    run.run_id, partial(self._event, run, "running")
+                )
         return message
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:

@@ -22,6 +22,7 @@ from taskiq_dependencies.dependency import Dependency
 
 from jobs_service.core.errors import JobsError
 from jobs_service.core.summary import Summary
+from jobs_service.infrastructure.wire import prepare_labels
 
 if TYPE_CHECKING:
     from taskiq import AsyncBroker
@@ -147,6 +148,11 @@ class TaskInfo:
             for key, value in self.labels.items()
             if key not in DESCRIPTIVE_LABELS and isinstance(value, str | int | float | bool)
         }
+
+    @cached_property
+    def prepared_wire_labels(self) -> tuple[dict[str, Any], dict[str, int]]:
+        """:attr:`wire_labels` as TaskIQ sends them (values and their types), once."""
+        return prepare_labels(self.wire_labels)
 
     @cached_property
     def _hints(self) -> dict[str, Any]:

@@ -20,6 +20,11 @@ from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs_service.infrastructure.models import TERMINAL_STATUSES, Delivery, JobRun, RunAttempt
+from jobs_service.infrastructure.repositories.runs_bulk import (
+    insert_queued_runs_bulk,
+    upsert_attempts_bulk,
+    upsert_run_events_bulk,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -190,6 +195,9 @@ async def insert_queued_runs(connection: AsyncConnection, runs: Sequence[QueuedR
     """Insert ``queued`` rows in one round trip; rows that already exist are left alone."""
     if not runs:
         return
+    if connection.dialect.name == "postgresql":
+        await insert_queued_runs_bulk(connection, runs)
+        return
     stmt = _insert_for(connection.dialect.name)(JobRun).on_conflict_do_nothing(
         index_elements=[JobRun.run_id]
     )
@@ -198,6 +206,9 @@ async def insert_queued_runs(connection: AsyncConnection, runs: Sequence[QueuedR
 
 async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEvent]) -> None:
     """Write worker events; at most two statements whatever the batch size."""
+    if connection.dialect.name == "postgresql":
+        await upsert_run_events_bulk(connection, events)
+        return
     starts = [event.row() for event in events if not event.is_finish]
     finishes = [event.row() for event in events if event.is_finish]
     insert = _insert_for(connection.dialect.name)
@@ -247,6 +258,9 @@ async def upsert_attempts(connection: AsyncConnection, rows: Sequence[dict[str, 
     ``rows`` must not repeat a (run_id, attempt) pair.
     """
     if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        await upsert_attempts_bulk(connection, rows)
         return
     stmt = _insert_for(connection.dialect.name)(RunAttempt)
     excluded = stmt.excluded
