@@ -45,13 +45,13 @@ test-integration: install  ## Integration and end-to-end tests (PostgreSQL and R
 
 .PHONY: lint
 lint: install  ## ruff check and format check
-	$(RUN) ruff check src tests
-	$(RUN) ruff format --check src tests
+	$(RUN) ruff check src tests benchmarks
+	$(RUN) ruff format --check src tests benchmarks
 
 .PHONY: format
 format: install  ## Apply ruff's fixes and formatting
-	$(RUN) ruff check --fix src tests
-	$(RUN) ruff format src tests
+	$(RUN) ruff check --fix src tests benchmarks
+	$(RUN) ruff format src tests benchmarks
 
 .PHONY: typecheck
 typecheck: install  ## mypy --strict on src/
@@ -85,11 +85,12 @@ migrate: install  ## Upgrade the database named by JOBS_DATABASE_URL
 clean:  ## Remove build artefacts and the embedded database
 	rm -rf site .mypy_cache .ruff_cache .pytest_cache var
 
+# BENCH_QUICK=1: smoke run (small sizes, one repetition); BENCH_ONLY=w2,w3: some workloads;
+# BENCH_STRICT=1: exit 1 when a target fails.
 .PHONY: bench
-bench: install  ## Throughput benchmark against the local Redis and PostgreSQL; worker footprint
-	$(RUN) python -m benchmarks.throughput
-	$(RUN) python -m benchmarks.w1_baseline
-	$(RUN) python -m benchmarks.worker_footprint
+bench: install  ## Issue 7's targets W1-W5 and footprint, PASS/FAIL vs in-run baselines (<= 20 min)
+	$(RUN) python -m benchmarks.suite $(if $(BENCH_QUICK),--quick) \
+	  $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(if $(BENCH_STRICT),--strict)
 
 .PHONY: chaos
 chaos: install  ## Failure scenarios against real processes (200 runs each): lost / duplicated table

@@ -12,7 +12,9 @@ __all__ = ["ADMIN_URL", "REDIS_URL", "clean_redis", "create_database", "drop_dat
 ADMIN_URL = os.environ.get(
     "JOBS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("JOBS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# A Redis database of their own (keys under a per-run prefix besides), away from what the
+# tests and a development deployment keep in database 0.
+REDIS_URL = os.environ.get("JOBS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 async def create_database(name: str) -> str:

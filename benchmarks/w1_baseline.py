@@ -8,14 +8,15 @@ prefix) and, for Jobs Service, a fresh PostgreSQL database:
   its own ``kiq()`` producer keeping 100 sends in flight, drained by
   ``taskiq worker benchmarks.plain_taskiq_app:broker --workers 1``;
 * Jobs Service: ``JobsClient.enqueue_many`` in batches of 1,000
-  (:mod:`benchmarks.w1_tasks`), drained by ``jobsctl worker --processes 1
+  (:mod:`benchmarks.tasks`), drained by ``jobsctl worker --processes 1
   --concurrency 100`` with every run recorded in PostgreSQL.
 
 Drain time runs from the first enqueue until the counter reaches N (polled); for Jobs
 Service also until all N runs are recorded ``succeeded``. Each contestant starts a fresh
-worker per repetition and warms it up with one run before the clock starts; repetitions
+worker per repetition and warms it up with 20 runs before the clock starts; repetitions
 alternate between the contestants. Prints median (min-max) runs/s and the ratio
-Jobs/TaskIQ, and writes ``benchmarks/results/w1_baseline.json``. Usage:
+Jobs/TaskIQ, and writes ``benchmarks/results/w1_baseline.json``; :func:`measure` returns
+the same summary to the suite (:mod:`benchmarks.suite`). Usage:
 
     uv run python -m benchmarks.w1_baseline --runs 20000 --repeat 3
 """
@@ -24,184 +25,101 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib.metadata
 import json
-import os
-import platform
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from redis.asyncio import Redis
 
-from benchmarks.services import ADMIN_URL, REDIS_URL, clean_redis, create_database, drop_database
+from benchmarks.contestants import (
+    jobs_producer,
+    jobs_resources,
+    jobs_worker,
+    kiq_all,
+    taskiq_producer,
+    taskiq_resources,
+    taskiq_worker,
+    warm_up,
+)
+from benchmarks.figures import machine, spread
+from benchmarks.processes import ROOT, run_child, serve_child, stop_process, wait_for_counter
+from benchmarks.services import REDIS_URL
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["measure"]
+
 RESULT = ROOT / "benchmarks" / "results" / "w1_baseline.json"
 TARGET_RATIO = 2.0  # issue 7, W1: Jobs Service >= 2x plain TaskIQ
 DRAIN_TIMEOUT_S = 240.0
-POLL_S = 0.005  # counter polling: one GET every 5 ms, far below the drain's resolution
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-async def _wait_for_counter(redis: Redis, key: str, target: int, timeout_s: float) -> float:
-    """Poll ``key`` until it reaches ``target``; the perf_counter when it did."""
-    deadline = time.perf_counter() + timeout_s
-    while True:
-        value = await redis.get(key)
-        now = time.perf_counter()
-        if value is not None and int(value) >= target:
-            return now
-        if now > deadline:
-            msg = f"counter {key} at {int(value or 0)} of {target} after {timeout_s:.0f} s"
-            raise TimeoutError(msg)
-        await asyncio.sleep(POLL_S)
-
-
-def _start_worker(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+WARM_RUNS = 20
 
 
 # ------------------------------------------------------------ contestants (child side)
 
 
-async def _drain_taskiq(runs: int, in_flight: int, prefix: str, log: Path) -> dict[str, float]:
+async def _drain_taskiq(config: dict[str, Any]) -> dict[str, float]:
     """Plain TaskIQ: ``kiq()`` with ``in_flight`` sends outstanding, one worker."""
-    os.environ["W1_TASKIQ_PREFIX"] = prefix
-    os.environ["W1_REDIS_URL"] = REDIS_URL
-    from benchmarks.plain_taskiq_app import broker, bump_counter  # noqa: PLC0415
-
-    await broker.startup()  # creates the consumer group before anything is sent
-    worker = _start_worker(
-        [
-            str(Path(sys.executable).with_name("taskiq")),
-            "worker",
-            "benchmarks.plain_taskiq_app:broker",
-            "--workers",
-            "1",
-        ],
-        {"W1_TASKIQ_PREFIX": prefix, "W1_REDIS_URL": REDIS_URL},
-        log,
-    )
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        await bump_counter.kiq(f"{prefix}:warm")
-        await _wait_for_counter(redis, f"{prefix}:warm", 1, 60)
-
-        key = f"{prefix}:counter"
-        remaining = iter(range(runs))
-
-        async def sender() -> None:
-            for _ in remaining:  # shared iterator: in_flight senders, one send each
-                await bump_counter.kiq(key)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(sender() for _ in range(in_flight)))
-        enqueued = time.perf_counter() - started
-        done = await _wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
-    finally:
-        _stop_worker(worker)
-        await redis.aclose()
-        await broker.shutdown()
+    runs, prefix = config["runs"], config["prefix"]
+    async with taskiq_producer() as app:
+        worker = taskiq_worker(Path(config["log"]))
+        redis = Redis.from_url(REDIS_URL)
+        try:
+            await warm_up(redis, f"{prefix}:warm", app.bump_counter.kiq, runs=WARM_RUNS)
+            key = f"{prefix}:counter"
+            started = time.perf_counter()
+            await kiq_all(
+                app.bump_counter, ({"key": key} for _ in range(runs)), config["in_flight"]
+            )
+            enqueued = time.perf_counter() - started
+            done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
+        finally:
+            stop_process(worker)
+            await redis.aclose()
     elapsed = done - started
     return {"seconds": elapsed, "enqueue_seconds": enqueued, "runs_per_second": runs / elapsed}
 
 
-async def _drain_jobs(runs: int, batch: int, concurrency: int, log: Path) -> dict[str, float]:
+async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
     """Jobs Service: ``enqueue_many`` batches, one ``jobsctl worker`` process."""
-    from sqlalchemy import func, select  # noqa: PLC0415
-
-    from jobs_service.broker import broker  # noqa: PLC0415 - after the environment is set
-    from jobs_service.client import JobsClient  # noqa: PLC0415
-    from jobs_service.core.settings import Settings  # noqa: PLC0415
-    from jobs_service.infrastructure import migrate  # noqa: PLC0415
-    from jobs_service.infrastructure.models import JobRun  # noqa: PLC0415
-    from jobs_service.infrastructure.runtime import Runtime  # noqa: PLC0415
-
-    settings = Settings.load()
-    prefix = settings.redis_prefix
-    runtime = Runtime(settings)
-    await migrate.upgrade(runtime.database)
-    broker.state.runtime = runtime
-    await broker.startup()
-    client = JobsClient(broker, runtime)
-    worker = _start_worker(
-        [
-            str(Path(sys.executable).with_name("jobsctl")),
-            "worker",
-            "--processes",
-            "1",
-            "--concurrency",
-            str(concurrency),
-        ],
-        {},
-        log,
-    )
-    redis = Redis.from_url(REDIS_URL)
-
-    async def succeeded() -> int:
-        async with runtime.database.sessions() as session:
-            query = (
-                select(func.count())
-                .select_from(JobRun)
-                .where(JobRun.task == "bump_counter", JobRun.status == "succeeded")
+    runs, batch = config["runs"], config["batch"]
+    async with jobs_producer() as jobs:
+        client = jobs.client
+        worker = jobs_worker(Path(config["log"]), concurrency=config["concurrency"])
+        redis = Redis.from_url(REDIS_URL)
+        try:
+            await warm_up(
+                redis,
+                f"{jobs.prefix}:warm",
+                lambda key: client.enqueue("bump_counter", {"key": key}),
+                runs=WARM_RUNS,
             )
-            return int((await session.execute(query)).scalar_one())
+            # Every warm-up run recorded, so the count below starts from a settled one.
+            settled = time.perf_counter() + 60
+            while (before := await jobs.succeeded("bump_counter")) < WARM_RUNS:
+                if time.perf_counter() > settled:
+                    msg = f"{before} of {WARM_RUNS} warm-up runs recorded after 60 s"
+                    raise TimeoutError(msg)
+                await asyncio.sleep(0.05)
 
-    try:
-        warm = await client.enqueue("bump_counter", {"key": f"{prefix}:warm"})
-        await client.wait_for(warm, timeout_s=60, poll_s=0.05)
-        before = await succeeded()
-
-        key = f"{prefix}:counter"
-        started = time.perf_counter()
-        for offset in range(0, runs, batch):
-            size = min(batch, runs - offset)
-            await client.enqueue_many("bump_counter", [{"key": key}] * size)
-        enqueued = time.perf_counter() - started
-        done = await _wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
-        # The database is polled only once the counter is done: it does not slow the drain.
-        deadline = done + DRAIN_TIMEOUT_S
-        while (count := await succeeded() - before) < runs:
-            if time.perf_counter() > deadline:
-                msg = f"{count} of {runs} runs recorded succeeded"
-                raise TimeoutError(msg)
-            await asyncio.sleep(0.02)
-        recorded = time.perf_counter()
-    finally:
-        _stop_worker(worker)
-        await redis.aclose()
-        await broker.shutdown()
-        await runtime.stop()
+            key = f"{jobs.prefix}:counter"
+            started = time.perf_counter()
+            for offset in range(0, runs, batch):
+                size = min(batch, runs - offset)
+                await client.enqueue_many("bump_counter", [{"key": key}] * size)
+            enqueued = time.perf_counter() - started
+            done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
+            # The database is polled only once the counter is done: it does not slow the drain.
+            deadline = done + DRAIN_TIMEOUT_S
+            while (count := await jobs.succeeded("bump_counter") - before) < runs:
+                if time.perf_counter() > deadline:
+                    msg = f"{count} of {runs} runs recorded succeeded"
+                    raise TimeoutError(msg)
+                await asyncio.sleep(0.02)
+            recorded = time.perf_counter()
+        finally:
+            stop_process(worker)
+            await redis.aclose()
     elapsed = done - started
     return {
         "seconds": elapsed,
@@ -212,102 +130,90 @@ async def _drain_jobs(runs: int, batch: int, concurrency: int, log: Path) -> dic
     }
 
 
-def _child(contestant: str, config: dict[str, Any]) -> None:
-    log = Path(config["log"])
-    if contestant == "taskiq":
-        result = asyncio.run(
-            _drain_taskiq(config["runs"], config["in_flight"], config["prefix"], log)
-        )
-    else:
-        result = asyncio.run(
-            _drain_jobs(config["runs"], config["batch"], config["concurrency"], log)
-        )
-    print(json.dumps(result))
+_CHILDREN = {"taskiq": _drain_taskiq, "jobs": _drain_jobs}
 
 
 # ------------------------------------------------------------------ orchestration
 
 
-def _run_child(contestant: str, config: dict[str, Any], env: dict[str, str]) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="w1-") as tmp:
-        log = Path(tmp) / "worker.log"
-        config = {**config, "log": str(log)}
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.w1_baseline", "--child", contestant],
-            input=json.dumps(config),
-            cwd=ROOT,
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=3 * DRAIN_TIMEOUT_S,
-            check=False,
+def _one_taskiq(runs: int, in_flight: int) -> dict[str, float]:
+    with taskiq_resources("w1") as env:
+        config = {"runs": runs, "in_flight": in_flight, "prefix": env["TASKIQ_BENCH_PREFIX"]}
+        return run_child("benchmarks.w1_baseline", "taskiq", config, env, 3 * DRAIN_TIMEOUT_S)
+
+
+def _one_jobs(runs: int, batch: int, concurrency: int, log_level: str) -> dict[str, float]:
+    with jobs_resources("w1", log_level=log_level) as env:
+        config = {"runs": runs, "batch": batch, "concurrency": concurrency}
+        return run_child("benchmarks.w1_baseline", "jobs", config, env, 3 * DRAIN_TIMEOUT_S)
+
+
+def measure(
+    *,
+    runs: int = 20_000,
+    repeat: int = 3,
+    in_flight: int = 100,
+    batch: int = 1000,
+    concurrency: int = 100,
+    log_level: str = "info",
+    with_machine: bool = True,
+) -> dict[str, Any]:
+    """Both contestants, ``repeat`` alternating repetitions; the summary as a dict.
+
+    ``pass`` is the issue's verdict: Jobs' recorded-succeeded rate at least
+    ``TARGET_RATIO`` times TaskIQ's rate, medians of the repetitions.
+    """
+    began = time.perf_counter()
+    taskiq: list[dict[str, float]] = []
+    jobs: list[dict[str, float]] = []
+    for index in range(repeat):
+        taskiq.append(_one_taskiq(runs, in_flight))
+        jobs.append(_one_jobs(runs, batch, concurrency, log_level))
+        print(
+            f"W1 repetition {index + 1}/{repeat}: "
+            f"TaskIQ {taskiq[-1]['runs_per_second']:.0f} runs/s, "
+            f"Jobs {jobs[-1]['runs_per_second']:.0f} runs/s "
+            f"({jobs[-1]['recorded_runs_per_second']:.0f} recorded)",
+            file=sys.stderr,
+            flush=True,
         )
-        if out.returncode != 0:
-            worker_log = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            msg = (
-                f"{contestant} run failed ({out.returncode}):\n{out.stderr[-3000:]}\n"
-                f"worker log tail:\n{worker_log}"
-            )
-            raise RuntimeError(msg)
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
-
-def _one_taskiq(args: argparse.Namespace) -> dict[str, float]:
-    prefix = f"w1-taskiq-{uuid.uuid4().hex[:8]}"
-    config = {"runs": args.runs, "in_flight": args.in_flight, "prefix": prefix}
-    try:
-        return _run_child("taskiq", config, {})
-    finally:
-        asyncio.run(clean_redis(prefix))
-
-
-def _one_jobs(args: argparse.Namespace) -> dict[str, float]:
-    name = f"jobs_w1_{uuid.uuid4().hex[:8]}"
-    prefix = f"w1-jobs-{uuid.uuid4().hex[:8]}"
-    url = asyncio.run(create_database(name))
-    env = {
-        "JOBS_DATABASE_URL": url,
-        "JOBS_REDIS_URL": REDIS_URL,
-        "JOBS_REDIS_PREFIX": prefix,
-        "JOBS_TASK_MODULES": "benchmarks.w1_tasks",
-        "JOBS_LOG_FORMAT": "json",
-        "JOBS_LOG_LEVEL": args.jobs_log_level,
-    }
-    config = {"runs": args.runs, "batch": args.batch, "concurrency": args.concurrency}
-    try:
-        return _run_child("jobs", config, env)
-    finally:
-        asyncio.run(drop_database(name))
-        asyncio.run(clean_redis(prefix))
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-async def _server_versions() -> dict[str, str]:
-    async with Redis.from_url(REDIS_URL) as redis:
-        info = await redis.info("server")
-    connection = await asyncpg.connect(ADMIN_URL)
-    postgres = str(await connection.fetchval("SHOW server_version"))
-    await connection.close()
-    return {"redis": str(info.get("redis_version")), "postgresql": postgres}
-
-
-def _machine() -> dict[str, Any]:
-    packages = ("taskiq", "taskiq-redis", "redis", "uvloop", "asyncpg")
-    versions = {}
-    for package in packages:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "absent"
+    taskiq_rate = spread(r["runs_per_second"] for r in taskiq)
+    jobs_rate = spread(r["runs_per_second"] for r in jobs)
+    recorded_rate = spread(r["recorded_runs_per_second"] for r in jobs)
+    ratio = jobs_rate["median"] / taskiq_rate["median"]
+    recorded_ratio = recorded_rate["median"] / taskiq_rate["median"]
     return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "packages": versions,
-        "servers": asyncio.run(_server_versions()),
+        "benchmark": "w1_throughput_in_run_baseline",
+        "runs": runs,
+        "repeat": repeat,
+        **({"machine": machine()} if with_machine else {}),
+        "contestants": {
+            "taskiq": {
+                "description": "plain TaskIQ RedisStreamBroker, defaults, kiq() with "
+                f"{in_flight} in flight, `taskiq worker --workers 1`",
+                "in_flight": in_flight,
+                "runs_per_second": taskiq_rate,
+                "enqueue_seconds_median": spread(r["enqueue_seconds"] for r in taskiq)["median"],
+                "repetitions": taskiq,
+            },
+            "jobs": {
+                "description": f"Jobs Service, enqueue_many batches of {batch}, "
+                f"`jobsctl worker --processes 1 --concurrency {concurrency}`, "
+                f"history in PostgreSQL, JOBS_LOG_LEVEL={log_level}",
+                "batch": batch,
+                "concurrency": concurrency,
+                "log_level": log_level,
+                "runs_per_second": jobs_rate,
+                "recorded_runs_per_second": recorded_rate,
+                "enqueue_seconds_median": spread(r["enqueue_seconds"] for r in jobs)["median"],
+                "repetitions": jobs,
+            },
+        },
+        "ratio_jobs_to_taskiq": {"counter": ratio, "recorded": recorded_ratio},
+        "target_ratio": TARGET_RATIO,
+        "pass": recorded_ratio >= TARGET_RATIO,
+        "wall_seconds": time.perf_counter() - began,
     }
 
 
@@ -317,7 +223,7 @@ def _rate(stats: dict[str, float]) -> str:
 
 def main() -> None:
     """Run both contestants, print the table and write the JSON result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=20_000, help="runs per drain")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per contestant")
     parser.add_argument("--in-flight", type=int, default=100, help="TaskIQ kiq() in flight")
@@ -330,69 +236,31 @@ def main() -> None:
         help="JOBS_LOG_LEVEL of the Jobs worker (info, the default, logs every run's "
         "lifecycle; the log goes to a temporary file)",
     )
-    parser.add_argument("--child", choices=["taskiq", "jobs"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=sorted(_CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, json.loads(sys.stdin.read()))
+        serve_child(_CHILDREN[args.child])
         return
 
-    began = time.perf_counter()
-    taskiq: list[dict[str, float]] = []
-    jobs: list[dict[str, float]] = []
-    for index in range(args.repeat):
-        taskiq.append(_one_taskiq(args))
-        jobs.append(_one_jobs(args))
-        print(
-            f"repetition {index + 1}/{args.repeat}: "
-            f"TaskIQ {taskiq[-1]['runs_per_second']:.0f} runs/s, "
-            f"Jobs {jobs[-1]['runs_per_second']:.0f} runs/s "
-            f"({jobs[-1]['recorded_runs_per_second']:.0f} recorded)",
-            flush=True,
-        )
-
-    taskiq_rate = _stats([r["runs_per_second"] for r in taskiq])
-    jobs_rate = _stats([r["runs_per_second"] for r in jobs])
-    recorded_rate = _stats([r["recorded_runs_per_second"] for r in jobs])
-    ratio = jobs_rate["median"] / taskiq_rate["median"]
-    recorded_ratio = recorded_rate["median"] / taskiq_rate["median"]
-    summary = {
-        "benchmark": "w1_throughput_in_run_baseline",
-        "runs": args.runs,
-        "repeat": args.repeat,
-        "machine": _machine(),
-        "contestants": {
-            "taskiq": {
-                "description": "plain TaskIQ RedisStreamBroker, defaults, kiq() with "
-                f"{args.in_flight} in flight, `taskiq worker --workers 1`",
-                "in_flight": args.in_flight,
-                "runs_per_second": taskiq_rate,
-                "enqueue_seconds_median": statistics.median(r["enqueue_seconds"] for r in taskiq),
-                "repetitions": taskiq,
-            },
-            "jobs": {
-                "description": f"Jobs Service, enqueue_many batches of {args.batch}, "
-                f"`jobsctl worker --processes 1 --concurrency {args.concurrency}`, "
-                f"history in PostgreSQL, JOBS_LOG_LEVEL={args.jobs_log_level}",
-                "batch": args.batch,
-                "concurrency": args.concurrency,
-                "log_level": args.jobs_log_level,
-                "runs_per_second": jobs_rate,
-                "recorded_runs_per_second": recorded_rate,
-                "enqueue_seconds_median": statistics.median(r["enqueue_seconds"] for r in jobs),
-                "repetitions": jobs,
-            },
-        },
-        "ratio_jobs_to_taskiq": {"counter": ratio, "recorded": recorded_ratio},
-        "target_ratio": TARGET_RATIO,
-        "pass": recorded_ratio >= TARGET_RATIO,
-        "wall_seconds": time.perf_counter() - began,
-    }
+    summary = measure(
+        runs=args.runs,
+        repeat=args.repeat,
+        in_flight=args.in_flight,
+        batch=args.batch,
+        concurrency=args.concurrency,
+        log_level=args.jobs_log_level,
+    )
     RESULT.write_text(json.dumps(summary, indent=2) + "\n")
-
+    taskiq, jobs = summary["contestants"]["taskiq"], summary["contestants"]["jobs"]
+    ratio = summary["ratio_jobs_to_taskiq"]
     rows = [
-        ("plain TaskIQ (counter)", taskiq_rate, "1.00"),
-        ("Jobs Service (counter)", jobs_rate, f"{ratio:.2f}"),
-        ("Jobs Service (recorded succeeded)", recorded_rate, f"{recorded_ratio:.2f}"),
+        ("plain TaskIQ (counter)", taskiq["runs_per_second"], "1.00"),
+        ("Jobs Service (counter)", jobs["runs_per_second"], f"{ratio['counter']:.2f}"),
+        (
+            "Jobs Service (recorded succeeded)",
+            jobs["recorded_runs_per_second"],
+            f"{ratio['recorded']:.2f}",
+        ),
     ]
     print()
     print(f"W1 throughput, one worker process each, {args.repeat} repetitions (median, min-max):")

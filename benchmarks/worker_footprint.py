@@ -16,9 +16,11 @@ import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.processes import ROOT
+
+__all__ = ["measure"]
 
 _PROBE = r"""
 import asyncio, json, resource, sys, time
@@ -68,18 +70,23 @@ def _measure(mode: str) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def measure(*, repeat: int = 5) -> dict[str, dict[str, Any]]:
+    """Both modes ``repeat`` times: medians, and whether msgraph was loaded."""
+    report: dict[str, dict[str, Any]] = {}
+    for mode in ("plain", "graph"):
+        samples = [_measure(mode) for _ in range(repeat)]
+        keys = [k for k in samples[0] if k != "msgraph_loaded"]
+        report[mode] = {k: round(statistics.median(s[k] for s in samples), 4) for k in keys}
+        report[mode]["msgraph_loaded"] = any(s["msgraph_loaded"] for s in samples)
+    return report
+
+
 def main() -> None:
     """Measure both modes ``--repeat`` times and print the medians."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    report: dict[str, dict[str, float]] = {}
-    for mode in ("plain", "graph"):
-        samples = [_measure(mode) for _ in range(args.repeat)]
-        keys = [k for k in samples[0] if k != "msgraph_loaded"]
-        report[mode] = {k: round(statistics.median(s[k] for s in samples), 4) for k in keys}
-        report[mode]["msgraph_loaded"] = samples[0]["msgraph_loaded"]
-    print(json.dumps(report, indent=2))
+    print(json.dumps(measure(repeat=args.repeat), indent=2))
 
 
 if __name__ == "__main__":
