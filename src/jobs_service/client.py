@@ -53,13 +53,21 @@ __all__ = [
     "Submission",
 ]
 
+#: Runs of a batch recorded and sent together (see ``JobsClient.enqueue_many``).
+SEND_CHUNK = 250
 #: Runs an operator may retry, and runs an operator may cancel.
 RETRYABLE_STATUSES = ("failed", "dead", "cancelled")
 CANCELLABLE_STATUSES = ("queued", "running", "retrying")
 
 
 class EnqueueError(JobsError):
-    """The broker did not accept the message; nothing was queued."""
+    """The broker (or the database) did not accept the runs. ``queued`` lists the run
+    ids of a batch that were queued before it failed (sent in earlier chunks; they run
+    as usual); nothing else was queued."""
+
+    def __init__(self, message: str, *, queued: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.queued = list(queued)
 
 
 class IdempotencyConflictError(JobsError):
@@ -237,10 +245,13 @@ class JobsClient:
         *,
         source: str = "api",
     ) -> list[str]:
-        """Queue one run per kwargs mapping: one insert and one pipelined send in all.
+        """Queue one run per kwargs mapping; returns their run ids in order.
 
-        Every item is validated before anything is queued, so a bad item rejects the
-        whole batch rather than leaving part of it behind.
+        Every item is validated and encoded before anything is queued, so a bad item
+        rejects the whole batch. The runs are then recorded and sent in chunks of
+        ``SEND_CHUNK`` (one insert and one broker round trip each), so workers start on
+        the first runs while the rest are still being written. If the database or the
+        broker fails midway, :class:`EnqueueError` says which runs were queued.
         """
         requests = []
         for index, kwargs in enumerate(kwargs_list):
@@ -253,10 +264,20 @@ class JobsClient:
                 ]
                 raise InvalidKwargsError(exc.task, errors) from None
         wire = await self.serialise(requests)
-        async with self._database.engine.begin() as connection:
-            await runs.insert_queued_runs(connection, [r.queued_row() for r in requests])
-        await self.send_or_forget(requests, wire)
-        return [request.run_id for request in requests]
+        queued: list[str] = []
+        for start in range(0, len(requests), SEND_CHUNK):
+            part = requests[start : start + SEND_CHUNK]
+            try:
+                async with self._database.engine.begin() as connection:
+                    await runs.insert_queued_runs(connection, [r.queued_row() for r in part])
+                await self.send_or_forget(part, wire[start : start + SEND_CHUNK])
+            except Exception as exc:
+                if not queued:
+                    raise
+                msg = f"{len(queued)} of {len(requests)} runs were queued, then: {exc}"
+                raise EnqueueError(msg, queued=queued) from exc
+            queued.extend(request.run_id for request in part)
+        return queued
 
     def prepare(
         self, task: str, kwargs: Mapping[str, Any] | None = None, **options: Unpack[RunOptions]

@@ -195,9 +195,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EnqueueError)
     async def _enqueue(request: Request, exc: EnqueueError) -> JSONResponse:
-        _log.error("enqueue-failed", error=str(exc))
+        _log.error("enqueue-failed", error=str(exc), queued=len(exc.queued))
+        extra = {"queued_run_ids": exc.queued} if exc.queued else {}
         return problem_response(
-            request, 503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}
+            request,
+            503,
+            "broker-unavailable",
+            str(exc),
+            headers={"Retry-After": "5"},
+            **extra,
         )
 
     @app.exception_handler(ScheduleNotFoundError)

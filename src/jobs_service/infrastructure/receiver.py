@@ -83,6 +83,7 @@ class JobsReceiver(Receiver):
         self._limit = int(getattr(self.sem, "_value", 0)) or None
         prefetch = int(kwargs.get("max_prefetch") or 0)
         self._prefetch = prefetch
+        self._min_read = max(1, min(prefetch, self._limit or prefetch) // 2)
         self._plans: dict[str, TaskPlan] = {}
         self._hook_lists: dict[str, list[_Hook]] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -90,6 +91,13 @@ class JobsReceiver(Receiver):
         self._room = asyncio.Event()
         self._started = 0
         self._plain_json: bool | None = None
+
+    @property
+    def in_hand(self) -> int:
+        """Messages read and not finished: running, or waiting for a slot. At most the
+        concurrency plus the prefetch (finished ones stay held until Redis confirms
+        their acknowledgement, a millisecond or so)."""
+        return len(self._running) + len(self._waiting)
 
     # ------------------------------------------------------------------ the loop
 
@@ -132,11 +140,13 @@ class JobsReceiver(Receiver):
                 room = limit + self._prefetch - len(self._running) - len(self._waiting)
             if self.max_tasks_to_execute is not None:
                 room = min(room, self.max_tasks_to_execute - self._started - len(self._waiting))
-            if room <= 0:
+            # While messages wait to start, read only once there is room for a batch
+            # worth a round trip (not one message per finished task).
+            if room <= 0 or (self._waiting and room < self._min_read):
                 self._room.clear()
                 await self._room.wait()
                 continue
-            batch = await broker.read(min(room, _MAX_READ))
+            batch = await broker.read(min(room, broker.count or _MAX_READ))
             self._waiting.extend(batch)
             self._start_waiting()
         _log.info("worker-max-tasks-reached", started=self._started)

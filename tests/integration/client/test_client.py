@@ -6,11 +6,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 from redis.asyncio import Redis
 from sqlalchemy import func, select
+from taskiq import TaskiqMessage, TaskiqMiddleware
 
 from jobs_service.broker import build_broker, stream_names
-from jobs_service.client import EnqueueError, JobsClient
+from jobs_service.client import SEND_CHUNK, EnqueueError, JobsClient
 from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.models import JobRun
 from jobs_service.infrastructure.runtime import Runtime
@@ -66,7 +68,7 @@ async def test_enqueue_records_queued_and_sends(production: tuple[JobsClient, Se
     assert await stream_length(settings) == 1
 
 
-async def test_enqueue_many_is_one_insert_and_one_pipeline(
+async def test_enqueue_many_queues_every_run_of_a_batch(
     production: tuple[JobsClient, Settings],
 ) -> None:
     """1,000 runs: all rows queued, all messages on the stream, ids in order."""
@@ -121,3 +123,47 @@ async def test_broker_down_leaves_nothing_queued(pg_url: str) -> None:
         ).scalar_one()
     assert leftover == 0
     await runtime.stop()
+
+
+class _BreakStreamAfterFirstSend(TaskiqMiddleware):
+    """After the first chunk is sent, turn the stream key into a string: Redis then
+    refuses every later XADD (WRONGTYPE), as a broker failing mid-batch would."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__()
+        self.stream = stream
+        self.broken = False
+
+    def post_send(self, message: TaskiqMessage) -> None:
+        del message
+        if not self.broken:
+            self.broken = True
+            with redis.Redis.from_url(redis_url()) as sync_redis:
+                sync_redis.delete(self.stream)
+                sync_redis.set(self.stream, "not a stream")
+
+
+async def test_a_broker_failing_midway_through_a_batch_says_which_runs_were_queued(
+    production: tuple[JobsClient, Settings],
+) -> None:
+    """600 runs go in chunks: the first chunk is queued and reported, the rest is not."""
+    client, settings = production
+    stream = stream_names(settings)["stream"]
+    client.broker.add_middlewares(_BreakStreamAfterFirstSend(stream))
+    items = [{"items": [f"midway-{settings.redis_prefix}-{n}"]} for n in range(600)]
+    with pytest.raises(EnqueueError) as raised:
+        await client.enqueue_many("count_items", items)
+    queued = raised.value.queued
+    assert len(queued) == SEND_CHUNK
+    async with client._database.sessions() as session:
+        rows = (
+            await session.execute(
+                select(JobRun.run_id, JobRun.status).where(
+                    JobRun.kwargs["items"][0].as_string().like(f"midway-{settings.redis_prefix}-%")
+                )
+            )
+        ).all()
+    assert sorted(run_id for run_id, _ in rows) == sorted(queued)
+    assert {status for _, status in rows} == {"queued"}
+    async with Redis.from_url(redis_url()) as cleanup:
+        await cleanup.delete(stream)

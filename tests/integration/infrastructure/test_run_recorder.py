@@ -212,3 +212,29 @@ async def test_a_value_postgresql_rejects_is_dropped_not_retried_forever(
     await recorder.flush()
     assert (await fetch(database, good)).status == "running"
     assert recorder._pending == {}
+
+
+async def test_a_start_is_written_only_for_a_run_still_running_at_the_flush(
+    database: Database,
+) -> None:
+    """Two starts noted; one run ends before the flush: its end is all that is written,
+    while the other shows as running, and later as finished."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    quick, slow = new_run_id(), new_run_id()
+    built: list[str] = []
+
+    def start_of(run_id: str) -> runs.RunEvent:
+        built.append(run_id)
+        return event(run_id, "running")
+
+    recorder.record_start(quick, lambda: start_of(quick))
+    recorder.record_start(slow, lambda: start_of(slow))
+    recorder.record(event(quick, "succeeded", finished=True, summary={"errors": 0}))
+    assert recorder.pending == 2
+    assert await recorder.flush() == 2
+    assert built == [slow]  # the quick run's start was never even built
+    assert (await fetch(database, quick)).status == "succeeded"
+    assert (await fetch(database, slow)).status == "running"
+    recorder.record(event(slow, "succeeded", finished=True, summary={"errors": 0}))
+    await recorder.flush()
+    assert (await fetch(database, slow)).status == "succeeded"

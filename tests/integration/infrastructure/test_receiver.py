@@ -1,0 +1,225 @@
+"""The worker's receiver on a real Redis stream: batched reads, bounded prefetch,
+acknowledgement after the task ran, results stored with it, TaskIQ's hook order."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from redis.asyncio import Redis
+from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from taskiq.serializers import ORJSONSerializer
+
+from jobs_service.infrastructure.receiver import JobsReceiver
+from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.results import PipelinedResultBackend
+from tests.support.services import redis_url
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.anyio
+
+
+class _Recorder(TaskiqMiddleware):
+    """Notes every hook call as (name, hook)."""
+
+    def __init__(self, name: str, calls: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.name = name
+        self.calls = calls
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        self.calls.append((self.name, "pre_execute"))
+        return message
+
+    async def on_error(
+        self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException
+    ) -> None:
+        del message, result, exception
+        self.calls.append((self.name, "on_error"))
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        del message, result
+        self.calls.append((self.name, "post_execute"))
+
+
+@pytest.fixture
+async def broker(redis_prefix: str) -> AsyncIterator[StreamBroker]:
+    """A stream broker of its own (fresh stream and group), results in Redis."""
+    prefix = f"{redis_prefix}-rx-{uuid.uuid4().hex[:6]}"
+    made = StreamBroker(
+        url=redis_url(),
+        queue_name=f"{prefix}:tasks",
+        consumer_group_name=f"{prefix}:workers",
+        consumer_id="0",
+        xread_block=100,
+        reclaim_interval_s=60,
+    ).with_result_backend(
+        PipelinedResultBackend(
+            redis_url=redis_url(),
+            result_ex_time=60,
+            serializer=ORJSONSerializer(),
+            prefix_str=f"{prefix}:results",
+        )
+    )
+    made = made.with_serializer(ORJSONSerializer())
+    assert isinstance(made, StreamBroker)
+    made.is_worker_process = True
+    await made.startup()
+    yield made
+    await made.shutdown()
+
+
+async def _pending(broker: StreamBroker) -> int:
+    async with Redis.from_url(redis_url()) as redis:
+        info = await redis.xpending(broker.queue_name, broker.consumer_group_name)
+    return int(info["pending"])
+
+
+async def _listen_until(receiver: JobsReceiver, done: asyncio.Event, timeout_s: float = 20) -> None:
+    """Run the receiver until ``done``, then stop it as SIGTERM would."""
+    finish = asyncio.Event()
+    listening = asyncio.create_task(receiver.listen(finish))
+    try:
+        await asyncio.wait_for(done.wait(), timeout_s)
+    finally:
+        finish.set()
+        await asyncio.wait_for(listening, timeout_s)
+
+
+async def test_every_message_runs_once_and_is_acknowledged_only_after_it_ran(
+    broker: StreamBroker,
+) -> None:
+    """Fifty messages through five slots: each runs once, its message still pending
+    while it runs; never more read and unfinished than slots plus prefetch."""
+    seen: list[int] = []
+    pending_while_running: list[int] = []
+    most_in_hand: list[int] = [0]
+    done = asyncio.Event()
+    receiver = JobsReceiver(broker, max_async_tasks=5, max_prefetch=3)
+
+    @broker.task(task_name="visit_number")
+    async def visit_number(n: int) -> int:
+        most_in_hand[0] = max(most_in_hand[0], receiver.in_hand)
+        pending_while_running.append(await _pending(broker))
+        await asyncio.sleep(0.01)
+        seen.append(n)
+        if len(seen) == 50:
+            done.set()
+        return n * 2
+
+    for n in range(50):
+        await visit_number.kiq(n)
+    await _listen_until(receiver, done)
+
+    assert sorted(seen) == list(range(50))
+    assert min(pending_while_running) >= 1
+    assert 5 <= most_in_hand[0] <= 5 + 3
+    assert await _pending(broker) == 0
+    assert broker.held == {}
+
+
+async def test_results_are_stored_with_the_acknowledgement(broker: StreamBroker) -> None:
+    """A result can be read back through TaskIQ's own API once its message is acked."""
+    done = asyncio.Event()
+
+    @broker.task(task_name="double_number")
+    async def double_number(n: int) -> dict[str, int]:
+        done.set()
+        return {"doubled": n * 2}
+
+    sent = await double_number.kiq("21")  # parsed to int by its annotation, as TaskIQ does
+    await _listen_until(JobsReceiver(broker, max_async_tasks=2), done)
+    result = await sent.wait_result(timeout=5)
+    assert result.return_value == {"doubled": 42}
+    assert result.is_err is False
+
+
+async def test_unreadable_messages_and_unknown_tasks_are_acknowledged_and_skipped(
+    broker: StreamBroker,
+) -> None:
+    """Garbage and a task nobody registered leave nothing pending; the next message runs."""
+    done = asyncio.Event()
+
+    @broker.task(task_name="mark_done")
+    async def mark_done() -> None:
+        done.set()
+
+    async with Redis.from_url(redis_url()) as redis:
+        await redis.xadd(broker.queue_name, {b"data": b"{not json"})
+        await redis.xadd(
+            broker.queue_name,
+            {
+                b"data": b'{"task_id":"x","task_name":"no_such_task","labels":{},'
+                b'"labels_types":{},"args":[],"kwargs":{}}'
+            },
+        )
+    await mark_done.kiq()
+    await _listen_until(JobsReceiver(broker, max_async_tasks=2), done)
+    assert await _pending(broker) == 0
+
+
+async def test_on_shutdown_prefetched_messages_are_handed_back_not_run(
+    broker: StreamBroker,
+) -> None:
+    """One slot, four read ahead: stopping runs the started task to its end and leaves
+    the rest pending and unheld, so another worker takes them."""
+    started = asyncio.Event()
+    ran: list[int] = []
+
+    @broker.task(task_name="hold_slot")
+    async def hold_slot(n: int) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        ran.append(n)
+
+    for n in range(6):
+        await hold_slot.kiq(n)
+    receiver = JobsReceiver(broker, max_async_tasks=1, max_prefetch=4)
+    await _listen_until(receiver, started)
+
+    assert ran == [0]
+    assert broker.held == {}
+    assert await _pending(broker) == 4  # read ahead, handed back; one never read
+
+
+async def test_hooks_run_in_taskiq_order(broker: StreamBroker) -> None:
+    """pre_execute in middleware order; on_error and post_execute in reverse."""
+    calls: list[tuple[str, str]] = []
+    broker.add_middlewares(_Recorder("first", calls), _Recorder("second", calls))
+    done = asyncio.Event()
+
+    @broker.task(task_name="fail_once")
+    async def fail_once() -> None:
+        done.set()
+        raise RuntimeError("boom")
+
+    await fail_once.kiq()
+    await _listen_until(JobsReceiver(broker, max_async_tasks=1), done)
+    assert calls == [
+        ("first", "pre_execute"),
+        ("second", "pre_execute"),
+        ("second", "on_error"),
+        ("first", "on_error"),
+        ("second", "post_execute"),
+        ("first", "post_execute"),
+    ]
+
+
+async def test_a_worker_stops_reading_after_its_task_budget(broker: StreamBroker) -> None:
+    """``--max-tasks-per-child``: the receiver ends by itself after that many."""
+    ran: list[int] = []
+
+    @broker.task(task_name="count_run")
+    async def count_run(n: int) -> None:
+        ran.append(n)
+
+    for n in range(10):
+        await count_run.kiq(n)
+    receiver = JobsReceiver(broker, max_async_tasks=2, max_tasks_to_execute=4)
+    await asyncio.wait_for(receiver.listen(asyncio.Event()), 20)
+    assert len(ran) == 4
+    assert await _pending(broker) == 0
