@@ -42,6 +42,7 @@ from benchmarks.contestants import (
     taskiq_resources,
     taskiq_worker,
     warm_up,
+    warm_wave,
 )
 from benchmarks.figures import machine, spread
 from benchmarks.processes import ROOT, run_child, serve_child, stop_process, wait_for_counter
@@ -66,6 +67,12 @@ async def _drain_taskiq(config: dict[str, Any]) -> dict[str, float]:
         redis = Redis.from_url(REDIS_URL)
         try:
             await warm_up(redis, f"{prefix}:warm", app.bump_counter.kiq, runs=WARM_RUNS)
+            await warm_wave(
+                redis,
+                f"{prefix}:wave",
+                lambda items: kiq_all(app.sleep_then_count, items, len(items)),
+                config["in_flight"],
+            )
             key = f"{prefix}:counter"
             started = time.perf_counter()
             await kiq_all(
@@ -93,6 +100,12 @@ async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
                 f"{jobs.prefix}:warm",
                 lambda key: client.enqueue("bump_counter", {"key": key}),
                 runs=WARM_RUNS,
+            )
+            await warm_wave(
+                redis,
+                f"{jobs.prefix}:wave",
+                lambda items: client.enqueue_many("sleep_then_count", items),
+                config["concurrency"],
             )
             # Every warm-up run recorded, so the count below starts from a settled one.
             settled = time.perf_counter() + 60
