@@ -197,6 +197,8 @@ class JobsClient:
     def __init__(self, broker: AsyncBroker, runtime: Runtime) -> None:
         self._broker = broker
         self._database = runtime.database
+        self._queued_runs = runtime.queued_run_writer(durable=False)
+        self._claims = runtime.queued_run_writer(durable=True)
         self._teams_channels = frozenset(runtime.settings.channels.teams)
         self._redis_prefix = runtime.settings.redis_prefix
 
@@ -226,17 +228,27 @@ class JobsClient:
             if existing is not None:
                 return existing
         wire = await self.serialise([request])  # a message that cannot be sent is never queued
+        if not await self._record_queued(request):
+            # Lost a race with a concurrent request carrying the same key.
+            existing = await self._existing_for(request) if idempotency_key else None
+            if existing is None:
+                msg = f"run {request.run_id} could not be recorded: its row already exists"
+                raise EnqueueError(msg)
+            return existing
+        await self.send_or_forget([request], wire)
+        return Submission(request.run_id, "queued", replayed=False)
+
+    async def _record_queued(self, request: RunRequest) -> bool:
+        """Insert the run's ``queued`` row; False if its key (or id) is already taken."""
+        writer = self._queued_runs if request.idempotency_key is None else self._claims
+        if writer is not None:
+            return await writer.record(request.queued_row())
         try:
             async with self._database.engine.begin() as connection:
                 await runs.insert_queued_runs(connection, [request.queued_row()])
         except IntegrityError:
-            # Lost a race with a concurrent request carrying the same key.
-            existing = await self._existing_for(request) if idempotency_key else None
-            if existing is None:
-                raise
-            return existing
-        await self.send_or_forget([request], wire)
-        return Submission(request.run_id, "queued", replayed=False)
+            return False
+        return True
 
     async def enqueue_many(
         self,

@@ -39,6 +39,7 @@ from jobs_service.infrastructure.redis_scripts import ADD_MESSAGES
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
 
+    from redis.commands.core import AsyncScript
     from taskiq.message import BrokerMessage
 
     from jobs_service.infrastructure.completions import ResultEntry
@@ -86,6 +87,7 @@ class StreamBroker(RedisStreamBroker):
         self.held: dict[str, Delivery] = {}
         self._completions: Completions | None = None
         self._reader: Redis | None = None
+        self._add: AsyncScript | None = None
         self._next_reclaim = 0.0
         self._backoff = 0.2
 
@@ -140,6 +142,10 @@ class StreamBroker(RedisStreamBroker):
             with contextlib.suppress(*_UNREACHABLE):
                 await self._reader.aclose()
             self._reader = None
+        if self._add is not None:
+            with contextlib.suppress(*_UNREACHABLE):
+                await self._add.registered_client.aclose()
+            self._add = None
         await super().shutdown()
 
     async def read(self, count: int) -> list[Delivery]:
@@ -274,12 +280,14 @@ class StreamBroker(RedisStreamBroker):
             queue = message.labels.get("queue_name") or self.queue_name
             by_stream.setdefault(queue, []).append(message.message)
         maxlen = "" if self.maxlen is None else str(self.maxlen)
-        async with Redis(connection_pool=self.connection_pool) as redis:
-            add = redis.register_script(ADD_MESSAGES)
-            for queue, datas in by_stream.items():
-                for start in range(0, len(datas), _MAX_SCRIPT_MESSAGES):
-                    chunk = datas[start : start + _MAX_SCRIPT_MESSAGES]
-                    await add(keys=[queue], args=[maxlen, *chunk])
+        if self._add is None:
+            # One client for the process's sends: building a redis-py client costs more
+            # than the call it makes.
+            self._add = Redis(connection_pool=self.connection_pool).register_script(ADD_MESSAGES)
+        for queue, datas in by_stream.items():
+            for start in range(0, len(datas), _MAX_SCRIPT_MESSAGES):
+                chunk = datas[start : start + _MAX_SCRIPT_MESSAGES]
+                await self._add(keys=[queue], args=[maxlen, *chunk])
 
     async def ping(self) -> None:
         """Raise unless Redis answers."""

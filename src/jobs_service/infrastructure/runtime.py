@@ -12,6 +12,7 @@ import socket
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.queued_runs import QueuedRunWriter
 from jobs_service.infrastructure.run_recorder import RunRecorder
 
 if TYPE_CHECKING:
@@ -50,6 +51,17 @@ class Runtime:
         if name not in self._resources:
             self._resources[name] = build()
         return cast("T", self._resources[name])
+
+    def queued_run_writer(self, *, durable: bool) -> QueuedRunWriter | None:
+        """The shared writer of producers' ``queued`` rows (PostgreSQL); ``durable`` for
+        rows that claim an idempotency key. None on SQLite, where each submit keeps its
+        own short transaction."""
+        if self.database.dialect != "postgresql":
+            return None
+        return self.resource(
+            f"queued-run-writer-{'durable' if durable else 'fast'}",
+            lambda: QueuedRunWriter(self.database.engine, durable=durable),
+        )
 
     async def start(self) -> None:
         """Start background work (the recorder's flusher)."""

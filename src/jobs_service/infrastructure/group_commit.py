@@ -1,0 +1,106 @@
+"""Group commit: concurrent callers share one write instead of paying for one each.
+
+A webhook is answered 202 only once its event is committed, and a commit costs a few
+round trips and a WAL flush whatever it holds. Under load, dozens of requests wait for
+their commit at the same time; handing all of them to one transaction (and their runs
+to one pipelined send) costs about what one of them did alone.
+
+Callers :meth:`GroupCommit.submit` an item and wait. A writer task takes everything
+waiting (up to ``max_batch`` items), hands the list to ``write`` and gives each caller
+its own result; callers arriving meanwhile form the next batch, so the batch size
+follows the load with no timer: a lone request is written at once, a crowd shares.
+Up to ``writers`` batches are written at once, so one batch's round trips to the
+database overlap with the next one's instead of holding it up.
+
+If ``write`` raises, every caller of that batch gets the exception — nothing of a
+failed batch was answered as done. A caller that stops waiting (its request was
+cancelled) does not stop the batch: the others still get their answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = ["GroupCommit"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """Batches concurrent ``submit`` calls into calls of ``write``, at most ``writers`` at
+    a time.
+
+    ``write`` gets the items of a batch in submission order and returns one result per
+    item, in the same order. With ``writers`` > 1 a batch starts while another waits on
+    the database: its round trips overlap instead of queueing (``write`` must then be
+    safe to run concurrently with itself).
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 500,
+        writers: int = 1,
+    ) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._max_writers = writers
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._writers: set[asyncio.Task[None]] = set()
+
+    @property
+    def waiting(self) -> int:
+        """Items submitted and not yet taken into a batch."""
+        return len(self._waiting)
+
+    async def submit(self, item: T) -> R:
+        """Wait until ``item`` is written with its batch; its result, or the batch's error."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if len(self._writers) < self._max_writers:
+            self._writers.add(asyncio.create_task(self._write_all(), name="group-commit"))
+        return await future
+
+    async def _write_all(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                await self._write_batch(batch)
+        finally:
+            # Synchronously (not in a done callback): a submit right after this writer
+            # saw nothing waiting must find room to start another.
+            self._writers.discard(asyncio.current_task())
+            if not self._writers:
+                # Only left non-empty when writers were cancelled: nobody would write them.
+                waiting, self._waiting = self._waiting, []
+                for _, future in waiting:
+                    future.cancel()
+
+    async def _write_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._write([item for item, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled (shutdown): the callers must not wait forever
+            for _, future in batch:
+                future.cancel()
+            raise
+        if len(results) != len(batch):
+            error = RuntimeError(f"write returned {len(results)} results for {len(batch)} items")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
