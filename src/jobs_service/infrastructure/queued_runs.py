@@ -60,6 +60,9 @@ class QueuedRunWriter:
         self._durable = durable
         self._connection: AsyncConnection | None = None
         self._reused = False
+        #: Statements written so far (each holds every row submitted while the one
+        #: before it ran).
+        self.statements = 0
         self._group: GroupCommit[QueuedRun, bool] = GroupCommit(self._write, max_batch=max_batch)
 
     async def record(self, run: QueuedRun) -> bool:
@@ -83,6 +86,7 @@ class QueuedRunWriter:
             # The kept connection may have died while idle (a database restart): that
             # is what the pool's ping would have caught. Once more, on a new one.
             inserted = await self._insert(document)
+        self.statements += 1
         return [run.run_id in inserted for run in batch]
 
     async def _insert(self, document: str) -> set[str]:

@@ -1,0 +1,84 @@
+"""Producers' queued rows: shared statements, idempotency claims, a dropped connection."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import text
+
+from jobs_service.core.ids import new_run_id
+from jobs_service.core.settings import DatabaseSettings
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.queued_runs import QueuedRunWriter
+from jobs_service.infrastructure.repositories import runs
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def database(pg_url: str) -> AsyncIterator[Database]:
+    db = Database(pg_url, DatabaseSettings())
+    yield db
+    await db.close()
+
+
+def queued(key: str | None = None) -> runs.QueuedRun:
+    return runs.QueuedRun(
+        run_id=new_run_id(),
+        task="count_items",
+        kwargs={"items": ["a"]},
+        source="api",
+        queued_at=datetime.now(UTC),
+        idempotency_key=key,
+    )
+
+
+async def _stored(database: Database, run_ids: list[str]) -> int:
+    async with database.engine.connect() as connection:
+        result = await connection.execute(
+            text("SELECT count(*) FROM job_runs WHERE run_id = ANY(:ids)"), {"ids": run_ids}
+        )
+        return int(result.scalar_one())
+
+
+async def test_concurrent_rows_share_statements_and_all_land(database: Database) -> None:
+    """200 concurrent records: every row stored, in far fewer statements than rows."""
+    writer = QueuedRunWriter(database.engine, durable=False)
+    rows = [queued() for _ in range(200)]
+    inserted = await asyncio.gather(*(writer.record(row) for row in rows))
+    await writer.aclose()
+    assert all(inserted)
+    assert await _stored(database, [row.run_id for row in rows]) == 200
+    assert writer.statements < 20
+
+
+async def test_a_taken_idempotency_key_is_reported_not_raised(database: Database) -> None:
+    """Two rows claiming one key at once: exactly one is inserted."""
+    writer = QueuedRunWriter(database.engine, durable=True)
+    key = f"claim-{new_run_id()}"
+    first, second = queued(key), queued(key)
+    results = await asyncio.gather(writer.record(first), writer.record(second))
+    await writer.aclose()
+    assert sorted(results) == [False, True]
+
+
+async def test_a_connection_the_database_dropped_is_replaced(database: Database) -> None:
+    """After the server ends the kept connection, the next record still lands."""
+    writer = QueuedRunWriter(database.engine, durable=False)
+    assert await writer.record(queued())
+    kept = writer._connection  # the connection to pull away
+    assert kept is not None
+    pid = (await kept.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    async with database.engine.connect() as connection:
+        ended = await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        assert ended.scalar_one() is True
+    row = queued()
+    assert await writer.record(row)
+    await writer.aclose()
+    assert await _stored(database, [row.run_id]) == 1
