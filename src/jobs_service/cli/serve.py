@@ -105,6 +105,29 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
             "JOBS_REDIS_URL is not set: workers need Redis. Without it tasks run inside "
             "`jobsctl run` (the embedded default)."
         )
+    if settings.worker.metrics_port:
+        # Before anything creates a metric: the multiprocess mode is fixed at import.
+        from jobs_service.infrastructure.worker_metrics import (  # noqa: PLC0415
+            prepare_multiprocess_metrics,
+            serve_worker_metrics,
+        )
+
+        directory = prepare_multiprocess_metrics()
+        try:
+            serve_worker_metrics(
+                settings.worker.metrics_host, settings.worker.metrics_port, directory
+            )
+        except OSError as exc:
+            # Work matters more than its metrics: say so loudly and run anyway (two
+            # workers on one host need a port each).
+            from jobs_service.core.logging import get_logger  # noqa: PLC0415
+
+            get_logger("jobs_service.worker").error(
+                "worker-metrics-unavailable",
+                address=f"{settings.worker.metrics_host}:{settings.worker.metrics_port}",
+                error=exc.strerror,
+                message="set worker.metrics_port to a free port (or 0)",
+            )
     shared_broker()  # fail here, in one line, if a task module is broken
     from taskiq.cli.worker.args import WorkerArgs  # noqa: PLC0415
     from taskiq.cli.worker.run import run_worker  # noqa: PLC0415

@@ -200,6 +200,18 @@ class WorkerSettings(_Section):
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="On SIGTERM, how long running tasks may take to finish."
     )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Port on which `jobsctl worker` serves the Prometheus metrics of all "
+        "its processes (runs by task and status, durations). 0: not served.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the worker metrics endpoint; `0.0.0.0` to let a "
+        "Prometheus on another host scrape it.",
+    )
     retry_backoff_s: float = Field(
         2.0,
         gt=0,

@@ -5,7 +5,8 @@ Order matters and is fixed by :func:`default_middlewares`: the context middlewar
 first so its ``pre_execute`` runs before the others and its ``post_execute`` (TaskIQ runs
 those in reverse) clears the context last; the cancellation middleware comes next so the
 recording middleware knows an attempt it refused; the retry middleware comes last so its
-``post_execute`` decides ``retrying``/``dead`` before logging and recording see it.
+``post_execute`` decides ``retrying``/``dead`` before logging, recording and metrics see
+it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from jobs_service.middlewares.lifecycle_logging import LifecycleLoggingMiddlewar
 from jobs_service.middlewares.result_delivery import ResultDeliveryMiddleware
 from jobs_service.middlewares.retry import RetryMiddleware
 from jobs_service.middlewares.run_context import RunContextMiddleware
+from jobs_service.middlewares.run_metrics import RunMetricsMiddleware
 from jobs_service.middlewares.run_recording import RunRecordingMiddleware
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ __all__ = [
     "ResultDeliveryMiddleware",
     "RetryMiddleware",
     "RunContextMiddleware",
+    "RunMetricsMiddleware",
     "RunRecordingMiddleware",
     "default_middlewares",
 ]
@@ -41,5 +44,6 @@ def default_middlewares() -> list[TaskiqMiddleware]:
         ResultDeliveryMiddleware(),
         LifecycleLoggingMiddleware(),
         RunRecordingMiddleware(),
+        RunMetricsMiddleware(),
         RetryMiddleware(),
     ]

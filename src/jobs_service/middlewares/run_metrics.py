@@ -1,0 +1,58 @@
+"""Prometheus metrics of every attempt: runs by task and status, and their duration.
+
+``jobs_runs_total{task, status}`` counts ended attempts (succeeded, failed, retrying,
+dead, cancelled); ``jobs_run_duration_seconds{task}`` is a histogram of their durations.
+Per run this costs two dictionary lookups and two metric updates (about 3 µs in
+Prometheus's multiprocess mode, which worker processes use: see
+:mod:`jobs_service.infrastructure.worker_metrics`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Histogram
+from taskiq import TaskiqMiddleware
+
+from jobs_service.core.run_context import current_run
+from jobs_service.middlewares.cancellation import never_started
+from jobs_service.middlewares.outcome import outcome_of
+
+if TYPE_CHECKING:
+    from taskiq import TaskiqMessage, TaskiqResult
+
+__all__ = ["RUNS", "RUN_DURATION", "RunMetricsMiddleware"]
+
+RUNS = Counter("jobs_runs", "Ended attempts by task and status", ["task", "status"])
+RUN_DURATION = Histogram(
+    "jobs_run_duration_seconds",
+    "Duration of ended attempts",
+    ["task"],
+    buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 15, 30, 60, 120, 300, 900, 3600),
+)
+
+
+class RunMetricsMiddleware(TaskiqMiddleware):
+    """Counts each ended attempt and observes its duration."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # labels() takes a lock and builds a key each call; look each child up once.
+        self._runs: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Count the attempt under its final status (after the retry decision)."""
+        run = current_run()
+        if run is None or never_started(message):
+            return
+        status = outcome_of(result, run).status
+        counter = self._runs.get((run.task, status))
+        if counter is None:
+            counter = self._runs[run.task, status] = RUNS.labels(run.task, status)
+        counter.inc()
+        duration = self._durations.get(run.task)
+        if duration is None:
+            duration = self._durations[run.task] = RUN_DURATION.labels(run.task)
+        duration.observe(time.monotonic() - run.started_monotonic)
