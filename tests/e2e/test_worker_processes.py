@@ -73,8 +73,8 @@ def test_worker_metrics_add_up_every_process_on_one_port(
 
 
 async def _enqueue(env: dict[str, str], count: int) -> None:
-    from jobs_service.broker import build_broker  # noqa: PLC0415
     from jobs_service.broker import broker as shared  # noqa: PLC0415
+    from jobs_service.broker import build_broker  # noqa: PLC0415
     from jobs_service.client import JobsClient  # noqa: PLC0415
     from jobs_service.core.settings import Settings  # noqa: PLC0415
     from jobs_service.infrastructure.runtime import Runtime  # noqa: PLC0415
