@@ -33,6 +33,7 @@ from jobs_service.gateway.routes import (
     webhooks,
 )
 from jobs_service.gateway.security_headers import SecurityHeadersMiddleware
+from jobs_service.gateway.webhook_fast_path import WebhookFastPath
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.infrastructure.runtime import Runtime
@@ -133,11 +134,12 @@ def create_app(
     app.state.settings = settings
     app.state.broker = target
     install_problem_handlers(app)
+    # Webhooks first: routes are matched in order, and senders are the busiest callers.
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(runs.router)
     app.include_router(schedules.router)
-    app.include_router(webhooks.router)
     app.include_router(webhook_events.router)
     app.include_router(audit.router)
     _add_middlewares(app, settings)
@@ -147,8 +149,10 @@ def create_app(
 def _add_middlewares(app: FastAPI, settings: Settings) -> None:
     """Outermost last: headers on every answer (413s and CORS refusals included), CORS
     before anything reads the request, the audit around the request log (it reads the
-    request id and principal once the response is out), body limits innermost."""
+    request id and principal once the response is out), body limits, then innermost
+    the webhook route's fast path (after every check above, before FastAPI's router)."""
     api_limit, webhook_limit = body_limits(settings)
+    app.add_middleware(WebhookFastPath)
     app.add_middleware(BodyLimitMiddleware, api_limit=api_limit, webhook_limit=webhook_limit)
     app.add_middleware(RequestLogMiddleware, enabled=settings.api.request_log)
     app.add_middleware(AuditMiddleware)
@@ -183,8 +187,12 @@ async def _start_runtime(
     app.state.runtime = runtime
     app.state.client = JobsClient(broker, runtime)
     app.state.webhook_schemes = build_webhook_schemes(settings)
-    app.state.webhook_inbox = WebhookInbox(
-        runtime.database, app.state.client, relay_after_s=settings.webhooks.relay_after_s
+    # A runtime resource, so stopping the runtime writes its pending `enqueued` marks.
+    app.state.webhook_inbox = runtime.resource(
+        "webhook-inbox",
+        lambda: WebhookInbox(
+            runtime.database, app.state.client, relay_after_s=settings.webhooks.relay_after_s
+        ),
     )
     broker.state.runtime = runtime
     if serving:

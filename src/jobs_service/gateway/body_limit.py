@@ -1,8 +1,9 @@
 """Request body limits on every endpoint (pure ASGI, nothing buffered).
 
-A declared ``Content-Length`` above the limit is refused before the app runs; a body
-streamed without one (chunked) is counted as it arrives and refused as soon as it
-passes the limit. Either way the answer is a 413 problem document.
+A declared ``Content-Length`` above the limit is refused before the app runs (and one
+within it is passed through untouched: the server never delivers more than declared);
+a body streamed without one (chunked) is counted as it arrives and refused as soon as
+it passes the limit. Either way the answer is a 413 problem document.
 
 ``/webhooks/*`` get the largest ``max_body_bytes`` of the configured sources here: each
 source enforces its own, smaller limit in its route (where it is also counted in the
@@ -55,8 +56,13 @@ class BodyLimitMiddleware:
         path = str(scope["path"])
         limit = self.webhook_limit if path.startswith("/webhooks/") else self.api_limit
         declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await _refuse(scope, send, limit)
+        if declared is not None:
+            # The server frames the body by its Content-Length (HTTP/1.1 and h2 alike):
+            # no more than declared can arrive, so a body within the limit needs no count.
+            if declared > limit:
+                await _refuse(scope, send, limit)
+            else:
+                await self.app(scope, receive, send)
             return
         received = 0
         exceeded = False

@@ -1,26 +1,42 @@
 """Accepting webhook events durably: nothing answered 202 is ever lost.
 
-For each new event one transaction stores the event (``accepted``, with the run id it
-will be processed by) and that run's ``queued`` row; only then is the run sent. If the
-broker is down the sender still gets 202 — the event is safe in the database — and the
-relay sends the same run once the broker answers. A repeat of an event already stored
-is a duplicate: same event id, no second run.
+Each new event is stored (``accepted``, with the run id it will be processed by) in the
+same transaction as that run's ``queued`` row; only then is the run sent. If the broker
+is down the sender still gets 202 — the event is safe in the database — and the relay
+sends the same run once the broker answers. A repeat of an event already stored is a
+duplicate: same event id, no second run.
+
+Requests arriving together are written together (a
+:class:`~jobs_service.infrastructure.group_commit.GroupCommit`): one transaction stores
+the events of every waiting request and their runs, one pipelined send enqueues the
+runs, then each request gets its own answers. Marking the events ``enqueued`` happens
+afterwards, in the background (:mod:`~jobs_service.webhooks.enqueued_marks`).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import DBAPIError
 
 from jobs_service.client import EnqueueError, RunRequest
 from jobs_service.core.errors import JobsError, PermanentError
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.group_commit import GroupCommit
+from jobs_service.infrastructure.held_connection import HeldConnection
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import webhooks as repo
+from jobs_service.webhooks.enqueued_marks import EnqueuedMarks
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from jobs_service.client import JobsClient
     from jobs_service.core.settings import WebhookSource
     from jobs_service.infrastructure.database import Database
@@ -30,6 +46,10 @@ if TYPE_CHECKING:
 __all__ = ["Accepted", "UnknownEventError", "WebhookInbox"]
 
 _log = get_logger("jobs_service.webhooks")
+#: Rounds of insert-then-look-up for events reported neither new nor found (an event
+#: deleted between the two, by retention, is inserted again in the next round).
+_ROUNDS = 3
+_ROUTES_REMEMBERED = 1000
 
 
 class UnknownEventError(PermanentError):
@@ -48,13 +68,37 @@ class Accepted:
     status: str  # "accepted" or "duplicate"
 
 
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """One event of a request, with the run it gets if it is new."""
+
+    event: repo.NewEvent
+    deliver_to: dict[str, Any] | None
+
+
 class WebhookInbox:
     """Stores, enqueues and relays webhook events."""
 
-    def __init__(self, database: Database, client: JobsClient, *, relay_after_s: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        client: JobsClient,
+        *,
+        relay_after_s: float,
+        max_batch: int = 500,
+        writers: int = 2,
+    ) -> None:
         self._database = database
         self._client = client
         self._relay_after = timedelta(seconds=relay_after_s)
+        self._batches: GroupCommit[list[_Incoming], list[Accepted]] = GroupCommit(
+            self._write, max_batch=max_batch, writers=writers
+        )
+        self._marks = EnqueuedMarks(database)
+        # One kept connection per concurrent batch (see GroupCommit's writers).
+        self._connections = [HeldConnection(database.engine) for _ in range(writers)]
+        self._routes: dict[tuple[str, str | None], tuple[str, dict[str, Any] | None]] = {}
+        self._in_flight: set[str] = set()
 
     async def accept(
         self,
@@ -63,69 +107,122 @@ class WebhookInbox:
         events: list[IncomingEvent],
         headers: dict[str, str],
     ) -> list[Accepted]:
-        """Store new events with their runs, send the runs, report each event."""
+        """Store new events with their runs, send the runs, report each event (in order).
+
+        Raises whatever stopped the transaction (the database is down): then nothing of
+        this request was stored, or a retry finds it a duplicate."""
         now = datetime.now(UTC)
-        new = [
-            repo.NewEvent(
-                source=source_name,
-                external_id=event.external_id,
-                event_type=event.event_type,
-                headers=headers,
-                body=event.body,
-                task=source.route_for(event.event_type).task,
-                run_id=new_run_id(),
-                received_at=now,
+        incoming = []
+        for event in events:
+            task, deliver_to = self._route(source_name, source, event.event_type)
+            incoming.append(
+                _Incoming(
+                    repo.NewEvent(
+                        source=source_name,
+                        external_id=event.external_id,
+                        event_type=event.event_type,
+                        headers=headers,
+                        body=event.body,
+                        task=task,
+                        run_id=new_run_id(),
+                        received_at=now,
+                    ),
+                    deliver_to,
+                )
             )
-            for event in events
+        return await self._batches.submit(incoming)
+
+    def _route(
+        self, source_name: str, source: WebhookSource, event_type: str | None
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The task and delivery targets of an event type (remembered: settings do not
+        change while the process runs, and resolving builds a model each time)."""
+        key = (source_name, event_type)
+        found = self._routes.get(key)
+        if found is None:
+            route = source.route_for(event_type)
+            found = (route.task, route.deliver_to.as_json() if route.deliver_to else None)
+            if len(self._routes) < _ROUTES_REMEMBERED:  # event types come from senders
+                self._routes[key] = found
+        return found[0], copy.deepcopy(found[1]) if found[1] is not None else None
+
+    async def _write(self, deliveries: Sequence[list[_Incoming]]) -> list[list[Accepted]]:
+        """One batch: one transaction for every event and run, one send for the runs."""
+        incoming = [item for delivery in deliveries for item in delivery]
+        # From before the commit until their marks are queued, the relay (in this
+        # process) leaves these runs alone however stale they look: it would send them
+        # a second time while this batch is still sending them.
+        in_flight = {item.event.run_id for item in incoming}
+        self._in_flight |= in_flight
+        connection = self._connections.pop()
+        try:
+            try:
+                stored, existing, requests = await self._commit(connection, incoming)
+            except DBAPIError as exc:
+                # The kept connection died while idle (a database restart): what
+                # pre-ping would have caught. Once, on a new connection; if the first
+                # COMMIT did land, the retry finds the events stored and the relay
+                # sends their runs.
+                if not (exc.connection_invalidated and connection.reused):
+                    raise
+                stored, existing, requests = await self._commit(connection, incoming)
+            finally:
+                self._connections.append(connection)
+            if await self._send(requests, mark_now=False):
+                self._marks.add(r.webhook_event_id or 0 for r in requests)
+        finally:
+            self._in_flight -= in_flight
+        return [
+            [
+                Accepted(stored[e.run_id], e.external_id, "accepted")
+                if e.run_id in stored
+                else Accepted(existing[e.source, e.external_id], e.external_id, "duplicate")
+                for e in (item.event for item in delivery)
+            ]
+            for delivery in deliveries
         ]
-        requests: list[RunRequest] = []
-        async with self._database.engine.begin() as connection:
-            stored = await repo.insert_events(connection, new)
-            duplicates = await repo.existing_ids(
-                connection, source_name, [e.external_id for e in new if e.external_id not in stored]
-            )
-            unroutable = []
-            for event in new:
-                if event.external_id not in stored:
-                    continue
-                event_id = stored[event.external_id]
-                route = source.route_for(event.event_type)
-                try:
-                    request = self._client.prepare(
-                        event.task,
-                        {"event_id": event_id},
-                        source="webhook",
-                        webhook_event_id=event_id,
-                        deliver_to=route.deliver_to.as_json() if route.deliver_to else None,
-                    )
-                except JobsError as exc:
-                    unroutable.append(
-                        (
-                            event_id,
-                            "failed",
-                            event.run_id,
-                            {"type": type(exc).__name__, "message": str(exc)},
-                        )
-                    )
-                    continue
-                request.run_id = event.run_id
-                request.queued_at = now
-                requests.append(request)
+
+    async def _commit(
+        self, held: HeldConnection, incoming: list[_Incoming]
+    ) -> tuple[dict[str, int], dict[tuple[str, str], int], list[RunRequest]]:
+        """Store the events and the runs of the new ones in one transaction."""
+        now = datetime.now(UTC)
+        async with held.begin() as connection:
+            stored, existing = await _store(connection, [item.event for item in incoming])
+            requests, unroutable = self._prepare(incoming, stored, now)
             await runs.insert_queued_runs(connection, [r.queued_row() for r in requests])
             await repo.mark_finished(connection, unroutable, now)
-        await self._send(requests)
-        answers = [
-            Accepted(stored[e.external_id], e.external_id, "accepted")
-            for e in new
-            if e.external_id in stored
-        ]
-        answers += [
-            Accepted(event_id, external_id, "duplicate")
-            for external_id, event_id in duplicates.items()
-        ]
-        return answers
+        return stored, existing, requests
 
-    async def _send(self, requests: list[RunRequest]) -> bool:
+    def _prepare(
+        self, incoming: list[_Incoming], stored: dict[str, int], now: datetime
+    ) -> tuple[list[RunRequest], list[tuple[int, str, str, dict[str, str] | None]]]:
+        """The runs of the new events, and the events whose run cannot be built."""
+        requests: list[RunRequest] = []
+        unroutable: list[tuple[int, str, str, dict[str, str] | None]] = []
+        for item in incoming:
+            event = item.event
+            event_id = stored.get(event.run_id)
+            if event_id is None:
+                continue
+            try:
+                request = self._client.prepare(
+                    event.task,
+                    {"event_id": event_id},
+                    source="webhook",
+                    webhook_event_id=event_id,
+                    deliver_to=item.deliver_to,
+                )
+            except JobsError as exc:
+                error = {"type": type(exc).__name__, "message": str(exc)}
+                unroutable.append((event_id, "failed", event.run_id, error))
+                continue
+            request.run_id = event.run_id
+            request.queued_at = now
+            requests.append(request)
+        return requests, unroutable
+
+    async def _send(self, requests: list[RunRequest], *, mark_now: bool = True) -> bool:
         if not requests:
             return True
         try:
@@ -138,11 +235,19 @@ class WebhookInbox:
                 message="events are stored; the relay will enqueue them",
             )
             return False
-        async with self._database.engine.begin() as connection:
-            await repo.mark_enqueued(
-                connection, [r.webhook_event_id or 0 for r in requests], datetime.now(UTC)
-            )
+        if mark_now:
+            async with self._database.engine.begin() as connection:
+                await repo.mark_enqueued(
+                    connection, [r.webhook_event_id or 0 for r in requests], datetime.now(UTC)
+                )
         return True
+
+    async def aclose(self) -> None:
+        """Write the pending ``enqueued`` marks and give the kept connection back (the
+        runtime calls this as it stops, after the last request)."""
+        await self._marks.aclose()
+        for connection in self._connections:
+            await connection.aclose()
 
     async def load(self, event_id: int) -> WebhookEvent:
         """One stored event; :class:`UnknownEventError` if it was deleted."""
@@ -168,9 +273,17 @@ class WebhookInbox:
 
     async def relay(self) -> int:
         """Send the runs of events accepted but not enqueued for a while; returns how many."""
-        cutoff = datetime.now(UTC) - self._relay_after
-        async with self._database.engine.begin() as connection:
-            stale = await repo.stale_accepted(connection, cutoff)
+        # Runs this process sent (or is sending) are not stale, however old their event
+        # looks: still being committed or sent (in flight), or sent and not yet marked.
+        async with self._marks.settled() as unmarked:
+            cutoff = datetime.now(UTC) - self._relay_after
+            async with self._database.engine.begin() as connection:
+                stale = await repo.stale_accepted(connection, cutoff)
+            stale = [
+                event
+                for event in stale
+                if event.run_id not in self._in_flight and event.id not in unmarked
+            ]
         if not stale:
             return 0
         try:
@@ -186,3 +299,26 @@ class WebhookInbox:
         if result.sent:
             _log.info("webhook-relayed", events=len(result.sent))
         return len(result.sent)
+
+
+async def _store(
+    connection: AsyncConnection, events: list[repo.NewEvent]
+) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """Insert the new events; ``run_id → id`` of those, ``(source, external_id) → id``
+    of the duplicates (stored before, or earlier in the same batch)."""
+    stored: dict[str, int] = {}
+    existing: dict[tuple[str, str], int] = {}
+    pending = events
+    for _ in range(_ROUNDS):
+        stored |= await repo.insert_events(connection, pending)
+        missing = [e for e in pending if e.run_id not in stored]
+        if not missing:
+            return stored, existing
+        existing |= await repo.existing_ids(
+            connection, [(e.source, e.external_id) for e in missing]
+        )
+        pending = [e for e in missing if (e.source, e.external_id) not in existing]
+        if not pending:
+            return stored, existing
+    msg = f"{len(pending)} webhook events were neither stored nor found; retry"
+    raise RuntimeError(msg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-__all__ = ["WEBHOOK_EVENTS"]
+__all__ = ["WEBHOOK_EVENTS", "count_webhook"]
 
 #: One count per request outcome: accepted, duplicate, rejected, malformed, too_large,
 #: unknown_source. Sources are the configured names, so the label set stays small.
@@ -13,3 +13,14 @@ WEBHOOK_EVENTS = Counter(
     "Webhook requests by source and outcome",
     ["source", "outcome"],
 )
+
+_children: dict[tuple[str, str], Counter] = {}
+
+
+def count_webhook(source: str, outcome: str) -> None:
+    """Count one outcome. The labelled child is looked up once per pair (``labels()``
+    takes a lock and builds a key on every call, and this runs for every event)."""
+    child = _children.get((source, outcome))
+    if child is None:
+        child = _children[source, outcome] = WEBHOOK_EVENTS.labels(source, outcome)
+    child.inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -64,39 +65,99 @@ def _insert_for(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+#: PostgreSQL: one statement whatever the number of events (arrays, not a VALUES list
+#: per batch size), with no per-row work in SQLAlchemy — this is the webhook hot path.
+_PG_INSERT_EVENTS = """
+INSERT INTO webhook_events
+    (source, external_id, event_type, headers, body, task, run_id, status,
+     received_at, updated_at)
+SELECT source, external_id, event_type, headers::jsonb, body, task, run_id, 'accepted',
+       received_at, received_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::timestamptz[])
+    AS e(source, external_id, event_type, headers, body, task, run_id, received_at)
+ON CONFLICT (source, external_id) DO NOTHING
+RETURNING run_id, id
+"""
+
+
 async def insert_events(connection: AsyncConnection, events: Sequence[NewEvent]) -> dict[str, int]:
-    """Insert new events; returns ``external_id → id`` of those that were new."""
+    """Insert the events that are new; returns ``run_id → id`` of those inserted.
+
+    Keyed by run id, which each incoming event gets its own of, so that when two events
+    of one batch share ``(source, external_id)`` exactly one of them is reported new.
+    Rows are written in ``(source, external_id)`` order: two concurrent batches sharing
+    events then wait for each other instead of deadlocking.
+    """
     if not events:
         return {}
-    stmt = (
-        _insert_for(connection.dialect.name)(WebhookEvent)
-        .on_conflict_do_nothing(index_elements=["source", "external_id"])
-        .returning(WebhookEvent.external_id, WebhookEvent.id)
-    )
-    rows = (await connection.execute(stmt, [event.row() for event in events])).all()
-    return {str(external_id): int(event_id) for external_id, event_id in rows}
+    ordered = sorted(events, key=lambda event: (event.source, event.external_id))
+    if connection.dialect.name == "postgresql":
+        result = await connection.exec_driver_sql(
+            _PG_INSERT_EVENTS,
+            (
+                [e.source for e in ordered],
+                [e.external_id for e in ordered],
+                [e.event_type for e in ordered],
+                [orjson.dumps(e.headers).decode() for e in ordered],
+                [e.body for e in ordered],
+                [e.task for e in ordered],
+                [e.run_id for e in ordered],
+                [e.received_at for e in ordered],
+            ),
+        )
+    else:
+        stmt = (
+            _insert_for(connection.dialect.name)(WebhookEvent)
+            .on_conflict_do_nothing(index_elements=["source", "external_id"])
+            .returning(WebhookEvent.run_id, WebhookEvent.id)
+        )
+        result = await connection.execute(stmt, [event.row() for event in ordered])
+    rows: Sequence[Any] = result.all()
+    return {str(run_id): int(event_id) for run_id, event_id in rows}
 
 
 async def existing_ids(
-    connection: AsyncConnection, source: str, external_ids: Sequence[str]
-) -> dict[str, int]:
-    """``external_id → id`` of events already stored for ``source``."""
-    if not external_ids:
-        return {}
-    query = select(WebhookEvent.external_id, WebhookEvent.id).where(
-        tuple_(WebhookEvent.source, WebhookEvent.external_id).in_(
-            [(source, external_id) for external_id in external_ids]
+    connection: AsyncConnection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """``(source, external_id) → id`` of the events stored under those keys."""
+    found: dict[tuple[str, str], int] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), _CHUNK):
+        query = select(WebhookEvent.source, WebhookEvent.external_id, WebhookEvent.id).where(
+            tuple_(WebhookEvent.source, WebhookEvent.external_id).in_(
+                unique[start : start + _CHUNK]
+            )
         )
-    )
-    return {str(e): int(i) for e, i in (await connection.execute(query)).all()}
+        for source, external_id, event_id in (await connection.execute(query)).all():
+            found[str(source), str(external_id)] = int(event_id)
+    return found
+
+
+#: Ids per statement: well under SQLite's limit of bound parameters.
+_CHUNK = 400
+
+
+_PG_MARK_ENQUEUED = """
+UPDATE webhook_events SET status = 'enqueued', updated_at = $2
+WHERE id = ANY($1::bigint[]) AND status = 'accepted'
+"""
 
 
 async def mark_enqueued(connection: AsyncConnection, ids: Sequence[int], at: datetime) -> None:
     """Their runs reached the broker (only ``accepted`` events move on)."""
-    if ids:
+    if not ids:
+        return
+    if connection.dialect.name == "postgresql":
+        await connection.exec_driver_sql(_PG_MARK_ENQUEUED, (list(ids), at))
+        return
+    for start in range(0, len(ids), _CHUNK):
         await connection.execute(
             update(WebhookEvent)
-            .where(WebhookEvent.id.in_(ids), WebhookEvent.status == "accepted")
+            .where(
+                WebhookEvent.id.in_(ids[start : start + _CHUNK]),
+                WebhookEvent.status == "accepted",
+            )
             .values(status="enqueued", updated_at=at)
         )
 
