@@ -18,7 +18,7 @@ import taskiq_fastapi
 from taskiq import AsyncBroker, InMemoryBroker, TaskiqEvents, TaskiqState
 from taskiq.serializers import ORJSONSerializer
 
-from jobs_service.core.logging import configure_logging
+from jobs_service.core.logging import configure_logging, flush_logs
 from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.heap import settle_heap
 from jobs_service.infrastructure.receiver import JobsReceiver
@@ -110,6 +110,8 @@ def build_broker(settings: Settings) -> AsyncBroker:
     watch_cancellations(new_broker, settings.redis_prefix)  # workers learn cancellations
     # Last: everything start-up built is long-lived from here on.
     new_broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, lambda _: settle_heap())
+    # Last on the way out: forked worker processes exit without running atexit.
+    new_broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, lambda _: flush_logs())
     return new_broker
 
 

@@ -29,7 +29,12 @@ from jobs_service.core.ids import new_run_id
 from jobs_service.infrastructure.cancellations import Cancellation
 from jobs_service.infrastructure.models import RUN_SOURCES, TERMINAL_STATUSES, JobRun
 from jobs_service.infrastructure.repositories import runs
-from jobs_service.infrastructure.wire import broker_message_of, encode_message, prepare_labels
+from jobs_service.infrastructure.wire import (
+    STORE_RESULT_LABEL,
+    broker_message_of,
+    encode_message,
+    prepare_labels,
+)
 from jobs_service.middlewares.cancellation import announce_cancellation
 from jobs_service.tasks.registry import InvalidKwargsError, TaskInfo, find_task
 
@@ -180,6 +185,10 @@ class RunRequest:
             raw["deliver_to"] = orjson.dumps(self.deliver_to).decode()
         if self.attempt is not None:
             raw["attempt"] = self.attempt
+        if STORE_RESULT_LABEL not in self.info.wire_labels:
+            # The outcome is in the run history; a copy in Redis would only use memory
+            # (a task labelled store_result=True still gets TaskIQ's result).
+            raw[STORE_RESULT_LABEL] = False
         static_labels, static_types = self.info.prepared_wire_labels
         labels, types = prepare_labels(raw)
         return encode_message(

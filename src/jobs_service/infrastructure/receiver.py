@@ -43,7 +43,7 @@ from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.execution import TaskPlan
 from jobs_service.infrastructure.redis_broker import Delivery, StreamBroker
 from jobs_service.infrastructure.results import PipelinedResultBackend
-from jobs_service.infrastructure.wire import decode_message, parse_labels
+from jobs_service.infrastructure.wire import STORE_RESULT_LABEL, decode_message, parse_labels
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -223,10 +223,16 @@ class JobsReceiver(Receiver):
 
         if ack_time == AcknowledgeType.WHEN_EXECUTED and ack is not None:
             await ack_controller.ack()
-        for hook in hooks["post_execute"]:
-            await _call(hook, taskiq_msg, result)
+        for hook in hooks["post_execute"]:  # inline: this loop runs for every message
+            returned = hook.call(taskiq_msg, result)
+            if hook.is_async or (returned is not None and inspect.isawaitable(returned)):
+                await returned
 
-        saves = not isinstance(result.error, NoResultError)
+        # Runs sent through Jobs Service keep their outcome in the run history; only a
+        # message that does not say otherwise (a plain ``kiq()``) gets TaskIQ's result.
+        saves = not isinstance(result.error, NoResultError) and (
+            taskiq_msg.labels.get(STORE_RESULT_LABEL) is not False
+        )
         if (
             delivery is not None
             and ack_time == AcknowledgeType.WHEN_SAVED

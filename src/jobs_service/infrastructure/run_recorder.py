@@ -24,11 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from jobs_service.core.logging import get_logger
-from jobs_service.infrastructure.repositories.runs import (
-    RunEvent,
-    upsert_attempts,
-    upsert_run_events,
-)
+from jobs_service.infrastructure.repositories.runs import RunEvent, write_run_batch
 from jobs_service.infrastructure.repositories.webhooks import mark_finished
 
 if TYPE_CHECKING:
@@ -145,8 +141,7 @@ class RunRecorder:
         attempts written leave ``attempts``."""
         mine = _attempts_of(events, attempts)
         async with self._database.engine.begin() as connection:
-            await upsert_run_events(connection, events)
-            await upsert_attempts(connection, list(mine.values()))
+            await write_run_batch(connection, events, list(mine.values()))
             await mark_finished(connection, _webhook_outcomes(events), datetime.now(UTC))
         for key in mine:
             del attempts[key]

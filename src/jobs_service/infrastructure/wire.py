@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 __all__ = [
+    "STORE_RESULT_LABEL",
     "broker_message_of",
     "decode_message",
     "encode_message",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
+
+#: A message labelled ``store_result=False`` gets no TaskIQ result in the result backend
+#: (Jobs Service's own runs: their outcome is in the run history).
+STORE_RESULT_LABEL = "store_result"
 
 _MESSAGE_FIELDS = frozenset(TaskiqMessage.model_fields)
 _LABEL_TYPES: dict[type, int] = {

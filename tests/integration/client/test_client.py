@@ -167,3 +167,16 @@ async def test_a_broker_failing_midway_through_a_batch_says_which_runs_were_queu
     assert {status for _, status in rows} == {"queued"}
     async with Redis.from_url(redis_url()) as cleanup:
         await cleanup.delete(stream)
+
+
+async def test_runs_sent_by_the_client_ask_for_no_taskiq_result(
+    production: tuple[JobsClient, Settings],
+) -> None:
+    """The run history keeps the outcome; the message says not to copy it into Redis."""
+    client, settings = production
+    await client.enqueue("count_items", {"items": ["label"]})
+    async with Redis.from_url(redis_url()) as redis:
+        [(_, fields)] = await redis.xrange(stream_names(settings)["stream"], count=1)
+    message = TaskiqMessage.model_validate_json(fields[b"data"])
+    message.parse_labels()
+    assert message.labels["store_result"] is False

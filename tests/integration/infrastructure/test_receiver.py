@@ -223,3 +223,27 @@ async def test_a_worker_stops_reading_after_its_task_budget(broker: StreamBroker
     await asyncio.wait_for(receiver.listen(asyncio.Event()), 20)
     assert len(ran) == 4
     assert await _pending(broker) == 0
+
+
+async def test_a_message_labelled_store_result_false_leaves_no_result(
+    broker: StreamBroker,
+) -> None:
+    """Jobs Service's own runs carry store_result=False: acknowledged, nothing stored
+    (their outcome is in the run history); an unlabelled message next to it is stored."""
+    done = asyncio.Event()
+    finished: list[int] = []
+
+    @broker.task(task_name="note_number")
+    async def note_number(n: int) -> int:
+        finished.append(n)
+        if len(finished) == 2:
+            done.set()
+        return n
+
+    unstored = await note_number.kicker().with_labels(store_result=False).kiq(1)
+    stored = await note_number.kiq(2)
+    await _listen_until(JobsReceiver(broker, max_async_tasks=1), done)
+    await broker.completions.drain(timeout_s=5)
+    assert await broker.result_backend.is_result_ready(stored.task_id)
+    assert not await broker.result_backend.is_result_ready(unstored.task_id)
+    assert await _pending(broker) == 0

@@ -24,6 +24,7 @@ from jobs_service.infrastructure.repositories.runs_bulk import (
     insert_queued_runs_bulk,
     upsert_attempts_bulk,
     upsert_run_events_bulk,
+    write_run_batch_bulk,
 )
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ __all__ = [
     "upsert_attempts",
     "upsert_run_events",
     "workers_of_old_runs",
+    "write_run_batch",
 ]
 
 
@@ -247,6 +249,18 @@ async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEve
         )
         stmt = stmt.on_conflict_do_update(index_elements=[JobRun.run_id], set_=values, where=guard)
         await connection.execute(stmt, rows)
+
+
+async def write_run_batch(
+    connection: AsyncConnection, events: Sequence[RunEvent], attempts: Sequence[dict[str, Any]]
+) -> None:
+    """Write worker events and ended attempts (a recorder flush): one statement on
+    PostgreSQL, the two upserts below on SQLite."""
+    if connection.dialect.name == "postgresql":
+        await write_run_batch_bulk(connection, events, attempts)
+        return
+    await upsert_run_events(connection, events)
+    await upsert_attempts(connection, attempts)
 
 
 async def upsert_attempts(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:

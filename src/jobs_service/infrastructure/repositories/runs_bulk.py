@@ -26,7 +26,12 @@ if TYPE_CHECKING:
 
     from jobs_service.infrastructure.repositories.runs import QueuedRun, RunEvent
 
-__all__ = ["insert_queued_runs_bulk", "upsert_attempts_bulk", "upsert_run_events_bulk"]
+__all__ = [
+    "insert_queued_runs_bulk",
+    "upsert_attempts_bulk",
+    "upsert_run_events_bulk",
+    "write_run_batch_bulk",
+]
 
 _EVENT_COLUMNS = (
     "run_id, task, kwargs, status, attempt, source, queued_at, schedule_id, scheduled_for, "
@@ -75,6 +80,25 @@ INSERT_QUEUED = (
 )
 
 
+#: A recorder flush in one statement: starts, finishes and ended attempts, from one
+#: document ``{"starts": [...], "finishes": [...], "attempts": [...]}``. A run is never
+#: both a start and a finish of one batch, so the two upserts of job_runs touch
+#: different rows.
+def _from_document(statement: str, key: str) -> str:
+    """``statement`` reading its rows from member ``key`` of the batch document."""
+    return statement.replace("$1::json", f"(SELECT d -> '{key}' FROM doc)")
+
+
+WRITE_RUN_BATCH = (
+    "WITH doc AS (SELECT $1::json AS d), "
+    f"starts AS ({_from_document(UPSERT_STARTS, 'starts')} RETURNING 1), "
+    f"finishes AS ({_from_document(UPSERT_FINISHES, 'finishes')} RETURNING 1), "
+    f"attempts AS ({_from_document(UPSERT_ATTEMPTS, 'attempts')} RETURNING 1) "
+    "SELECT (SELECT count(*) FROM starts), (SELECT count(*) FROM finishes), "
+    "(SELECT count(*) FROM attempts)"
+)
+
+
 def _document(rows: list[dict[str, Any]]) -> str:
     # Aware datetimes become RFC 3339 text, which PostgreSQL reads as timestamptz.
     return orjson.dumps(rows).decode()
@@ -99,3 +123,15 @@ async def insert_queued_runs_bulk(connection: AsyncConnection, runs: Sequence[Qu
     """``runs.insert_queued_runs`` for PostgreSQL."""
     if runs:
         await connection.exec_driver_sql(INSERT_QUEUED, (_document([run.row() for run in runs]),))
+
+
+async def write_run_batch_bulk(
+    connection: AsyncConnection, events: Sequence[RunEvent], attempts: Sequence[dict[str, Any]]
+) -> None:
+    """``runs.write_run_batch`` for PostgreSQL: one statement, one parameter."""
+    document = {
+        "starts": [event.row() for event in events if not event.is_finish],
+        "finishes": [event.row() for event in events if event.is_finish],
+        "attempts": list(attempts),
+    }
+    await connection.exec_driver_sql(WRITE_RUN_BATCH, (orjson.dumps(document).decode(),))
