@@ -18,7 +18,11 @@ from jobs_service.infrastructure.runtime import runtime_of
 from jobs_service.middlewares.outcome import outcome_of
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from taskiq import TaskiqMessage, TaskiqResult
+
+    from jobs_service.core.run_context import RunContext
 
 __all__ = ["DELIVER_TASK", "ResultDeliveryMiddleware"]
 
@@ -29,16 +33,21 @@ _log = get_logger("jobs_service.delivery")
 class ResultDeliveryMiddleware(TaskiqMiddleware):
     """Queues ``deliver_run_result`` for successful runs that did not deliver themselves."""
 
-    async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        """Never raises (it must not block the ack): a failure is logged as
-        ``delivery-not-queued``, and ``deliver_run_result`` can be queued by hand."""
+    def post_execute(
+        self, message: TaskiqMessage, result: TaskiqResult[Any]
+    ) -> Coroutine[Any, Any, None] | None:
+        """For a run to deliver, the queueing to await; None otherwise (most runs)."""
+        del message
         run = current_run()
         if run is None or not run.deliver_to or run.delivered:
-            return
-        if not outcome_of(result, run).succeeded:
-            return
-        if run.task == DELIVER_TASK:
-            return
+            return None
+        if not outcome_of(result, run).succeeded or run.task == DELIVER_TASK:
+            return None
+        return self._queue_delivery(run)
+
+    async def _queue_delivery(self, run: RunContext) -> None:
+        """Never raises (it must not block the ack): a failure is logged as
+        ``delivery-not-queued``, and ``deliver_run_result`` can be queued by hand."""
         from jobs_service.client import JobsClient  # noqa: PLC0415 - client imports tasks
 
         try:

@@ -37,7 +37,11 @@ from jobs_service.middlewares.cancellation import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from taskiq import TaskiqResult
+
+    from jobs_service.core.run_context import RunContext
 
 __all__ = ["RetryMiddleware", "retry_delay_s"]
 
@@ -66,23 +70,32 @@ class RetryMiddleware(TaskiqMiddleware):
     failure, so the worker's configuration applies whoever built the broker.
     """
 
-    async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        """Decide and send the retry before the other middlewares record the outcome."""
+    def post_execute(
+        self, message: TaskiqMessage, result: TaskiqResult[Any]
+    ) -> Coroutine[Any, Any, None] | None:
+        """Decide the retry before the other middlewares record the outcome; the send,
+        when there is one, is the awaitable returned (nothing to await for a success:
+        this runs for every message)."""
         run = current_run()
         if run is None or not result.is_err or not _flag(message.labels.get("retry_on_error")):
-            return
+            return None
         error = result.error
         if isinstance(error, _NOT_RETRYABLE):
-            return
+            return None
         max_retries = int(message.labels.get("max_retries", 3))
         if run.attempt > max_retries:
             run.exhausted = True
-            return
+            return None
         cancellations = cancellation_of(self.broker)
         if cancellations is not None and cancellations.find(
             run.run_id, run.attempt + 1, automatic=True
         ):
-            return
+            return None
+        return self._send_retry(run, message, error)
+
+    async def _send_retry(
+        self, run: RunContext, message: TaskiqMessage, error: BaseException | None
+    ) -> None:
         retry_after = error.retry_after if isinstance(error, RetryLater) else None
         worker = runtime_of(self.broker).settings.worker
         delay = retry_delay_s(

@@ -7,7 +7,6 @@ operator has retried since.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,6 @@ from jobs_service.middlewares.cancellation import never_started
 from jobs_service.middlewares.outcome import outcome_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from taskiq import TaskiqMessage, TaskiqResult
 
     from jobs_service.core.run_context import RunContext
@@ -34,34 +31,42 @@ _log = get_logger("jobs_service.run_recorder")
 
 
 class RunRecordingMiddleware(TaskiqMiddleware):
-    """Queues ``running`` and final-state events; the recorder writes them in batches."""
+    """Queues ``running`` and final-state events; the recorder writes them in batches.
 
-    def _event(self, run: RunContext, status: str, **fields: Any) -> RunEvent:
+    Neither hook may raise: an exception here would skip TaskIQ's result saving and
+    acknowledgement, and the message would be redelivered forever; losing one history
+    event is the lesser harm (it is logged as ``run-record-dropped``).
+    """
+
+    def _event(self, run: RunContext, status: str, worker: str) -> RunEvent:
         return RunEvent(
-            run_id=run.run_id,
-            task=run.task,
-            kwargs=run.kwargs,
-            source=run.source,
-            status=status,
-            attempt=run.attempt,
-            worker=runtime_of(self.broker).worker_name,
-            queued_at=run.queued_at,
-            started_at=run.started_at,
+            run.run_id,
+            run.task,
+            run.kwargs,
+            run.source,
+            status,
+            run.attempt,
+            worker,
+            run.queued_at,
+            run.started_at,
             schedule_id=run.schedule_id,
             scheduled_for=run.scheduled_for,
             webhook_event_id=run.webhook_event_id,
             deliver_to=run.deliver_to,
-            **fields,
         )
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         """Record ``running`` (written at the next flush if the run has not ended)."""
         run = current_run()
-        if run is not None and not never_started(message):
-            with _never_raise("running"):
-                runtime_of(self.broker).recorder.record_start(
-                    run.run_id, partial(self._event, run, "running")
-                )
+        if run is None or never_started(message):
+            return message
+        try:
+            runtime = runtime_of(self.broker)
+            runtime.recorder.record_start(
+                run.run_id, partial(self._event, run, "running", runtime.worker_name)
+            )
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            _dropped("running", exc)
         return message
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
@@ -70,26 +75,20 @@ class RunRecordingMiddleware(TaskiqMiddleware):
         if run is None or never_started(message):
             return
         outcome = outcome_of(result, run)
-        with _never_raise(outcome.status):
-            event = self._event(
-                run,
-                outcome.status,
-                finished_at=datetime.now(UTC),
-                duration_ms=run.elapsed_ms(),
-                summary=outcome.summary,
-                error=outcome.error,
-                content=run.content,
-            )
-            runtime_of(self.broker).recorder.record(event)
+        try:
+            runtime = runtime_of(self.broker)
+            event = self._event(run, outcome.status, runtime.worker_name)
+            event.finished_at = datetime.now(UTC)
+            event.duration_ms = run.elapsed_ms()
+            event.summary = outcome.summary
+            event.error = outcome.error
+            event.content = run.content
+            runtime.recorder.record(event)
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            _dropped(outcome.status, exc)
 
 
-@contextmanager
-def _never_raise(status: str) -> Iterator[None]:
-    # An exception here would skip TaskIQ's result saving and acknowledgement, and the
-    # message would be redelivered forever; losing one history event is the lesser harm.
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - see above
-        _log.error(
-            "run-record-dropped", status=status, error_type=type(exc).__name__, error=str(exc)[:300]
-        )
+def _dropped(status: str, exc: Exception) -> None:
+    _log.error(
+        "run-record-dropped", status=status, error_type=type(exc).__name__, error=str(exc)[:300]
+    )
