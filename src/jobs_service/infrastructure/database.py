@@ -15,8 +15,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from jobs_service.core.errors import ConfigurationError
+from jobs_service.infrastructure.held_connection import HeldConnection
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from jobs_service.core.settings import DatabaseSettings
 
 __all__ = ["Database", "sqlite_path"]
@@ -70,7 +73,18 @@ class Database:
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
+        self._held: list[HeldConnection] = []
+
+    def hold(self, *, autocommit: bool = False, session: Sequence[str] = ()) -> HeldConnection:
+        """A connection kept between a busy writer's writes (see :class:`HeldConnection`);
+        :meth:`close` gives it back."""
+        held = HeldConnection(self.engine, autocommit=autocommit, session=session)
+        self._held.append(held)
+        return held
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Give back the kept connections and close every pooled one."""
+        held, self._held = self._held, []
+        for connection in held:
+            await connection.aclose()
         await self.engine.dispose()

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,29 +27,55 @@ __all__ = ["HeldConnection"]
 
 
 class HeldConnection:
-    """One connection of ``engine``'s pool, kept between transactions (one at a time)."""
+    """One connection of ``engine``'s pool, kept between transactions (one at a time).
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    ``autocommit`` keeps it without transactions, for writers whose every write is one
+    statement (a round trip instead of three); ``session`` statements run once on each
+    new connection (such as ``SET synchronous_commit = off``).
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, *, autocommit: bool = False, session: Sequence[str] = ()
+    ) -> None:
         self._engine = engine
+        self._autocommit = autocommit
+        self._session = tuple(session)
         self._connection: AsyncConnection | None = None
         #: Whether the last :meth:`begin` ran on a connection an earlier one used.
         self.reused = False
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction, committed when the block ends; on any error it is rolled back
-        and the connection discarded (the next transaction opens a new one)."""
+        """A transaction (a plain block in ``autocommit`` mode), committed when the
+        block ends; on any error it is rolled back and the connection discarded (the
+        next transaction opens a new one)."""
         self.reused = self._connection is not None
-        if self._connection is None:
-            self._connection = await self._engine.connect()
-        connection = self._connection
+        connection = self._connection or await self._open()
         try:
-            async with connection.begin():
+            if self._autocommit:
                 yield connection
+            else:
+                async with connection.begin():
+                    yield connection
         except BaseException:
             self._connection = None
             await _discard(connection)
             raise
+
+    async def _open(self) -> AsyncConnection:
+        connection = await self._engine.connect()
+        try:
+            if self._autocommit:
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            for statement in self._session:
+                await connection.exec_driver_sql(statement)
+            if not self._autocommit and connection.in_transaction():
+                await connection.commit()  # the session statements' implicit transaction
+        except BaseException:
+            await _discard(connection)
+            raise
+        self._connection = connection
+        return connection
 
     async def aclose(self) -> None:
         """Give the connection back to the pool."""

@@ -8,7 +8,7 @@ Here submits go through a :class:`~jobs_service.infrastructure.group_commit.Grou
 on a connection kept between statements: a lone submit costs one INSERT round trip,
 and submits arriving together share it.
 
-Each row is inserted unless a row with its run id or its idempotency key exists
+A row that claims an idempotency key is inserted unless a row with its key exists
 (``ON CONFLICT DO NOTHING``); the caller learns which, so a key taken by a concurrent
 submit is answered with the run that took it, as before. PostgreSQL only: the embedded
 SQLite database keeps the plain transaction per submit.
@@ -23,47 +23,49 @@ is the claim, so those go through a second writer whose commits wait for the flu
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 
 from jobs_service.infrastructure.group_commit import GroupCommit
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
+    from jobs_service.infrastructure.database import Database
     from jobs_service.infrastructure.repositories.runs import QueuedRun
 
-__all__ = ["INSERT_QUEUED_OR_SKIP", "QueuedRunWriter"]
+__all__ = ["INSERT_QUEUED", "INSERT_QUEUED_OR_SKIP", "QueuedRunWriter"]
 
 _COLUMNS = (
     "run_id, task, kwargs, status, attempt, source, queued_at, idempotency_key, "
     "schedule_id, scheduled_for, webhook_event_id, deliver_to"
 )
-#: Rows that conflict on any unique column (run id, idempotency key) are skipped; the
-#: run ids actually inserted come back.
-INSERT_QUEUED_OR_SKIP = (
+_INSERT = (
     f"INSERT INTO job_runs ({_COLUMNS}) SELECT {_COLUMNS} "  # noqa: S608 - constant columns
-    "FROM json_populate_recordset(NULL::job_runs, $1::json) "
-    "ON CONFLICT DO NOTHING RETURNING run_id"
+    "FROM json_populate_recordset(NULL::job_runs, $1::json)"
 )
+#: Claims: rows that conflict on any unique column (run id, idempotency key) are
+#: skipped; the run ids actually inserted come back.
+INSERT_QUEUED_OR_SKIP = f"{_INSERT} ON CONFLICT DO NOTHING RETURNING run_id"
+#: Rows without a key: fresh run ids (UUIDv7) cannot conflict, and a plain INSERT costs
+#: the database a quarter less than one that prepares for a conflict.
+INSERT_QUEUED = f"{_INSERT} RETURNING run_id"
 
 
 class QueuedRunWriter:
     """Inserts ``queued`` rows for concurrent callers, one statement per batch."""
 
-    def __init__(self, engine: AsyncEngine, *, durable: bool, max_batch: int = 1000) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, *, durable: bool, max_batch: int = 1000) -> None:
         self._durable = durable
-        self._connection: AsyncConnection | None = None
-        self._reused = False
+        self._connection = database.hold(
+            autocommit=True, session=() if durable else ("SET synchronous_commit = off",)
+        )
+        self._group: GroupCommit[QueuedRun, bool] = GroupCommit(self._write, max_batch=max_batch)
         #: Statements written so far (each holds every row submitted while the one
         #: before it ran).
         self.statements = 0
-        self._group: GroupCommit[QueuedRun, bool] = GroupCommit(self._write, max_batch=max_batch)
 
     async def record(self, run: QueuedRun) -> bool:
         """Insert ``run``'s row; False when a row with its run id or key already exists."""
@@ -71,40 +73,23 @@ class QueuedRunWriter:
 
     async def aclose(self) -> None:
         """Give the kept connection back."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
+        await self._connection.aclose()
 
     async def _write(self, batch: Sequence[QueuedRun]) -> list[bool]:
         document = orjson.dumps([run.row() for run in batch]).decode()
         try:
             inserted = await self._insert(document)
-        except Exception:
-            if not self._reused:
+        except DBAPIError as exc:
+            if not (exc.connection_invalidated and self._connection.reused):
                 raise
-            # The kept connection may have died while idle (a database restart): that
-            # is what the pool's ping would have caught. Once more, on a new one.
+            # The kept connection died while idle (a database restart): what the pool's
+            # ping would have caught. Once more, on a new one.
             inserted = await self._insert(document)
         self.statements += 1
         return [run.run_id in inserted for run in batch]
 
     async def _insert(self, document: str) -> set[str]:
-        self._reused = self._connection is not None
-        if self._connection is None:
-            connection = await self._engine.connect()
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            if not self._durable:
-                await connection.exec_driver_sql("SET synchronous_commit = off")
-            self._connection = connection
-        connection = self._connection
-        try:
-            result = await connection.exec_driver_sql(INSERT_QUEUED_OR_SKIP, (document,))
-        except BaseException:
-            self._connection = None
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-            with contextlib.suppress(Exception):
-                await connection.close()
-            raise
-        return {row[0] for row in result}
+        async with self._connection.begin() as connection:
+            statement = INSERT_QUEUED_OR_SKIP if self._durable else INSERT_QUEUED
+            result = await connection.exec_driver_sql(statement, (document,))
+            return {row[0] for row in result}

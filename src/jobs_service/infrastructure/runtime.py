@@ -60,7 +60,7 @@ class Runtime:
             return None
         return self.resource(
             f"queued-run-writer-{'durable' if durable else 'fast'}",
-            lambda: QueuedRunWriter(self.database.engine, durable=durable),
+            lambda: QueuedRunWriter(self.database, durable=durable),
         )
 
     async def start(self) -> None:

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from jobs_service.core.logging import get_logger
-from jobs_service.infrastructure.held_connection import HeldConnection
 from jobs_service.infrastructure.repositories import webhooks as repo
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ class EnqueuedMarks:
     ) -> None:
         # Its own kept connection: ten writes a second through the pool would each pay
         # a pre-ping and a reset.
-        self._connection = HeldConnection(database.engine)
+        self._connection = database.hold()
         self._interval = interval_s
         self._max_pending = max_pending
         self._pending: set[int] = set()

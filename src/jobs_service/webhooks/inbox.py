@@ -27,7 +27,6 @@ from jobs_service.core.errors import JobsError, PermanentError
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.group_commit import GroupCommit
-from jobs_service.infrastructure.held_connection import HeldConnection
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import webhooks as repo
 from jobs_service.webhooks.enqueued_marks import EnqueuedMarks
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from jobs_service.client import JobsClient
     from jobs_service.core.settings import WebhookSource
     from jobs_service.infrastructure.database import Database
+    from jobs_service.infrastructure.held_connection import HeldConnection
     from jobs_service.infrastructure.models import WebhookEvent
     from jobs_service.webhooks.events import IncomingEvent
 
@@ -96,7 +96,7 @@ class WebhookInbox:
         )
         self._marks = EnqueuedMarks(database)
         # One kept connection per concurrent batch (see GroupCommit's writers).
-        self._connections = [HeldConnection(database.engine) for _ in range(writers)]
+        self._connections = [database.hold() for _ in range(writers)]
         self._routes: dict[tuple[str, str | None], tuple[str, dict[str, Any] | None]] = {}
         self._in_flight: set[str] = set()
 

@@ -49,7 +49,7 @@ async def _stored(database: Database, run_ids: list[str]) -> int:
 
 async def test_concurrent_rows_share_statements_and_all_land(database: Database) -> None:
     """200 concurrent records: every row stored, in far fewer statements than rows."""
-    writer = QueuedRunWriter(database.engine, durable=False)
+    writer = QueuedRunWriter(database, durable=False)
     rows = [queued() for _ in range(200)]
     inserted = await asyncio.gather(*(writer.record(row) for row in rows))
     await writer.aclose()
@@ -60,7 +60,7 @@ async def test_concurrent_rows_share_statements_and_all_land(database: Database)
 
 async def test_a_taken_idempotency_key_is_reported_not_raised(database: Database) -> None:
     """Two rows claiming one key at once: exactly one is inserted."""
-    writer = QueuedRunWriter(database.engine, durable=True)
+    writer = QueuedRunWriter(database, durable=True)
     key = f"claim-{new_run_id()}"
     first, second = queued(key), queued(key)
     results = await asyncio.gather(writer.record(first), writer.record(second))
@@ -70,11 +70,10 @@ async def test_a_taken_idempotency_key_is_reported_not_raised(database: Database
 
 async def test_a_connection_the_database_dropped_is_replaced(database: Database) -> None:
     """After the server ends the kept connection, the next record still lands."""
-    writer = QueuedRunWriter(database.engine, durable=False)
+    writer = QueuedRunWriter(database, durable=False)
     assert await writer.record(queued())
-    kept = writer._connection  # the connection to pull away
-    assert kept is not None
-    pid = (await kept.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    async with writer._connection.begin() as kept:  # the connection to pull away
+        pid = (await kept.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
     async with database.engine.connect() as connection:
         ended = await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         assert ended.scalar_one() is True

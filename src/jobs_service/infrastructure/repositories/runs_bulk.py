@@ -84,17 +84,57 @@ INSERT_QUEUED = (
 #: document ``{"starts": [...], "finishes": [...], "attempts": [...]}``. A run is never
 #: both a start and a finish of one batch, so the two upserts of job_runs touch
 #: different rows.
-def _from_document(statement: str, key: str) -> str:
-    """``statement`` reading its rows from member ``key`` of the batch document."""
-    return statement.replace("$1::json", f"(SELECT d -> '{key}' FROM doc)")
+_FINISH_SET = (
+    "status = e.status, attempt = e.attempt, worker = e.worker, "
+    "started_at = COALESCE(e.started_at, r.started_at), finished_at = e.finished_at, "
+    "duration_ms = e.duration_ms, summary = e.summary, error = e.error, content = e.content"
+)
+_START_SET = (
+    "status = e.status, attempt = e.attempt, worker = e.worker, "
+    "started_at = e.started_at, finished_at = NULL, duration_ms = NULL"
+)
+_APPLIES = (
+    "(r.attempt < e.attempt OR (r.status IN ('running', 'retrying') AND r.attempt <= e.attempt))"
+)
 
 
+def _upsert_from(key: str, assignments: str, upsert: str) -> str:
+    """CTEs writing the rows of member ``key``: an UPDATE of the runs that exist (their
+    producer recorded them ``queued``: nearly every run), then ``upsert`` of the others.
+
+    An UPDATE costs PostgreSQL about a third less than an ``INSERT … ON CONFLICT DO
+    UPDATE``, which first tries the insert. The guard is the same in both.
+    """
+    rows = f"(SELECT d -> '{key}' FROM doc)"
+    return (
+        f"{key}_rows AS (SELECT * FROM json_populate_recordset(NULL::job_runs, {rows})), "
+        f"{key}_updated AS (UPDATE job_runs r SET {assignments} FROM {key}_rows e "
+        f"WHERE r.run_id = e.run_id AND {_APPLIES} RETURNING 1), "
+        f"{key}_inserted AS ({upsert.replace('$1::json', rows)} RETURNING 1)"
+    )
+
+
+def _missing_only(upsert: str, key: str) -> str:
+    """``upsert`` limited to rows without a run yet (a plain ``kiq()`` producer wrote
+    none, or its insert is still in flight: ON CONFLICT covers that race)."""
+    return upsert.replace(
+        "FROM json_populate_recordset(NULL::job_runs, $1::json)",
+        f"FROM {key}_rows e WHERE NOT EXISTS (SELECT 1 FROM job_runs x WHERE x.run_id = e.run_id)",
+    )
+
+
+#: A recorder flush in one statement: starts, finishes and ended attempts, from one
+#: document ``{"starts": [...], "finishes": [...], "attempts": [...]}``. A run is never
+#: both a start and a finish of one batch, so no row is written twice.
 WRITE_RUN_BATCH = (
     "WITH doc AS (SELECT $1::json AS d), "
-    f"starts AS ({_from_document(UPSERT_STARTS, 'starts')} RETURNING 1), "
-    f"finishes AS ({_from_document(UPSERT_FINISHES, 'finishes')} RETURNING 1), "
-    f"attempts AS ({_from_document(UPSERT_ATTEMPTS, 'attempts')} RETURNING 1) "
-    "SELECT (SELECT count(*) FROM starts), (SELECT count(*) FROM finishes), "
+    f"{_upsert_from('starts', _START_SET, _missing_only(UPSERT_STARTS, 'starts'))}, "
+    f"{_upsert_from('finishes', _FINISH_SET, _missing_only(UPSERT_FINISHES, 'finishes'))}, "
+    "attempts AS ("
+    + UPSERT_ATTEMPTS.replace("$1::json", "(SELECT d -> 'attempts' FROM doc)")
+    + " RETURNING 1) "
+    "SELECT (SELECT count(*) FROM starts_updated) + (SELECT count(*) FROM starts_inserted), "
+    "(SELECT count(*) FROM finishes_updated) + (SELECT count(*) FROM finishes_inserted), "
     "(SELECT count(*) FROM attempts)"
 )
 
