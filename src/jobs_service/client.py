@@ -259,6 +259,14 @@ class JobsClient:
             return False
         return True
 
+    async def _record_many(self, requests: Sequence[RunRequest]) -> None:
+        """Insert the ``queued`` rows of keyless runs (one statement)."""
+        if self._queued_runs is not None:
+            await self._queued_runs.record_many([r.queued_row() for r in requests])
+            return
+        async with self._database.engine.begin() as connection:
+            await runs.insert_queued_runs(connection, [r.queued_row() for r in requests])
+
     async def enqueue_many(
         self,
         task: str,
@@ -268,8 +276,8 @@ class JobsClient:
     ) -> list[str]:
         """Queue one run per kwargs mapping; returns their run ids in order.
 
-        Every item is validated and encoded before anything is queued, so a bad item
-        rejects the whole batch. The runs are then recorded and sent in chunks of
+        Every item is validated before anything is queued, so a bad item rejects the
+        whole batch. The runs are then encoded, recorded and sent in chunks of
         ``SEND_CHUNK`` (one insert and one broker round trip each), so workers start on
         the first runs while the rest are still being written. If the database or the
         broker fails midway, :class:`EnqueueError` says which runs were queued.
@@ -284,14 +292,13 @@ class JobsClient:
                     for error in exc.errors
                 ]
                 raise InvalidKwargsError(exc.task, errors) from None
-        wire = await self.serialise(requests)
         queued: list[str] = []
         for start in range(0, len(requests), SEND_CHUNK):
             part = requests[start : start + SEND_CHUNK]
             try:
-                async with self._database.engine.begin() as connection:
-                    await runs.insert_queued_runs(connection, [r.queued_row() for r in part])
-                await self.send_or_forget(part, wire[start : start + SEND_CHUNK])
+                wire = await self.serialise(part)
+                await self._record_many(part)
+                await self.send_or_forget(part, wire)
             except Exception as exc:
                 if not queued:
                     raise

@@ -23,6 +23,7 @@ is the claim, so those go through a second writer whose commits wait for the flu
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import orjson
@@ -70,6 +71,10 @@ class QueuedRunWriter:
     async def record(self, run: QueuedRun) -> bool:
         """Insert ``run``'s row; False when a row with its run id or key already exists."""
         return await self._group.submit(run)
+
+    async def record_many(self, runs: Sequence[QueuedRun]) -> list[bool]:
+        """:meth:`record` for many rows at once (they share statements)."""
+        return list(await asyncio.gather(*(self._group.submit(run) for run in runs)))
 
     async def aclose(self) -> None:
         """Give the kept connection back."""

@@ -87,6 +87,9 @@ class JobsReceiver(Receiver):
         self._plans: dict[str, TaskPlan] = {}
         self._hook_lists: dict[str, list[_Hook]] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        # Messages whose task function has returned, finishing their bookkeeping
+        # (middlewares, result, acknowledgement): they no longer hold a slot.
+        self._finishing: set[asyncio.Task[None]] = set()
         self._waiting: deque[Delivery] = deque()
         self._room = asyncio.Event()
         self._started = 0
@@ -122,9 +125,10 @@ class JobsReceiver(Receiver):
             # Read but not started: stop renewing them; another worker takes them.
             while self._waiting:
                 broker.held.pop(self._waiting.popleft().message_id, None)
-            if self._running:
+            if self._running or self._finishing:
                 _log.info("worker-draining", running=len(self._running))
-                await asyncio.wait(set(self._running), timeout=self.wait_tasks_timeout)
+                unfinished = self._running | self._finishing
+                await asyncio.wait(unfinished, timeout=self.wait_tasks_timeout)
             await broker.completions.drain(timeout_s=_SHUTDOWN_FLUSH_S)
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
             raise reader.exception()  # type: ignore[misc]
@@ -172,9 +176,30 @@ class JobsReceiver(Receiver):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._finishing.discard(task)
         if self._waiting:
             self._start_waiting()
         self._room.set()
+
+    async def _hand_back_slot(self) -> None:
+        """The task function has returned: free its slot now and let the next message
+        start before this one's bookkeeping runs.
+
+        When many tasks end together (a wave of equal sleeps), starting each next one
+        only after the previous one's middlewares, result and acknowledgement would
+        delay the last start of the wave by the whole wave's bookkeeping, wave after
+        wave. A slot bounds the task functions running at once; bookkeeping is the
+        service's, and does not hold one.
+        """
+        task = asyncio.current_task()
+        if task is None or task not in self._running:
+            return
+        self._running.discard(task)
+        self._finishing.add(task)
+        if self._waiting:
+            self._start_waiting()
+        self._room.set()
+        await asyncio.sleep(0)
 
     # ------------------------------------------------------------- one message
 
@@ -217,6 +242,8 @@ class JobsReceiver(Receiver):
             executor=self.executor,
             propagate_exceptions=self.propagate_exceptions,
         )
+        if delivery is not None:
+            await self._hand_back_slot()
         if result.is_err and result.error is not None:
             for hook in hooks["on_error"]:
                 await _call(hook, taskiq_msg, result, result.error)
