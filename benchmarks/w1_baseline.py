@@ -29,7 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -45,8 +45,19 @@ from benchmarks.contestants import (
     warm_wave,
 )
 from benchmarks.figures import machine, spread
-from benchmarks.processes import ROOT, run_child, serve_child, stop_process, wait_for_counter
+from benchmarks.processes import (
+    ROOT,
+    process_children,
+    run_child,
+    serve_child,
+    stop_process,
+    wait_for_counter,
+)
+from benchmarks.profiling import cpu_seconds, sampled, top_functions
 from benchmarks.services import REDIS_URL
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["measure"]
 
@@ -74,17 +85,40 @@ async def _drain_taskiq(config: dict[str, Any]) -> dict[str, float]:
                 config["in_flight"],
             )
             key = f"{prefix}:counter"
-            started = time.perf_counter()
-            await kiq_all(
-                app.bump_counter, ({"key": key} for _ in range(runs)), config["in_flight"]
-            )
-            enqueued = time.perf_counter() - started
-            done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
+            child = _worker_child(worker)
+            with sampled(child, _profile_path(config, "taskiq")):
+                cpu_before = cpu_seconds(child)
+                started = time.perf_counter()
+                await kiq_all(
+                    app.bump_counter, ({"key": key} for _ in range(runs)), config["in_flight"]
+                )
+                enqueued = time.perf_counter() - started
+                done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
+                cpu = cpu_seconds(child) - cpu_before
         finally:
             stop_process(worker)
             await redis.aclose()
     elapsed = done - started
-    return {"seconds": elapsed, "enqueue_seconds": enqueued, "runs_per_second": runs / elapsed}
+    return {
+        "seconds": elapsed,
+        "enqueue_seconds": enqueued,
+        "runs_per_second": runs / elapsed,
+        "worker_cpu_us_per_run": cpu * 1e6 / runs,
+    }
+
+
+def _worker_child(worker: subprocess.Popen[bytes]) -> int:
+    """The one worker process a supervisor (``taskiq worker``, ``jobsctl worker``) runs."""
+    children = process_children(worker.pid)
+    if len(children) != 1:
+        msg = f"expected one worker process under {worker.pid}, found {children}"
+        raise RuntimeError(msg)
+    return children[0]
+
+
+def _profile_path(config: dict[str, Any], contestant: str) -> Path | None:
+    directory = config.get("profile")
+    return Path(directory) / f"w1-{contestant}.raw" if directory else None
 
 
 async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
@@ -116,12 +150,16 @@ async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
                 await asyncio.sleep(0.05)
 
             key = f"{jobs.prefix}:counter"
-            started = time.perf_counter()
-            for offset in range(0, runs, batch):
-                size = min(batch, runs - offset)
-                await client.enqueue_many("bump_counter", [{"key": key}] * size)
-            enqueued = time.perf_counter() - started
-            done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
+            child = _worker_child(worker)
+            with sampled(child, _profile_path(config, "jobs")):
+                cpu_before = cpu_seconds(child)
+                started = time.perf_counter()
+                for offset in range(0, runs, batch):
+                    size = min(batch, runs - offset)
+                    await client.enqueue_many("bump_counter", [{"key": key}] * size)
+                enqueued = time.perf_counter() - started
+                done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
+                cpu = cpu_seconds(child) - cpu_before
             # The database is polled only once the counter is done: it does not slow the drain.
             deadline = done + DRAIN_TIMEOUT_S
             while (count := await jobs.succeeded("bump_counter") - before) < runs:
@@ -140,6 +178,7 @@ async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
         "runs_per_second": runs / elapsed,
         "recorded_seconds": recorded - started,
         "recorded_runs_per_second": runs / (recorded - started),
+        "worker_cpu_us_per_run": cpu * 1e6 / runs,
     }
 
 
@@ -149,15 +188,27 @@ _CHILDREN = {"taskiq": _drain_taskiq, "jobs": _drain_jobs}
 # ------------------------------------------------------------------ orchestration
 
 
-def _one_taskiq(runs: int, in_flight: int) -> dict[str, float]:
+def _one_taskiq(runs: int, in_flight: int, profile: str | None) -> dict[str, float]:
     with taskiq_resources("w1") as env:
-        config = {"runs": runs, "in_flight": in_flight, "prefix": env["TASKIQ_BENCH_PREFIX"]}
+        config = {
+            "runs": runs,
+            "in_flight": in_flight,
+            "prefix": env["TASKIQ_BENCH_PREFIX"],
+            "profile": profile,
+        }
         return run_child("benchmarks.w1_baseline", "taskiq", config, env, 3 * DRAIN_TIMEOUT_S)
 
 
-def _one_jobs(runs: int, batch: int, concurrency: int, log_level: str) -> dict[str, float]:
+def _one_jobs(
+    runs: int, batch: int, concurrency: int, log_level: str, profile: str | None
+) -> dict[str, float]:
     with jobs_resources("w1", log_level=log_level) as env:
-        config = {"runs": runs, "batch": batch, "concurrency": concurrency}
+        config = {
+            "runs": runs,
+            "batch": batch,
+            "concurrency": concurrency,
+            "profile": profile,
+        }
         return run_child("benchmarks.w1_baseline", "jobs", config, env, 3 * DRAIN_TIMEOUT_S)
 
 
@@ -170,6 +221,7 @@ def measure(
     concurrency: int = 100,
     log_level: str = "info",
     with_machine: bool = True,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Both contestants, ``repeat`` alternating repetitions; the summary as a dict.
 
@@ -180,8 +232,8 @@ def measure(
     taskiq: list[dict[str, float]] = []
     jobs: list[dict[str, float]] = []
     for index in range(repeat):
-        taskiq.append(_one_taskiq(runs, in_flight))
-        jobs.append(_one_jobs(runs, batch, concurrency, log_level))
+        taskiq.append(_one_taskiq(runs, in_flight, profile))
+        jobs.append(_one_jobs(runs, batch, concurrency, log_level, profile))
         print(
             f"W1 repetition {index + 1}/{repeat}: "
             f"TaskIQ {taskiq[-1]['runs_per_second']:.0f} runs/s, "
@@ -208,6 +260,7 @@ def measure(
                 "in_flight": in_flight,
                 "runs_per_second": taskiq_rate,
                 "enqueue_seconds_median": spread(r["enqueue_seconds"] for r in taskiq)["median"],
+                "worker_cpu_us_per_run": spread(r["worker_cpu_us_per_run"] for r in taskiq),
                 "repetitions": taskiq,
             },
             "jobs": {
@@ -220,6 +273,7 @@ def measure(
                 "runs_per_second": jobs_rate,
                 "recorded_runs_per_second": recorded_rate,
                 "enqueue_seconds_median": spread(r["enqueue_seconds"] for r in jobs)["median"],
+                "worker_cpu_us_per_run": spread(r["worker_cpu_us_per_run"] for r in jobs),
                 "repetitions": jobs,
             },
         },
@@ -249,12 +303,21 @@ def main() -> None:
         help="JOBS_LOG_LEVEL of the Jobs worker (info, the default, logs every run's "
         "lifecycle; the log goes to a temporary file)",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="also sample each worker process with py-spy during the drain; raw profiles "
+        "go to DIR and the top functions are printed",
+    )
     parser.add_argument("--child", choices=sorted(_CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         serve_child(_CHILDREN[args.child])
         return
 
+    profile = str(Path(args.profile).resolve()) if args.profile else None
+    if profile:
+        Path(profile).mkdir(parents=True, exist_ok=True)
     summary = measure(
         runs=args.runs,
         repeat=args.repeat,
@@ -262,6 +325,7 @@ def main() -> None:
         batch=args.batch,
         concurrency=args.concurrency,
         log_level=args.jobs_log_level,
+        profile=profile,
     )
     RESULT.write_text(json.dumps(summary, indent=2) + "\n")
     taskiq, jobs = summary["contestants"]["taskiq"], summary["contestants"]["jobs"]
@@ -280,9 +344,21 @@ def main() -> None:
     print(f"{'contestant':<36}{'runs':>7}  {'runs/s':>7} (min-max)      Jobs/TaskIQ")
     for name, stats, share in rows:
         print(f"{name:<36}{args.runs:>7}  {_rate(stats):<22}{share:>6}")
+    for name, contestant in (("plain TaskIQ", taskiq), ("Jobs Service", jobs)):
+        cpu = contestant["worker_cpu_us_per_run"]
+        print(f"worker CPU per run, {name}: {_rate(cpu)} µs")
     verdict = "PASS" if summary["pass"] else "FAIL"
     print(f"target: Jobs >= {TARGET_RATIO:.1f}x TaskIQ (recorded): {verdict}")
     print(f"wrote {RESULT.relative_to(ROOT)} ({summary['wall_seconds']:.0f} s)")
+    if profile:
+        for contestant in ("taskiq", "jobs"):
+            raw = Path(profile) / f"w1-{contestant}.raw"
+            if not raw.exists():
+                print(f"no profile for {contestant} (is py-spy installed? `uv sync`)")
+                continue
+            print(f"\n{contestant} worker, functions running (self) during the last drain:")
+            for frame, percent in top_functions(raw)["self"]:
+                print(f"  {percent:5.1f}%  {frame}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Where a process's CPU goes during a measured window: its CPU time, and optionally a
+py-spy sampling profile (``uv run python -m benchmarks.w1_baseline --profile DIR``).
+
+py-spy (a dev dependency) attaches to the running process by pid, samples its Python
+stacks without slowing it much, and writes one line per distinct stack with a count;
+:func:`top_functions` folds those into the functions that were running (self) and the
+ones on the stack (total), as percentages of the samples.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["cpu_seconds", "sampled", "top_functions"]
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+@contextlib.contextmanager
+def sampled(pid: int, output: Path | None, rate_hz: int = 250) -> Iterator[None]:
+    """Sample ``pid`` with py-spy for the block into ``output`` (raw, folded stacks);
+    nothing when ``output`` is None or py-spy is not installed."""
+    binary = shutil.which("py-spy")
+    if output is None or binary is None:
+        yield
+        return
+    command = [binary, "record", "--pid", str(pid), "--rate", str(rate_hz), "--nonblocking"]
+    spy = subprocess.Popen(
+        [*command, "--format", "raw", "--output", str(output), "--function"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+
+
+def top_functions(raw: Path, count: int = 25) -> dict[str, list[tuple[str, float]]]:
+    """The ``count`` functions with most samples, running ("self") and on the stack
+    ("total"), as (function, percent of samples), from a py-spy raw profile."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not stack or not number.isdigit():
+            continue
+        frames = stack.split(";")
+        hits = int(number)
+        samples += hits
+        own[frames[-1]] += hits
+        for frame in set(frames):
+            total[frame] += hits
+    if not samples:
+        return {"self": [], "total": []}
+    return {
+        name: [
+            (frame, round(100 * hits / samples, 1)) for frame, hits in counter.most_common(count)
+        ]
+        for name, counter in (("self", own), ("total", total))
+    }
