@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,8 @@ def cpu_seconds(pid: int) -> float:
 def sampled(pid: int, output: Path | None, rate_hz: int = 250) -> Iterator[None]:
     """Sample ``pid`` with py-spy for the block into ``output`` (raw, folded stacks);
     nothing when ``output`` is None or py-spy is not installed."""
-    binary = shutil.which("py-spy")
+    beside = Path(sys.executable).with_name("py-spy")  # this environment's, first
+    binary = str(beside) if beside.exists() else shutil.which("py-spy")
     if output is None or binary is None:
         yield
         return
