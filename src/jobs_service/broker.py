@@ -1,8 +1,8 @@
 """*The* broker, built from settings: ``taskiq worker jobs_service.broker:broker``.
 
 ``JOBS_REDIS_URL`` set: a Redis stream broker (acknowledged delivery: a message is
-acknowledged only after its task ran and its result was saved, so a crashed worker's
-messages are re-delivered) with a Redis result backend. Unset: TaskIQ's in-memory
+acknowledged only after its task ran, so a crashed worker's messages are re-delivered)
+with a Redis result backend for messages that keep a TaskIQ result. Unset: TaskIQ's in-memory
 broker, which runs tasks inside the process that enqueued them (the embedded default).
 
 Both use orjson on the wire, never pickle: a message is data any producer can write and

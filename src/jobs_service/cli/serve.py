@@ -159,6 +159,10 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from taskiq.cli.scheduler.args import SchedulerArgs  # noqa: PLC0415
     from taskiq.cli.scheduler.run import run_scheduler  # noqa: PLC0415
 
+    from jobs_service.infrastructure.heap import settle_heap  # noqa: PLC0415
+
+    settle_heap()  # what was imported stays: collections skip it (fire timing)
+
     from jobs_service.cli.context import run_async  # noqa: PLC0415
 
     run_async(
