@@ -41,6 +41,8 @@ __all__ = [
     "taskiq_producer",
     "taskiq_resources",
     "taskiq_worker",
+    "warm_jobs",
+    "warm_taskiq",
     "warm_up",
     "warm_wave",
 ]
@@ -197,3 +199,31 @@ async def warm_wave(
     """
     await send_all([{"key": key, "seconds": 0.05}] * size)
     await wait_for_counter(redis, key, size, timeout_s=60)
+
+
+async def warm_taskiq(redis: Redis, app: ModuleType, wave: int, runs: int = 20) -> None:
+    """Plain TaskIQ's warm-up: ``runs`` counter bumps, then one wave of ``wave`` tasks."""
+    await warm_up(redis, f"{app.PREFIX}:warm", app.bump_counter.kiq, runs=runs)
+    await warm_wave(
+        redis,
+        f"{app.PREFIX}:wave",
+        lambda items: kiq_all(app.sleep_then_count, items, len(items)),
+        wave,
+    )
+
+
+async def warm_jobs(redis: Redis, jobs: JobsProducer, wave: int, runs: int = 20) -> None:
+    """Jobs Service's warm-up: ``runs`` counter bumps, then one wave of ``wave`` tasks."""
+    client = jobs.client
+    await warm_up(
+        redis,
+        f"{jobs.prefix}:warm",
+        lambda key: client.enqueue("bump_counter", {"key": key}),
+        runs=runs,
+    )
+    await warm_wave(
+        redis,
+        f"{jobs.prefix}:wave",
+        lambda items: client.enqueue_many("sleep_then_count", items),
+        wave,
+    )

@@ -41,8 +41,8 @@ from benchmarks.contestants import (
     taskiq_producer,
     taskiq_resources,
     taskiq_worker,
-    warm_up,
-    warm_wave,
+    warm_jobs,
+    warm_taskiq,
 )
 from benchmarks.figures import machine, spread
 from benchmarks.processes import (
@@ -77,13 +77,7 @@ async def _drain_taskiq(config: dict[str, Any]) -> dict[str, float]:
         worker = taskiq_worker(Path(config["log"]))
         redis = Redis.from_url(REDIS_URL)
         try:
-            await warm_up(redis, f"{prefix}:warm", app.bump_counter.kiq, runs=WARM_RUNS)
-            await warm_wave(
-                redis,
-                f"{prefix}:wave",
-                lambda items: kiq_all(app.sleep_then_count, items, len(items)),
-                config["in_flight"],
-            )
+            await warm_taskiq(redis, app, config["in_flight"], runs=WARM_RUNS)
             key = f"{prefix}:counter"
             child = _worker_child(worker)
             with sampled(child, _profile_path(config, "taskiq")):
@@ -129,18 +123,7 @@ async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
         worker = jobs_worker(Path(config["log"]), concurrency=config["concurrency"])
         redis = Redis.from_url(REDIS_URL)
         try:
-            await warm_up(
-                redis,
-                f"{jobs.prefix}:warm",
-                lambda key: client.enqueue("bump_counter", {"key": key}),
-                runs=WARM_RUNS,
-            )
-            await warm_wave(
-                redis,
-                f"{jobs.prefix}:wave",
-                lambda items: client.enqueue_many("sleep_then_count", items),
-                config["concurrency"],
-            )
+            await warm_jobs(redis, jobs, config["concurrency"], runs=WARM_RUNS)
             # Every warm-up run recorded, so the count below starts from a settled one.
             settled = time.perf_counter() + 60
             while (before := await jobs.succeeded("bump_counter")) < WARM_RUNS:

@@ -39,8 +39,8 @@ from benchmarks.contestants import (
     taskiq_producer,
     taskiq_resources,
     taskiq_worker,
-    warm_up,
-    warm_wave,
+    warm_jobs,
+    warm_taskiq,
 )
 from benchmarks.figures import spread
 from benchmarks.processes import run_child, serve_child, stop_process, wait_for_counter
@@ -61,13 +61,7 @@ async def _taskiq(config: dict[str, Any]) -> dict[str, float]:
         worker = taskiq_worker(Path(config["log"]), max_async_tasks=config["concurrency"])
         redis = Redis.from_url(REDIS_URL)
         try:
-            await warm_up(redis, f"{app.PREFIX}:warm", app.bump_counter.kiq)
-            await warm_wave(
-                redis,
-                f"{app.PREFIX}:wave",
-                lambda items: kiq_all(app.sleep_then_count, items, len(items)),
-                config["concurrency"],
-            )
+            await warm_taskiq(redis, app, config["concurrency"])
             key = f"{app.PREFIX}:counter"
             kwargs = ({"key": key, "seconds": sleep_s} for _ in range(runs))
             started = time.perf_counter()
@@ -87,17 +81,7 @@ async def _jobs(config: dict[str, Any]) -> dict[str, float]:
         worker = jobs_worker(Path(config["log"]), concurrency=config["concurrency"])
         redis = Redis.from_url(REDIS_URL)
         try:
-            await warm_up(
-                redis,
-                f"{jobs.prefix}:warm",
-                lambda key: client.enqueue("bump_counter", {"key": key}),
-            )
-            await warm_wave(
-                redis,
-                f"{jobs.prefix}:wave",
-                lambda items: client.enqueue_many("sleep_then_count", items),
-                config["concurrency"],
-            )
+            await warm_jobs(redis, jobs, config["concurrency"])
             key = f"{jobs.prefix}:counter"
             started = time.perf_counter()
             for offset in range(0, runs, batch):
