@@ -13,6 +13,8 @@ result and acknowledges in two more Redis round trips. This receiver:
 - calls each middleware hook directly (only the ones a middleware overrides, awaiting
   only the async ones), in TaskIQ's order;
 - executes through a per-task :class:`~jobs_service.infrastructure.execution.TaskPlan`;
+- frees the slot as soon as the task function returns, so the next message starts
+  before this one's bookkeeping;
 - saves the result and acknowledges *after* the task and its middlewares ran, batched
   with the other messages that finished in the same millisecond
   (:mod:`~jobs_service.infrastructure.completions`).
@@ -80,6 +82,8 @@ class JobsReceiver(Receiver):
 
     def __init__(self, broker: AsyncBroker, *args: Any, **kwargs: Any) -> None:
         super().__init__(broker, *args, **kwargs)
+        # TaskIQ sized its semaphore with a random jitter: its initial value is the
+        # concurrency actually in force (None: unlimited).
         self._limit = int(getattr(self.sem, "_value", 0)) or None
         prefetch = int(kwargs.get("max_prefetch") or 0)
         self._prefetch = prefetch
