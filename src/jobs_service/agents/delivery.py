@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import markdown as markdown_lib
 
+from jobs_service.agents.delivery_metrics import count_delivery
 from jobs_service.core.delivery import EmailTarget
 from jobs_service.core.errors import ConfigurationError, JobsError, PermanentError, RetryLater
 from jobs_service.core.logging import get_logger
@@ -114,23 +115,28 @@ class ResultDelivery:
             if claim.row_id is None:
                 if claim.status == "sent":
                     already += 1
+                    count_delivery(target.channel, "already_sent")
                 else:  # another attempt of this run is sending it right now
                     busy = RetryLater(
                         "being delivered by another attempt", retry_after=claim.free_in_s + 1
                     )
                     failures.append((target, busy))
+                    count_delivery(target.channel, "in_progress")
                 continue
             try:
                 provider_id = await self._send(target, result, claim.idempotency_key)
             except JobsError as exc:
                 failures.append((target, exc))
+                count_delivery(target.channel, "failed")
                 await self._record_failure(claim, exc)
                 continue
             except BaseException as exc:
                 # A timeout or cancellation mid-send: release the claim (in a task of
                 # its own, so the cancellation cannot stop it) for the retry to take.
+                count_delivery(target.channel, "interrupted")
                 await asyncio.shield(self._record_failure(claim, exc))
                 raise
+            count_delivery(target.channel, "sent")  # the provider has it, whatever follows
             async with self._database.engine.begin() as connection:
                 await deliveries.mark_sent(
                     connection, claim, provider_id=provider_id, now=datetime.now(UTC)

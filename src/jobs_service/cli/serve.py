@@ -156,6 +156,8 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
             "workers. The embedded `jobsctl run` includes the scheduler."
         )
     shared_broker()
+    if settings.scheduler.metrics_port:
+        _serve_scheduler_metrics(settings)
     from taskiq.cli.scheduler.args import SchedulerArgs  # noqa: PLC0415
     from taskiq.cli.scheduler.run import run_scheduler  # noqa: PLC0415
 
@@ -176,3 +178,21 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return 0
+
+
+def _serve_scheduler_metrics(settings: Settings) -> None:
+    from jobs_service.scheduler.metrics import serve_scheduler_metrics  # noqa: PLC0415
+
+    host, port = settings.scheduler.metrics_host, settings.scheduler.metrics_port
+    try:
+        serve_scheduler_metrics(host, port)
+    except OSError as exc:
+        # Fires matter more than their metrics (as for the worker): say so and go on.
+        from jobs_service.core.logging import get_logger  # noqa: PLC0415
+
+        get_logger("jobs_service.scheduler").error(
+            "scheduler-metrics-unavailable",
+            address=f"{host}:{port}",
+            error=exc.strerror,
+            message="set scheduler.metrics_port to a free port (or 0)",
+        )

@@ -44,6 +44,7 @@ __all__ = [
     "DomainApiSettings",
     "GraphSettings",
     "RunsSettings",
+    "SchedulerSettings",
     "Scope",
     "Settings",
     "TeamsChannel",
@@ -221,6 +222,23 @@ class WorkerSettings(_Section):
     )
     retry_backoff_max_s: float = Field(
         600.0, gt=0, le=86_400, description="Longest delay between two attempts."
+    )
+
+
+class SchedulerSettings(_Section):
+    """The scheduler process (`jobsctl scheduler`)."""
+
+    metrics_port: int = Field(
+        9465,
+        ge=0,
+        le=65535,
+        description="Port on which `jobsctl scheduler` serves its Prometheus metrics "
+        "(fires, skips and misses by schedule). 0: not served.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the scheduler metrics endpoint; `0.0.0.0` to let a "
+        "Prometheus on another host scrape it.",
     )
 
 
@@ -502,6 +520,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     runs: RunsSettings = Field(default_factory=RunsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     domain_api: DomainApiSettings = Field(default_factory=DomainApiSettings)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from taskiq import AsyncBroker
     from taskiq.message import BrokerMessage
 
-__all__ = ["DelayedMover", "delayed_key", "send_later"]
+__all__ = ["DelayedMover", "delayed_in_process", "delayed_key", "send_later"]
 
 _log = get_logger("jobs_service.delayed")
 _timers: set[asyncio.TimerHandle] = set()
@@ -34,6 +34,11 @@ _sends: set[asyncio.Task[None]] = set()
 def delayed_key(broker: StreamBroker) -> str:
     """The sorted set of delayed messages for ``broker``'s stream."""
     return f"{broker.queue_name}:delayed"
+
+
+def delayed_in_process() -> int:
+    """Messages waiting on this process's timers (the embedded mode's delayed retries)."""
+    return len(_timers)
 
 
 async def send_later(broker: AsyncBroker, message: BrokerMessage, delay_s: float) -> None:

@@ -1,7 +1,12 @@
-"""Prometheus metrics of every attempt: runs by task and status, and their duration.
+"""Prometheus metrics of every attempt: runs by task and status, duration, retries, dead.
 
 ``jobs_runs_total{task, status}`` counts ended attempts (succeeded, failed, retrying,
 dead, cancelled); ``jobs_run_duration_seconds{task}`` is a histogram of their durations.
+``jobs_run_retries_total{task}`` and ``jobs_dead_runs_total{task}`` are the two statuses
+operators alert on, as families of their own: they are derived here from the status the
+retry middleware already decided (``retrying``: another attempt was scheduled; ``dead``:
+the last attempt failed), so retries cost no hook and successes pay one comparison.
+
 Per run this costs two dictionary lookups and two metric updates (about 3 µs in
 Prometheus's multiprocess mode, which worker processes use: see
 :mod:`jobs_service.infrastructure.worker_metrics`).
@@ -22,7 +27,7 @@ from jobs_service.middlewares.outcome import outcome_of
 if TYPE_CHECKING:
     from taskiq import TaskiqMessage, TaskiqResult
 
-__all__ = ["RUNS", "RUN_DURATION", "RunMetricsMiddleware"]
+__all__ = ["DEAD_RUNS", "RETRIES", "RUNS", "RUN_DURATION", "RunMetricsMiddleware"]
 
 RUNS = Counter("jobs_runs", "Ended attempts by task and status", ["task", "status"])
 RUN_DURATION = Histogram(
@@ -31,6 +36,13 @@ RUN_DURATION = Histogram(
     ["task"],
     buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 15, 30, 60, 120, 300, 900, 3600),
 )
+RETRIES = Counter(
+    "jobs_run_retries", "Failed attempts sent again after a backoff (status retrying)", ["task"]
+)
+DEAD_RUNS = Counter(
+    "jobs_dead_runs", "Runs whose last allowed attempt failed (status dead)", ["task"]
+)
+_ALSO = {"retrying": RETRIES, "dead": DEAD_RUNS}
 
 
 class RunMetricsMiddleware(TaskiqMiddleware):
@@ -41,6 +53,7 @@ class RunMetricsMiddleware(TaskiqMiddleware):
         # labels() takes a lock and builds a key each call; look each child up once.
         self._runs: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
+        self._also: dict[tuple[str, str], Any] = {}
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         """Count the attempt under its final status (after the retry decision)."""
@@ -56,3 +69,11 @@ class RunMetricsMiddleware(TaskiqMiddleware):
         if duration is None:
             duration = self._durations[run.task] = RUN_DURATION.labels(run.task)
         duration.observe(time.monotonic() - run.started_monotonic)
+        if status in _ALSO:  # a string's hash is cached: a successful run pays ~30 ns
+            self._count_also(run.task, status)
+
+    def _count_also(self, task: str, status: str) -> None:
+        child = self._also.get((task, status))
+        if child is None:
+            child = self._also[task, status] = _ALSO[status].labels(task)
+        child.inc()

@@ -36,6 +36,7 @@ from jobs_service.infrastructure.column_types import UTCDateTime
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import schedules as repo
+from jobs_service.scheduler.metrics import count_fire, count_misses, count_skip
 from jobs_service.scheduler.specs import timing_for
 
 if TYPE_CHECKING:
@@ -352,6 +353,8 @@ class FireDispatcher:
         those whose schedule was paused or no longer buffers."""
         schedules = {s.id: s for s in self._schedules}
         sent: list[RunRequest] = []
+        started: list[str] = []  # schedule names of `sent`, counted once committed
+        dropped: list[tuple[str, str]] = []  # (schedule name, reason), likewise
         async with self._database.engine.begin() as connection:
             fires = await repo.buffered_fires(connection)
             if not fires:
@@ -361,16 +364,25 @@ class FireDispatcher:
                 schedule = schedules.get(fire.schedule_id)
                 if schedule is None or not schedule.enabled or schedule.overlap != "buffer_one":
                     await repo.drop_buffered(connection, fire.schedule_id)
+                    if schedule is not None:
+                        dropped.append((schedule.name, "overlap" if schedule.enabled else "paused"))
                     continue
                 if active.get(fire.schedule_id, 0):
                     continue
                 request = self._prepare(schedule, fire.fire_time)
                 if request is None:
                     await repo.drop_buffered(connection, fire.schedule_id)
+                    dropped.append((schedule.name, "invalid_task"))
                     continue
                 if await repo.take_buffered_fire(connection, fire.id, request.run_id):
                     sent.append(request)
+                    started.append(schedule.name)
             await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])
+        for name, reason in dropped:
+            count_skip(name, reason)
+        # Taken and recorded: fired, even if the send fails (the outbox re-sends it).
+        for name in started:
+            count_fire(name)
         if await self._send(sent, now):
             for request in sent:
                 fire_time = request.scheduled_for or now
@@ -400,6 +412,7 @@ class FireDispatcher:
             schedule = decision.schedule
             if decision.missed and decision.missed_range:
                 report.missed += decision.missed
+                count_misses(schedule.name, decision.missed)
                 first, last = decision.missed_range
                 _log.warning(
                     "schedule-missed",
@@ -414,6 +427,7 @@ class FireDispatcher:
                 )
             if decision.fire_time is not None and not schedule.enabled:
                 report.skipped.append((schedule.id, decision.fire_time, "paused"))
+                count_skip(schedule.name, "paused")
                 _log.info(
                     "schedule-skipped",
                     schedule_id=schedule.id,
@@ -430,17 +444,23 @@ class FireDispatcher:
                 "task": schedule.task,
                 "fire_time": claim.fire_time.isoformat(),
             }
-            if key not in won:
+            if key not in won:  # another replica's fire: its metrics count it
                 report.skipped.append((*key, "already_claimed"))
                 _log.debug("schedule-skipped", reason="already_claimed", **fields)
             elif claim.outcome == "enqueued" and not requests:
+                # Claimed with its run: the outbox re-sends that run, so it is a fire.
                 report.skipped.append((*key, "send_failed"))
+                count_fire(schedule.name)
             elif claim.outcome == "enqueued" and key in requests:
                 lateness = round((self._sent_at - claim.fire_time).total_seconds() * 1000, 1)
                 report.fired.append((*key, requests[key].run_id))
+                count_fire(schedule.name)
                 _log.info(
                     "schedule-fired", run_id=requests[key].run_id, lateness_ms=lateness, **fields
                 )
             else:
-                report.skipped.append((*key, claim.reason or claim.outcome))
-                _log.info("schedule-skipped", reason=claim.reason or claim.outcome, **fields)
+                reason = claim.reason or claim.outcome
+                report.skipped.append((*key, reason))
+                if claim.outcome != "buffered":  # counted when its run starts (or dropped)
+                    count_skip(schedule.name, reason)
+                _log.info("schedule-skipped", reason=reason, **fields)

@@ -51,3 +51,17 @@ async def test_succeeded_and_failed_runs_are_counted_with_their_durations(
     assert _value("jobs_runs_total", task="count_items", status="succeeded") == succeeded + 1
     assert _value("jobs_runs_total", task="fail_on_purpose", status="failed") == failed + 1
     assert _value("jobs_run_duration_seconds_count", task="count_items") == durations + 1
+
+
+async def test_retries_and_dead_runs_have_families_of_their_own(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A run that fails all three allowed attempts: two retries, then one dead run."""
+    retries = _value("jobs_run_retries_total", task="fail_until_attempt")
+    dead = _value("jobs_dead_runs_total", task="fail_until_attempt")
+    settings = make_settings(worker={"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.02})
+    app = create_app(settings, broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        assert await _finish(client, "fail_until_attempt", {"succeed_at": 10}) == "dead"
+    assert _value("jobs_run_retries_total", task="fail_until_attempt") == retries + 2
+    assert _value("jobs_dead_runs_total", task="fail_until_attempt") == dead + 1

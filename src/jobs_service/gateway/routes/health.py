@@ -1,4 +1,9 @@
-"""Liveness, readiness and metrics: unauthenticated, for orchestrators and scrapers."""
+"""Liveness, readiness and metrics: unauthenticated, for orchestrators and scrapers.
+
+``/metrics`` is this process's registry (webhook ingestion; in the embedded mode also
+runs, deliveries and the scheduler) followed by the queue's depth and oldest ages, read
+from the broker at scrape time (see :mod:`jobs_service.infrastructure.queue_metrics`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from jobs_service.gateway.problems import problem_response, problem_responses
 from jobs_service.infrastructure.health import check_broker, check_database
+from jobs_service.infrastructure.queue_metrics import QueueProbe, queue_exposition
 
 router = APIRouter(tags=["health"])
 
@@ -51,6 +57,11 @@ async def ready(request: Request) -> Any:
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
-async def metrics() -> Response:
-    """Text exposition format."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    """Text exposition format; answers within about a second even with the broker down."""
+    state = request.app.state
+    probe: QueueProbe | None = getattr(state, "queue_probe", None)
+    if probe is None:
+        probe = state.queue_probe = QueueProbe(state.broker)
+    queue = await probe.snapshot()
+    return Response(generate_latest() + queue_exposition(queue), media_type=CONTENT_TYPE_LATEST)
