@@ -9,6 +9,7 @@ import asyncio
 
 from jobs_service.broker import broker
 from jobs_service.core.errors import PermanentError, RetryLater
+from jobs_service.core.progress import report_progress
 from jobs_service.core.run_context import current_run
 from jobs_service.core.summary import Summary, make_summary
 
@@ -61,3 +62,16 @@ async def fail_until_attempt(succeed_at: int, permanent: bool = False) -> Summar
     if attempt < succeed_at:
         raise RetryLater(f"attempt {attempt} is too early")
     return make_summary(processed=attempt)
+
+
+@broker.task(task_name="report_steps", category="testing", timeout=60)
+async def report_steps(steps: int, pause_s: float = 0.0, hold_s: float = 0.0) -> Summary:
+    """Report progress after each of ``steps`` steps (``pause_s`` apart), then wait
+    ``hold_s`` before finishing (so watchers see the last report before the end)."""
+    for step in range(1, steps + 1):
+        if pause_s:
+            await asyncio.sleep(pause_s)
+        await report_progress(step * 100 / steps, f"step {step} of {steps}")
+    if hold_s:
+        await asyncio.sleep(hold_s)
+    return make_summary(processed=steps)

@@ -11,7 +11,10 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs_service.core.progress import Progress, ProgressSink
 
 __all__ = ["RunContext", "clear_run", "current_run", "set_run"]
 
@@ -45,10 +48,22 @@ class RunContext:
     outcome: tuple[Any, Any] | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_monotonic: float = field(default_factory=time.monotonic)
+    #: The last progress this attempt reported (``Progress.document``); None if none.
+    #: The run's final record carries it, so a finished run shows its final progress.
+    progress: dict[str, Any] | None = None
+    #: Where reports go while the run executes (the worker's progress writer); None
+    #: outside a worker, where a report only updates ``progress``.
+    progress_sink: ProgressSink | None = None
 
     def elapsed_ms(self) -> int:
         """Milliseconds since the attempt started."""
         return int((time.monotonic() - self.started_monotonic) * 1000)
+
+    def record_progress(self, progress: Progress) -> None:
+        """Keep ``progress`` as this attempt's latest and hand it to the sink."""
+        self.progress = progress.document(self.attempt)
+        if self.progress_sink is not None:
+            self.progress_sink.report(self)
 
 
 def current_run() -> RunContext | None:

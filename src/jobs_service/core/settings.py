@@ -113,6 +113,26 @@ class ApiSettings(_Section):
         description="Send `Strict-Transport-Security`. Only when clients reach the gateway "
         "over HTTPS (TLS usually ends at a proxy, which may set it instead).",
     )
+    events_poll_interval_ms: int = Field(
+        500,
+        ge=50,
+        le=10_000,
+        description="How often `GET /v1/runs/{run_id}/events` reads a watched run (one "
+        "read per run, shared by every client watching it).",
+    )
+    events_heartbeat_s: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="Longest silence on a run's event stream: a comment line is sent to "
+        "keep proxies from closing it and to notice clients that left.",
+    )
+    events_retry_ms: int = Field(
+        2000,
+        ge=0,
+        le=600_000,
+        description="Reconnection delay the event stream asks clients for (`retry:`).",
+    )
 
     @field_validator("cors_origins")
     @classmethod
@@ -463,6 +483,13 @@ class RunsSettings(_Section):
     )
     record_flush_interval_ms: int = Field(
         100, ge=1, le=10_000, description="Longest a run event waits before it is written."
+    )
+    progress_flush_interval_ms: int = Field(
+        500,
+        ge=10,
+        le=60_000,
+        description="Least time between two progress writes of a worker process: reports "
+        "made meanwhile are coalesced, the latest of each run is written.",
     )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "BatchOut",
     "FireTime",
     "Page",
+    "ProgressOut",
     "ReplayOut",
     "RunOut",
     "RunStatus",
@@ -129,6 +130,19 @@ class RunError(BaseModel):
     message: str
 
 
+class ProgressOut(BaseModel):
+    """The last progress a run reported (``report_progress`` in the task)."""
+
+    percent: float = Field(ge=0, le=100, description="How far the run is, 0 to 100")
+    message: str = Field("", description="What the task said it is doing")
+    at: datetime | None = Field(None, description="When the task reported it")
+    attempt: int | None = Field(
+        None,
+        description="The attempt that reported it (a retried run keeps an earlier "
+        "attempt's progress until the new attempt reports)",
+    )
+
+
 class RunOut(BaseModel):
     """A run record."""
 
@@ -145,7 +159,7 @@ class RunOut(BaseModel):
     idempotency_key: str | None
     summary: dict[str, int] | None
     error: RunError | None
-    progress: dict[str, Any] | None
+    progress: ProgressOut | None
     worker: str | None
     queued_at: datetime
     started_at: datetime | None

@@ -83,6 +83,7 @@ class RunRecordingMiddleware(TaskiqMiddleware):
             event.summary = outcome.summary
             event.error = outcome.error
             event.content = run.content
+            event.progress = run.progress  # the last report, written with the end
             runtime.recorder.record(event)
         except Exception as exc:  # noqa: BLE001 - see the class docstring
             _dropped(outcome.status, exc)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from jobs_service.client import JobsClient, RunNotFoundError, RunStateError
 from jobs_service.core.ids import is_run_id
 from jobs_service.gateway.dependencies import get_client
 from jobs_service.gateway.problems import Problem, problem_responses
 from jobs_service.gateway.query import IsoDatetime, after_id, keyset_page, utc_param
+from jobs_service.gateway.run_events import END_ID, event_stream
+from jobs_service.gateway.run_feeds import RunFeeds, RunState
 from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
@@ -81,6 +84,57 @@ async def get_run(
     async with request.app.state.runtime.database.sessions() as session:
         row = await _find(session, run_id)
         return await _detail(session, row)
+
+
+@router.get(
+    "/{run_id}/events",
+    summary="Follow a run: its status and progress as Server-Sent Events",
+    response_class=StreamingResponse,
+    responses={
+        **_PROBLEMS,
+        **problem_responses({404: "Unknown run"}),
+        200: {
+            "description": "An event stream that ends with the run's final status",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        204: {"description": "The run has ended and the client saw its final event"},
+    },
+)
+async def follow_run(
+    run_id: str,
+    request: Request,
+    _: Annotated[str, Depends(require_scope("read"))],
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=64, description="Sent by reconnecting clients"),
+    ] = None,
+) -> Response:
+    """``text/event-stream``: a ``status`` event (`status`, `attempt`, and once ended
+    `summary`, `error`, `duration_ms`) and a ``progress`` event (`percent`, `message`,
+    `at`, `attempt`) each time one changes, starting with the current ones; heartbeat
+    comments in between; the final status event (id `end`) closes the stream. Unknown
+    run: 404 before any event."""
+    runtime = request.app.state.runtime
+    async with runtime.database.sessions() as session:
+        current = RunState.of(await _find(session, run_id))
+    if last_event_id == END_ID and current.terminal:
+        return Response(status_code=204)
+    api = runtime.settings.api
+    feeds = runtime.resource(
+        "run-feeds",
+        lambda: RunFeeds(runtime.database, poll_interval_s=api.events_poll_interval_ms / 1000),
+    )
+    stream = event_stream(
+        feeds,
+        current,
+        heartbeat_s=api.events_heartbeat_s,
+        retry_ms=api.events_retry_ms,
+        last_event_id=last_event_id,
+    )
+    # no-cache: a cache must not hold the stream; X-Accel-Buffering: nginx must not
+    # buffer it (events would arrive in lumps).
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 @router.post(

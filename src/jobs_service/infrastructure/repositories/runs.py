@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs_service.infrastructure.models import TERMINAL_STATUSES, Delivery, JobRun, RunAttempt
@@ -111,6 +111,8 @@ class RunEvent:
     webhook_event_id: int | None = None
     deliver_to: dict[str, Any] | None = None
     content: str | None = None
+    #: The attempt's last progress report (finish events); None keeps the stored one.
+    progress: dict[str, Any] | None = None
 
     @property
     def is_finish(self) -> bool:
@@ -145,6 +147,7 @@ class RunEvent:
             "error": self.error,
             "deliver_to": self.deliver_to,
             "content": self.content,
+            "progress": self.progress,
         }
 
     def attempt_row(self) -> dict[str, Any]:
@@ -232,6 +235,10 @@ async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEve
                 "summary": excluded.summary,
                 "error": excluded.error,
                 "content": excluded.content,
+                # JSON columns bind None as the text 'null' on SQLite: not a report.
+                "progress": func.coalesce(
+                    func.nullif(excluded.progress, literal_column("'null'")), JobRun.progress
+                ),
             }
         else:
             values |= {"started_at": excluded.started_at, "finished_at": None, "duration_ms": None}

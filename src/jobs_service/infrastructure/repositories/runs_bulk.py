@@ -36,7 +36,7 @@ __all__ = [
 _EVENT_COLUMNS = (
     "run_id, task, kwargs, status, attempt, source, queued_at, schedule_id, scheduled_for, "
     "webhook_event_id, worker, started_at, finished_at, duration_ms, summary, error, "
-    "deliver_to, content"
+    "deliver_to, content, progress"
 )
 _EVENT_ROWS = f"SELECT {_EVENT_COLUMNS} FROM json_populate_recordset(NULL::job_runs, $1::json)"
 # An event applies to a newer attempt, or to the same attempt while the run is still
@@ -58,7 +58,8 @@ UPSERT_FINISHES = (
     "attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, "
     "started_at = COALESCE(EXCLUDED.started_at, r.started_at), "
     "finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms, "
-    "summary = EXCLUDED.summary, error = EXCLUDED.error, content = EXCLUDED.content "
+    "summary = EXCLUDED.summary, error = EXCLUDED.error, content = EXCLUDED.content, "
+    "progress = COALESCE(EXCLUDED.progress, r.progress) "
     f"{_GUARD}"
 )
 _ATTEMPT_COLUMNS = "run_id, attempt, status, worker, started_at, finished_at, duration_ms, error"
@@ -87,7 +88,9 @@ INSERT_QUEUED = (
 _FINISH_SET = (
     "status = e.status, attempt = e.attempt, worker = e.worker, "
     "started_at = COALESCE(e.started_at, r.started_at), finished_at = e.finished_at, "
-    "duration_ms = e.duration_ms, summary = e.summary, error = e.error, content = e.content"
+    "duration_ms = e.duration_ms, summary = e.summary, error = e.error, content = e.content, "
+    # A run that never reported keeps what an earlier attempt reported.
+    "progress = COALESCE(e.progress, r.progress)"
 )
 _START_SET = (
     "status = e.status, attempt = e.attempt, worker = e.worker, "

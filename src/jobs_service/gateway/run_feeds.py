@@ -1,0 +1,178 @@
+"""Live state of watched runs, for ``GET /v1/runs/{run_id}/events``.
+
+The gateway learns a run's changes by reading its row, not from the workers: a worker
+publishing every state change would put a Redis round trip on every run, watched or
+not, and the hot path is the product (see the performance page). Reading costs only
+what is watched: one narrow ``SELECT`` per watched run every ``events_poll_interval_ms``,
+shared by all the clients watching that run (a :class:`RunFeed`), stopped when the last
+one leaves or the run ends. What the stream shows lags the worker by at most the
+recorder's flush interval plus one poll (progress: the progress writer's interval).
+
+A feed publishes a new :class:`RunState` only when something a watcher sees changed;
+each client turns states into events (:mod:`~jobs_service.gateway.run_events`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.models import TERMINAL_STATUSES
+from jobs_service.infrastructure.repositories.run_progress import read_live_state
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from datetime import datetime
+
+    from jobs_service.infrastructure.database import Database
+    from jobs_service.infrastructure.models import JobRun
+
+__all__ = ["RunFeed", "RunFeeds", "RunState"]
+
+_log = get_logger("jobs_service.gateway.run_feeds")
+_MAX_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """What a watcher of a run sees; equal states mean nothing to tell."""
+
+    run_id: str
+    status: str
+    attempt: int
+    progress: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    summary: dict[str, int] | None
+    error: dict[str, str] | None
+
+    @classmethod
+    def of(cls, row: JobRun | Any) -> RunState:
+        """From a run row (an ORM object or a row of ``LIVE_COLUMNS``)."""
+        return cls(
+            run_id=row.run_id,
+            status=row.status,
+            attempt=row.attempt,
+            progress=row.progress,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            duration_ms=row.duration_ms,
+            summary=row.summary,
+            error=row.error,
+        )
+
+    @property
+    def terminal(self) -> bool:
+        """True once the run has ended (succeeded, failed, dead or cancelled)."""
+        return self.status in TERMINAL_STATUSES
+
+
+class RunFeed:
+    """The latest state of one run and a way to wait for the next one.
+
+    ``state`` is None once the run no longer exists (deleted by the retention cleanup).
+    """
+
+    def __init__(self, state: RunState) -> None:
+        self.state: RunState | None = state
+        #: Bumped on every published state, so a watcher knows what it has seen.
+        self.version = 0
+        self.watchers = 0
+        self.poller: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def publish(self, state: RunState | None) -> None:
+        """Make ``state`` the latest and wake every waiting watcher."""
+        self.state = state
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_newer(self, seen: int, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a version newer than ``seen``; False on timeout."""
+        if self.version != seen:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        return self.version != seen
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will be published: the run ended or is gone."""
+        return self.state is None or self.state.terminal
+
+
+class RunFeeds:
+    """The feeds of every run some client of this gateway process watches."""
+
+    def __init__(self, database: Database, *, poll_interval_s: float) -> None:
+        self._database = database
+        self._interval = poll_interval_s
+        self._feeds: dict[str, RunFeed] = {}
+
+    @property
+    def watched(self) -> int:
+        """Runs with at least one watcher (each polled once per interval)."""
+        return len(self._feeds)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, run_id: str, current: RunState) -> AsyncIterator[RunFeed]:
+        """Join the feed of ``run_id`` (starting it from ``current``, the state the
+        caller just read, if nobody watches the run yet) until the block ends."""
+        feed = self._feeds.get(run_id)
+        if feed is None:
+            feed = RunFeed(current)
+            if not feed.finished:
+                self._feeds[run_id] = feed
+                feed.poller = asyncio.create_task(self._poll(run_id, feed), name="run-feed")
+        feed.watchers += 1
+        try:
+            yield feed
+        finally:
+            feed.watchers -= 1
+            if feed.watchers == 0:
+                self._drop(run_id, feed)
+
+    def _drop(self, run_id: str, feed: RunFeed) -> None:
+        if self._feeds.get(run_id) is feed:
+            del self._feeds[run_id]
+        if feed.poller is not None and feed.poller is not asyncio.current_task():
+            feed.poller.cancel()
+
+    async def _poll(self, run_id: str, feed: RunFeed) -> None:
+        delay = self._interval
+        while not feed.finished:
+            await asyncio.sleep(delay)
+            try:
+                async with self._database.sessions() as session:
+                    row = await read_live_state(session, run_id)
+            except Exception as exc:  # noqa: BLE001 - an outage pauses the feed, no more
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+                _log.warning(
+                    "run-feed-read-failed",
+                    run_id=run_id,
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:300],
+                    retry_in_s=delay,
+                )
+                continue
+            delay = self._interval
+            state = None if row is None else RunState.of(row)
+            if state != feed.state:
+                feed.publish(state)
+        # Ended: later watchers start a new feed from what they read themselves.
+        if self._feeds.get(run_id) is feed:
+            del self._feeds[run_id]
+
+    async def aclose(self) -> None:
+        """Stop every poller (the gateway is shutting down)."""
+        feeds, self._feeds = self._feeds, {}
+        for feed in feeds.values():
+            if feed.poller is not None:
+                feed.poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed.poller

@@ -1,0 +1,99 @@
+"""Writes of ``job_runs.progress`` while runs execute, and the narrow read of a run's
+live state (status and progress) that event streams poll.
+
+A progress write applies only to a run that is not finished and whose row is not ahead
+of the reporting attempt: the row of the same attempt while it is ``running``, or a row
+an attempt behind (still ``queued`` at attempt 0 because the worker's batched ``running``
+write has not landed yet, or ``retrying`` after the previous attempt). So a report that
+arrives late can never land on an ended attempt: a finished run keeps the final progress
+its end wrote (see ``RunEvent.progress``), and status columns are never touched here.
+
+Both statements are one round trip per batch of runs, whatever its size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import Integer, Row, bindparam, or_, select, update
+
+from jobs_service.infrastructure.models import JobRun
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+__all__ = ["LIVE_COLUMNS", "ProgressRow", "read_live_state", "write_progress"]
+
+#: ``(run_id, attempt, progress document)``.
+ProgressRow = tuple[str, int, dict[str, Any]]
+
+WRITE_PROGRESS_PG = (
+    "UPDATE job_runs AS r SET progress = d.progress "
+    "FROM json_to_recordset($1::json) AS d(run_id text, attempt integer, progress jsonb) "
+    "WHERE r.run_id = d.run_id "
+    "AND r.status IN ('queued', 'running', 'retrying') "
+    "AND (r.attempt < d.attempt OR (r.status = 'running' AND r.attempt = d.attempt))"
+)
+
+
+def _sqlite_statement() -> Any:
+    # Plain comparisons, not IN: an expanding IN cannot be used with executemany.
+    attempt = bindparam("p_attempt", type_=Integer)
+    return (
+        update(JobRun)
+        .where(
+            JobRun.run_id == bindparam("p_run_id"),
+            or_(JobRun.status == "queued", JobRun.status == "running", JobRun.status == "retrying"),
+            or_(
+                JobRun.attempt < attempt, (JobRun.status == "running") & (JobRun.attempt == attempt)
+            ),
+        )
+        .values(progress=bindparam("p_progress", type_=JobRun.progress.type))
+    )
+
+
+async def write_progress(connection: AsyncConnection, rows: Sequence[ProgressRow]) -> int:
+    """Write the latest progress of each run in ``rows``; returns how many rows changed
+    (runs that ended meanwhile, or whose row does not exist yet, are not counted)."""
+    if not rows:
+        return 0
+    if connection.dialect.name == "postgresql":
+        document = orjson.dumps(
+            [
+                {"run_id": run_id, "attempt": attempt, "progress": doc}
+                for run_id, attempt, doc in rows
+            ]
+        ).decode()
+        result = await connection.exec_driver_sql(WRITE_PROGRESS_PG, (document,))
+        return int(result.rowcount or 0)
+    result = await connection.execute(
+        _sqlite_statement(),
+        [
+            {"p_run_id": run_id, "p_attempt": attempt, "p_progress": doc}
+            for run_id, attempt, doc in rows
+        ],
+    )
+    return int(result.rowcount or 0)
+
+
+#: What a watcher of a run needs: no kwargs, no result content (which may be large).
+LIVE_COLUMNS = (
+    JobRun.run_id,
+    JobRun.status,
+    JobRun.attempt,
+    JobRun.progress,
+    JobRun.started_at,
+    JobRun.finished_at,
+    JobRun.duration_ms,
+    JobRun.summary,
+    JobRun.error,
+)
+
+
+async def read_live_state(session: AsyncSession, run_id: str) -> Row[Any] | None:
+    """The :data:`LIVE_COLUMNS` of one run (by run id), or None if it does not exist."""
+    query = select(*LIVE_COLUMNS).where(JobRun.run_id == run_id)
+    return (await session.execute(query)).one_or_none()
