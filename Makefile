@@ -74,8 +74,12 @@ AUDIT_IGNORE :=
 audit: install  ## Known vulnerabilities in uv.lock (pip-audit; AUDIT_STRICT=1: fail if unreachable)
 	UV=$(UV) $(RUN) python tools/audit_dependencies.py $(AUDIT_IGNORE) $(if $(AUDIT_STRICT),--strict)
 
+.PHONY: check-containers
+check-containers: install  ## Lint the Dockerfile (hadolint) and check compose.dev.yml, offline
+	$(RUN) python tools/check_containers.py
+
 .PHONY: verify
-verify: lint typecheck test docs audit  ## Everything CI checks
+verify: lint typecheck check-containers test docs audit  ## Everything CI checks
 
 .PHONY: migrate
 migrate: install  ## Upgrade the database named by JOBS_DATABASE_URL
@@ -96,10 +100,28 @@ bench: install  ## Issue 7's targets W1-W5 and footprint, PASS/FAIL vs in-run ba
 chaos: install  ## Failure scenarios against real processes (200 runs each): lost / duplicated table
 	$(RUN) python -m tests.chaos
 
+# The development stack (docs/development.md). DEV_SERVICES="postgres redis": only what
+# the test suite needs; SERVICE=worker: the container dev-shell and dev-logs look at.
+COMPOSE := docker compose -f compose.dev.yml
+DEV_SERVICES :=
+SERVICE :=
+
 .PHONY: dev-up
-dev-up:  ## Start PostgreSQL and Redis for development and tests (Docker)
-	docker compose -f compose.dev.yml up -d --wait
+dev-up:  ## Build and start the dev stack (Docker), wait until healthy; DEV_SERVICES= some
+	$(COMPOSE) up --detach --build --wait $(DEV_SERVICES)
 
 .PHONY: dev-down
-dev-down:  ## Stop the development services
-	docker compose -f compose.dev.yml down
+dev-down:  ## Stop the dev stack (its data stays in named volumes)
+	$(COMPOSE) down
+
+.PHONY: dev-shell
+dev-shell:  ## A shell in the running api container (SERVICE=worker: another one)
+	$(COMPOSE) exec $(or $(SERVICE),api) bash
+
+.PHONY: dev-logs
+dev-logs:  ## Follow the dev stack's logs (SERVICE=api: one service)
+	$(COMPOSE) logs --follow --tail=200 $(SERVICE)
+
+.PHONY: dev-watch
+dev-watch:  ## Restart api, worker and scheduler on edits to src/; rebuild on uv.lock
+	$(COMPOSE) watch
