@@ -41,6 +41,22 @@ _PROBLEMS = problem_responses(
     }
 )
 
+#: One event of ``GET /v1/runs/{run_id}/events`` (before Open API 3.2, the ``schema`` of
+#: an event stream describes each event).
+_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data", "id"],
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "progress"]},
+        "id": {"type": "string", "description": "A growing number; `end` on the final event"},
+        "data": {
+            "type": "string",
+            "description": "JSON. status: run_id, status, attempt, started_at, finished_at, "
+            "duration_ms, summary, error. progress: run_id, percent, message, at, attempt.",
+        },
+    },
+}
+
 
 @router.get("", summary="List runs, newest first", responses=_PROBLEMS)
 async def list_runs(
@@ -95,7 +111,7 @@ async def get_run(
         **problem_responses({404: "Unknown run"}),
         200: {
             "description": "An event stream that ends with the run's final status",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": _EVENT_SCHEMA}},
         },
         204: {"description": "The run has ended and the client saw its final event"},
     },
