@@ -45,10 +45,10 @@ ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONDONTWRITEBYTECODE=1
 # Numeric: Kubernetes' runAsNonRoot can only verify a numeric user.
 USER 10001:10001
-EXPOSE 8000 9464
+EXPOSE 8000 9464 9465
 # Liveness of the default command (the API on its default port). Without curl: the
-# image's own Python. Compose and orchestrators override it for the other processes:
-# a worker answers on its metrics port (worker.metrics_port), a scheduler has no port.
+# image's own Python. Compose and orchestrators override it for the other processes,
+# which answer on their metrics ports: worker.metrics_port, scheduler.metrics_port.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request as r; r.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 ENTRYPOINT ["jobsctl"]

@@ -41,7 +41,13 @@ from pydantic import ValidationError
 
 from jobs_service.cli.parser import build_parser
 from jobs_service.core.errors import ConfigurationError
-from jobs_service.core.settings import ApiSettings, Settings, is_loopback_host
+from jobs_service.core.settings import (
+    ApiSettings,
+    SchedulerSettings,
+    Settings,
+    WorkerSettings,
+    is_loopback_host,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -279,10 +285,8 @@ def _served(args: argparse.Namespace, settings: Settings) -> tuple[str, int, fro
         worker = settings.worker
         return worker.metrics_host, worker.metrics_port, frozenset({"/metrics"})
     if args.command == "scheduler":
-        # The scheduler's metrics endpoint (scheduler.metrics_port), where settings have one.
-        scheduler = getattr(settings, "scheduler", None)
-        host = getattr(scheduler, "metrics_host", "127.0.0.1")
-        return host, getattr(scheduler, "metrics_port", 0), frozenset({"/metrics"})
+        scheduler = settings.scheduler
+        return scheduler.metrics_host, scheduler.metrics_port, frozenset({"/metrics"})
     return "127.0.0.1", 0, frozenset()
 
 
@@ -412,6 +416,15 @@ def dockerfile_problems(path: Path, root: Path = ROOT) -> list[str]:
         problems.append(f"{path.name}: uv does not compile bytecode (UV_COMPILE_BYTECODE=1)")
     problems += [f"{path.name}: {p}" for p in _default_command(final)]
     problems += [f"{path.name}: {p}" for p in _image_healthcheck(final)]
+    exposed = {
+        int(port.split("/")[0]) for i in final if i.keyword == "EXPOSE" for port in i.rest.split()
+    }
+    served = {ApiSettings().port, WorkerSettings().metrics_port, SchedulerSettings().metrics_port}
+    if exposed != served:
+        problems.append(
+            f"{path.name}: EXPOSE {' '.join(map(str, sorted(exposed)))}, but the processes "
+            f"serve {' '.join(map(str, sorted(served)))} (api.port and the metrics ports)"
+        )
     return problems
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from jobs_service.core.settings import ApiSettings, Settings, WorkerSettings
+from jobs_service.core.settings import ApiSettings, SchedulerSettings, Settings, WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -75,12 +75,13 @@ def test_every_command_is_a_real_jobsctl_command(name: str) -> None:
 
 
 def test_healthchecks_ask_the_ports_of_the_settings_defaults() -> None:
-    """The API is checked on api.port's default, the worker on worker.metrics_port's."""
+    """The API is checked on api.port's default, worker and scheduler on their metrics."""
     services = REAL["services"]
-    api_check = " ".join(services["api"]["healthcheck"]["test"])
-    worker_check = " ".join(services["worker"]["healthcheck"]["test"])
-    assert f"http://127.0.0.1:{ApiSettings().port}/health" in api_check
-    assert f"http://127.0.0.1:{WorkerSettings().metrics_port}/metrics" in worker_check
+    checks = {name: " ".join(services[name]["healthcheck"]["test"]) for name in BUILT[1:]}
+    assert f"http://127.0.0.1:{ApiSettings().port}/health" in checks["api"]
+    assert f"http://127.0.0.1:{WorkerSettings().metrics_port}/metrics" in checks["worker"]
+    assert f"http://127.0.0.1:{SchedulerSettings().metrics_port}/metrics" in checks["scheduler"]
+    assert services["migrate"]["healthcheck"] == {"disable": True}
     assert services["api"]["ports"] == [f"127.0.0.1:{ApiSettings().port}:{ApiSettings().port}"]
 
 
@@ -147,8 +148,8 @@ def test_waiting_for_the_health_of_a_service_without_a_healthcheck_is_rejected(
     compose: dict[str, Any],
 ) -> None:
     """service_healthy on a service whose healthcheck is disabled would never start."""
-    compose["services"]["api"]["depends_on"]["scheduler"] = {"condition": "service_healthy"}
-    assert "waits for service_healthy, but scheduler has no healthcheck" in problems_of(compose)
+    compose["services"]["api"]["depends_on"]["migrate"] = {"condition": "service_healthy"}
+    assert "waits for service_healthy, but migrate has no healthcheck" in problems_of(compose)
 
 
 def test_waiting_for_a_long_running_service_to_complete_is_rejected(
@@ -210,12 +211,14 @@ def test_a_healthcheck_on_a_path_the_api_does_not_serve_is_rejected(
     assert "healthcheck: http://127.0.0.1:8000/healthz, but api serves" in problems_of(compose)
 
 
-def test_a_worker_inheriting_the_images_api_healthcheck_is_rejected(
-    compose: dict[str, Any],
+@pytest.mark.parametrize("name", ["worker", "scheduler"])
+def test_a_process_inheriting_the_images_api_healthcheck_is_rejected(
+    compose: dict[str, Any], name: str
 ) -> None:
-    """Without its own check the worker would be probed on the API's port, and fail."""
-    del compose["services"]["worker"]["healthcheck"]
-    assert "inherits the image's, which asks the API on port 8000" in problems_of(compose)
+    """Without its own check a worker or scheduler would be probed on the API's port."""
+    del compose["services"][name]["healthcheck"]
+    found = problems_of(compose)
+    assert f"services.{name}: healthcheck: none of its own, so it inherits the image's" in found
 
 
 def test_an_api_on_all_addresses_without_keys_is_rejected(compose: dict[str, Any]) -> None:

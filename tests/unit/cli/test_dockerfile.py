@@ -110,6 +110,7 @@ def test_a_bind_mount_of_a_missing_file_is_rejected(tmp_path: Path) -> None:
         ('ENTRYPOINT ["jobsctl"]', 'ENTRYPOINT ["python"]', 'ENTRYPOINT is not ["jobsctl"]'),
         ("127.0.0.1:8000/health", "127.0.0.1:9000/health", "HEALTHCHECK asks"),
         ("127.0.0.1:8000/health", "127.0.0.1:8000/healthz", "HEALTHCHECK asks"),
+        ("EXPOSE 8000 9464 9465", "EXPOSE 8000", "EXPOSE 8000, but the processes serve"),
     ],
 )
 def test_a_dockerfile_breaking_a_project_rule_is_rejected(
