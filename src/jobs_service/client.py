@@ -1,10 +1,12 @@
 """The Python producer API: ``enqueue``, ``enqueue_many``, ``get_run``, ``retry``,
 ``cancel``.
 
-The gateway, the CLI and applications all enqueue through :class:`JobsClient`. Each run
-gets its ``queued`` row before its message is sent, so a run id returned to a caller is
-always visible in the history, and an ``Idempotency-Key`` is claimed atomically by the
-row's unique constraint. If the send fails the row is removed and the error raised: the
+The gateway, the CLI and applications all enqueue through :class:`JobsClient`. A run id
+is returned to a caller once the run's ``queued`` row is written and its message sent,
+so it is visible in the history. A run with an ``Idempotency-Key`` gets its row before
+its message is sent: the row's unique constraint claims the key atomically. (A run
+without one is recorded and sent at the same time on PostgreSQL: see
+``JobsClient._submit_keyless``.) If the send fails the row is removed and the error raised: the
 caller was told nothing was queued, so nothing half-queued is left behind.
 """
 
@@ -26,6 +28,7 @@ from taskiq.utils import maybe_awaitable
 from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import JobsError
 from jobs_service.core.ids import new_run_id
+from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.cancellations import Cancellation
 from jobs_service.infrastructure.models import RUN_SOURCES, TERMINAL_STATUSES, JobRun
 from jobs_service.infrastructure.repositories import runs
@@ -57,6 +60,8 @@ __all__ = [
     "RunStateError",
     "Submission",
 ]
+
+_log = get_logger("jobs_service.client")
 
 #: Runs of a batch recorded and sent together (see ``JobsClient.enqueue_many``).
 SEND_CHUNK = 250
@@ -237,6 +242,8 @@ class JobsClient:
             if existing is not None:
                 return existing
         wire = await self.serialise([request])  # a message that cannot be sent is never queued
+        if idempotency_key is None and self._queued_runs is not None:
+            return await self._submit_keyless(request, wire)
         if not await self._record_queued(request):
             # Lost a race with a concurrent request carrying the same key.
             existing = await self._existing_for(request) if idempotency_key else None
@@ -245,6 +252,38 @@ class JobsClient:
                 raise EnqueueError(msg)
             return existing
         await self.send_or_forget([request], wire)
+        return Submission(request.run_id, "queued", replayed=False)
+
+    async def _submit_keyless(self, request: RunRequest, wire: Sequence[_Wire]) -> Submission:
+        """Record and send a run without an idempotency key at the same time.
+
+        Nothing is claimed by such a row, and it commits asynchronously anyway (see
+        :mod:`~jobs_service.infrastructure.queued_runs`), so the send need not wait for
+        it: a worker may start the run a database round trip sooner. The caller still
+        gets the run id only once both are done. If the send fails, the row is removed
+        and the error raised, as before. If only the row fails (the database is down,
+        or the worker wrote the run first), the run is queued all the same and the
+        worker that runs it writes its full row (run recording never loses a state).
+        """
+        assert self._queued_runs is not None  # noqa: S101 - the caller checked
+        recorded, sent = await asyncio.gather(
+            self._queued_runs.record(request.queued_row()),
+            self.send([request], wire),
+            return_exceptions=True,
+        )
+        if isinstance(sent, BaseException):
+            if recorded is True:
+                await self._forget([request])
+            raise sent
+        if isinstance(recorded, BaseException):
+            if not isinstance(recorded, Exception):
+                raise recorded
+            _log.warning(
+                "queued-row-deferred",
+                run_id=request.run_id,
+                task=request.info.name,
+                error=f"{type(recorded).__name__}: {recorded}",
+            )
         return Submission(request.run_id, "queued", replayed=False)
 
     async def _record_queued(self, request: RunRequest) -> bool:
@@ -412,13 +451,17 @@ class JobsClient:
         try:
             await self.send(requests, wire)
         except EnqueueError:
-            async with self._database.engine.begin() as connection:
-                await connection.execute(
-                    delete(JobRun).where(
-                        JobRun.run_id.in_([r.run_id for r in requests]), JobRun.status == "queued"
-                    )
-                )
+            await self._forget(requests)
             raise
+
+    async def _forget(self, requests: Sequence[RunRequest]) -> None:
+        """Delete the still-``queued`` rows of runs the broker refused."""
+        async with self._database.engine.begin() as connection:
+            await connection.execute(
+                delete(JobRun).where(
+                    JobRun.run_id.in_([r.run_id for r in requests]), JobRun.status == "queued"
+                )
+            )
 
     async def resend(self, run_ids: Sequence[str]) -> Resent:
         """Send again the runs that are still ``queued`` (same run ids).

@@ -1,8 +1,8 @@
 """Recording producers' ``queued`` rows: concurrent submits share one statement.
 
-A submit must have its ``queued`` row committed before its message is sent (the run id
-a caller gets back is always in the history, and an ``Idempotency-Key`` is claimed by
-the row). Through the engine's pool that is a checkout with its liveness ping, BEGIN,
+A submit returns once its ``queued`` row is written (the run id a caller gets back is in
+the history), and a row with an ``Idempotency-Key`` is committed before its message is
+sent (the row claims the key). Through the engine's pool that is a checkout with its liveness ping, BEGIN,
 INSERT, COMMIT and a reset: about seven round trips, 1.5 ms under load, for one row.
 Here submits go through a :class:`~jobs_service.infrastructure.group_commit.GroupCommit`
 on a connection kept between statements: a lone submit costs one INSERT round trip,

@@ -125,6 +125,34 @@ async def test_broker_down_leaves_nothing_queued(pg_url: str) -> None:
     await runtime.stop()
 
 
+async def test_a_run_without_a_key_is_queued_while_the_database_refuses_its_row(
+    redis_prefix: str,
+) -> None:
+    """A keyless run is recorded and sent at once: when only the row fails, the message
+    is on the stream all the same (the worker writes the row when it runs it)."""
+    settings = Settings(
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/nowhere",
+        redis_url=redis_url(),
+        redis_prefix=f"{redis_prefix}-norow",
+    )
+    broker = build_broker(settings)
+    from jobs_service.broker import broker as shared  # noqa: PLC0415
+
+    info = next(info for info in list_tasks(shared) if info.name == "count_items")
+    broker.register_task(info.task.original_func, info.name)
+    runtime = Runtime(settings)
+    await broker.startup()
+    try:
+        run_id = await JobsClient(broker, runtime).enqueue("count_items", {"items": ["a"]})
+        async with Redis.from_url(redis_url()) as redis_client:
+            entries = await redis_client.xrange(stream_names(settings)["stream"])
+        assert len(entries) == 1
+        assert run_id.encode() in b"".join(entries[0][1].values())
+    finally:
+        await broker.shutdown()
+        await runtime.stop()
+
+
 class _BreakStreamAfterFirstSend(TaskiqMiddleware):
     """After the first chunk is sent, turn the stream key into a string: Redis then
     refuses every later XADD (WRONGTYPE), as a broker failing mid-batch would."""
