@@ -1,0 +1,120 @@
+"""Watched runs: one shared poll per run, events on change, release on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import delete, update
+
+from jobs_service.core.ids import new_run_id
+from jobs_service.core.settings import DatabaseSettings
+from jobs_service.gateway.run_events import HEARTBEAT, event_stream
+from jobs_service.gateway.run_feeds import RunFeeds, RunState
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.models import JobRun
+from jobs_service.infrastructure.repositories import runs
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def database(sqlite_url: str) -> AsyncIterator[Database]:
+    db = Database(sqlite_url, DatabaseSettings())
+    await migrate.upgrade(db)
+    yield db
+    await db.close()
+
+
+async def _queued(database: Database) -> RunState:
+    run_id = new_run_id()
+    row = runs.QueuedRun(run_id, "report_steps", {}, "api", datetime.now(UTC))
+    async with database.engine.begin() as connection:
+        await runs.insert_queued_runs(connection, [row])
+    async with database.sessions() as session:
+        found = await runs.get_run(session, run_id=run_id)
+    assert found is not None
+    return RunState.of(found)
+
+
+async def _set(database: Database, run_id: str, **values: Any) -> None:
+    async with database.engine.begin() as connection:
+        await connection.execute(update(JobRun).where(JobRun.run_id == run_id).values(**values))
+
+
+async def _next_event(stream: AsyncIterator[bytes]) -> bytes:
+    """The next chunk that is not a heartbeat."""
+    while (chunk := await asyncio.wait_for(anext(stream), 5)) == HEARTBEAT:
+        pass
+    return chunk
+
+
+async def test_two_clients_share_one_poll_and_leaving_stops_it(database: Database) -> None:
+    """Two streams of one run: one feed, one poller; changes reach both; when the first
+    client leaves the poll goes on, when the second leaves it stops."""
+    feeds = RunFeeds(database, poll_interval_s=0.02)
+    state = await _queued(database)
+    first = event_stream(feeds, state, heartbeat_s=0.05, retry_ms=1000)
+    second = event_stream(feeds, state, heartbeat_s=0.05, retry_ms=1000)
+    try:
+        assert await anext(first) == b"retry: 1000\n\n"
+        assert b'"status":"queued"' in await _next_event(first)
+        assert await anext(second) == b"retry: 1000\n\n"
+        assert b'"status":"queued"' in await _next_event(second)
+        assert feeds.watched == 1
+        [feed] = feeds._feeds.values()
+        poller = feed.poller
+        assert poller is not None
+        progress = {"percent": 30, "message": "m", "at": "2026-01-01T00:00:00+00:00"}
+        await _set(database, state.run_id, status="running", attempt=1, progress=progress)
+        for stream in (first, second):
+            chunk = await _next_event(stream)
+            assert chunk.index(b"event: status") < chunk.index(b"event: progress")
+            assert b'"percent":30' in chunk
+        await first.aclose()  # a client disconnects
+        assert feeds.watched == 1
+        assert not poller.done()
+        await second.aclose()
+        await asyncio.sleep(0)
+        assert feeds.watched == 0
+        assert poller.cancelled()
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await feeds.aclose()
+
+
+async def test_a_stream_ends_with_the_final_status_and_a_deleted_run_ends_it_quietly(
+    database: Database,
+) -> None:
+    """The run ends: the last event is its final status (id `end`) and the feed is gone.
+    A run deleted while watched (retention cleanup) ends its stream without an event."""
+    feeds = RunFeeds(database, poll_interval_s=0.02)
+    ending, deleted = await _queued(database), await _queued(database)
+    ends = event_stream(feeds, ending, heartbeat_s=0.05, retry_ms=0)
+    vanishes = event_stream(feeds, deleted, heartbeat_s=0.05, retry_ms=0)
+    try:
+        for stream in (ends, vanishes):
+            await anext(stream)
+            await _next_event(stream)
+        await _set(database, ending.run_id, status="succeeded", attempt=1, summary={"errors": 0})
+        final = await _next_event(ends)
+        assert final.startswith(b"id: end\nevent: status\n")
+        assert b'"summary":{"errors":0}' in final
+        with pytest.raises(StopAsyncIteration):
+            await anext(ends)
+        async with database.engine.begin() as connection:
+            await connection.execute(delete(JobRun).where(JobRun.run_id == deleted.run_id))
+        with pytest.raises(StopAsyncIteration):
+            await _next_event(vanishes)
+        assert feeds.watched == 0
+    finally:
+        await ends.aclose()
+        await vanishes.aclose()
+        await feeds.aclose()
