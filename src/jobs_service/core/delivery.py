@@ -51,9 +51,11 @@ class _Strict(BaseModel):
 class EmailTarget(_Strict):
     """An email: recipients, copies and an optional subject."""
 
-    to: list[str] = Field(min_length=1, max_length=100)
-    cc: list[str] = Field(default_factory=list, max_length=100)
-    subject: str | None = Field(None, max_length=255)
+    to: list[str] = Field(min_length=1, max_length=100, description="Recipient addresses.")
+    cc: list[str] = Field(default_factory=list, max_length=100, description="Copied addresses.")
+    subject: str | None = Field(
+        None, max_length=255, description="Subject line; default: the run's title."
+    )
 
     @field_validator("to", "cc")
     @classmethod
@@ -64,13 +66,17 @@ class EmailTarget(_Strict):
 class CalendarTarget(_Strict):
     """A calendar event in the sender's calendar, inviting ``attendees``."""
 
-    subject: str | None = Field(None, max_length=255)
+    subject: str | None = Field(
+        None, max_length=255, description="Event subject; default: the run's title."
+    )
     start: datetime | None = Field(None, description="Absolute start (with a UTC offset).")
     offset_minutes: int = Field(
         0, ge=0, le=525_600, description="Without start: minutes after delivery."
     )
-    duration_minutes: int = Field(30, ge=1, le=1440)
-    attendees: list[str] = Field(default_factory=list, max_length=500)
+    duration_minutes: int = Field(30, ge=1, le=1440, description="Length of the event.")
+    attendees: list[str] = Field(
+        default_factory=list, max_length=500, description="Addresses invited to the event."
+    )
 
     @field_validator("attendees")
     @classmethod
@@ -98,9 +104,18 @@ class DeliveryTarget:
 class DeliverTo(_Strict):
     """Where a run's result goes; at least one destination."""
 
-    teams_channel: str | None = Field(None, min_length=1, max_length=100)
-    email: list[str] | EmailTarget | None = None
-    calendar: CalendarTarget | None = None
+    teams_channel: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Alias of a configured `[channels.teams.<alias>]` to post a card to.",
+    )
+    email: list[str] | EmailTarget | None = Field(
+        None, description="Addresses to mail the result to, or a table with to, cc, subject."
+    )
+    calendar: CalendarTarget | None = Field(
+        None, description="A calendar event to create in the sender's calendar."
+    )
 
     @field_validator("email", mode="after")
     @classmethod

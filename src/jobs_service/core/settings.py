@@ -95,7 +95,7 @@ class ApiSettings(_Section):
 
     host: str = Field("127.0.0.1", description="Address `jobsctl api` and `jobsctl run` bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
-    request_log: bool = Field(True, description="Log one line per HTTP request.")
+    request_log: bool = Field(True, description="Log one `http-request` line per request.")
     max_body_bytes: int = Field(
         1_048_576,
         ge=1,
@@ -186,8 +186,9 @@ class BrokerSettings(_Section):
     result_ttl_s: int = Field(
         86_400,
         ge=1,
-        description="How long task results stay in Redis (run history "
-        "lives in the database regardless).",
+        description="How long TaskIQ results stay in Redis: only for messages sent by "
+        "plain `kiq()` or tasks labelled `store_result=True`; the outcome of every run is "
+        "in the run history regardless.",
     )
     max_connections: int = Field(64, ge=2, description="Redis connection pool size per process.")
 
@@ -208,7 +209,12 @@ class WorkerSettings(_Section):
 
     processes: int = Field(1, ge=1, le=64, description="Worker processes per `jobsctl worker`.")
     concurrency: int = Field(
-        100, ge=1, le=10_000, description="Tasks one worker process runs at once."
+        100,
+        ge=1,
+        le=10_000,
+        description="Task functions one worker process runs at once. A slot frees when "
+        "the function returns; logging, history and the acknowledgement follow without "
+        "holding it.",
     )
     prefetch: int = Field(
         16,
@@ -226,7 +232,8 @@ class WorkerSettings(_Section):
         ge=0,
         le=65535,
         description="Port on which `jobsctl worker` serves the Prometheus metrics of all "
-        "its processes (runs by task and status, durations). 0: not served.",
+        "its processes (runs by task and status, durations). 0: not served. A port in use "
+        "is logged as `worker-metrics-unavailable` and the worker runs without it.",
     )
     metrics_host: str = Field(
         "127.0.0.1",
