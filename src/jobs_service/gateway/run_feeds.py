@@ -3,10 +3,11 @@
 The gateway learns a run's changes by reading its row, not from the workers: a worker
 publishing every state change would put a Redis round trip on every run, watched or
 not, and the hot path is the product (see the performance page). Reading costs only
-what is watched: one narrow ``SELECT`` per watched run every ``events_poll_interval_ms``,
-shared by all the clients watching that run (a :class:`RunFeed`), stopped when the last
-one leaves or the run ends. What the stream shows lags the worker by at most the
-recorder's flush interval plus one poll (progress: the progress writer's interval).
+what is watched: every ``events_poll_interval_ms`` one narrow ``SELECT`` reads all the
+runs this gateway process watches (each run once, however many clients watch it: a
+:class:`RunFeed` per run), and polling stops when nobody watches. What the stream shows
+lags the worker by at most the recorder's flush interval plus one poll (progress: the
+progress writer's interval).
 
 A feed publishes a new :class:`RunState` only when something a watcher sees changed;
 each client turns states into events (:mod:`~jobs_service.gateway.run_events`).
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.models import TERMINAL_STATUSES
-from jobs_service.infrastructure.repositories.run_progress import read_live_state
+from jobs_service.infrastructure.repositories.run_progress import read_live_states
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -82,7 +83,6 @@ class RunFeed:
         #: Bumped on every published state, so a watcher knows what it has seen.
         self.version = 0
         self.watchers = 0
-        self.poller: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
     def publish(self, state: RunState | None) -> None:
@@ -107,17 +107,24 @@ class RunFeed:
 
 
 class RunFeeds:
-    """The feeds of every run some client of this gateway process watches."""
+    """The feeds of every run some client of this gateway process watches, and the one
+    task that polls them."""
 
     def __init__(self, database: Database, *, poll_interval_s: float) -> None:
         self._database = database
         self._interval = poll_interval_s
         self._feeds: dict[str, RunFeed] = {}
+        self._poller: asyncio.Task[None] | None = None
 
     @property
     def watched(self) -> int:
-        """Runs with at least one watcher (each polled once per interval)."""
+        """Runs with at least one watcher (read at every poll)."""
         return len(self._feeds)
+
+    @property
+    def polling(self) -> bool:
+        """Whether the poller runs (only while some unfinished run is watched)."""
+        return self._poller is not None and not self._poller.done()
 
     @contextlib.asynccontextmanager
     async def watch(self, run_id: str, current: RunState) -> AsyncIterator[RunFeed]:
@@ -128,51 +135,55 @@ class RunFeeds:
             feed = RunFeed(current)
             if not feed.finished:
                 self._feeds[run_id] = feed
-                feed.poller = asyncio.create_task(self._poll(run_id, feed), name="run-feed")
+                if not self.polling:
+                    self._poller = asyncio.create_task(self._poll(), name="run-feeds")
         feed.watchers += 1
         try:
             yield feed
         finally:
             feed.watchers -= 1
-            if feed.watchers == 0:
-                self._drop(run_id, feed)
+            if feed.watchers == 0 and self._feeds.get(run_id) is feed:
+                del self._feeds[run_id]
+            if not self._feeds and self._poller is not None:
+                self._poller.cancel()
+                self._poller = None
 
-    def _drop(self, run_id: str, feed: RunFeed) -> None:
-        if self._feeds.get(run_id) is feed:
-            del self._feeds[run_id]
-        if feed.poller is not None and feed.poller is not asyncio.current_task():
-            feed.poller.cancel()
-
-    async def _poll(self, run_id: str, feed: RunFeed) -> None:
+    async def _poll(self) -> None:
         delay = self._interval
-        while not feed.finished:
+        while self._feeds:
             await asyncio.sleep(delay)
+            run_ids = list(self._feeds)
             try:
                 async with self._database.sessions() as session:
-                    row = await read_live_state(session, run_id)
-            except Exception as exc:  # noqa: BLE001 - an outage pauses the feed, no more
+                    rows = await read_live_states(session, run_ids)
+            except Exception as exc:  # noqa: BLE001 - an outage pauses the feeds, no more
                 delay = min(delay * 2, _MAX_BACKOFF_S)
                 _log.warning(
                     "run-feed-read-failed",
-                    run_id=run_id,
+                    runs=len(run_ids),
                     error_type=type(exc).__name__,
                     error=str(exc)[:300],
                     retry_in_s=delay,
                 )
                 continue
             delay = self._interval
-            state = None if row is None else RunState.of(row)
-            if state != feed.state:
-                feed.publish(state)
-        # Ended: later watchers start a new feed from what they read themselves.
-        if self._feeds.get(run_id) is feed:
-            del self._feeds[run_id]
+            for run_id in run_ids:
+                feed = self._feeds.get(run_id)
+                if feed is None:  # its last watcher left during the read
+                    continue
+                row = rows.get(run_id)
+                state = None if row is None else RunState.of(row)
+                if state != feed.state:
+                    feed.publish(state)
+                if feed.finished:
+                    # Ended: a later watcher starts a new feed from what it reads itself.
+                    del self._feeds[run_id]
 
     async def aclose(self) -> None:
-        """Stop every poller (the gateway is shutting down)."""
-        feeds, self._feeds = self._feeds, {}
-        for feed in feeds.values():
-            if feed.poller is not None:
-                feed.poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feed.poller
+        """Stop polling (the gateway is shutting down)."""
+        self._feeds = {}
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, event, update
 
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.settings import DatabaseSettings
@@ -56,7 +56,7 @@ async def _next_event(stream: AsyncIterator[bytes]) -> bytes:
 
 
 async def test_two_clients_share_one_poll_and_leaving_stops_it(database: Database) -> None:
-    """Two streams of one run: one feed, one poller; changes reach both; when the first
+    """Two streams of one run: one feed, polled once; changes reach both; when the first
     client leaves the poll goes on, when the second leaves it stops."""
     feeds = RunFeeds(database, poll_interval_s=0.02)
     state = await _queued(database)
@@ -68,9 +68,7 @@ async def test_two_clients_share_one_poll_and_leaving_stops_it(database: Databas
         assert await anext(second) == b"retry: 1000\n\n"
         assert b'"status":"queued"' in await _next_event(second)
         assert feeds.watched == 1
-        [feed] = feeds._feeds.values()
-        poller = feed.poller
-        assert poller is not None
+        assert feeds.polling
         progress = {"percent": 30, "message": "m", "at": "2026-01-01T00:00:00+00:00"}
         await _set(database, state.run_id, status="running", attempt=1, progress=progress)
         for stream in (first, second):
@@ -78,12 +76,9 @@ async def test_two_clients_share_one_poll_and_leaving_stops_it(database: Databas
             assert chunk.index(b"event: status") < chunk.index(b"event: progress")
             assert b'"percent":30' in chunk
         await first.aclose()  # a client disconnects
-        assert feeds.watched == 1
-        assert not poller.done()
+        assert (feeds.watched, feeds.polling) == (1, True)
         await second.aclose()
-        await asyncio.sleep(0)
-        assert feeds.watched == 0
-        assert poller.cancelled()
+        assert (feeds.watched, feeds.polling) == (0, False)
     finally:
         await first.aclose()
         await second.aclose()
@@ -118,3 +113,32 @@ async def test_a_stream_ends_with_the_final_status_and_a_deleted_run_ends_it_qui
         await ends.aclose()
         await vanishes.aclose()
         await feeds.aclose()
+
+
+async def test_all_watched_runs_are_read_by_one_query_per_interval(database: Database) -> None:
+    """Three runs watched for ~10 intervals: about ten reads in all, not thirty."""
+    reads: list[str] = []
+
+    def count(*args: Any) -> None:
+        statement = args[2]
+        if "FROM job_runs" in statement and "duration_ms" in statement:
+            reads.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    feeds = RunFeeds(database, poll_interval_s=0.05)
+    states = [await _queued(database) for _ in range(3)]
+    streams = [event_stream(feeds, state, heartbeat_s=1, retry_ms=0) for state in states]
+    try:
+        for stream in streams:
+            await anext(stream)
+            await _next_event(stream)
+        assert feeds.watched == 3
+        reads.clear()
+        await asyncio.sleep(0.5)
+        assert 3 <= len(reads) <= 11
+        assert all(statement.count("?") == 3 for statement in reads)  # the three run ids
+    finally:
+        for stream in streams:
+            await stream.aclose()
+        await feeds.aclose()
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-__all__ = ["LIVE_COLUMNS", "ProgressRow", "read_live_state", "write_progress"]
+__all__ = ["LIVE_COLUMNS", "ProgressRow", "read_live_states", "write_progress"]
 
 #: ``(run_id, attempt, progress document)``.
 ProgressRow = tuple[str, int, dict[str, Any]]
@@ -93,7 +93,12 @@ LIVE_COLUMNS = (
 )
 
 
-async def read_live_state(session: AsyncSession, run_id: str) -> Row[Any] | None:
-    """The :data:`LIVE_COLUMNS` of one run (by run id), or None if it does not exist."""
-    query = select(*LIVE_COLUMNS).where(JobRun.run_id == run_id)
-    return (await session.execute(query)).one_or_none()
+async def read_live_states(session: AsyncSession, run_ids: Sequence[str]) -> dict[str, Row[Any]]:
+    """The :data:`LIVE_COLUMNS` of the runs of ``run_ids`` that exist, by run id; one
+    query per 500 runs."""
+    found: dict[str, Row[Any]] = {}
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        query = select(*LIVE_COLUMNS).where(JobRun.run_id.in_(chunk))
+        found.update((row.run_id, row) for row in await session.execute(query))
+    return found
