@@ -117,8 +117,8 @@ class ApiSettings(_Section):
         500,
         ge=50,
         le=10_000,
-        description="How often `GET /v1/runs/{run_id}/events` reads a watched run (one "
-        "read per run, shared by every client watching it).",
+        description="How often `GET /v1/runs/{run_id}/events` reads the watched runs (one "
+        "query per gateway process for all the runs its clients watch).",
     )
     events_heartbeat_s: float = Field(
         15.0,
