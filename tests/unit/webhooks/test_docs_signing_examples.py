@@ -204,3 +204,28 @@ def test_the_graph_handshake_command_carries_a_validation_token(tmp_path: Path) 
     assert parts.path == f"/webhooks/{name}"
     assert parse_qs(parts.query)["validationToken"] == [blocks["handshake-answer"]]
     assert body is None
+
+
+def test_signatures_quoted_in_the_prose_are_real_too(tmp_path: Path) -> None:
+    """Values given in passing (the base64 form, GitHub's own vector) verify as well."""
+    hmac_page = (PAGES / "hmac-sha256.md").read_text(encoding="utf-8")
+    blocks = _blocks("hmac-sha256")
+    _, _, verifier = _source(blocks, tmp_path)
+    quoted = re.findall(r"`X-Signature: ([A-Za-z0-9+/=]{44})`", hmac_page)
+    assert quoted, "the base64 form is no longer quoted on the hmac-sha256 page"
+    for value in quoted:
+        verifier.verify(blocks["body"].encode(), {"X-Signature": value}, now=UNTIMED_NOW)
+
+    github_page = (PAGES / "github.md").read_text(encoding="utf-8")
+    vector = re.search(
+        r"secret `(?P<secret>[^`]+)`, body\n?`(?P<body>[^`]+)` → "
+        r"`(?P<signature>sha256=[0-9a-f]{64})`",
+        github_page,
+    )
+    assert vector is not None, "GitHub's test vector is no longer on the github page"
+    github = build_webhook_schemes(
+        Settings(webhooks={"sources": {"gh": {"scheme": "github", "secrets": [vector["secret"]]}}})
+    )["gh"]
+    github.verify(
+        vector["body"].encode(), {"X-Hub-Signature-256": vector["signature"]}, now=UNTIMED_NOW
+    )
