@@ -5,8 +5,11 @@ claimed and queued; a buffered fire counts when its run starts, a fire whose sen
 failed when it was claimed, since the outbox re-sends that same run), *skipped* (no run:
 the overlap policy, a paused schedule, a task that no longer takes the schedule's
 kwargs) or *missed* (older than the catch-up window). A fire another replica claimed is
-that replica's to count. The label is the schedule's name (unique, and what operators
-read; schedules are few, so the label set stays small).
+that replica's to count. Misses and a paused schedule's skips are claimed by nobody: each
+replica that comes to them counts them, so with replicas they may count twice (they are
+signals to alert on, not exact tallies; claiming them would cost the tick a write each).
+The label is the schedule's name (unique, and what operators read; schedules are few, so
+the label set stays small).
 
 The scheduler is a process of its own in production: ``jobsctl scheduler`` serves these
 on ``scheduler.metrics_port``; the embedded mode serves them on the gateway's
