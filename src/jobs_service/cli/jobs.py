@@ -1,4 +1,4 @@
-"""Working with runs: ``enqueue`` and ``runs`` (list, show, retry, cancel)."""
+"""Working with runs: ``enqueue`` and ``runs`` (list, show, retry, cancel, watch)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if run.status == "succeeded" else EXIT_FAILED
 
 
-_ACTIONS = ("show", "retry", "cancel")
+_ACTIONS = ("show", "retry", "cancel", "watch")
 
 
 def runs(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,6 +111,10 @@ def runs(args: argparse.Namespace, settings: Settings) -> int:
     action, run_id = _runs_target(args.target)
     if run_id is not None and action in ("retry", "cancel"):
         return _act_on_run(action, run_id, settings)
+    if run_id is not None and action == "watch":
+        from jobs_service.cli.watch import watch_run  # noqa: PLC0415
+
+        return watch_run(run_id, settings, as_json=args.json)
     from jobs_service.infrastructure.database import Database  # noqa: PLC0415
     from jobs_service.infrastructure.repositories import runs as repo  # noqa: PLC0415
 
@@ -161,7 +165,8 @@ def runs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _runs_target(words: list[str]) -> tuple[str, str | None]:
-    """``[]`` lists; ``[RUN_ID]`` and ``[show, RUN_ID]`` show; ``[retry|cancel, RUN_ID]``."""
+    """``[]`` lists; ``[RUN_ID]`` and ``[show, RUN_ID]`` show; ``[retry|cancel|watch,
+    RUN_ID]``."""
     if not words:
         return "list", None
     if len(words) == 1 and words[0] not in _ACTIONS:
@@ -169,7 +174,8 @@ def _runs_target(words: list[str]) -> tuple[str, str | None]:
     if len(words) == 2 and words[0] in _ACTIONS:
         return words[0], words[1]
     raise CliError(
-        f"expected 'runs [RUN_ID]' or 'runs {{show,retry,cancel}} RUN_ID', got {' '.join(words)!r}"
+        "expected 'runs [RUN_ID]' or 'runs {show,retry,cancel,watch} RUN_ID', "
+        f"got {' '.join(words)!r}"
     )
 
 

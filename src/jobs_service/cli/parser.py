@@ -143,16 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser(
         "runs",
-        help="list recent runs; show, retry or cancel one",
+        help="list recent runs; show, retry, cancel or watch one",
         description="Read the run history: 'runs' lists, 'runs RUN_ID' or 'runs show RUN_ID' "
         "shows one with its attempts. 'runs retry RUN_ID' queues a failed, dead or cancelled "
         "run again (its next attempt); 'runs cancel RUN_ID' cancels a queued, retrying or "
-        "running one.",
+        "running one; 'runs watch RUN_ID' prints its status and progress as they change "
+        "until it ends (exit code 0 if it succeeded).",
     )
     runs.add_argument(
         "target",
         nargs="*",
-        metavar="[show|retry|cancel] RUN_ID",
+        metavar="[show|retry|cancel|watch] RUN_ID",
         help="a run id, optionally after the action (default: show)",
     )
     runs.add_argument("--task", help="only runs of this task")

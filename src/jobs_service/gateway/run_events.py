@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
     from jobs_service.gateway.run_feeds import RunFeeds, RunState
 
-__all__ = ["END_ID", "HEARTBEAT", "event_stream", "first_id", "format_event", "status_data"]
+__all__ = [
+    "END_ID",
+    "HEARTBEAT",
+    "ChangeTracker",
+    "event_stream",
+    "first_id",
+    "format_event",
+    "status_data",
+]
 
 END_ID = "end"
 #: A comment line: ignored by clients, keeps proxies from timing the stream out, and
@@ -63,6 +71,31 @@ def first_id(last_event_id: str | None) -> int:
     return 0
 
 
+class ChangeTracker:
+    """Turns successive states of a run into the events a watcher has not seen: the
+    status (with the attempt) and the progress, each only when it changed. The status
+    comes first, except the final one, which comes last."""
+
+    def __init__(self) -> None:
+        self._status: tuple[str, int] | None = None
+        self._progress: dict[str, Any] | None = None
+
+    def changes(self, state: RunState) -> list[tuple[str, dict[str, Any]]]:
+        """``(event, data)`` pairs, in the order to send them."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        if state.progress is not None and state.progress != self._progress:
+            self._progress = state.progress
+            events.append(("progress", {"run_id": state.run_id, **state.progress}))
+        if (state.status, state.attempt) != self._status:
+            self._status = (state.status, state.attempt)
+            status = ("status", status_data(state))
+            if state.terminal:
+                events.append(status)
+            else:
+                events.insert(0, status)
+        return events
+
+
 async def event_stream(
     feeds: RunFeeds,
     current: RunState,
@@ -73,10 +106,9 @@ async def event_stream(
 ) -> AsyncIterator[bytes]:
     """The events of the run ``current`` describes, until it ends (or disappears)."""
     counter = first_id(last_event_id)
+    tracker = ChangeTracker()
     async with feeds.watch(current.run_id, current) as feed:
         yield b"retry: %d\n\n" % retry_ms
-        sent_status: tuple[str, int] | None = None
-        sent_progress: dict[str, Any] | None = None
         seen = -1
         while True:
             if not await feed.wait_newer(seen, heartbeat_s):
@@ -86,25 +118,11 @@ async def event_stream(
             state = feed.state
             if state is None:  # deleted meanwhile: nothing more will happen
                 return
-            chunks: list[bytes] = []
-            if state.progress is not None and state.progress != sent_progress:
+            chunks = []
+            for event, data in tracker.changes(state):
                 counter += 1
-                sent_progress = state.progress
-                chunks.append(
-                    format_event(
-                        "progress", {"run_id": state.run_id, **state.progress}, str(counter)
-                    )
-                )
-            if (state.status, state.attempt) != sent_status:
-                counter += 1
-                sent_status = (state.status, state.attempt)
-                event_id = END_ID if state.terminal else str(counter)
-                status = format_event("status", status_data(state), event_id)
-                # Ends with the final status; otherwise the status comes first.
-                if state.terminal:
-                    chunks.append(status)
-                else:
-                    chunks.insert(0, status)
+                final = event == "status" and state.terminal
+                chunks.append(format_event(event, data, END_ID if final else str(counter)))
             if chunks:
                 yield b"".join(chunks)
             if state.terminal:
