@@ -38,6 +38,8 @@ __all__ = ["BrokerProgressSink", "ProgressWriter"]
 _RESOURCE = "progress-writer"
 _log = get_logger("jobs_service.progress")
 _MAX_BACKOFF_S = 5.0
+#: Runs whose unwritten progress is kept (far more than a worker runs at once).
+_MAX_PENDING = 10_000
 
 
 class ProgressWriter:
@@ -67,6 +69,10 @@ class ProgressWriter:
         if run.progress is None or self._closed:
             return
         self._pending[run.run_id] = (run.attempt, run.progress)
+        if len(self._pending) > _MAX_PENDING:
+            # A long database outage: drop the oldest interim value (each run's end
+            # still carries its last one).
+            del self._pending[next(iter(self._pending))]
         self._dirty.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="progress-writer")

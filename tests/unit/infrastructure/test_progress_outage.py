@@ -1,0 +1,59 @@
+"""The progress writer through a database outage (SQLite file, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from jobs_service.core.ids import new_run_id
+from jobs_service.core.progress import Progress
+from jobs_service.core.run_context import RunContext
+from jobs_service.core.settings import DatabaseSettings
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.progress import ProgressWriter
+from jobs_service.infrastructure.repositories import runs
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_failing_database_delays_progress_and_the_latest_value_lands_later(
+    sqlite_url: str,
+) -> None:
+    """Writes fail (the schema is missing): the value stays pending and the flusher keeps
+    going; once the database works the latest report is written, not the older one."""
+    database = Database(sqlite_url, DatabaseSettings())
+    writer = ProgressWriter(database, interval_s=0.02)
+    run = RunContext(
+        run_id=new_run_id(),
+        task="report_steps",
+        kwargs={},
+        attempt=1,
+        source="api",
+        queued_at=datetime.now(UTC),
+        progress_sink=writer,
+    )
+    try:
+        run.record_progress(Progress(10, "first"))
+        await asyncio.sleep(0.1)
+        assert writer.pending == 1  # not lost while it cannot be written
+        assert writer.statements == 0
+        await migrate.upgrade(database)
+        async with database.engine.begin() as connection:
+            row = runs.QueuedRun(run.run_id, run.task, {}, "api", run.queued_at)
+            await runs.insert_queued_runs(connection, [row])
+        run.record_progress(Progress(20, "second"))
+        for _ in range(100):
+            if writer.pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        async with database.sessions() as session:
+            stored = await runs.get_run(session, run_id=run.run_id)
+    finally:
+        await writer.aclose()
+        await database.close()
+    assert stored is not None
+    assert stored.progress is not None
+    assert (stored.progress["percent"], stored.progress["message"]) == (20, "second")
