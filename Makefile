@@ -45,13 +45,13 @@ test-integration: install  ## Integration and end-to-end tests (PostgreSQL and R
 
 .PHONY: lint
 lint: install  ## ruff check and format check
-	$(RUN) ruff check src tests benchmarks
-	$(RUN) ruff format --check src tests benchmarks
+	$(RUN) ruff check src tests benchmarks tools
+	$(RUN) ruff format --check src tests benchmarks tools
 
 .PHONY: format
 format: install  ## Apply ruff's fixes and formatting
-	$(RUN) ruff check --fix src tests benchmarks
-	$(RUN) ruff format src tests benchmarks
+	$(RUN) ruff check --fix src tests benchmarks tools
+	$(RUN) ruff format src tests benchmarks tools
 
 .PHONY: typecheck
 typecheck: install  ## mypy --strict on src/

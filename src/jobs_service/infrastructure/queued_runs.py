@@ -2,9 +2,9 @@
 
 A submit returns once its ``queued`` row is written (the run id a caller gets back is in
 the history), and a row with an ``Idempotency-Key`` is committed before its message is
-sent (the row claims the key). Through the engine's pool that is a checkout with its liveness ping, BEGIN,
-INSERT, COMMIT and a reset: about seven round trips, 1.5 ms under load, for one row.
-Here submits go through a :class:`~jobs_service.infrastructure.group_commit.GroupCommit`
+sent (the row claims the key). Through the engine's pool a row costs a checkout with
+its liveness ping, BEGIN, INSERT, COMMIT and a reset: about seven round trips, 1.5 ms
+under load, for one row. Here submits go through a :class:`~jobs_service.infrastructure.group_commit.GroupCommit`
 on a connection kept between statements: a lone submit costs one INSERT round trip,
 and submits arriving together share it.
 

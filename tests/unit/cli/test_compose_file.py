@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tools import compose_rules as checker
-from tools.jobsctl_facts import parse_jobsctl
 
 from jobs_service.core.settings import ApiSettings, SchedulerSettings, Settings, WorkerSettings
+from tools import compose_rules as checker
+from tools.jobsctl_facts import parse_jobsctl
 
 ROOT = Path(__file__).resolve().parents[3]
 REAL = checker.load_compose(ROOT / "compose.dev.yml")

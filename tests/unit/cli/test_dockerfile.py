@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tools import dockerfile_rules as checker
 
 ROOT = Path(__file__).resolve().parents[3]
