@@ -4,9 +4,10 @@ A submit returns once its ``queued`` row is written (the run id a caller gets ba
 the history), and a row with an ``Idempotency-Key`` is committed before its message is
 sent (the row claims the key). Through the engine's pool a row costs a checkout with
 its liveness ping, BEGIN, INSERT, COMMIT and a reset: about seven round trips, 1.5 ms
-under load, for one row. Here submits go through a :class:`~jobs_service.infrastructure.group_commit.GroupCommit`
-on a connection kept between statements: a lone submit costs one INSERT round trip,
-and submits arriving together share it.
+under load, for one row. Here submits go through a
+:class:`~jobs_service.infrastructure.group_commit.GroupCommit` on a connection kept
+between statements: a lone submit costs one INSERT round trip, and submits arriving
+together share it.
 
 A row that claims an idempotency key is inserted unless a row with its key exists
 (``ON CONFLICT DO NOTHING``); the caller learns which, so a key taken by a concurrent
