@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
+    from taskiq import TaskiqMessage
+
     from jobs_service.core.progress import Progress, ProgressSink
 
-__all__ = ["RunContext", "clear_run", "current_run", "set_run"]
+__all__ = ["RunContext", "clear_run", "context_from_labels", "current_run", "set_run"]
 
 _current: ContextVar[RunContext | None] = ContextVar("jobs_current_run", default=None)
 
@@ -64,6 +68,69 @@ class RunContext:
         self.progress = progress.document(self.attempt)
         if self.progress_sink is not None:
             self.progress_sink.report(self)
+
+
+# Labels come from whoever produced the message. The worker reads them before it can
+# settle the message (a middleware, or the record of a run no worker can start): raising
+# there would leave the message pending forever, so a bad label is ignored.
+
+
+def _optional_int(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, dict):
+        return value
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def context_from_labels(message: TaskiqMessage) -> RunContext:
+    """Build the run context from a received message.
+
+    Here, beside :class:`RunContext`, because both the worker's middlewares and its
+    receiver (recording a run it cannot start) read a run from its message's labels.
+    """
+    labels = message.labels
+    attempt = _optional_int(labels.get("attempt"))
+    if attempt is None:  # TaskIQ's own retry middlewares count retries in `_retries`
+        attempt = (_optional_int(labels.get("_retries")) or 0) + 1
+    now = datetime.now(UTC)
+    return RunContext(
+        run_id=message.task_id,
+        task=message.task_name,
+        # A copy: TaskIQ later replaces the values in place with parsed objects (models),
+        # which the run record could not store as JSON.
+        kwargs=dict(message.kwargs),
+        attempt=max(attempt, 1),
+        source=str(labels.get("source") or "api"),
+        queued_at=_timestamp(labels.get("queued_at")) or now,
+        schedule_id=_optional_int(labels.get("schedule_id")),
+        scheduled_for=_timestamp(labels.get("scheduled_for")),
+        webhook_event_id=_optional_int(labels.get("webhook_event_id")),
+        deliver_to=_json_object(labels.get("deliver_to")),
+        started_at=now,
+    )
 
 
 def current_run() -> RunContext | None:

@@ -19,12 +19,16 @@ result and acknowledges in two more Redis round trips. This receiver:
   with the other messages that finished in the same millisecond
   (:mod:`~jobs_service.infrastructure.completions`).
 
-Semantics kept from TaskIQ: unparsable messages and unknown tasks are acknowledged and
-skipped; the ``ack_type`` label (when received / executed / saved); ``NoResultError``;
-``on_error`` / ``post_execute`` / ``post_save`` hooks; the concurrency limit
-(``--max-async-tasks``), ``--max-tasks-per-child`` and, on shutdown, no new reads and
-up to ``--wait-tasks-timeout`` for the running tasks. With a broker that cannot read in
+Semantics kept from TaskIQ: unparsable messages are acknowledged and skipped; the
+``ack_type`` label (when received / executed / saved); ``NoResultError``; ``on_error`` /
+``post_execute`` / ``post_save`` hooks; the concurrency limit (``--max-async-tasks``),
+``--max-tasks-per-child`` and, on shutdown, no new reads and up to
+``--wait-tasks-timeout`` for the running tasks. With a broker that cannot read in
 batches it falls back to TaskIQ's loop, still with the faster per-message path.
+
+Changed from TaskIQ: a message of a task this worker does not know is not acknowledged
+(TaskIQ drops it) but left for a worker that knows the task, and its run recorded
+``dead`` if none did (:mod:`~jobs_service.infrastructure.unknown_tasks`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.execution import TaskPlan
 from jobs_service.infrastructure.redis_broker import Delivery, StreamBroker
 from jobs_service.infrastructure.results import PipelinedResultBackend
+from jobs_service.infrastructure.unknown_tasks import settle_unknown_task
 from jobs_service.infrastructure.wire import STORE_RESULT_LABEL, decode_message, parse_labels
 
 if TYPE_CHECKING:
@@ -176,7 +181,7 @@ class JobsReceiver(Receiver):
             # it is re-delivered after the idle timeout (and dead-lettered if it keeps
             # failing) rather than renewed forever.
             _log.exception("message-not-finished", message_id=delivery.message_id)
-            self.broker.held.pop(delivery.message_id, None)  # type: ignore[attr-defined]
+            delivery.release()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -227,6 +232,11 @@ class JobsReceiver(Receiver):
             return
         plan = self._plan(taskiq_msg.task_name)
         if plan is None:
+            if delivery is not None:  # left for a worker that knows it, or dead at last
+                await settle_unknown_task(delivery, taskiq_msg)
+                return
+            # Only a broker Jobs Service does not ship gets here: the in-memory broker
+            # refuses to send an unknown task, and the stream broker reads Deliveries.
             _log.warning("task-unknown", task_name=taskiq_msg.task_name)
             if ack is not None:
                 await ack_controller.ack()

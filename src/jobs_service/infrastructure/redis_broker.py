@@ -35,6 +35,7 @@ from taskiq_redis import RedisStreamBroker
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.completions import Completions
 from jobs_service.infrastructure.redis_scripts import ADD_MESSAGES
+from jobs_service.infrastructure.unknown_tasks import settle_unknown_task, unknown_task_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
@@ -58,16 +59,39 @@ _MAX_SCRIPT_MESSAGES = 1000
 
 class Delivery:
     """A message this worker read and has not settled yet (it is *held*: its lease is
-    renewed while it waits and runs)."""
+    renewed while it waits and runs).
 
-    __slots__ = ("_broker", "data", "message_id", "since", "stream")
+    ``deliveries`` is the stream's delivery count: 1 for a new message, what XPENDING
+    says for a reclaimed one (the reclaim reads it anyway, to find poison messages).
+    """
 
-    def __init__(self, broker: StreamBroker, stream: str, message_id: str, data: bytes) -> None:
+    __slots__ = ("_broker", "data", "deliveries", "message_id", "since", "stream")
+
+    def __init__(
+        self, broker: StreamBroker, stream: str, message_id: str, data: bytes, deliveries: int = 1
+    ) -> None:
         self._broker = broker
         self.stream = stream
         self.message_id = message_id
         self.data = data
+        self.deliveries = deliveries
         self.since = time.monotonic()
+
+    @property
+    def broker(self) -> StreamBroker:
+        """The broker that read it."""
+        return self._broker
+
+    @property
+    def is_last(self) -> bool:
+        """True when no other delivery will follow: left unsettled, the message goes to
+        the dead-letter stream at its next reclaim."""
+        return self.deliveries >= MAX_DELIVERIES
+
+    def release(self) -> None:
+        """Stop renewing the lease without acknowledging: one idle timeout later another
+        worker (or this one) reclaims the message."""
+        self._broker.held.pop(self.message_id, None)
 
     def finish(self, result: ResultEntry | None = None) -> None:
         """Store ``result`` and acknowledge, batched with others; does not wait."""
@@ -205,13 +229,22 @@ class StreamBroker(RedisStreamBroker):
         ]
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
-        """TaskIQ's interface (its own receiver): :meth:`read`, one message at a time."""
+        """TaskIQ's interface (its own receiver): :meth:`read`, one message at a time.
+
+        A message of a task this worker does not know is settled here
+        (:mod:`~jobs_service.infrastructure.unknown_tasks`): TaskIQ's receiver would
+        acknowledge and drop it.
+        """
         batch: list[Delivery] = []
         try:
             while True:
                 batch = await self.read(self.count or 10)
                 while batch:
                     delivery = batch.pop(0)
+                    unknown = unknown_task_of(self, delivery.data)
+                    if unknown is not None:
+                        await settle_unknown_task(delivery, unknown)
+                        continue
                     yield AckableMessage(data=delivery.data, ack=delivery.ack)
         finally:
             # Read but never started (the worker is stopping): stop renewing them, so
@@ -243,29 +276,33 @@ class StreamBroker(RedisStreamBroker):
             if not fields:  # trimmed away while pending
                 await redis.xack(self.queue_name, self.consumer_group_name, message_id)
                 continue
-            if await self._delivered_too_often(redis, message_id, fields):
+            deliveries = await self._deliveries(redis, message_id, fields)
+            if deliveries is None:
                 continue
-            claimed.append(self._hold(self.queue_name, message_id, fields))
+            claimed.append(self._hold(self.queue_name, message_id, fields, deliveries))
         if claimed:
             _log.warning("broker-reclaimed", messages=len(claimed))
         return claimed
 
-    async def _delivered_too_often(self, redis: Redis, message_id: str, fields: Any) -> bool:
+    async def _deliveries(self, redis: Redis, message_id: str, fields: Any) -> int | None:
+        """How often the message was delivered (this reclaim included); None once that
+        is more than ``MAX_DELIVERIES``, when it has been moved to the dead-letter
+        stream."""
         info = await redis.xpending_range(
             self.queue_name, self.consumer_group_name, min=message_id, max=message_id, count=1
         )
-        deliveries = int(info[0]["times_delivered"]) if info else 0
+        deliveries = int(info[0]["times_delivered"]) if info else 1
         if deliveries <= MAX_DELIVERIES:
-            return False
+            return deliveries
         pipe = redis.pipeline(transaction=True)
         pipe.xadd(self.dead_letter_stream, {b"data": fields[b"data"], b"id": message_id})
         pipe.xack(self.queue_name, self.consumer_group_name, message_id)
         await pipe.execute()
         _log.error("message-dead-lettered", message_id=message_id, deliveries=deliveries)
-        return True
+        return None
 
-    def _hold(self, stream: str, message_id: str, fields: Any) -> Delivery:
-        delivery = Delivery(self, stream, message_id, fields[b"data"])
+    def _hold(self, stream: str, message_id: str, fields: Any, deliveries: int = 1) -> Delivery:
+        delivery = Delivery(self, stream, message_id, fields[b"data"], deliveries)
         self.held[message_id] = delivery
         return delivery
 

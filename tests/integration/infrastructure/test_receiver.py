@@ -138,10 +138,11 @@ async def test_results_are_stored_with_the_acknowledgement(broker: StreamBroker)
     assert result.is_err is False
 
 
-async def test_unreadable_messages_and_unknown_tasks_are_acknowledged_and_skipped(
+async def test_unreadable_messages_are_skipped_and_unknown_tasks_left_pending(
     broker: StreamBroker,
 ) -> None:
-    """Garbage and a task nobody registered leave nothing pending; the next message runs."""
+    """Garbage is acknowledged and skipped; a task this worker does not know stays
+    pending, unheld, for a worker that knows it; the next message runs."""
     done = asyncio.Event()
 
     @broker.task(task_name="mark_done")
@@ -159,7 +160,8 @@ async def test_unreadable_messages_and_unknown_tasks_are_acknowledged_and_skippe
         )
     await mark_done.kiq()
     await _listen_until(JobsReceiver(broker, max_async_tasks=2), done)
-    assert await _pending(broker) == 0
+    assert await _pending(broker) == 1
+    assert not broker.held
 
 
 async def test_on_shutdown_prefetched_messages_are_handed_back_not_run(

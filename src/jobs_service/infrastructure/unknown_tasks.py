@@ -1,0 +1,131 @@
+"""What a worker does with a message whose task it does not know.
+
+It happens in a rolling deploy: the gateway already sends a new task that older workers
+do not have yet. TaskIQ acknowledges such a message and drops it, and its run would
+stay ``queued`` forever. Here the worker leaves it pending instead and stops renewing
+its lease, so one idle timeout later another worker reclaims it (XAUTOCLAIM, which
+counts a delivery); one that knows the task runs it.
+
+A message that stays unknown to every worker that took it is not passed round forever:
+at its last delivery (``MAX_DELIVERIES``, the count the reclaim reads anyway to find
+poison messages) its run is recorded ``dead`` with an ``UnknownTask`` error, visible in
+the history and retryable once the task is deployed everywhere, and the message is
+acknowledged.
+
+Only unknown tasks take this path. The worker's own receiver learns a task is unknown
+from the lookup it makes for every message anyway; TaskIQ's receiver (``taskiq worker``
+without ``--receiver``) would acknowledge before anything of ours runs, so the broker's
+``listen`` asks :func:`unknown_task_of` first, at the cost of one more JSON parse.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import orjson
+
+from jobs_service.core.logging import get_logger
+from jobs_service.core.run_context import context_from_labels
+from jobs_service.infrastructure.repositories.runs import RunEvent
+from jobs_service.infrastructure.runtime import Runtime
+from jobs_service.infrastructure.wire import decode_message, parse_labels
+
+if TYPE_CHECKING:
+    from taskiq import AsyncBroker, TaskiqMessage
+
+    from jobs_service.infrastructure.redis_broker import Delivery
+
+__all__ = ["UNKNOWN_TASK", "settle_unknown_task", "unknown_task_of"]
+
+#: The error type of a run whose task no worker that took its message knew.
+UNKNOWN_TASK = "UnknownTask"
+
+_log = get_logger("jobs_service.worker")
+
+
+def unknown_task_of(broker: AsyncBroker, data: bytes) -> TaskiqMessage | None:
+    """The message in ``data`` if it names a task ``broker`` does not know; None for a
+    known task and for anything unreadable (the receiver skips that itself)."""
+    try:
+        fields = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        fields = None
+    if isinstance(fields, dict):
+        name = fields.get("task_name")
+        if isinstance(name, str) and broker.find_task(name) is not None:
+            return None
+    try:
+        message = decode_message(data)
+        if message is None:
+            message = broker.formatter.loads(message=data)
+            message.parse_labels()
+        else:
+            parse_labels(message)
+    except Exception:  # noqa: BLE001 - unreadable: TaskIQ's receiver logs and skips it
+        return None
+    return None if broker.find_task(message.task_name) is not None else message
+
+
+async def settle_unknown_task(delivery: Delivery, message: TaskiqMessage) -> None:
+    """Leave ``message`` pending for a worker that knows its task or, at its last
+    delivery, record its run ``dead`` and acknowledge it."""
+    task_name = message.task_name
+    if not delivery.is_last:
+        delivery.release()
+        _log.warning(
+            "task-unknown",
+            task_name=task_name,
+            run_id=message.task_id,
+            deliveries=delivery.deliveries,
+            message="left pending: a worker that knows the task takes it over",
+        )
+        return
+    runtime = getattr(delivery.broker.state, "runtime", None)
+    if not isinstance(runtime, Runtime):
+        # No run history in this process: keep the message, in the dead-letter stream
+        # (where the next reclaim moves a message delivered once more).
+        delivery.release()
+        _log.error(
+            "task-unknown-dead",
+            task_name=task_name,
+            run_id=message.task_id,
+            deliveries=delivery.deliveries,
+            message="no run history here: the message goes to the dead-letter stream",
+        )
+        return
+    error = {
+        "type": UNKNOWN_TASK,
+        "message": f"unknown task {task_name!r} on every worker that took it "
+        f"({delivery.deliveries} deliveries)",
+    }
+    runtime.recorder.record(_dead_event(message, runtime.worker_name, error))
+    await delivery.ack()
+    _log.error(
+        "task-unknown-dead",
+        task_name=task_name,
+        run_id=message.task_id,
+        deliveries=delivery.deliveries,
+    )
+
+
+def _dead_event(message: TaskiqMessage, worker: str, error: dict[str, str]) -> RunEvent:
+    """The end of an attempt that never started; it carries the run's labels so the
+    record exists even if the producer's ``queued`` row does not."""
+    run = context_from_labels(message)
+    return RunEvent(
+        run.run_id,
+        run.task,
+        run.kwargs,
+        run.source,
+        "dead",
+        run.attempt,
+        worker,
+        run.queued_at,
+        finished_at=datetime.now(UTC),
+        error=error,
+        schedule_id=run.schedule_id,
+        scheduled_for=run.scheduled_for,
+        webhook_event_id=run.webhook_event_id,
+        deliver_to=run.deliver_to,
+    )
