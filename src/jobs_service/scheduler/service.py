@@ -217,7 +217,11 @@ class ScheduleService:
             await repo.delete_schedule(session, schedule_id)
 
     async def trigger(self, schedule_id: int) -> str:
-        """Run the schedule's task now (outside its timing; overlap is not applied)."""
+        """Run the schedule's task now (outside its timing; overlap is not applied).
+
+        The run is the schedule's like any fire, so its result goes where the schedule's
+        ``deliver_to`` says: an operator's trigger is often how a report is re-sent.
+        """
         schedule = await self.get(schedule_id)
         return await self._client.enqueue(
             schedule.task,
@@ -225,4 +229,5 @@ class ScheduleService:
             source="schedule",
             schedule_id=schedule.id,
             scheduled_for=datetime.now(UTC),
+            deliver_to=schedule.deliver_to,
         )

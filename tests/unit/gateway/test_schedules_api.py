@@ -201,6 +201,24 @@ async def test_edit_trigger_and_delete(make_settings: Callable[..., Settings]) -
     assert history.status_code == 200
 
 
+async def test_a_triggered_run_is_delivered_like_a_fire(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Trigger gives the run the schedule's deliver_to, and its result is delivered."""
+    async with serve_app(await _app(make_settings)) as client:
+        created = (await create(client, schedule=cron(), deliver_to={"email": ["a@b.c"]})).json()
+        triggered = await client.post(f"/v1/schedules/{created['id']}/trigger")
+        run_id = triggered.json()["run_id"]
+        run: dict[str, Any] = {}
+        for _ in range(100):
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            if run["status"] == "succeeded" and run["deliveries"]:
+                break
+            await asyncio.sleep(0.02)
+    assert run["deliver_to"] == created["deliver_to"]
+    assert [d["channel"] for d in run["deliveries"]] == ["email"]
+
+
 async def test_schedules_need_scopes(make_settings: Callable[..., Settings]) -> None:
     """Reading needs read; creating needs operate."""
     import hashlib  # noqa: PLC0415
