@@ -4,6 +4,15 @@ The event id is what makes retries of the same delivery a duplicate, so every ev
 needs one. Where a sender provides none (a generic HMAC sender without an id field, a
 Graph notification), the id is the SHA-256 of the event's canonical JSON: the same
 content is the same event.
+
+A Graph notification's id is the hash of the notification *as stored*, its
+``clientState`` redacted. Hashed with it, the id would let anyone who can read stored
+ids test guesses of the shared secret offline; without it, the id still covers every
+field Graph sends (subscription, change type, resource, resource data with its etag,
+tenant), so two distinct changes keep two ids while a retry of one is a duplicate. A
+subset of those fields (subscription, change type, resource id) would merge two updates
+of the same item, the second lost as a "duplicate". It also keeps one id across a
+``clientState`` rotation, and anyone can recompute it from the stored body.
 """
 
 from __future__ import annotations
@@ -98,14 +107,17 @@ def split_events(
         items = document.get("value") if isinstance(document, dict) else None
         if not isinstance(items, list) or not items:
             raise MalformedEventError("a Graph notification body needs a non-empty 'value'")
-        return [
-            IncomingEvent(
-                external_id=_locate(id_locator, headers, item) or _content_id(item),
-                event_type=_locate(type_locator, headers, item),
-                body=orjson.dumps(_without_client_state(item)).decode(),
+        events = []
+        for item in items:
+            stored = _without_client_state(item)
+            events.append(
+                IncomingEvent(
+                    external_id=_locate(id_locator, headers, item) or _content_id(stored),
+                    event_type=_locate(type_locator, headers, item),
+                    body=orjson.dumps(stored).decode(),
+                )
             )
-            for item in items
-        ]
+        return events
     external_id = (
         verified.event_id or _locate(id_locator, headers, document) or _content_id(document)
     )
