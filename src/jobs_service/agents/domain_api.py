@@ -1,6 +1,6 @@
 """DomainApi: the agent through which jobs ask the domain application to do the work.
 
-The contract (documented for the domain's developers in docs/agents.md)::
+The contract (documented for the domain's developers in docs/domain-api.md)::
 
     POST {base_url}/jobs/actions/{action}
     Authorization: Bearer <client-credentials token>
