@@ -11,6 +11,7 @@ from jobs_service.core.settings import is_loopback_host
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from jobs_service.core.settings import Settings
 
@@ -113,21 +114,12 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         )
 
         directory = prepare_multiprocess_metrics()
-        try:
-            serve_worker_metrics(
-                settings.worker.metrics_host, settings.worker.metrics_port, directory
-            )
-        except OSError as exc:
-            # Work matters more than its metrics: say so loudly and run anyway (two
-            # workers on one host need a port each).
-            from jobs_service.core.logging import get_logger  # noqa: PLC0415
-
-            get_logger("jobs_service.worker").error(
-                "worker-metrics-unavailable",
-                address=f"{settings.worker.metrics_host}:{settings.worker.metrics_port}",
-                error=exc.strerror,
-                message="set worker.metrics_port to a free port (or 0)",
-            )
+        _serve_metrics(
+            "worker",
+            settings.worker.metrics_host,
+            settings.worker.metrics_port,
+            lambda host, port: serve_worker_metrics(host, port, directory),
+        )
     shared_broker()  # fail here, in one line, if a task module is broken
     from taskiq.cli.worker.args import WorkerArgs  # noqa: PLC0415
     from taskiq.cli.worker.run import run_worker  # noqa: PLC0415
@@ -183,16 +175,24 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
 def _serve_scheduler_metrics(settings: Settings) -> None:
     from jobs_service.scheduler.metrics import serve_scheduler_metrics  # noqa: PLC0415
 
-    host, port = settings.scheduler.metrics_host, settings.scheduler.metrics_port
+    scheduler = settings.scheduler
+    _serve_metrics(
+        "scheduler", scheduler.metrics_host, scheduler.metrics_port, serve_scheduler_metrics
+    )
+
+
+def _serve_metrics(process: str, host: str, port: int, serve: Callable[[str, int], object]) -> None:
+    """Start a process's metrics endpoint. If the port is taken, the work matters more
+    than its metrics: say so loudly and run anyway (two workers on one host need a port
+    each)."""
     try:
-        serve_scheduler_metrics(host, port)
+        serve(host, port)
     except OSError as exc:
-        # Fires matter more than their metrics (as for the worker): say so and go on.
         from jobs_service.core.logging import get_logger  # noqa: PLC0415
 
-        get_logger("jobs_service.scheduler").error(
-            "scheduler-metrics-unavailable",
+        get_logger(f"jobs_service.{process}").error(
+            f"{process}-metrics-unavailable",
             address=f"{host}:{port}",
             error=exc.strerror,
-            message="set scheduler.metrics_port to a free port (or 0)",
+            message=f"set {process}.metrics_port to a free port (or 0)",
         )
