@@ -321,11 +321,14 @@ class JobsReceiver(Receiver):
         return None
 
     def _plan(self, task_name: str) -> TaskPlan | None:
+        """The plan of the function registered under ``task_name`` now. A plan is kept
+        while its function stays registered: a task registered again under the same
+        name (a reload, a test's stand-in) gets a new plan, never the old function."""
+        task = self.broker.find_task(task_name)
+        if task is None:
+            return None
         plan = self._plans.get(task_name)
-        if plan is None:
-            task = self.broker.find_task(task_name)
-            if task is None:
-                return None
+        if plan is None or plan.target is not task.original_func:
             plan = TaskPlan(task.original_func, validate_params=self.validate_params)
             self._plans[task_name] = plan
         return plan
