@@ -9,7 +9,9 @@ export UV_LINK_MODE := copy
 export NO_MKDOCS_2_WARNING := 1
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen
-PYTEST := $(RUN) pytest
+# Test processes (pytest-xdist): every process has its own database and key prefix.
+TEST_WORKERS ?= 2
+PYTEST := $(RUN) pytest -n $(TEST_WORKERS)
 
 .PHONY: help
 help:  ## List the targets
