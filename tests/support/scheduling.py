@@ -66,6 +66,25 @@ class Harness:
         async with self.database.engine.begin() as connection:
             await runs_repo.insert_queued_runs(connection, [active])
 
+    async def finish_run(self, run_id: str, at: datetime) -> None:
+        """Record a run added by :meth:`add_active_run` as succeeded at ``at``."""
+        finished = runs_repo.RunEvent(
+            run_id=run_id,
+            task="count_items",
+            kwargs={},
+            source="schedule",
+            status="succeeded",
+            attempt=1,
+            worker="w",
+            queued_at=at,
+            started_at=at,
+            finished_at=at,
+            duration_ms=1,
+            summary={"errors": 0},
+        )
+        async with self.database.engine.begin() as connection:
+            await runs_repo.upsert_run_events(connection, [finished])
+
     async def set_next_fire(self, schedule_id: int, when: datetime) -> None:
         """Pretend the scheduler was away: move next_fire_at."""
         async with self.database.sessions.begin() as session:

@@ -152,22 +152,7 @@ async def test_overlap_buffer_one_starts_the_fire_after_the_active_run(
         first = await dispatcher.tick(T0)
         await h.set_next_fire(schedule.id, T0 + timedelta(minutes=1))
         second = await dispatcher.tick(T0 + timedelta(minutes=1))
-        finished = runs_repo.RunEvent(
-            run_id="b" * 32,
-            task="count_items",
-            kwargs={},
-            source="schedule",
-            status="succeeded",
-            attempt=1,
-            worker="w",
-            queued_at=T0,
-            started_at=T0,
-            finished_at=T0,
-            duration_ms=1,
-            summary={"errors": 0},
-        )
-        async with h.database.engine.begin() as connection:
-            await runs_repo.upsert_run_events(connection, [finished])
+        await h.finish_run("b" * 32, T0)
         released = await dispatcher.tick(T0 + timedelta(minutes=1, seconds=2))
         fires = await h.fires_of(schedule.id)
     assert first.fired == []

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import pytest
 from prometheus_client import REGISTRY
 
-from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.scheduler.specs import SchedulePatch
 from tests.support.scheduling import harness
 
@@ -112,22 +111,7 @@ async def test_a_buffered_fire_counts_when_its_run_starts_or_when_it_is_dropped(
         await dispatcher.tick(T0)
         waiting = _count("fires", schedule="metrics-buffered")
         await h.service.update(dropped.id, SchedulePatch(enabled=False))
-        finished = runs_repo.RunEvent(
-            run_id="e" * 32,
-            task="count_items",
-            kwargs={},
-            source="schedule",
-            status="succeeded",
-            attempt=1,
-            worker="w",
-            queued_at=T0,
-            started_at=T0,
-            finished_at=T0,
-            duration_ms=1,
-            summary={"errors": 0},
-        )
-        async with h.database.engine.begin() as connection:
-            await runs_repo.upsert_run_events(connection, [finished])
+        await h.finish_run("e" * 32, T0)
         await dispatcher.tick(T0 + timedelta(seconds=5))
         await h.runs_of(started.id)
     assert waiting == 0
