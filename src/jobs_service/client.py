@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from taskiq import AsyncBroker
     from taskiq.message import BrokerMessage
 
+    from jobs_service.infrastructure.queued_runs import QueuedRunWriter
     from jobs_service.infrastructure.runtime import Runtime
 
 __all__ = [
@@ -243,7 +244,7 @@ class JobsClient:
                 return existing
         wire = await self.serialise([request])  # a message that cannot be sent is never queued
         if idempotency_key is None and self._queued_runs is not None:
-            return await self._submit_keyless(request, wire)
+            return await self._submit_keyless(self._queued_runs, request, wire)
         if not await self._record_queued(request):
             # Lost a race with a concurrent request carrying the same key.
             existing = await self._existing_for(request) if idempotency_key else None
@@ -254,7 +255,9 @@ class JobsClient:
         await self.send_or_forget([request], wire)
         return Submission(request.run_id, "queued", replayed=False)
 
-    async def _submit_keyless(self, request: RunRequest, wire: Sequence[_Wire]) -> Submission:
+    async def _submit_keyless(
+        self, writer: QueuedRunWriter, request: RunRequest, wire: Sequence[_Wire]
+    ) -> Submission:
         """Record and send a run without an idempotency key at the same time.
 
         Nothing is claimed by such a row, and it commits asynchronously anyway (see
@@ -265,9 +268,8 @@ class JobsClient:
         or the worker wrote the run first), the run is queued all the same and the
         worker that runs it writes its full row (run recording never loses a state).
         """
-        assert self._queued_runs is not None  # noqa: S101 - the caller checked
         recorded, sent = await asyncio.gather(
-            self._queued_runs.record(request.queued_row()),
+            writer.record(request.queued_row()),
             self.send([request], wire),
             return_exceptions=True,
         )
