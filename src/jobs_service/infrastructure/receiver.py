@@ -186,6 +186,10 @@ class JobsReceiver(Receiver):
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._finishing.discard(task)
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        """Start the next waiting message, and wake the reader (there may be room)."""
         if self._waiting:
             self._start_waiting()
         self._room.set()
@@ -205,9 +209,7 @@ class JobsReceiver(Receiver):
             return
         self._running.discard(task)
         self._finishing.add(task)
-        if self._waiting:
-            self._start_waiting()
-        self._room.set()
+        self._slot_freed()
         await asyncio.sleep(0)
 
     # ------------------------------------------------------------- one message

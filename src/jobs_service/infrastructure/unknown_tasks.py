@@ -29,7 +29,6 @@ from jobs_service.core.logging import get_logger
 from jobs_service.core.run_context import context_from_labels
 from jobs_service.infrastructure.repositories.runs import RunEvent
 from jobs_service.infrastructure.runtime import Runtime
-from jobs_service.infrastructure.wire import decode_message, parse_labels
 
 if TYPE_CHECKING:
     from taskiq import AsyncBroker, TaskiqMessage
@@ -55,13 +54,9 @@ def unknown_task_of(broker: AsyncBroker, data: bytes) -> TaskiqMessage | None:
         name = fields.get("task_name")
         if isinstance(name, str) and broker.find_task(name) is not None:
             return None
-    try:
-        message = decode_message(data)
-        if message is None:
-            message = broker.formatter.loads(message=data)
-            message.parse_labels()
-        else:
-            parse_labels(message)
+    try:  # rare (an unknown task): TaskIQ's own validating path is fast enough
+        message = broker.formatter.loads(message=data)
+        message.parse_labels()
     except Exception:  # noqa: BLE001 - unreadable: TaskIQ's receiver logs and skips it
         return None
     return None if broker.find_task(message.task_name) is not None else message
@@ -71,41 +66,38 @@ async def settle_unknown_task(delivery: Delivery, message: TaskiqMessage) -> Non
     """Leave ``message`` pending for a worker that knows its task or, at its last
     delivery, record its run ``dead`` and acknowledge it."""
     task_name = message.task_name
-    if not delivery.is_last:
-        delivery.release()
-        _log.warning(
-            "task-unknown",
-            task_name=task_name,
-            run_id=message.task_id,
-            deliveries=delivery.deliveries,
-            message="left pending: a worker that knows the task takes it over",
-        )
-        return
     runtime = getattr(delivery.broker.state, "runtime", None)
-    if not isinstance(runtime, Runtime):
-        # No run history in this process: keep the message, in the dead-letter stream
-        # (where the next reclaim moves a message delivered once more).
-        delivery.release()
+    if delivery.is_last and isinstance(runtime, Runtime):
+        error = {
+            "type": UNKNOWN_TASK,
+            "message": f"unknown task {task_name!r} on every worker that took it "
+            f"({delivery.deliveries} deliveries)",
+        }
+        runtime.recorder.record(_dead_event(message, runtime.worker_name, error))
+        await delivery.ack()
         _log.error(
             "task-unknown-dead",
             task_name=task_name,
             run_id=message.task_id,
             deliveries=delivery.deliveries,
-            message="no run history here: the message goes to the dead-letter stream",
         )
         return
-    error = {
-        "type": UNKNOWN_TASK,
-        "message": f"unknown task {task_name!r} on every worker that took it "
-        f"({delivery.deliveries} deliveries)",
-    }
-    runtime.recorder.record(_dead_event(message, runtime.worker_name, error))
-    await delivery.ack()
-    _log.error(
-        "task-unknown-dead",
+    # Left unsettled. Before its last delivery, a worker that knows the task takes it
+    # over; at its last, with no run history in this process, the message is kept in
+    # the dead-letter stream (where the next reclaim moves a message delivered once more).
+    delivery.release()
+    if delivery.is_last:
+        log, event = _log.error, "task-unknown-dead"
+        note = "no run history here: the message goes to the dead-letter stream"
+    else:
+        log, event = _log.warning, "task-unknown"
+        note = "left pending: a worker that knows the task takes it over"
+    log(
+        event,
         task_name=task_name,
         run_id=message.task_id,
         deliveries=delivery.deliveries,
+        message=note,
     )
 
 
