@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.background import stop_task
 from jobs_service.infrastructure.models import TERMINAL_STATUSES
 from jobs_service.infrastructure.repositories.run_progress import read_live_states
 
@@ -183,7 +184,4 @@ class RunFeeds:
         """Stop polling (the gateway is shutting down)."""
         self._feeds = {}
         poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        await stop_task(poller)

@@ -20,10 +20,10 @@ object per broker, assigned to each run context.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.background import stop_task
 from jobs_service.infrastructure.repositories.run_progress import ProgressRow, write_progress
 from jobs_service.infrastructure.runtime import runtime_of
 
@@ -119,11 +119,8 @@ class ProgressWriter:
         """Stop the flusher, write what is pending (best effort: the runs' ends carry
         their final progress anyway) and give the connection back."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         try:
             await self.flush()
         except Exception as exc:  # noqa: BLE001 - closing must not fail over advisory data

@@ -68,14 +68,14 @@ async def write_progress(connection: AsyncConnection, rows: Sequence[ProgressRow
             ]
         ).decode()
         result = await connection.exec_driver_sql(WRITE_PROGRESS_PG, (document,))
-        return int(result.rowcount or 0)
-    result = await connection.execute(
-        _sqlite_statement(),
-        [
-            {"p_run_id": run_id, "p_attempt": attempt, "p_progress": doc}
-            for run_id, attempt, doc in rows
-        ],
-    )
+    else:
+        result = await connection.execute(
+            _sqlite_statement(),
+            [
+                {"p_run_id": run_id, "p_attempt": attempt, "p_progress": doc}
+                for run_id, attempt, doc in rows
+            ],
+        )
     return int(result.rowcount or 0)
 
 
