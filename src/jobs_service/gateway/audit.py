@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.database import describe_database_error
 from jobs_service.infrastructure.repositories.audit import NewAuditEntry, insert_entries
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class AuditWriter:
                     if final or self._failures >= self._attempts:
                         del self._pending[: len(batch)]
                         self._failures = 0
-                        _log_lost(batch, _describe(exc))
+                        _log_lost(batch, describe_database_error(exc))
                         continue
                     return
                 del self._pending[: len(batch)]
@@ -177,11 +178,6 @@ class AuditWriter:
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
             await self.flush()
-
-
-def _describe(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc  # not str(exc): SQLAlchemy adds the SQL
-    return f"{type(cause).__name__}: {str(cause)[:300]}"
 
 
 def _log_lost(entries: list[NewAuditEntry], reason: str) -> None:

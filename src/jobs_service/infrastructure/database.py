@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from jobs_service.core.settings import DatabaseSettings
 
-__all__ = ["Database", "sqlite_path"]
+__all__ = ["Database", "describe_database_error", "sqlite_path"]
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -88,3 +88,10 @@ class Database:
         for connection in held:
             await connection.aclose()
         await self.engine.dispose()
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """A short log line for a failed write: the driver's own error, not ``str(exc)``,
+    to which SQLAlchemy appends the SQL and its parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    return f"{type(cause).__name__}: {str(cause)[:300]}"

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.delayed import delayed_in_process, delayed_key
 from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.redis_values import redis_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -171,7 +172,7 @@ async def _read_stream(broker: StreamBroker) -> QueueSnapshot:
             if lag is not None:  # None: Redis cannot tell (entries deleted mid-stream)
                 depth["ready"] = int(lag)
             depth["pending"] = int(info.get("pending") or 0)
-            after = "(" + _text(info.get("last-delivered-id") or b"0-0")
+            after = "(" + redis_text(info.get("last-delivered-id") or b"0-0")
             if isinstance(pending, Exception):
                 raise pending
             if depth["pending"] and pending.get("min"):
@@ -193,16 +194,12 @@ def _group(groups: Any, name: str) -> dict[str, Any] | None:
     if isinstance(groups, Exception):
         raise groups
     for entry in groups:
-        if _text(entry.get("name", b"")) == name:
+        if redis_text(entry.get("name", b"")) == name:
             return dict(entry)
     return None
 
 
 def _age_s(now_ms: int, message_id: bytes | str) -> float:
     """Seconds since a stream id's millisecond part (Redis's clock on both sides)."""
-    millis = int(_text(message_id).split("-", 1)[0])
+    millis = int(redis_text(message_id).split("-", 1)[0])
     return max(0.0, (now_ms - millis) / 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -35,6 +35,7 @@ from taskiq_redis import RedisStreamBroker
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.completions import Completions
 from jobs_service.infrastructure.redis_scripts import ADD_MESSAGES
+from jobs_service.infrastructure.redis_values import redis_text
 from jobs_service.infrastructure.unknown_tasks import settle_unknown_task, unknown_task_of
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ class StreamBroker(RedisStreamBroker):
         # The whole batch is held (its lease renewed) from now on: the receiver may
         # take a while to start the last of it.
         return [
-            self._hold(_text(stream), _text(message_id), fields)
+            self._hold(redis_text(stream), redis_text(message_id), fields)
             for stream, entries in fetched or []
             for message_id, fields in entries
         ]
@@ -270,7 +271,7 @@ class StreamBroker(RedisStreamBroker):
         )
         claimed: list[Delivery] = []
         for raw_id, fields in answer[1]:
-            message_id = _text(raw_id)
+            message_id = redis_text(raw_id)
             if message_id in self.held:
                 continue  # our own, renewed late (a stalled loop): still running here
             if not fields:  # trimmed away while pending
@@ -330,7 +331,3 @@ class StreamBroker(RedisStreamBroker):
         """Raise unless Redis answers."""
         async with Redis(connection_pool=self.connection_pool) as redis:
             await redis.ping()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.background import run_every, stop_task
 from jobs_service.infrastructure.delayed import DelayedMover
+from jobs_service.infrastructure.redis_values import redis_text
 
 if TYPE_CHECKING:
     import asyncio
@@ -60,12 +61,12 @@ def last_seen_key(prefix: str) -> str:
 
 async def trim_acknowledged(redis: Redis, stream: str, group: str) -> int:
     """Delete entries every consumer has acknowledged; returns how many went."""
-    groups = [g for g in await redis.xinfo_groups(stream) if _text(g["name"]) == group]
+    groups = [g for g in await redis.xinfo_groups(stream) if redis_text(g["name"]) == group]
     if not groups:
         return 0
-    last_delivered = _text(groups[0]["last-delivered-id"])
+    last_delivered = redis_text(groups[0]["last-delivered-id"])
     pending = await redis.xpending(stream, group)
-    oldest_pending = _text(pending["min"]) if pending["pending"] else None
+    oldest_pending = redis_text(pending["min"]) if pending["pending"] else None
     floor = min((last_delivered, oldest_pending or last_delivered), key=_id_key)
     if floor == "0-0":
         return 0
@@ -171,7 +172,3 @@ class StreamUpkeep:
 def _id_key(stream_id: str) -> tuple[int, int]:
     millis, _, sequence = stream_id.partition("-")
     return int(millis), int(sequence or 0)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

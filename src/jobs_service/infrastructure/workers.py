@@ -14,6 +14,7 @@ import orjson
 from redis.asyncio import Redis
 
 from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.redis_values import redis_text
 from jobs_service.infrastructure.stream_upkeep import last_seen_key
 
 if TYPE_CHECKING:
@@ -70,8 +71,4 @@ async def last_seen(broker: AsyncBroker, prefix: str) -> dict[str, float]:
         return {}
     async with Redis(connection_pool=broker.connection_pool) as redis:
         raw = await redis.hgetall(last_seen_key(prefix))
-    return {_text(name): float(when) for name, when in raw.items()}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return {redis_text(name): float(when) for name, when in raw.items()}

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.database import describe_database_error
 from jobs_service.infrastructure.repositories import webhooks as repo
 
 if TYPE_CHECKING:
@@ -103,7 +104,9 @@ class EnqueuedMarks:
         try:
             await self.flush()
         except Exception as exc:  # noqa: BLE001 - shutting down: the relay covers them
-            _log.warning("webhook-marks-unwritten", events=self.pending, error=_describe(exc))
+            _log.warning(
+                "webhook-marks-unwritten", events=self.pending, error=describe_database_error(exc)
+            )
         await self._connection.aclose()
 
     async def _write_pending(self) -> None:
@@ -131,11 +134,10 @@ class EnqueuedMarks:
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - kept and retried
                     failures += 1
-                    _log.warning("webhook-marks-failed", events=self.pending, error=_describe(exc))
+                    _log.warning(
+                        "webhook-marks-failed",
+                        events=self.pending,
+                        error=describe_database_error(exc),
+                    )
         finally:
             self._task = None
-
-
-def _describe(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc  # not str(exc): SQLAlchemy adds the SQL
-    return f"{type(cause).__name__}: {str(cause)[:300]}"
