@@ -75,9 +75,22 @@ class Database:
         )
         self._held: list[HeldConnection] = []
 
-    def hold(self, *, autocommit: bool = False, session: Sequence[str] = ()) -> HeldConnection:
+    def hold(
+        self, *, autocommit: bool = False, session: Sequence[str] = (), keyed: bool = False
+    ) -> HeldConnection:
         """A connection kept between a busy writer's writes (see :class:`HeldConnection`);
-        :meth:`close` gives it back."""
+        :meth:`close` gives it back.
+
+        ``keyed``: every statement on it finds its rows by key (a batch of run ids).
+        Such a writer prepares its statement once and PostgreSQL soon settles on one
+        generic plan for it, made while the history was small: a scan of the whole
+        table, filtered by the batch's keys. It keeps that plan as the table grows; at
+        5,500 runs a 50-run flush cost 6 ms of database CPU that way, and more with
+        every run. On PostgreSQL such a connection plans without sequential scans, so
+        its statements cost the same index lookups at any size.
+        """
+        if keyed and self.dialect == "postgresql":
+            session = (*session, "SET enable_seqscan = off")
         held = HeldConnection(self.engine, autocommit=autocommit, session=session)
         self._held.append(held)
         return held

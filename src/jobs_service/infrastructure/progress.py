@@ -50,7 +50,7 @@ class ProgressWriter:
         # Progress is advisory and the run's end rewrites it, so a commit need not wait
         # for the disk (PostgreSQL only; SQLite has no such setting).
         session = ("SET synchronous_commit = off",) if database.dialect == "postgresql" else ()
-        self._connection = database.hold(autocommit=True, session=session)
+        self._connection = database.hold(autocommit=True, session=session, keyed=True)
         self._interval = interval_s
         self._pending: dict[str, tuple[int, dict[str, Any]]] = {}
         self._dirty = asyncio.Event()

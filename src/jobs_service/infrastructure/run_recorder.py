@@ -47,7 +47,7 @@ class RunRecorder:
         self._database = database
         # Kept between flushes: a pool checkout pings the database first, and that
         # ping and the reset after cost the database more than the flush's own write.
-        self._connection = database.hold()
+        self._connection = database.hold(keyed=True)
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._pending: dict[str, RunEvent] = {}

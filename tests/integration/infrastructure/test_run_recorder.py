@@ -238,3 +238,53 @@ async def test_a_start_is_written_only_for_a_run_still_running_at_the_flush(
     recorder.record(event(slow, "succeeded", finished=True, summary={"errors": 0}))
     await recorder.flush()
     assert (await fetch(database, slow)).status == "succeeded"
+
+
+async def test_a_flush_finds_its_runs_through_the_index_however_the_history_grew(
+    empty_pg_url: str,
+) -> None:
+    """A long-running worker's flush statement is planned once, while the history is
+    small (a prepared statement's generic plan), and used as the table grows. It must
+    still find its runs through the run id index at 6,000 runs: a scan of the whole
+    table per flush costs the database more with every run the history holds."""
+    database = Database(empty_pg_url, DatabaseSettings())
+    await migrate.upgrade(database)
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+
+    async def queued(count: int) -> list[str]:
+        made = [
+            runs.QueuedRun(
+                run_id=new_run_id(),
+                task="count_items",
+                kwargs={},
+                source="api",
+                queued_at=datetime.now(UTC),
+            )
+            for _ in range(count)
+        ]
+        async with database.engine.begin() as connection:
+            await runs.insert_queued_runs(connection, made)
+        return [run.run_id for run in made]
+
+    for _ in range(8):  # enough flushes for PostgreSQL to settle on a generic plan
+        for run_id in await queued(5):
+            recorder.record(event(run_id, "succeeded", finished=True))
+        await recorder.flush()
+    await queued(6000)
+    batch = [event(run_id, "succeeded", finished=True) for run_id in await queued(60)]
+    scans_of_job_runs = (
+        "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'job_runs'"
+    )
+    async with recorder._connection.begin() as connection:  # the recorder's own session
+        before = (await connection.exec_driver_sql(scans_of_job_runs)).one()
+        await runs.write_run_batch(connection, batch, [e.attempt_row() for e in batch])
+        after = (await connection.exec_driver_sql(scans_of_job_runs)).one()
+    await recorder.stop()
+    async with database.sessions() as session:
+        finished = await session.scalar(
+            select(func.count()).select_from(JobRun).where(JobRun.status == "succeeded")
+        )
+    await database.close()
+    assert finished == 8 * 5 + 60
+    assert after.seq_scan - before.seq_scan == 0
+    assert after.idx_scan - before.idx_scan > 0

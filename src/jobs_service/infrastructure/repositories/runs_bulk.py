@@ -81,10 +81,6 @@ INSERT_QUEUED = (
 )
 
 
-#: A recorder flush in one statement: starts, finishes and ended attempts, from one
-#: document ``{"starts": [...], "finishes": [...], "attempts": [...]}``. A run is never
-#: both a start and a finish of one batch, so the two upserts of job_runs touch
-#: different rows.
 _FINISH_SET = (
     "status = e.status, attempt = e.attempt, worker = e.worker, "
     "started_at = COALESCE(e.started_at, r.started_at), finished_at = e.finished_at, "
@@ -101,41 +97,51 @@ _APPLIES = (
 )
 
 
-def _upsert_from(key: str, assignments: str, upsert: str) -> str:
-    """CTEs writing the rows of member ``key``: an UPDATE of the runs that exist (their
-    producer recorded them ``queued``: nearly every run), then ``upsert`` of the others.
+def _upsert_from(key: str, parameter: str, assignments: str, upsert: str) -> str:
+    """CTEs writing the rows of ``parameter`` (a JSON array of job_runs rows): an UPDATE
+    of the runs that exist (their producer recorded them ``queued``: nearly every run),
+    then ``upsert`` of the others.
 
     An UPDATE costs PostgreSQL about a third less than an ``INSERT … ON CONFLICT DO
     UPDATE``, which first tries the insert. The guard is the same in both.
+
+    The runs are looked up with ``= ANY`` of the batch's ids, an index condition (on
+    the recorder's connection, which plans without sequential scans: see
+    ``Database.hold``), not a join the planner may turn into a scan of the whole table.
+    The others are the rows the UPDATE did not return, not an anti-join against the
+    table: a row that exists but was not updated (an event older than the stored
+    state) finds its conflict and the same guard skips it.
     """
-    rows = f"(SELECT d -> '{key}' FROM doc)"
+    rows = f"{key}_rows"
     return (
-        f"{key}_rows AS (SELECT * FROM json_populate_recordset(NULL::job_runs, {rows})), "
-        f"{key}_updated AS (UPDATE job_runs r SET {assignments} FROM {key}_rows e "
-        f"WHERE r.run_id = e.run_id AND {_APPLIES} RETURNING 1), "
-        f"{key}_inserted AS ({upsert.replace('$1::json', rows)} RETURNING 1)"
+        f"{rows} AS MATERIALIZED (SELECT * FROM json_populate_recordset(NULL::job_runs, "
+        f"{parameter}::json)), "
+        f"{key}_updated AS (UPDATE job_runs r SET {assignments} FROM {rows} e "
+        f"WHERE r.run_id = e.run_id AND r.run_id = ANY(ARRAY(SELECT run_id FROM {rows})) "
+        f"AND {_APPLIES} RETURNING r.run_id), "
+        f"{key}_inserted AS ({_not_updated(upsert, key)} RETURNING 1)"
     )
 
 
-def _missing_only(upsert: str, key: str) -> str:
-    """``upsert`` limited to rows without a run yet (a plain ``kiq()`` producer wrote
-    none, or its insert is still in flight: ON CONFLICT covers that race)."""
+def _not_updated(upsert: str, key: str) -> str:
+    """``upsert`` limited to the rows its UPDATE did not write (a plain ``kiq()``
+    producer wrote no row, or its insert is still in flight: ON CONFLICT covers that
+    race)."""
     return upsert.replace(
         "FROM json_populate_recordset(NULL::job_runs, $1::json)",
-        f"FROM {key}_rows e WHERE NOT EXISTS (SELECT 1 FROM job_runs x WHERE x.run_id = e.run_id)",
+        f"FROM {key}_rows e WHERE e.run_id NOT IN (SELECT run_id FROM {key}_updated)",
     )
 
 
-#: A recorder flush in one statement: starts, finishes and ended attempts, from one
-#: document ``{"starts": [...], "finishes": [...], "attempts": [...]}``. A run is never
-#: both a start and a finish of one batch, so no row is written twice.
+#: A recorder flush in one statement with three parameters, JSON arrays of starts,
+#: finishes and ended attempts. A run is never both a start and a finish of one batch,
+#: so no row is written twice. (Three parameters rather than one document: PostgreSQL
+#: re-parses a ``json`` value for every ``->`` taken from it.)
 WRITE_RUN_BATCH = (
-    "WITH doc AS (SELECT $1::json AS d), "
-    f"{_upsert_from('starts', _START_SET, _missing_only(UPSERT_STARTS, 'starts'))}, "
-    f"{_upsert_from('finishes', _FINISH_SET, _missing_only(UPSERT_FINISHES, 'finishes'))}, "
-    "attempts AS ("
-    + UPSERT_ATTEMPTS.replace("$1::json", "(SELECT d -> 'attempts' FROM doc)")
-    + " RETURNING 1) "
+    "WITH "
+    f"{_upsert_from('starts', '$1', _START_SET, UPSERT_STARTS)}, "
+    f"{_upsert_from('finishes', '$2', _FINISH_SET, UPSERT_FINISHES)}, "
+    "attempts AS (" + UPSERT_ATTEMPTS.replace("$1::json", "$3::json") + " RETURNING 1) "
     "SELECT (SELECT count(*) FROM starts_updated) + (SELECT count(*) FROM starts_inserted), "
     "(SELECT count(*) FROM finishes_updated) + (SELECT count(*) FROM finishes_inserted), "
     "(SELECT count(*) FROM attempts)"
@@ -171,10 +177,9 @@ async def insert_queued_runs_bulk(connection: AsyncConnection, runs: Sequence[Qu
 async def write_run_batch_bulk(
     connection: AsyncConnection, events: Sequence[RunEvent], attempts: Sequence[dict[str, Any]]
 ) -> None:
-    """``runs.write_run_batch`` for PostgreSQL: one statement, one parameter."""
-    document = {
-        "starts": [event.row() for event in events if not event.is_finish],
-        "finishes": [event.row() for event in events if event.is_finish],
-        "attempts": list(attempts),
-    }
-    await connection.exec_driver_sql(WRITE_RUN_BATCH, (orjson.dumps(document).decode(),))
+    """``runs.write_run_batch`` for PostgreSQL: one statement."""
+    starts = [event.row() for event in events if not event.is_finish]
+    finishes = [event.row() for event in events if event.is_finish]
+    await connection.exec_driver_sql(
+        WRITE_RUN_BATCH, (_document(starts), _document(finishes), _document(list(attempts)))
+    )
