@@ -51,9 +51,11 @@ _INSERT = (
 #: Claims: rows that conflict on any unique column (run id, idempotency key) are
 #: skipped; the run ids actually inserted come back.
 INSERT_QUEUED_OR_SKIP = f"{_INSERT} ON CONFLICT DO NOTHING RETURNING run_id"
-#: Rows without a key: fresh run ids (UUIDv7) cannot conflict, and a plain INSERT costs
-#: the database a quarter less than one that prepares for a conflict.
-INSERT_QUEUED = f"{_INSERT} RETURNING run_id"
+#: Rows without a key: a fresh run id (UUIDv7) conflicts only with the row of its own
+#: run, written by a worker that ran it before this insert landed (the message is sent
+#: first; a database stall can hold the insert longer than a worker's flush). That row
+#: is newer and stays; the others of the batch are inserted, not failed with it.
+INSERT_QUEUED = f"{_INSERT} ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
 
 
 class QueuedRunWriter:

@@ -81,3 +81,38 @@ async def test_a_connection_the_database_dropped_is_replaced(database: Database)
     assert await writer.record(row)
     await writer.aclose()
     assert await _stored(database, [row.run_id]) == 1
+
+
+async def test_a_row_a_worker_wrote_first_is_kept_and_its_batch_still_lands(
+    database: Database,
+) -> None:
+    """A keyless run can start and be recorded by its worker before the producer's
+    insert lands (the message goes first). That row stays as the worker wrote it, the
+    record answers False for it, and the other rows of the same statement are stored."""
+    first = queued()
+    recorder_row = runs.RunEvent(
+        run_id=first.run_id,
+        task=first.task,
+        kwargs=first.kwargs,
+        source=first.source,
+        status="succeeded",
+        attempt=1,
+        worker="test:1",
+        queued_at=first.queued_at,
+        started_at=datetime.now(UTC),
+        finished_at=datetime.now(UTC),
+        duration_ms=3,
+    )
+    async with database.engine.begin() as connection:
+        await runs.write_run_batch(connection, [recorder_row], [recorder_row.attempt_row()])
+    writer = QueuedRunWriter(database, durable=False)
+    others = [queued() for _ in range(20)]
+    inserted = await asyncio.gather(*(writer.record(row) for row in [first, *others]))
+    await writer.aclose()
+    assert inserted == [False] + [True] * 20
+    assert await _stored(database, [row.run_id for row in others]) == 20
+    async with database.engine.connect() as connection:
+        status = await connection.scalar(
+            text("SELECT status FROM job_runs WHERE run_id = :id"), {"id": first.run_id}
+        )
+    assert status == "succeeded"
