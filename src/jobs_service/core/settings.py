@@ -489,7 +489,13 @@ class RunsSettings(_Section):
         500, ge=1, le=10_000, description="Run events written per database statement."
     )
     record_flush_interval_ms: int = Field(
-        100, ge=1, le=10_000, description="Longest a run event waits before it is written."
+        # Short: see jobs_service.infrastructure.run_recorder for why.
+        20,
+        ge=1,
+        le=10_000,
+        description="Longest a run event waits before it is written; after a flush of "
+        "100 events or more (a busy worker), five times this, so statements stay large "
+        "under load.",
     )
     progress_flush_interval_ms: int = Field(
         500,

@@ -3,7 +3,15 @@
 Writing each state change as its own transaction would cost two database round trips
 per task; instead events are buffered in memory, coalesced per run (a run that starts
 and finishes within one flush window is written once), and written by one background
-task every ``flush_interval`` or as soon as ``batch_size`` events wait.
+task ``flush_interval`` after the first of them arrived, or as soon as ``batch_size``
+events wait. An idle recorder sleeps until an event arrives.
+
+The interval is short (20 ms by default) because a flush holds a database core while
+PostgreSQL runs it: where the database shares cores with workers, the runs that
+arrive meanwhile start late, so many small flushes make a shorter tail than a few big
+ones. Under load that trade reverses (a statement's fixed cost is paid more often for
+nothing), so after a flush of ``_BUSY_FLUSH`` events or more the next one waits five
+intervals, or until ``batch_size`` events wait.
 
 Coalescing keeps only a run's latest state, so the end of each attempt is also kept on
 its own, once per (run, attempt), and written to ``run_attempts`` in the same
@@ -35,6 +43,11 @@ if TYPE_CHECKING:
 __all__ = ["RunRecorder"]
 
 _MAX_BACKOFF_S = 5.0
+#: A flush at least this big means the worker is busy: the next one waits up to
+#: ``_BUSY_STRETCH`` intervals (or ``batch_size`` events), so under load statements stay
+#: large and few, while at moderate rates each flush is small and short.
+_BUSY_FLUSH = 100
+_BUSY_STRETCH = 5
 
 #: Ended attempts waiting to be written, by (run_id, attempt), oldest first.
 _Attempts = dict[tuple[str, int], dict[str, Any]]
@@ -54,11 +67,15 @@ class RunRecorder:
         self._starting: dict[str, Callable[[], RunEvent]] = {}
         self._attempts: _Attempts = {}
         self._wake = asyncio.Event()
+        # Set by the first event after the buffer emptied: an idle worker's flusher
+        # sleeps until then instead of waking every interval for nothing.
+        self._arrived = asyncio.Event()
         self._flushed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._log = get_logger("jobs_service.run_recorder")
         self.written = 0
+        self._last_flush = 0
 
     @property
     def pending(self) -> int:
@@ -78,6 +95,7 @@ class RunRecorder:
         if earlier is not None:
             event = event.merged_after(earlier)
         self._pending[event.run_id] = event
+        self._arrived.set()
         if event.is_finish:
             # The first end of an attempt wins, as in the database: a redelivered copy
             # of an attempt that already ended cannot change its outcome.
@@ -95,6 +113,7 @@ class RunRecorder:
         """Stop the flusher and write everything still buffered."""
         self._stopping = True
         self._wake.set()
+        self._arrived.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -118,6 +137,7 @@ class RunRecorder:
         for build in starting.values():
             self.record(build())
         if not self._pending:
+            self._last_flush = 0
             return 0
         batch, self._pending = self._pending, {}
         attempts, self._attempts = self._attempts, {}
@@ -138,6 +158,7 @@ class RunRecorder:
             # every later event: write them one by one and drop only the refused ones.
             await self._write_each(rest, attempts)
         self.written += len(events)
+        self._last_flush = len(events)
         async with self._flushed:
             self._flushed.notify_all()
         return len(events)
@@ -181,9 +202,17 @@ class RunRecorder:
             key: row for key, row in self._attempts.items() if key not in attempts
         }
 
+    async def _arrival(self) -> bool:
+        """Sleep until an event arrives; False when woken by ``stop()`` instead."""
+        self._arrived.clear()
+        await self._arrived.wait()
+        return not self._stopping
+
     async def _run(self) -> None:
         backoff = self._interval
         while not self._stopping:
+            if not (self._pending or self._starting) and not await self._arrival():
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
@@ -200,6 +229,8 @@ class RunRecorder:
                 )
             else:
                 backoff = self._interval
+                if self._last_flush >= _BUSY_FLUSH:
+                    backoff *= _BUSY_STRETCH
 
 
 def _attempts_of(events: list[RunEvent], attempts: _Attempts) -> _Attempts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -99,6 +100,56 @@ async def test_background_flush_and_stop(database: Database) -> None:
     recorder.record(event(second, "succeeded", finished=True, summary={"errors": 0}))
     await recorder.stop()
     assert (await fetch(database, second)).status == "succeeded"
+
+
+async def test_an_idle_recorder_sleeps_until_an_event_arrives(database: Database) -> None:
+    """With nothing buffered the flusher does not wake every interval; the first event
+    after a quiet spell is still written within about one interval."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=0.005)
+    flushes = 0
+    flush = recorder.flush
+
+    async def counted() -> int:
+        nonlocal flushes
+        flushes += 1
+        return await flush()
+
+    recorder.flush = counted  # type: ignore[method-assign]
+    await recorder.start()
+    await asyncio.sleep(0.2)  # forty intervals with nothing to write
+    assert flushes == 0
+    run_id = new_run_id()
+    recorder.record(event(run_id, "succeeded", finished=True, summary={"errors": 0}))
+    await asyncio.wait_for(recorder.wait_flushed(), timeout=5)
+    assert flushes >= 1
+    assert (await fetch(database, run_id)).status == "succeeded"
+    await recorder.stop()
+
+
+async def test_after_a_big_flush_the_next_one_waits_longer(database: Database) -> None:
+    """A flush of 100 events or more means the worker is busy: the next flush waits five
+    intervals (statements stay large and few under load); one small flush later the
+    interval is back to normal."""
+    interval = 0.02
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=interval)
+    await recorder.start()
+
+    async def written_after(count: int) -> float:
+        """Seconds until the flusher wrote ``count`` new events on its own timer."""
+        target = recorder.written + count
+        began = time.perf_counter()
+        for _ in range(count):
+            recorder.record(event(new_run_id(), "succeeded", finished=True))
+        while recorder.written < target:  # polled: wait_flushed would force a flush
+            assert time.perf_counter() - began < 10
+            await asyncio.sleep(0.001)
+        return time.perf_counter() - began
+
+    await written_after(150)  # a busy flush
+    assert await written_after(1) >= 4.5 * interval  # stretched
+    waits = [await written_after(1) for _ in range(5)]  # after a small flush: the interval
+    await recorder.stop()
+    assert min(waits) < 4.5 * interval
 
 
 async def test_a_stale_attempt_never_overwrites_a_newer_one(database: Database) -> None:
