@@ -3,8 +3,9 @@
 Writing each state change as its own transaction would cost two database round trips
 per task; instead events are buffered in memory, coalesced per run (a run that starts
 and finishes within one flush window is written once), and written by one background
-task ``flush_interval`` after the first of them arrived, or as soon as ``batch_size``
-events wait. An idle recorder sleeps until an event arrives.
+task every ``flush_interval`` or as soon as ``batch_size`` events wait. (A timer, not
+an event, wakes it: ``record`` may be called from an executor thread, where setting an
+asyncio event would not wake the loop.)
 
 The interval is short (20 ms by default) because a flush holds a database core while
 PostgreSQL runs it: where the database shares cores with workers, the runs that
@@ -67,15 +68,13 @@ class RunRecorder:
         self._starting: dict[str, Callable[[], RunEvent]] = {}
         self._attempts: _Attempts = {}
         self._wake = asyncio.Event()
-        # Set by the first event after the buffer emptied: an idle worker's flusher
-        # sleeps until then instead of waking every interval for nothing.
-        self._arrived = asyncio.Event()
         self._flushed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._log = get_logger("jobs_service.run_recorder")
         self.written = 0
         self._last_flush = 0
+        self._writing = 0  # flushes under way (their events left the buffer)
 
     @property
     def pending(self) -> int:
@@ -95,7 +94,6 @@ class RunRecorder:
         if earlier is not None:
             event = event.merged_after(earlier)
         self._pending[event.run_id] = event
-        self._arrived.set()
         if event.is_finish:
             # The first end of an attempt wins, as in the database: a redelivered copy
             # of an attempt that already ended cannot change its outcome.
@@ -113,7 +111,6 @@ class RunRecorder:
         """Stop the flusher and write everything still buffered."""
         self._stopping = True
         self._wake.set()
-        self._arrived.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -125,11 +122,18 @@ class RunRecorder:
             await self._connection.aclose()
 
     async def wait_flushed(self) -> None:
-        """Return once everything recorded before the call has been written."""
-        while self._pending or self._starting:
+        """Return once everything recorded before the call has been written (a flush
+        already under way included: its events have left the buffer, not yet the
+        transaction)."""
+        while self._unwritten:
             self._wake.set()
             async with self._flushed:
-                await self._flushed.wait()
+                if self._unwritten:  # again: a flush may have ended while we waited
+                    await self._flushed.wait()
+
+    @property
+    def _unwritten(self) -> bool:
+        return bool(self._pending or self._starting or self._writing)
 
     async def flush(self) -> int:
         """Write the buffered events now; returns how many were written."""
@@ -143,6 +147,7 @@ class RunRecorder:
         attempts, self._attempts = self._attempts, {}
         events = list(batch.values())
         written = 0
+        self._writing += 1
         try:
             for start in range(0, len(events), self._batch_size):
                 chunk = events[start : start + self._batch_size]
@@ -157,6 +162,8 @@ class RunRecorder:
             # One event the database refuses (not JSON-able, out of range) must not block
             # every later event: write them one by one and drop only the refused ones.
             await self._write_each(rest, attempts)
+        finally:
+            self._writing -= 1
         self.written += len(events)
         self._last_flush = len(events)
         async with self._flushed:
@@ -202,17 +209,9 @@ class RunRecorder:
             key: row for key, row in self._attempts.items() if key not in attempts
         }
 
-    async def _arrival(self) -> bool:
-        """Sleep until an event arrives; False when woken by ``stop()`` instead."""
-        self._arrived.clear()
-        await self._arrived.wait()
-        return not self._stopping
-
     async def _run(self) -> None:
         backoff = self._interval
         while not self._stopping:
-            if not (self._pending or self._starting) and not await self._arrival():
-                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()

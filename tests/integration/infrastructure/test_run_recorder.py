@@ -102,30 +102,6 @@ async def test_background_flush_and_stop(database: Database) -> None:
     assert (await fetch(database, second)).status == "succeeded"
 
 
-async def test_an_idle_recorder_sleeps_until_an_event_arrives(database: Database) -> None:
-    """With nothing buffered the flusher does not wake every interval; the first event
-    after a quiet spell is still written within about one interval."""
-    recorder = RunRecorder(database, batch_size=500, flush_interval_s=0.005)
-    flushes = 0
-    flush = recorder.flush
-
-    async def counted() -> int:
-        nonlocal flushes
-        flushes += 1
-        return await flush()
-
-    recorder.flush = counted  # type: ignore[method-assign]
-    await recorder.start()
-    await asyncio.sleep(0.2)  # forty intervals with nothing to write
-    assert flushes == 0
-    run_id = new_run_id()
-    recorder.record(event(run_id, "succeeded", finished=True, summary={"errors": 0}))
-    await asyncio.wait_for(recorder.wait_flushed(), timeout=5)
-    assert flushes >= 1
-    assert (await fetch(database, run_id)).status == "succeeded"
-    await recorder.stop()
-
-
 async def test_after_a_big_flush_the_next_one_waits_longer(database: Database) -> None:
     """A flush of 100 events or more means the worker is busy: the next flush waits five
     intervals (statements stay large and few under load); one small flush later the
