@@ -17,6 +17,7 @@ from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.scheduler.dispatch import FireDispatcher
 from jobs_service.scheduler.service import ScheduleService
 from jobs_service.scheduler.specs import ScheduleDraft
+from tests.support.run_events import finished_event
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -68,19 +69,8 @@ class Harness:
 
     async def finish_run(self, run_id: str, at: datetime) -> None:
         """Record a run added by :meth:`add_active_run` as succeeded at ``at``."""
-        finished = runs_repo.RunEvent(
-            run_id=run_id,
-            task="count_items",
-            kwargs={},
-            source="schedule",
-            status="succeeded",
-            attempt=1,
-            worker="w",
-            queued_at=at,
-            started_at=at,
-            finished_at=at,
-            duration_ms=1,
-            summary={"errors": 0},
+        finished = finished_event(
+            run_id, at=at, source="schedule", worker="w", summary={"errors": 0}
         )
         async with self.database.engine.begin() as connection:
             await runs_repo.upsert_run_events(connection, [finished])

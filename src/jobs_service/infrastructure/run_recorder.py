@@ -73,7 +73,6 @@ class RunRecorder:
         self._stopping = False
         self._log = get_logger("jobs_service.run_recorder")
         self.written = 0
-        self._last_flush = 0
         self._writing = 0  # flushes under way (their events left the buffer)
 
     @property
@@ -141,7 +140,6 @@ class RunRecorder:
         for build in starting.values():
             self.record(build())
         if not self._pending:
-            self._last_flush = 0
             return 0
         batch, self._pending = self._pending, {}
         attempts, self._attempts = self._attempts, {}
@@ -165,7 +163,6 @@ class RunRecorder:
         finally:
             self._writing -= 1
         self.written += len(events)
-        self._last_flush = len(events)
         async with self._flushed:
             self._flushed.notify_all()
         return len(events)
@@ -216,7 +213,7 @@ class RunRecorder:
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
             try:
-                await self.flush()
+                flushed = await self.flush()
             except Exception as exc:  # noqa: BLE001 - any database error must not kill the loop
                 backoff = min(max(backoff * 2, 0.2), _MAX_BACKOFF_S)
                 self._log.warning(
@@ -227,9 +224,8 @@ class RunRecorder:
                     retry_in_s=backoff,
                 )
             else:
-                backoff = self._interval
-                if self._last_flush >= _BUSY_FLUSH:
-                    backoff *= _BUSY_STRETCH
+                busy = flushed >= _BUSY_FLUSH
+                backoff = self._interval * (_BUSY_STRETCH if busy else 1)
 
 
 def _attempts_of(events: list[RunEvent], attempts: _Attempts) -> _Attempts:

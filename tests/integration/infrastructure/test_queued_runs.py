@@ -14,6 +14,7 @@ from jobs_service.core.settings import DatabaseSettings
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.queued_runs import QueuedRunWriter
 from jobs_service.infrastructure.repositories import runs
+from tests.support.run_events import finished_event
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -90,18 +91,12 @@ async def test_a_row_a_worker_wrote_first_is_kept_and_its_batch_still_lands(
     insert lands (the message goes first). That row stays as the worker wrote it, the
     record answers False for it, and the other rows of the same statement are stored."""
     first = queued()
-    recorder_row = runs.RunEvent(
-        run_id=first.run_id,
-        task=first.task,
+    recorder_row = finished_event(
+        first.run_id,
         kwargs=first.kwargs,
-        source=first.source,
-        status="succeeded",
-        attempt=1,
         worker="test:1",
-        queued_at=first.queued_at,
-        started_at=datetime.now(UTC),
-        finished_at=datetime.now(UTC),
         duration_ms=3,
+        queued_at=first.queued_at,
     )
     async with database.engine.begin() as connection:
         await runs.write_run_batch(connection, [recorder_row], [recorder_row.attempt_row()])

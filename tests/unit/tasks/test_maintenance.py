@@ -13,6 +13,7 @@ from jobs_service.core.ids import new_run_id
 from jobs_service.gateway import create_app
 from jobs_service.infrastructure.repositories import runs
 from tests.conftest import serve_app
+from tests.support.run_events import finished_event
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,20 +29,7 @@ NOW = datetime.now(UTC)
 
 def finished(days_ago: float, status: str = "succeeded") -> runs.RunEvent:
     at = NOW - timedelta(days=days_ago)
-    return runs.RunEvent(
-        run_id=new_run_id(),
-        task="count_items",
-        kwargs={},
-        source="api",
-        status=status,
-        attempt=1,
-        worker="w:1",
-        queued_at=at,
-        started_at=at,
-        finished_at=at,
-        duration_ms=1,
-        summary={"errors": 0},
-    )
+    return finished_event(at=at, status=status, summary={"errors": 0})
 
 
 def queued(seconds_ago: float) -> runs.QueuedRun:

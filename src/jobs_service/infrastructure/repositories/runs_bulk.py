@@ -148,6 +148,15 @@ WRITE_RUN_BATCH = (
 )
 
 
+def _starts_and_finishes(
+    events: Sequence[RunEvent],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of the events that start an attempt, and of those that end one."""
+    starts = [event.row() for event in events if not event.is_finish]
+    finishes = [event.row() for event in events if event.is_finish]
+    return starts, finishes
+
+
 def _document(rows: list[dict[str, Any]]) -> str:
     # Aware datetimes become RFC 3339 text, which PostgreSQL reads as timestamptz.
     return orjson.dumps(rows).decode()
@@ -155,8 +164,7 @@ def _document(rows: list[dict[str, Any]]) -> str:
 
 async def upsert_run_events_bulk(connection: AsyncConnection, events: Sequence[RunEvent]) -> None:
     """``runs.upsert_run_events`` for PostgreSQL: starts and finishes, a statement each."""
-    starts = [event.row() for event in events if not event.is_finish]
-    finishes = [event.row() for event in events if event.is_finish]
+    starts, finishes = _starts_and_finishes(events)
     for rows, statement in ((starts, UPSERT_STARTS), (finishes, UPSERT_FINISHES)):
         if rows:
             await connection.exec_driver_sql(statement, (_document(rows),))
@@ -178,8 +186,7 @@ async def write_run_batch_bulk(
     connection: AsyncConnection, events: Sequence[RunEvent], attempts: Sequence[dict[str, Any]]
 ) -> None:
     """``runs.write_run_batch`` for PostgreSQL: one statement."""
-    starts = [event.row() for event in events if not event.is_finish]
-    finishes = [event.row() for event in events if event.is_finish]
+    starts, finishes = _starts_and_finishes(events)
     await connection.exec_driver_sql(
         WRITE_RUN_BATCH, (_document(starts), _document(finishes), _document(list(attempts)))
     )
