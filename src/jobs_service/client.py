@@ -547,11 +547,12 @@ class JobsClient:
         The cancellation is announced to the workers before the run is marked
         ``cancelled``: if the database write fails the run still never runs, and a
         repeated cancel completes the record; the other order could let it run while
-        recorded cancelled. Raises :class:`RunNotFoundError`, :class:`RunStateError` or
+        recorded cancelled. A worker that hears the announcement may record the run
+        cancelled first; that is this cancel's outcome, not a conflict. Raises :class:`RunNotFoundError`, :class:`RunStateError` or
         :class:`EnqueueError` (the broker is unreachable; nothing was cancelled).
         """
+        run = await self._run_in(run_id, CANCELLABLE_STATUSES, "cancelled")
         for _ in range(3):
-            run = await self._run_in(run_id, CANCELLABLE_STATUSES, "cancelled")
             # A running attempt is the one cancelled; otherwise the next one, which will
             # now never start.
             attempt = run.attempt if run.status == "running" else run.attempt + 1
@@ -568,6 +569,13 @@ class JobsClient:
                 )
             if done:
                 return await self._existing(run_id)
+            run = await self._existing(run_id)
+            if run.status == "cancelled" and run.attempt == attempt:
+                # The worker heard the announcement and recorded the cancellation
+                # before we did: the cancel has happened.
+                return run
+            if run.status not in CANCELLABLE_STATUSES:
+                raise RunStateError(run_id, run.status, "cancelled", CANCELLABLE_STATUSES)
         # It kept changing under us (a worker starting and ending attempts meanwhile).
         raise RunStateError(run_id, run.status, "cancelled", CANCELLABLE_STATUSES)
 

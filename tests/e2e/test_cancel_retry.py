@@ -255,7 +255,7 @@ def test_a_running_run_is_cancelled_promptly_acknowledged_and_retryable(
     assert unknown.status_code == 404
 
     assert json.loads(retried.stdout)["status"] in ("queued", "running")
-    assert again.status_code == 202
+    assert again.status_code == 202, again.text
     assert [(a["attempt"], a["status"]) for a in twice["attempts"]] == [
         (1, "cancelled"),
         (2, "cancelled"),

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
-from redis.asyncio import Redis
-from sqlalchemy import func, select
+from redis.asyncio import ConnectionPool, Redis
+from sqlalchemy import func, select, update
 from taskiq import TaskiqMessage, TaskiqMiddleware
 
 from jobs_service.broker import build_broker, stream_names
 from jobs_service.client import SEND_CHUNK, EnqueueError, JobsClient
 from jobs_service.core.settings import Settings
+from jobs_service.infrastructure.cancellations import read_cancellation
 from jobs_service.infrastructure.models import JobRun
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.tasks.registry import list_tasks
@@ -208,3 +209,37 @@ async def test_runs_sent_by_the_client_ask_for_no_taskiq_result(
     message = TaskiqMessage.model_validate_json(fields[b"data"])
     message.parse_labels()
     assert message.labels["store_result"] is False
+
+
+async def test_a_cancel_the_worker_recorded_first_is_a_cancel_not_a_conflict(
+    production: tuple[JobsClient, Settings],
+) -> None:
+    """The worker that hears the announcement may record the run cancelled before the
+    cancel's own write lands. The row is held locked until the announcement is out, and
+    the worker's write is committed first: the cancel still succeeds (it was a 409)."""
+    client, settings = production
+    run_id = await client.enqueue("count_items", {"items": ["a"]})
+    engine = client._database.engine
+    async with engine.begin() as connection:  # a worker started attempt 1
+        await connection.execute(
+            update(JobRun).where(JobRun.run_id == run_id).values(status="running", attempt=1)
+        )
+    async with engine.connect() as worker:
+        locked = await worker.begin()
+        await worker.execute(select(JobRun.id).where(JobRun.run_id == run_id).with_for_update())
+        cancelling = asyncio.create_task(client.cancel(run_id, by="operator"))
+        pool = ConnectionPool.from_url(redis_url())
+        try:
+            async with asyncio.timeout(10):
+                while await read_cancellation(pool, settings.redis_prefix, run_id) is None:
+                    await asyncio.sleep(0.01)
+        finally:
+            await pool.aclose()
+        await worker.execute(
+            update(JobRun)
+            .where(JobRun.run_id == run_id)
+            .values(status="cancelled", error={"type": "Cancelled", "message": "by operator"})
+        )
+        await locked.commit()
+    cancelled = await asyncio.wait_for(cancelling, 10)
+    assert (cancelled.status, cancelled.attempt) == ("cancelled", 1)
