@@ -548,8 +548,9 @@ class JobsClient:
         ``cancelled``: if the database write fails the run still never runs, and a
         repeated cancel completes the record; the other order could let it run while
         recorded cancelled. A worker that hears the announcement may record the run
-        cancelled first; that is this cancel's outcome, not a conflict. Raises :class:`RunNotFoundError`, :class:`RunStateError` or
-        :class:`EnqueueError` (the broker is unreachable; nothing was cancelled).
+        cancelled first; that is this cancel's outcome, not a conflict. Raises
+        :class:`RunNotFoundError`, :class:`RunStateError` or :class:`EnqueueError` (the
+        broker is unreachable; nothing was cancelled).
         """
         run = await self._run_in(run_id, CANCELLABLE_STATUSES, "cancelled")
         for _ in range(3):

@@ -187,7 +187,7 @@ async def _detail_json(session: AsyncSession, run: JobRun) -> dict[str, Any]:
 
     detail = RunDetailOut.of(
         run,
-        attempts=await repo.list_attempts(session, run.run_id),
+        attempts=await repo.list_attempts(session, run),
         deliveries=await deliveries.list_for_run(session, [run.run_id]),
     )
     return detail.model_dump(mode="json")

@@ -254,7 +254,10 @@ class Delivery(Base):
 
 
 class RunAttempt(Base):
-    """One attempt of a run: the run row shows the latest, this table every one.
+    """One attempt of a run: the run row shows the latest, this table the others.
+
+    A succeeded run's last attempt has no row here on PostgreSQL (the run's row is its
+    record; ``runs.list_attempts`` lists it from there).
 
     Written by the run recorder with each attempt's end; ``(run_id, attempt)`` is unique
     so a redelivered copy of an attempt updates its row instead of adding one.

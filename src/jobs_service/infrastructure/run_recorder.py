@@ -17,7 +17,10 @@ intervals, or until ``batch_size`` events wait.
 Coalescing keeps only a run's latest state, so the end of each attempt is also kept on
 its own, once per (run, attempt), and written to ``run_attempts`` in the same
 transaction as the runs: a retried run that fails and restarts within one window still
-shows both attempts.
+shows both attempts. (On PostgreSQL the statement leaves out the row of an attempt that
+the run's own row records as succeeded.) An end recorded for an attempt that has already
+ended in the buffer is a redelivered copy and is dropped: the first end stands, as the
+database's guard decides across flushes.
 
 A failed write keeps the events and retries with backoff, so a database outage delays
 history instead of losing it; ``stop()`` flushes what is left.
@@ -88,9 +91,14 @@ class RunRecorder:
 
     def record(self, event: RunEvent) -> None:
         """Queue an event; never blocks and never touches the database."""
+        earlier = self._pending.get(event.run_id)
+        if earlier is not None and earlier.is_finish and earlier.attempt >= event.attempt:
+            # A redelivered copy of an attempt that already ended (or an older one): the
+            # first end stands, as the database's guard would decide.
+            return
         self._starting.pop(event.run_id, None)  # its end (or a later state) supersedes it
-        earlier = self._pending.pop(event.run_id, None)
         if earlier is not None:
+            del self._pending[event.run_id]
             event = event.merged_after(earlier)
         self._pending[event.run_id] = event
         if event.is_finish:

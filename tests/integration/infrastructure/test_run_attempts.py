@@ -58,10 +58,24 @@ def event(
     )
 
 
-async def attempts(database: Database, run_id: str) -> list[tuple[int, str, str | None]]:
+async def listed(database: Database, run_id: str) -> list[RunAttempt]:
+    """The attempts ``GET /v1/runs/{run_id}`` lists; none for a run that is gone."""
     async with database.sessions() as session:
-        rows = await runs.list_attempts(session, run_id)
-    return [(row.attempt, row.status, row.worker) for row in rows]
+        run = await runs.get_run(session, run_id=run_id)
+        return [] if run is None else await runs.list_attempts(session, run)
+
+
+async def attempts(database: Database, run_id: str) -> list[tuple[int, str, str | None]]:
+    return [(row.attempt, row.status, row.worker) for row in await listed(database, run_id)]
+
+
+async def stored(database: Database, run_ids: list[str]) -> int:
+    """Rows of ``run_attempts`` for ``run_ids``."""
+    async with database.sessions() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(RunAttempt).where(RunAttempt.run_id.in_(run_ids))
+        )
+    return int(count or 0)
 
 
 async def fetch(database: Database, run_id: str) -> JobRun:
@@ -86,8 +100,7 @@ async def test_every_attempt_is_kept_even_when_they_end_within_one_flush(
     assert await recorder.flush() == 1
     row = await fetch(database, run_id)
     assert (row.status, row.attempt) == ("succeeded", 2)
-    async with database.sessions() as session:
-        first, second = await runs.list_attempts(session, run_id)
+    first, second = await listed(database, run_id)
     assert (first.attempt, first.status, first.error) == (1, "retrying", retry_later)
     assert (second.attempt, second.status, second.worker) == (2, "succeeded", "test:2")
     assert second.started_at is not None
@@ -102,11 +115,35 @@ async def test_many_runs_and_their_attempts_are_written_in_batches(database: Dat
         recorder.record(event(run_id, "retrying"))
         recorder.record(event(run_id, "succeeded", attempt=2))
     assert await recorder.flush() == 1200
-    async with database.sessions() as session:
-        count = await session.scalar(
-            select(func.count()).select_from(RunAttempt).where(RunAttempt.run_id.in_(ids))
-        )
-    assert count == 2400
+    # The retried attempts have rows; each succeeded one is its run's row.
+    assert await stored(database, ids) == 1200
+    assert [a[:2] for a in await attempts(database, ids[-1])] == [(1, "retrying"), (2, "succeeded")]
+
+
+async def test_a_succeeded_attempt_is_listed_from_its_run_without_a_row_of_its_own(
+    database: Database,
+) -> None:
+    """Nearly every run succeeds at its first attempt: the run's row says all there is
+    to say about that attempt, so the flush writes one row, not two, and the attempt is
+    listed all the same, with its worker and times."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    run_id = new_run_id()
+    recorder.record(event(run_id, "succeeded", worker="runner:1"))
+    await recorder.flush()
+    assert await stored(database, [run_id]) == 0
+    run = await fetch(database, run_id)
+    [attempt] = await listed(database, run_id)
+    assert (attempt.attempt, attempt.status, attempt.worker, attempt.error) == (
+        1,
+        "succeeded",
+        "runner:1",
+        None,
+    )
+    assert (attempt.started_at, attempt.finished_at, attempt.duration_ms) == (
+        run.started_at,
+        run.finished_at,
+        7,
+    )
 
 
 async def test_a_redelivered_copy_of_an_attempt_does_not_change_its_row(
@@ -118,9 +155,13 @@ async def test_a_redelivered_copy_of_an_attempt_does_not_change_its_row(
     recorder.record(event(run_id, "succeeded", worker="first:1"))
     recorder.record(event(run_id, "failed", worker="second:1"))
     await recorder.flush()
+    recorder.record(event(run_id, "running", worker="third:1", finished=False))
     recorder.record(event(run_id, "failed", worker="third:1"))
     await recorder.flush()
     assert await attempts(database, run_id) == [(1, "succeeded", "first:1")]
+    assert await stored(database, [run_id]) == 0
+    run = await fetch(database, run_id)
+    assert (run.status, run.worker) == ("succeeded", "first:1")
 
 
 async def test_a_cancel_writes_the_attempt_and_its_worker_completes_it(
@@ -147,8 +188,7 @@ async def test_a_cancel_writes_the_attempt_and_its_worker_completes_it(
     await recorder.flush()
     row = await fetch(database, run_id)
     assert (row.status, row.error) == ("cancelled", CANCELLED)
-    async with database.sessions() as session:
-        [attempt] = await runs.list_attempts(session, run_id)
+    [attempt] = await listed(database, run_id)
     assert (attempt.status, attempt.worker, attempt.duration_ms) == ("cancelled", "runner:1", 7)
 
 
@@ -166,8 +206,7 @@ async def test_a_queued_run_cancelled_records_the_attempt_that_never_started(
         await runs.mark_cancelled(connection, row, attempt=1, error=CANCELLED, at=datetime.now(UTC))
     row = await fetch(database, run_id)
     assert (row.status, row.attempt, row.started_at) == ("cancelled", 1, None)
-    async with database.sessions() as session:
-        [attempt] = await runs.list_attempts(session, run_id)
+    [attempt] = await listed(database, run_id)
     assert (attempt.attempt, attempt.started_at, attempt.worker) == (1, None, None)
 
 

@@ -236,7 +236,7 @@ async def _find(session: AsyncSession, run_id: str) -> JobRun:
 async def _detail(session: AsyncSession, row: JobRun) -> RunDetailOut:
     return RunDetailOut.of(
         row,
-        attempts=await runs.list_attempts(session, row.run_id),
+        attempts=await runs.list_attempts(session, row),
         deliveries=await deliveries.list_for_run(session, [row.run_id]),
     )
 

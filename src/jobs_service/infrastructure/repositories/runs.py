@@ -4,7 +4,8 @@ Writes come from two sides. Producers insert the ``queued`` row (``ON CONFLICT D
 NOTHING``, so a late producer write never rewinds a run a worker already started).
 Workers upsert state changes in batches; an update applies only when its attempt is not
 older than the stored one, so a stale event cannot overwrite a newer attempt. Each
-attempt's end is also kept in ``run_attempts``, the run's per-attempt history.
+attempt's end is also kept in ``run_attempts``, the run's per-attempt history, except,
+on PostgreSQL, a succeeded run's last attempt: the run's own row is its record.
 
 Operators move a finished run back to ``queued`` (retry) and an unfinished one to
 ``cancelled``; both are conditional updates, so two operators (or an operator and a
@@ -300,10 +301,33 @@ async def upsert_attempts(connection: AsyncConnection, rows: Sequence[dict[str, 
     await connection.execute(stmt, list(rows))
 
 
-async def list_attempts(session: AsyncSession, run_id: str) -> list[RunAttempt]:
-    """Every recorded attempt of a run, first attempt first."""
-    query = select(RunAttempt).where(RunAttempt.run_id == run_id).order_by(RunAttempt.attempt)
-    return list((await session.execute(query)).scalars())
+async def list_attempts(session: AsyncSession, run: JobRun) -> list[RunAttempt]:
+    """Every ended attempt of ``run``, first attempt first.
+
+    A succeeded run's last attempt is its own row: on PostgreSQL the recorder writes no
+    ``run_attempts`` row for it (see ``runs_bulk.WRITE_RUN_BATCH``), so it is listed
+    from the run (an unsaved object, never added to the session).
+    """
+    query = select(RunAttempt).where(RunAttempt.run_id == run.run_id).order_by(RunAttempt.attempt)
+    attempts = list((await session.execute(query)).scalars())
+    if run.status == "succeeded" and all(row.attempt != run.attempt for row in attempts):
+        attempts.append(_attempt_of(run))
+        attempts.sort(key=lambda row: row.attempt)
+    return attempts
+
+
+def _attempt_of(run: JobRun) -> RunAttempt:
+    """The attempt a succeeded run's row records."""
+    return RunAttempt(
+        run_id=run.run_id,
+        attempt=run.attempt,
+        status=run.status,
+        worker=run.worker,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        duration_ms=run.duration_ms,
+        error=None,
+    )
 
 
 async def mark_cancelled(

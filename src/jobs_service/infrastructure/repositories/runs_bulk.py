@@ -97,6 +97,10 @@ _APPLIES = (
 )
 
 
+#: What the CTEs writing runs return of each row they wrote.
+_WRITTEN = "r.run_id, r.attempt, r.status"
+
+
 def _upsert_from(key: str, parameter: str, assignments: str, upsert: str) -> str:
     """CTEs writing the rows of ``parameter`` (a JSON array of job_runs rows): an UPDATE
     of the runs that exist (their producer recorded them ``queued``: nearly every run),
@@ -118,8 +122,8 @@ def _upsert_from(key: str, parameter: str, assignments: str, upsert: str) -> str
         f"{parameter}::json)), "
         f"{key}_updated AS (UPDATE job_runs r SET {assignments} FROM {rows} e "
         f"WHERE r.run_id = e.run_id AND r.run_id = ANY(ARRAY(SELECT run_id FROM {rows})) "
-        f"AND {_APPLIES} RETURNING r.run_id), "
-        f"{key}_inserted AS ({_not_updated(upsert, key)} RETURNING 1)"
+        f"AND {_APPLIES} RETURNING {_WRITTEN}), "
+        f"{key}_inserted AS ({_not_updated(upsert, key)} RETURNING {_WRITTEN})"
     )
 
 
@@ -133,6 +137,29 @@ def _not_updated(upsert: str, key: str) -> str:
     )
 
 
+#: The ended attempts of a flush that need a row of their own: all but a succeeded
+#: attempt that the run's row records (written by this statement, or before it). A
+#: succeeded run is never retried, so its row keeps that attempt for good, and
+#: ``runs.list_attempts`` lists it from there: one row per run instead of two for
+#: nearly every run. An attempt whose end the run's row does not show (a run cancelled
+#: meanwhile) still gets its row, and a redelivered copy of an attempt the run's row
+#: shows succeeded gets none (its first end stands, as the upsert's conflict decides
+#: for the other attempts).
+#: (A CASE, so the run is looked up only for the few attempts the first test keeps; a
+#: scalar subquery, one probe of the run id index, because PostgreSQL may turn a NOT
+#: EXISTS into a hash of every succeeded run.)
+_ATTEMPTS_TO_KEEP = (
+    "CASE WHEN n.status <> 'succeeded' OR (n.run_id, n.attempt) NOT IN "
+    "(SELECT run_id, attempt FROM finishes_updated WHERE status = 'succeeded' UNION ALL "
+    "SELECT run_id, attempt FROM finishes_inserted WHERE status = 'succeeded') "
+    "THEN (SELECT j.attempt = n.attempt AND j.status = 'succeeded' FROM job_runs j "
+    "WHERE j.run_id = n.run_id) IS NOT TRUE ELSE false END"
+)
+_WRITE_ATTEMPTS = UPSERT_ATTEMPTS.replace(
+    "FROM json_populate_recordset(NULL::run_attempts, $1::json) ",
+    f"FROM json_populate_recordset(NULL::run_attempts, $3::json) n WHERE {_ATTEMPTS_TO_KEEP} ",
+)
+
 #: A recorder flush in one statement with three parameters, JSON arrays of starts,
 #: finishes and ended attempts. A run is never both a start and a finish of one batch,
 #: so no row is written twice. (Three parameters rather than one document: PostgreSQL
@@ -141,7 +168,7 @@ WRITE_RUN_BATCH = (
     "WITH "
     f"{_upsert_from('starts', '$1', _START_SET, UPSERT_STARTS)}, "
     f"{_upsert_from('finishes', '$2', _FINISH_SET, UPSERT_FINISHES)}, "
-    "attempts AS (" + UPSERT_ATTEMPTS.replace("$1::json", "$3::json") + " RETURNING 1) "
+    f"attempts AS ({_WRITE_ATTEMPTS} RETURNING 1) "
     "SELECT (SELECT count(*) FROM starts_updated) + (SELECT count(*) FROM starts_inserted), "
     "(SELECT count(*) FROM finishes_updated) + (SELECT count(*) FROM finishes_inserted), "
     "(SELECT count(*) FROM attempts)"
