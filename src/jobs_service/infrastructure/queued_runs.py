@@ -44,9 +44,13 @@ _COLUMNS = (
     "run_id, task, kwargs, status, attempt, source, queued_at, idempotency_key, "
     "schedule_id, scheduled_for, webhook_event_id, deliver_to"
 )
+#: In run id order, as every statement that inserts runs: a worker's flush may insert
+#: the same runs meanwhile (see ``runs_bulk.WRITE_RUN_BATCH``), and two inserts that
+#: take keys in opposite orders wait for each other until PostgreSQL's deadlock check
+#: (a second) cancels one.
 _INSERT = (
     f"INSERT INTO job_runs ({_COLUMNS}) SELECT {_COLUMNS} "  # noqa: S608 - constant columns
-    "FROM json_populate_recordset(NULL::job_runs, $1::json)"
+    "FROM json_populate_recordset(NULL::job_runs, $1::json) ORDER BY run_id"
 )
 #: Claims: rows that conflict on any unique column (run id, idempotency key) are
 #: skipped; the run ids actually inserted come back.

@@ -77,7 +77,8 @@ _QUEUED_COLUMNS = (
 )
 INSERT_QUEUED = (
     f"INSERT INTO job_runs ({_QUEUED_COLUMNS}) SELECT {_QUEUED_COLUMNS} "
-    "FROM json_populate_recordset(NULL::job_runs, $1::json) ON CONFLICT (run_id) DO NOTHING"
+    "FROM json_populate_recordset(NULL::job_runs, $1::json) ORDER BY run_id "
+    "ON CONFLICT (run_id) DO NOTHING"
 )
 
 
@@ -101,20 +102,15 @@ _APPLIES = (
 _WRITTEN = "r.run_id, r.attempt, r.status"
 
 
-def _upsert_from(key: str, parameter: str, assignments: str, upsert: str) -> str:
-    """CTEs writing the rows of ``parameter`` (a JSON array of job_runs rows): an UPDATE
-    of the runs that exist (their producer recorded them ``queued``: nearly every run),
-    then ``upsert`` of the others.
+def _update_from(key: str, parameter: str, assignments: str) -> str:
+    """CTEs reading ``parameter`` (a JSON array of job_runs rows) and updating the runs
+    that exist (their producer recorded them ``queued``: nearly every run).
 
     An UPDATE costs PostgreSQL about a third less than an ``INSERT … ON CONFLICT DO
-    UPDATE``, which first tries the insert. The guard is the same in both.
-
-    The runs are looked up with ``= ANY`` of the batch's ids, an index condition (on
-    the recorder's connection, which plans without sequential scans: see
-    ``Database.hold``), not a join the planner may turn into a scan of the whole table.
-    The others are the rows the UPDATE did not return, not an anti-join against the
-    table: a row that exists but was not updated (an event older than the stored
-    state) finds its conflict and the same guard skips it.
+    UPDATE``, which first tries the insert. The runs are looked up with ``= ANY`` of the
+    batch's ids, an index condition (on the recorder's connection, which plans without
+    sequential scans: see ``Database.hold``), not a join the planner may turn into a
+    scan of the whole table.
     """
     rows = f"{key}_rows"
     return (
@@ -122,19 +118,36 @@ def _upsert_from(key: str, parameter: str, assignments: str, upsert: str) -> str
         f"{parameter}::json)), "
         f"{key}_updated AS (UPDATE job_runs r SET {assignments} FROM {rows} e "
         f"WHERE r.run_id = e.run_id AND r.run_id = ANY(ARRAY(SELECT run_id FROM {rows})) "
-        f"AND {_APPLIES} RETURNING {_WRITTEN}), "
-        f"{key}_inserted AS ({_not_updated(upsert, key)} RETURNING {_WRITTEN})"
+        f"AND {_APPLIES} RETURNING {_WRITTEN})"
     )
 
 
-def _not_updated(upsert: str, key: str) -> str:
-    """``upsert`` limited to the rows its UPDATE did not write (a plain ``kiq()``
-    producer wrote no row, or its insert is still in flight: ON CONFLICT covers that
-    race)."""
-    return upsert.replace(
-        "FROM json_populate_recordset(NULL::job_runs, $1::json)",
-        f"FROM {key}_rows e WHERE e.run_id NOT IN (SELECT run_id FROM {key}_updated)",
+#: The rows neither UPDATE wrote (a plain ``kiq()`` producer wrote none, or its insert
+#: is still in flight), starts and finishes in one insert, in run id order, as the
+#: producers' inserts (``queued_runs``): two inserts taking keys in opposite orders
+#: deadlock, and PostgreSQL cancels one after a second, with both stalled until then. A
+#: row that exists but was not updated (an event older than the stored state) finds
+#: its conflict and the same guard skips it. The assignments are the UPDATEs': a start
+#: (no ``finished_at``) keeps the stored summary, error and content, and its
+#: ``started_at`` is always set.
+_INSERT_MISSING = (
+    f"missing AS (SELECT * FROM starts_rows e WHERE e.run_id NOT IN "
+    f"(SELECT run_id FROM starts_updated) UNION ALL SELECT * FROM finishes_rows e "
+    f"WHERE e.run_id NOT IN (SELECT run_id FROM finishes_updated)), "
+    f"inserted AS (INSERT INTO job_runs AS r ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} "
+    "FROM missing ORDER BY run_id "
+    "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
+    "attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, "
+    "started_at = COALESCE(EXCLUDED.started_at, r.started_at), "
+    "finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms, "
+    + ", ".join(
+        f"{column} = CASE WHEN EXCLUDED.finished_at IS NULL THEN r.{column} "
+        f"ELSE EXCLUDED.{column} END"
+        for column in ("summary", "error", "content")
     )
+    + ", progress = COALESCE(EXCLUDED.progress, r.progress) "
+    f"{_GUARD} RETURNING {_WRITTEN})"
+)
 
 
 #: The ended attempts of a flush that need a row of their own: all but a succeeded
@@ -151,7 +164,7 @@ def _not_updated(upsert: str, key: str) -> str:
 _ATTEMPTS_TO_KEEP = (
     "CASE WHEN n.status <> 'succeeded' OR (n.run_id, n.attempt) NOT IN "
     "(SELECT run_id, attempt FROM finishes_updated WHERE status = 'succeeded' UNION ALL "
-    "SELECT run_id, attempt FROM finishes_inserted WHERE status = 'succeeded') "
+    "SELECT run_id, attempt FROM inserted WHERE status = 'succeeded') "
     "THEN (SELECT j.attempt = n.attempt AND j.status = 'succeeded' FROM job_runs j "
     "WHERE j.run_id = n.run_id) IS NOT TRUE ELSE false END"
 )
@@ -166,12 +179,12 @@ _WRITE_ATTEMPTS = UPSERT_ATTEMPTS.replace(
 #: re-parses a ``json`` value for every ``->`` taken from it.)
 WRITE_RUN_BATCH = (
     "WITH "
-    f"{_upsert_from('starts', '$1', _START_SET, UPSERT_STARTS)}, "
-    f"{_upsert_from('finishes', '$2', _FINISH_SET, UPSERT_FINISHES)}, "
+    f"{_update_from('starts', '$1', _START_SET)}, "
+    f"{_update_from('finishes', '$2', _FINISH_SET)}, "
+    f"{_INSERT_MISSING}, "
     f"attempts AS ({_WRITE_ATTEMPTS} RETURNING 1) "
-    "SELECT (SELECT count(*) FROM starts_updated) + (SELECT count(*) FROM starts_inserted), "
-    "(SELECT count(*) FROM finishes_updated) + (SELECT count(*) FROM finishes_inserted), "
-    "(SELECT count(*) FROM attempts)"
+    "SELECT (SELECT count(*) FROM starts_updated) + (SELECT count(*) FROM finishes_updated) "
+    "+ (SELECT count(*) FROM inserted), (SELECT count(*) FROM attempts)"
 )
 
 
