@@ -44,10 +44,11 @@ _COLUMNS = (
     "run_id, task, kwargs, status, attempt, source, queued_at, idempotency_key, "
     "schedule_id, scheduled_for, webhook_event_id, deliver_to"
 )
-#: In run id order, as every statement that inserts runs: a worker's flush may insert
-#: the same runs meanwhile (see ``runs_bulk.WRITE_RUN_BATCH``), and two inserts that
-#: take keys in opposite orders wait for each other until PostgreSQL's deadlock check
-#: (a second) cancels one.
+#: In run id order, as a worker's flush inserts runs: a keyless run's message goes out
+#: before its row, so the flush may insert the same runs meanwhile (see
+#: ``runs_bulk.WRITE_RUN_BATCH``), and two inserts that take keys in opposite orders
+#: wait for each other until PostgreSQL's deadlock check (a second) cancels one. (Rows
+#: written before their message is sent, as the webhook inbox's, cannot meet a flush.)
 _INSERT = (
     f"INSERT INTO job_runs ({_COLUMNS}) SELECT {_COLUMNS} "  # noqa: S608 - constant columns
     "FROM json_populate_recordset(NULL::job_runs, $1::json) ORDER BY run_id"

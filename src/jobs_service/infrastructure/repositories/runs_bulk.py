@@ -77,8 +77,7 @@ _QUEUED_COLUMNS = (
 )
 INSERT_QUEUED = (
     f"INSERT INTO job_runs ({_QUEUED_COLUMNS}) SELECT {_QUEUED_COLUMNS} "
-    "FROM json_populate_recordset(NULL::job_runs, $1::json) ORDER BY run_id "
-    "ON CONFLICT (run_id) DO NOTHING"
+    "FROM json_populate_recordset(NULL::job_runs, $1::json) ON CONFLICT (run_id) DO NOTHING"
 )
 
 
