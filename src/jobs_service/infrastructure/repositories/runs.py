@@ -311,8 +311,7 @@ async def list_attempts(session: AsyncSession, run: JobRun) -> list[RunAttempt]:
     query = select(RunAttempt).where(RunAttempt.run_id == run.run_id).order_by(RunAttempt.attempt)
     attempts = list((await session.execute(query)).scalars())
     if run.status == "succeeded" and all(row.attempt != run.attempt for row in attempts):
-        attempts.append(_attempt_of(run))
-        attempts.sort(key=lambda row: row.attempt)
+        attempts.append(_attempt_of(run))  # a succeeded attempt is the run's last
     return attempts
 
 

@@ -38,30 +38,41 @@ _EVENT_COLUMNS = (
     "webhook_event_id, worker, started_at, finished_at, duration_ms, summary, error, "
     "deliver_to, content, progress"
 )
-_EVENT_ROWS = f"SELECT {_EVENT_COLUMNS} FROM json_populate_recordset(NULL::job_runs, $1::json)"
 # An event applies to a newer attempt, or to the same attempt while the run is still
 # active (see runs.upsert_run_events for why `queued` is not active here).
 _GUARD = (
     "WHERE r.attempt < EXCLUDED.attempt OR "
     "(r.status IN ('running', 'retrying') AND r.attempt <= EXCLUDED.attempt)"
 )
-UPSERT_STARTS = (
-    f"INSERT INTO job_runs AS r ({_EVENT_COLUMNS}) {_EVENT_ROWS} "
-    "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
-    "attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, "
-    "started_at = EXCLUDED.started_at, finished_at = NULL, duration_ms = NULL "
-    f"{_GUARD}"
-)
-UPSERT_FINISHES = (
-    f"INSERT INTO job_runs AS r ({_EVENT_COLUMNS}) {_EVENT_ROWS} "
-    "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
-    "attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, "
-    "started_at = COALESCE(EXCLUDED.started_at, r.started_at), "
-    "finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms, "
-    "summary = EXCLUDED.summary, error = EXCLUDED.error, content = EXCLUDED.content, "
-    "progress = COALESCE(EXCLUDED.progress, r.progress) "
-    f"{_GUARD}"
-)
+
+
+def _upsert_events(source: str) -> str:
+    """Insert the job_runs rows of ``source`` (starts, finishes or both), updating a run
+    that exists under the guard: a start (no ``finished_at``) keeps the stored summary,
+    error and content, a finish sets them, and neither drops a stored progress report.
+
+    In run id order, as producers insert their ``queued`` rows (``queued_runs``): a
+    keyless run is sent before its row is written, so a worker may insert the same runs
+    meanwhile, and two inserts taking keys in opposite orders deadlock until PostgreSQL
+    cancels one, a second later.
+    """
+    kept_by_starts = ", ".join(
+        f"{column} = CASE WHEN EXCLUDED.finished_at IS NULL THEN r.{column} "
+        f"ELSE EXCLUDED.{column} END"
+        for column in ("summary", "error", "content")
+    )
+    return (
+        f"INSERT INTO job_runs AS r ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} "
+        f"FROM {source} ORDER BY run_id "
+        "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
+        "attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, "
+        "started_at = COALESCE(EXCLUDED.started_at, r.started_at), "
+        "finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms, "
+        f"{kept_by_starts}, progress = COALESCE(EXCLUDED.progress, r.progress) {_GUARD}"
+    )
+
+
+UPSERT_EVENTS = _upsert_events("json_populate_recordset(NULL::job_runs, $1::json)")
 _ATTEMPT_COLUMNS = "run_id, attempt, status, worker, started_at, finished_at, duration_ms, error"
 UPSERT_ATTEMPTS = (
     f"INSERT INTO run_attempts AS a ({_ATTEMPT_COLUMNS}) SELECT {_ATTEMPT_COLUMNS} "
@@ -122,30 +133,14 @@ def _update_from(key: str, parameter: str, assignments: str) -> str:
 
 
 #: The rows neither UPDATE wrote (a plain ``kiq()`` producer wrote none, or its insert
-#: is still in flight), starts and finishes in one insert, in run id order, as the
-#: producers' inserts (``queued_runs``): two inserts taking keys in opposite orders
-#: deadlock, and PostgreSQL cancels one after a second, with both stalled until then. A
-#: row that exists but was not updated (an event older than the stored state) finds
-#: its conflict and the same guard skips it. The assignments are the UPDATEs': a start
-#: (no ``finished_at``) keeps the stored summary, error and content, and its
-#: ``started_at`` is always set.
+#: is still in flight), starts and finishes in one sorted insert (see
+#: ``_upsert_events``). A row that exists but was not updated (an event older than the
+#: stored state) finds its conflict and the same guard skips it.
 _INSERT_MISSING = (
-    f"missing AS (SELECT * FROM starts_rows e WHERE e.run_id NOT IN "
-    f"(SELECT run_id FROM starts_updated) UNION ALL SELECT * FROM finishes_rows e "
-    f"WHERE e.run_id NOT IN (SELECT run_id FROM finishes_updated)), "
-    f"inserted AS (INSERT INTO job_runs AS r ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} "
-    "FROM missing ORDER BY run_id "
-    "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, "
-    "attempt = EXCLUDED.attempt, worker = EXCLUDED.worker, "
-    "started_at = COALESCE(EXCLUDED.started_at, r.started_at), "
-    "finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms, "
-    + ", ".join(
-        f"{column} = CASE WHEN EXCLUDED.finished_at IS NULL THEN r.{column} "
-        f"ELSE EXCLUDED.{column} END"
-        for column in ("summary", "error", "content")
-    )
-    + ", progress = COALESCE(EXCLUDED.progress, r.progress) "
-    f"{_GUARD} RETURNING {_WRITTEN})"
+    "missing AS (SELECT * FROM starts_rows e WHERE e.run_id NOT IN "
+    "(SELECT run_id FROM starts_updated) UNION ALL SELECT * FROM finishes_rows e "
+    "WHERE e.run_id NOT IN (SELECT run_id FROM finishes_updated)), "
+    f"inserted AS ({_upsert_events('missing')} RETURNING {_WRITTEN})"
 )
 
 
@@ -202,11 +197,11 @@ def _document(rows: list[dict[str, Any]]) -> str:
 
 
 async def upsert_run_events_bulk(connection: AsyncConnection, events: Sequence[RunEvent]) -> None:
-    """``runs.upsert_run_events`` for PostgreSQL: starts and finishes, a statement each."""
-    starts, finishes = _starts_and_finishes(events)
-    for rows, statement in ((starts, UPSERT_STARTS), (finishes, UPSERT_FINISHES)):
+    """``runs.upsert_run_events`` for PostgreSQL: starts and finishes, a statement each
+    (a run may have both here, and one statement cannot write a row twice)."""
+    for rows in _starts_and_finishes(events):
         if rows:
-            await connection.exec_driver_sql(statement, (_document(rows),))
+            await connection.exec_driver_sql(UPSERT_EVENTS, (_document(rows),))
 
 
 async def upsert_attempts_bulk(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
