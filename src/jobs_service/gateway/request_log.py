@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import TYPE_CHECKING
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING
 import orjson
 import structlog
 
+from jobs_service.core.ids import random_bytes
 from jobs_service.core.logging import HotPathLogger, get_logger
 from jobs_service.core.redaction import redact_headers
 from jobs_service.gateway.problems import PROBLEM_JSON, problem_body, unexpected_problem
@@ -43,7 +43,7 @@ class RequestLogMiddleware:
         request_id = (
             given.decode("latin-1")
             if _SAFE_REQUEST_ID.fullmatch(given)
-            else os.urandom(16).hex()  # as random as a UUID4, without building one
+            else random_bytes(16).hex()  # as random as a UUID4, without building one
         )
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
 
-from jobs_service.core.ids import is_run_id, new_run_id
+from jobs_service.core.ids import is_run_id, new_run_id, random_bytes
 from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
 
 
@@ -20,6 +21,41 @@ def test_run_ids_are_uuid7_and_time_ordered() -> None:
     assert len(set(ids)) == 200
     prefixes = [value[:12] for value in ids]  # the 48-bit millisecond timestamp
     assert prefixes == sorted(prefixes)
+
+
+def test_random_bytes_never_repeat_across_refills_or_threads() -> None:
+    """Many draws spanning several refills of the buffer, from four threads at once:
+    no two draws are equal, and each has the length asked for."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(4) as pool:
+        draws = [
+            b
+            for chunk in pool.map(lambda _: [random_bytes(16) for _ in range(2000)], range(4))
+            for b in chunk
+        ]
+    assert len(draws) == 8000
+    assert {len(b) for b in draws} == {16}
+    assert len(set(draws)) == 8000
+    assert len(random_bytes(10_000)) == 10_000  # more than one refill holds
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_does_not_reuse_the_parents_random_bytes() -> None:
+    """The parent draws (so its buffer holds unread bytes), forks, and both draw the
+    next bytes: a child copying the buffer would hand out the parent's next bytes."""
+    random_bytes(16)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next draw and leave at once
+        os.write(write_end, random_bytes(16))
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 16)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child) == 16
+    assert child != random_bytes(16)
 
 
 def test_numeric_ids_are_not_run_ids() -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from jobs_service.infrastructure.repositories.runs import QueuedRun, RunEvent
 
 __all__ = [
+    "insert_queued",
     "insert_queued_runs_bulk",
     "upsert_attempts_bulk",
     "upsert_run_events_bulk",
@@ -86,10 +87,19 @@ _QUEUED_COLUMNS = (
     "run_id, task, kwargs, status, attempt, source, queued_at, idempotency_key, "
     "schedule_id, scheduled_for, webhook_event_id, deliver_to"
 )
-INSERT_QUEUED = (
-    f"INSERT INTO job_runs ({_QUEUED_COLUMNS}) SELECT {_QUEUED_COLUMNS} "
-    "FROM json_populate_recordset(NULL::job_runs, $1::json) ON CONFLICT (run_id) DO NOTHING"
-)
+
+
+def insert_queued(parameter: str, where: str = "") -> str:
+    """Insert the ``queued`` rows of ``parameter`` (a JSON array of job_runs rows) that
+    pass ``where``, leaving alone those that exist."""
+    return (
+        f"INSERT INTO job_runs ({_QUEUED_COLUMNS}) SELECT {_QUEUED_COLUMNS} "
+        f"FROM json_populate_recordset(NULL::job_runs, {parameter}::json) "
+        f"{where + ' ' if where else ''}ON CONFLICT (run_id) DO NOTHING"
+    )
+
+
+INSERT_QUEUED = insert_queued("$1")
 
 
 _FINISH_SET = (

@@ -10,17 +10,21 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs_service.infrastructure.models import WebhookEvent
+from jobs_service.infrastructure.repositories.runs_bulk import insert_queued
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    from jobs_service.infrastructure.repositories.runs import QueuedRun
 
 __all__ = [
     "EventFilter",
     "NewEvent",
     "StaleEvent",
+    "allocate_event_ids",
     "existing_ids",
     "get_event",
     "insert_events",
@@ -29,6 +33,7 @@ __all__ = [
     "mark_finished",
     "point_to_run",
     "stale_accepted",
+    "store_events_with_runs",
 ]
 
 
@@ -113,6 +118,83 @@ async def insert_events(connection: AsyncConnection, events: Sequence[NewEvent])
             .returning(WebhookEvent.run_id, WebhookEvent.id)
         )
         result = await connection.execute(stmt, [event.row() for event in ordered])
+    rows: Sequence[Any] = result.all()
+    return {str(run_id): int(event_id) for run_id, event_id in rows}
+
+
+_PG_ALLOCATE_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('webhook_events', 'id')) "
+    "FROM generate_series(1, $1::integer)"
+)
+
+
+async def allocate_event_ids(connection: AsyncConnection, count: int) -> list[int]:
+    """``count`` new ids of ``webhook_events`` from its own sequence (PostgreSQL), so an
+    event's run can be prepared, with the event's id in its arguments, before either is
+    written."""
+    result = await connection.exec_driver_sql(_PG_ALLOCATE_IDS, (count,))
+    return [int(value) for (value,) in result.all()]
+
+
+#: One statement (so, in autocommit, one round trip and one commit) for a whole batch:
+#: the new events, and the queued runs of those of them that were new. A run whose
+#: event turned out to be a duplicate is not inserted. Events are written in
+#: ``(source, external_id)`` order, as :func:`insert_events` does.
+_PG_STORE_EVENTS_WITH_RUNS = f"""
+WITH new_events AS (
+    INSERT INTO webhook_events
+        (id, source, external_id, event_type, headers, body, task, run_id, status, error,
+         received_at, updated_at)
+    SELECT id, source, external_id, event_type, headers::jsonb, body, task, run_id, status,
+           error::jsonb, received_at, received_at
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
+        AS e(id, source, external_id, event_type, headers, body, task, run_id, status,
+             error, received_at)
+    ON CONFLICT (source, external_id) DO NOTHING
+    RETURNING run_id, id
+), new_runs AS (
+    {insert_queued("$12", "WHERE run_id IN (SELECT run_id FROM new_events)")}
+)
+SELECT run_id, id FROM new_events
+"""  # noqa: S608 - constant columns and placeholders only
+
+
+async def store_events_with_runs(
+    connection: AsyncConnection,
+    events: Sequence[NewEvent],
+    ids: Mapping[str, int],
+    failed: Mapping[str, dict[str, str]],
+    runs: Sequence[QueuedRun],
+) -> dict[str, int]:
+    """Insert the events that are new, each with the id ``ids`` holds for its run id,
+    and the ``runs`` of those (PostgreSQL, one statement); returns ``run_id → id`` of
+    the events inserted.
+
+    An event in ``failed`` (its run could not be built) is stored ``failed`` with that
+    error and has no run. Run it in autocommit: the statement is its own transaction.
+    """
+    if not events:
+        return {}
+    ordered = sorted(events, key=lambda event: (event.source, event.external_id))
+    errors = [failed.get(e.run_id) for e in ordered]
+    result = await connection.exec_driver_sql(
+        _PG_STORE_EVENTS_WITH_RUNS,
+        (
+            [ids[e.run_id] for e in ordered],
+            [e.source for e in ordered],
+            [e.external_id for e in ordered],
+            [e.event_type for e in ordered],
+            [orjson.dumps(e.headers).decode() for e in ordered],
+            [e.body for e in ordered],
+            [e.task for e in ordered],
+            [e.run_id for e in ordered],
+            ["accepted" if error is None else "failed" for error in errors],
+            [None if error is None else orjson.dumps(error).decode() for error in errors],
+            [e.received_at for e in ordered],
+            orjson.dumps([run.row() for run in runs]).decode(),
+        ),
+    )
     rows: Sequence[Any] = result.all()
     return {str(run_id): int(event_id) for run_id, event_id in rows}
 

@@ -1,0 +1,188 @@
+"""How a batch of webhook events is written: on PostgreSQL one statement (events and
+runs, its own transaction) with ids taken ahead from the table's sequence; on SQLite a
+transaction. Either way an event whose run cannot be built is stored ``failed``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import event, select
+
+from jobs_service.core.settings import DatabaseSettings, Settings
+from jobs_service.gateway import create_app
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.models import JobRun, WebhookEvent
+from jobs_service.webhooks.event_ids import EventIdPool
+from tests.conftest import serve_app
+from tests.integration.webhooks.test_ingestion import _redis_broker
+from tests.unit.gateway.test_webhooks_api import SOURCES, standard
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+pytestmark = pytest.mark.anyio
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _settings(database_url: str) -> Settings:
+    billing = {**SOURCES["billing"], "routes": {"invoice.paid": "record_webhook"}}
+    # A task that takes no event id: its runs cannot be built.
+    billing["routes"]["invoice.voided"] = "return_garbage"
+    return Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        redis_prefix=f"batch-{uuid.uuid4().hex[:8]}",
+        webhooks={"sources": {"billing": billing}},
+    )
+
+
+def _delivery(msg_id: str, event_type: str = "invoice.paid") -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"type": event_type, "id": msg_id}).encode()
+    return body, standard(body, msg_id)
+
+
+async def _rows(app: FastAPI, external_ids: list[str]) -> dict[str, Any]:
+    """``external_id → (event row, its run row or None)``."""
+    async with app.state.runtime.database.sessions() as session:
+        events = (
+            await session.scalars(
+                select(WebhookEvent).where(WebhookEvent.external_id.in_(external_ids))
+            )
+        ).all()
+        runs = {
+            run.run_id: run
+            for run in (
+                await session.scalars(
+                    select(JobRun).where(JobRun.run_id.in_([e.run_id for e in events]))
+                )
+            ).all()
+        }
+    return {e.external_id: (e, runs.get(e.run_id or "")) for e in events}
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def database_url(request: pytest.FixtureRequest, pg_url: str, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        database = Database(sqlite_url, DatabaseSettings())
+        await migrate.upgrade(database)
+        await database.close()
+        return sqlite_url
+    return pg_url
+
+
+async def test_an_event_whose_run_cannot_be_built_is_stored_failed_beside_good_ones(
+    database_url: str,
+) -> None:
+    """One batch with good events and one routed to a task that takes no event id: all
+    answered ``accepted``; the good ones have a queued run with their event id, the bad
+    one is stored ``failed`` with the validation error and has no run."""
+    app = create_app(_settings(database_url), broker=_redis_broker(_settings(database_url)))
+    tag = uuid.uuid4().hex[:8]
+    good = [f"good-{tag}-{n}" for n in range(5)]
+    bad = f"bad-{tag}"
+    async with serve_app(app) as client:
+        deliveries = [_delivery(m) for m in good] + [_delivery(bad, "invoice.voided")]
+        responses = await asyncio.gather(
+            *[client.post("/webhooks/billing", content=b, headers=h) for b, h in deliveries]
+        )
+        rows = await _rows(app, [*good, bad])
+    assert [r.status_code for r in responses] == [202] * 6
+    assert {r.json()["status"] for r in responses} == {"accepted"}
+    for msg_id, response in zip([*good, bad], responses, strict=True):
+        assert rows[msg_id][0].id == response.json()["event_id"]
+    for msg_id in good:
+        stored, run = rows[msg_id]
+        assert stored.status in ("accepted", "enqueued")
+        assert run is not None
+        assert (run.status, run.kwargs, run.webhook_event_id) == (
+            "queued",
+            {"event_id": stored.id},
+            stored.id,
+        )
+    failed, no_run = rows[bad]
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error["type"] == "InvalidKwargsError"
+    assert no_run is None
+
+
+async def test_a_batch_is_one_statement_on_postgresql(pg_url: str) -> None:
+    """Thirty concurrent deliveries, one of them a duplicate of an earlier event: the
+    events and their runs are written by one statement, then the duplicate's id is
+    looked up; no other statement touches the tables on the request path."""
+    settings = _settings(pg_url)
+    app = create_app(settings, broker=_redis_broker(settings))
+    tag = uuid.uuid4().hex[:8]
+    fresh = [f"one-{tag}-{n}" for n in range(29)]
+    seen_before = f"seen-{tag}"
+    statements: list[str] = []
+    async with serve_app(app) as client:
+        first = await client.post(
+            "/webhooks/billing",
+            content=_delivery(seen_before)[0],
+            headers=_delivery(seen_before)[1],
+        )
+        engine = app.state.runtime.database.engine.sync_engine
+
+        def note(*args: Any) -> None:
+            statements.append(" ".join(str(args[2]).split())[:60])
+
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            inbox = app.state.webhook_inbox
+            source = settings.webhooks.sources["billing"]
+            from jobs_service.webhooks.events import IncomingEvent  # noqa: PLC0415
+
+            answers = await asyncio.gather(
+                *[
+                    inbox.accept(
+                        "billing",
+                        source,
+                        [IncomingEvent(external_id=m, event_type="invoice.paid", body="{}")],
+                        {},
+                    )
+                    for m in [*fresh, seen_before]
+                ]
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+        rows = await _rows(app, fresh)
+    on_request_path = [s for s in statements if not s.startswith("UPDATE webhook_events")]
+    assert [s.split()[0] for s in on_request_path if "nextval" not in s] == ["WITH", "SELECT"]
+    assert on_request_path[-2].startswith("WITH new_events AS ( INSERT INTO webhook_events")
+    assert [a[0].status for a in answers] == ["accepted"] * 29 + ["duplicate"]
+    assert answers[-1][0].event_id == first.json()["event_id"]
+    assert all(run is not None and run.status == "queued" for _, run in rows.values())
+
+
+async def test_the_id_pool_hands_out_each_id_once_and_drops_an_old_block(pg_url: str) -> None:
+    """Concurrent takes get disjoint ids from one block; a block older than its age
+    limit is dropped and the next take starts a new one, further along the sequence."""
+    database = Database(pg_url, DatabaseSettings())
+    pool = EventIdPool(block=100, max_age_s=0.2)
+    try:
+        async with (
+            database.engine.connect() as first,
+            database.engine.connect() as second,
+            database.engine.connect() as third,
+        ):
+            takes = await asyncio.gather(
+                pool.take(first, 30), pool.take(second, 30), pool.take(third, 5)
+            )
+            held_after = pool.available
+            await asyncio.sleep(0.3)
+            later = await pool.take(first, 10)
+    finally:
+        await database.close()
+    everything = [id_ for ids in takes for id_ in ids]
+    assert [len(ids) for ids in takes] == [30, 30, 5]
+    assert len(set(everything)) == 65
+    assert held_after in (70, 95)  # what is left of the block fetched last
+    assert min(later) > max(everything)
+    assert later == list(range(later[0], later[0] + 10))
