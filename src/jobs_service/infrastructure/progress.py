@@ -78,20 +78,25 @@ class ProgressWriter:
             self._task = asyncio.create_task(self._run(), name="progress-writer")
 
     async def flush(self) -> int:
-        """Write what is pending now; returns the rows the database changed."""
+        """Write what is pending now; returns the rows the database changed. Runs whose
+        row was busy (see :func:`write_progress`) stay pending for the next write,
+        unless a newer report replaced them meanwhile."""
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
         rows: list[ProgressRow] = [(run_id, *entry) for run_id, entry in batch.items()]
         try:
             async with self._connection.begin() as connection:
-                changed = await write_progress(connection, rows)
+                written = await write_progress(connection, rows)
         except BaseException:
             # Reports made during the failed write are newer: they win.
             self._pending = batch | self._pending
             raise
         self.statements += 1
-        return changed
+        if written.busy:
+            self._pending = {run_id: batch[run_id] for run_id in written.busy} | self._pending
+            self._dirty.set()
+        return written.changed
 
     async def _run(self) -> None:
         backoff = self._interval

@@ -127,7 +127,7 @@ async def test_a_run_end_writes_its_last_progress_and_late_reports_cannot_change
     recorder.record(_event(run, "succeeded", finished=True))
     await recorder.flush()
     async with database.engine.begin() as connection:
-        changed = await write_progress(connection, [(run.run_id, 1, early)])
+        changed = (await write_progress(connection, [(run.run_id, 1, early)])).changed
     async with database.sessions() as session:
         row = await runs.get_run(session, run_id=run.run_id)
     assert changed == 0
@@ -147,15 +147,15 @@ async def test_progress_applies_to_a_row_behind_the_attempt_but_not_to_an_ended_
     queued = runs.QueuedRun(run.run_id, run.task, run.kwargs, "api", run.queued_at)
     async with database.engine.begin() as connection:
         await runs.insert_queued_runs(connection, [queued])
-        behind = await write_progress(connection, [(run.run_id, 1, {"percent": 10})])
+        behind = (await write_progress(connection, [(run.run_id, 1, {"percent": 10})])).changed
     run.record_progress(Progress(50, "half"))
     recorder.record(_event(run, "retrying", finished=True))
     await recorder.flush()
     async with database.engine.begin() as connection:
-        late = await write_progress(connection, [(run.run_id, 1, {"percent": 60})])
-        next_attempt = await write_progress(
-            connection, [(run.run_id, 2, {"percent": 5, "attempt": 2})]
-        )
+        late = (await write_progress(connection, [(run.run_id, 1, {"percent": 60})])).changed
+        next_attempt = (
+            await write_progress(connection, [(run.run_id, 2, {"percent": 5, "attempt": 2})])
+        ).changed
     second = _context(run.run_id, attempt=2)
     recorder.record(_event(second, "succeeded", finished=True))  # reported nothing itself
     await recorder.flush()
@@ -163,3 +163,56 @@ async def test_progress_applies_to_a_row_behind_the_attempt_but_not_to_an_ended_
     assert late == 0
     assert next_attempt == 1
     assert await _progress(database, run.run_id) == {"percent": 5, "attempt": 2}
+
+
+async def test_a_row_another_transaction_holds_is_skipped_and_written_once_free(
+    pg_url: str,
+) -> None:
+    """PostgreSQL: while another transaction holds one run's row, a progress write does
+    not wait for it (a wait could deadlock with the run recorder): it writes the other
+    run, reports the held one busy, and the writer writes it once the row is free."""
+    database = Database(pg_url, DatabaseSettings())
+    recorder = RunRecorder(database, batch_size=100, flush_interval_s=10)
+    held_run, free_run = _context(new_run_id()), _context(new_run_id())
+    writer = ProgressWriter(database, interval_s=0.05)
+    try:
+        for run in (held_run, free_run):
+            await _started(recorder, run)
+        async with database.engine.connect() as holder:
+            await holder.exec_driver_sql(
+                "SELECT 1 FROM job_runs WHERE run_id = $1 FOR UPDATE", (held_run.run_id,)
+            )
+            async with database.engine.begin() as connection:
+                written = await asyncio.wait_for(
+                    write_progress(
+                        connection,
+                        [
+                            (held_run.run_id, 1, {"percent": 1}),
+                            (free_run.run_id, 1, {"percent": 2}),
+                        ],
+                    ),
+                    timeout=5,
+                )
+            held_run.progress_sink = writer
+            held_run.record_progress(Progress(30, "while held"))
+            await asyncio.sleep(0.2)  # several flushes find the row busy
+            pending_while_held = writer.pending
+            stored_while_held = await _progress(database, held_run.run_id)
+            await holder.rollback()
+        for _ in range(100):
+            if writer.pending == 0:
+                break
+            await asyncio.sleep(0.02)
+        stored = await _progress(database, held_run.run_id)
+        stored_free = await _progress(database, free_run.run_id)
+    finally:
+        await writer.aclose()
+        await recorder.stop()
+        await database.close()
+    assert written.changed == 1
+    assert written.busy == [held_run.run_id]
+    assert stored_free == {"percent": 2}
+    assert pending_while_held == 1
+    assert stored_while_held is None
+    assert stored is not None
+    assert (stored["percent"], stored["message"]) == (30, "while held")

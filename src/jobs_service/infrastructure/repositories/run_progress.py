@@ -9,11 +9,19 @@ arrives late can never land on an ended attempt: a finished run keeps the final 
 its end wrote (see ``RunEvent.progress``), and status columns are never touched here.
 
 Both statements are one round trip per batch of runs, whatever its size.
+
+On PostgreSQL the write never waits for a row another transaction holds: it locks the
+rows it can with ``SKIP LOCKED`` and reports the others busy, for the next write. The
+run recorder locks the same rows when runs start and end, in an order of its own; an
+UPDATE that waited would take its locks in join order, and the two could deadlock
+(PostgreSQL breaks that after ``deadlock_timeout``, a second, by failing one of them,
+possibly the recorder's flush). Progress is advisory and rewritten by the run's end, so
+waiting is never worth it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from sqlalchemy import Integer, Row, bindparam, or_, select, update
@@ -25,18 +33,40 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-__all__ = ["LIVE_COLUMNS", "ProgressRow", "read_live_states", "write_progress"]
+__all__ = [
+    "LIVE_COLUMNS",
+    "ProgressRow",
+    "ProgressWritten",
+    "read_live_states",
+    "write_progress",
+]
 
 #: ``(run_id, attempt, progress document)``.
 ProgressRow = tuple[str, int, dict[str, Any]]
 
 WRITE_PROGRESS_PG = (
-    "UPDATE job_runs AS r SET progress = d.progress "
-    "FROM json_to_recordset($1::json) AS d(run_id text, attempt integer, progress jsonb) "
-    "WHERE r.run_id = d.run_id "
+    "WITH d AS MATERIALIZED (SELECT * FROM json_to_recordset($1::json) "
+    "AS d(run_id text, attempt integer, progress jsonb)), "
+    "locked AS MATERIALIZED (SELECT run_id FROM job_runs "
+    "WHERE run_id = ANY(ARRAY(SELECT run_id FROM d)) FOR UPDATE SKIP LOCKED), "
+    "updated AS (UPDATE job_runs AS r SET progress = d.progress FROM d "
+    "WHERE r.run_id = d.run_id AND r.run_id IN (SELECT run_id FROM locked) "
     "AND r.status IN ('queued', 'running', 'retrying') "
-    "AND (r.attempt < d.attempt OR (r.status = 'running' AND r.attempt = d.attempt))"
+    "AND (r.attempt < d.attempt OR (r.status = 'running' AND r.attempt = d.attempt)) "
+    "RETURNING 1) "
+    "SELECT (SELECT count(*) FROM updated), ARRAY(SELECT run_id FROM job_runs "
+    "WHERE run_id = ANY(ARRAY(SELECT run_id FROM d)) EXCEPT SELECT run_id FROM locked)"
 )
+
+
+class ProgressWritten(NamedTuple):
+    """What one write did."""
+
+    #: Rows the write changed (runs that ended meanwhile, or whose row does not exist
+    #: yet, are not counted).
+    changed: int
+    #: Runs whose row another transaction held: not written, worth trying again.
+    busy: list[str]
 
 
 def _sqlite_statement() -> Any:
@@ -55,11 +85,12 @@ def _sqlite_statement() -> Any:
     )
 
 
-async def write_progress(connection: AsyncConnection, rows: Sequence[ProgressRow]) -> int:
-    """Write the latest progress of each run in ``rows``; returns how many rows changed
-    (runs that ended meanwhile, or whose row does not exist yet, are not counted)."""
+async def write_progress(
+    connection: AsyncConnection, rows: Sequence[ProgressRow]
+) -> ProgressWritten:
+    """Write the latest progress of each run in ``rows`` (one statement)."""
     if not rows:
-        return 0
+        return ProgressWritten(0, [])
     if connection.dialect.name == "postgresql":
         document = orjson.dumps(
             [
@@ -68,15 +99,16 @@ async def write_progress(connection: AsyncConnection, rows: Sequence[ProgressRow
             ]
         ).decode()
         result = await connection.exec_driver_sql(WRITE_PROGRESS_PG, (document,))
-    else:
-        result = await connection.execute(
-            _sqlite_statement(),
-            [
-                {"p_run_id": run_id, "p_attempt": attempt, "p_progress": doc}
-                for run_id, attempt, doc in rows
-            ],
-        )
-    return int(result.rowcount or 0)
+        changed, busy = result.one()
+        return ProgressWritten(int(changed), list(busy))
+    result = await connection.execute(
+        _sqlite_statement(),
+        [
+            {"p_run_id": run_id, "p_attempt": attempt, "p_progress": doc}
+            for run_id, attempt, doc in rows
+        ],
+    )
+    return ProgressWritten(int(result.rowcount or 0), [])
 
 
 #: What a watcher of a run needs: no kwargs, no result content (which may be large).
