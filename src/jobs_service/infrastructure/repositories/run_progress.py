@@ -99,7 +99,8 @@ async def write_progress(
             ]
         ).decode()
         result = await connection.exec_driver_sql(WRITE_PROGRESS_PG, (document,))
-        changed, busy = result.one()
+        row: Any = result.one()
+        changed, busy = row
         return ProgressWritten(int(changed), list(busy))
     result = await connection.execute(
         _sqlite_statement(),
