@@ -17,10 +17,12 @@ PYTEST := $(RUN) pytest -n $(TEST_WORKERS)
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
+# --force-reinstall: a package left without its binary (an install interrupted after
+# the package was written) would otherwise count as installed and stay broken.
 $(HOME)/.local/bin/uv:
-	python3 -m pip install --user --quiet --disable-pip-version-check uv \
+	python3 -m pip install --user --quiet --disable-pip-version-check --force-reinstall uv \
 	  || python3 -m pip install --user --quiet --disable-pip-version-check \
-	       --break-system-packages uv
+	       --force-reinstall --break-system-packages uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
