@@ -161,11 +161,15 @@ async def test_a_batch_is_one_statement_on_postgresql(pg_url: str) -> None:
     assert all(run is not None and run.status == "queued" for _, run in rows.values())
 
 
-async def test_the_id_pool_hands_out_each_id_once_and_drops_an_old_block(pg_url: str) -> None:
-    """Concurrent takes get disjoint ids from one block; a block older than its age
-    limit is dropped and the next take starts a new one, further along the sequence."""
+async def test_the_id_pool_hands_out_each_id_once_and_sizes_blocks_to_demand(
+    pg_url: str,
+) -> None:
+    """Concurrent takes get disjoint ids. A block that runs out doubles the next one (up
+    to ``block``); a block older than its age limit is dropped and the next is sized to
+    what was used of it, so a quiet gateway's ids follow on without gaps."""
     database = Database(pg_url, DatabaseSettings())
-    pool = EventIdPool(block=100, max_age_s=0.2)
+    concurrent = EventIdPool(block=100)
+    pool = EventIdPool(block=100, max_age_s=0.5)
     try:
         async with (
             database.engine.connect() as first,
@@ -173,16 +177,26 @@ async def test_the_id_pool_hands_out_each_id_once_and_drops_an_old_block(pg_url:
             database.engine.connect() as third,
         ):
             takes = await asyncio.gather(
-                pool.take(first, 30), pool.take(second, 30), pool.take(third, 5)
+                concurrent.take(first, 30), concurrent.take(second, 30), concurrent.take(third, 5)
             )
-            held_after = pool.available
-            await asyncio.sleep(0.3)
-            later = await pool.take(first, 10)
+            held = []
+            for _ in range(8):
+                await pool.take(first, 10)
+                held.append(pool.available)
+            quiet = []
+            for _ in range(3):
+                await asyncio.sleep(0.6)
+                quiet.append(await pool.take(first, 3))
     finally:
         await database.close()
     everything = [id_ for ids in takes for id_ in ids]
     assert [len(ids) for ids in takes] == [30, 30, 5]
     assert len(set(everything)) == 65
-    assert held_after in (70, 95)  # what is left of the block fetched last
-    assert min(later) > max(everything)
-    assert later == list(range(later[0], later[0] + 10))
+    # Blocks of 10, 20, 40 and 80: each twice what the one before gave out.
+    assert held == [0, 10, 0, 30, 20, 10, 0, 70]
+    # After a pause the old block's 70 are dropped and the next holds 10 (what the old
+    # one gave out); after the next pause 3, and from then on no id is skipped.
+    assert min(quiet[0]) > max(everything)
+    assert [ids[1] - ids[0] for ids in quiet] == [1, 1, 1]
+    assert quiet[1][0] == quiet[0][-1] + 8  # the 7 left of the block of 10
+    assert quiet[2][0] == quiet[1][-1] + 1
