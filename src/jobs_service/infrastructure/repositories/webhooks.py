@@ -70,54 +70,24 @@ def _insert_for(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-#: PostgreSQL: one statement whatever the number of events (arrays, not a VALUES list
-#: per batch size), with no per-row work in SQLAlchemy — this is the webhook hot path.
-_PG_INSERT_EVENTS = """
-INSERT INTO webhook_events
-    (source, external_id, event_type, headers, body, task, run_id, status,
-     received_at, updated_at)
-SELECT source, external_id, event_type, headers::jsonb, body, task, run_id, 'accepted',
-       received_at, received_at
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::timestamptz[])
-    AS e(source, external_id, event_type, headers, body, task, run_id, received_at)
-ON CONFLICT (source, external_id) DO NOTHING
-RETURNING run_id, id
-"""
-
-
 async def insert_events(connection: AsyncConnection, events: Sequence[NewEvent]) -> dict[str, int]:
     """Insert the events that are new; returns ``run_id → id`` of those inserted.
 
     Keyed by run id, which each incoming event gets its own of, so that when two events
     of one batch share ``(source, external_id)`` exactly one of them is reported new.
     Rows are written in ``(source, external_id)`` order: two concurrent batches sharing
-    events then wait for each other instead of deadlocking.
+    events then wait for each other instead of deadlocking. (The inbox's batches on
+    PostgreSQL use :func:`store_events_with_runs` instead.)
     """
     if not events:
         return {}
     ordered = sorted(events, key=lambda event: (event.source, event.external_id))
-    if connection.dialect.name == "postgresql":
-        result = await connection.exec_driver_sql(
-            _PG_INSERT_EVENTS,
-            (
-                [e.source for e in ordered],
-                [e.external_id for e in ordered],
-                [e.event_type for e in ordered],
-                [orjson.dumps(e.headers).decode() for e in ordered],
-                [e.body for e in ordered],
-                [e.task for e in ordered],
-                [e.run_id for e in ordered],
-                [e.received_at for e in ordered],
-            ),
-        )
-    else:
-        stmt = (
-            _insert_for(connection.dialect.name)(WebhookEvent)
-            .on_conflict_do_nothing(index_elements=["source", "external_id"])
-            .returning(WebhookEvent.run_id, WebhookEvent.id)
-        )
-        result = await connection.execute(stmt, [event.row() for event in ordered])
+    stmt = (
+        _insert_for(connection.dialect.name)(WebhookEvent)
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+        .returning(WebhookEvent.run_id, WebhookEvent.id)
+    )
+    result = await connection.execute(stmt, [event.row() for event in ordered])
     rows: Sequence[Any] = result.all()
     return {str(run_id): int(event_id) for run_id, event_id in rows}
 
