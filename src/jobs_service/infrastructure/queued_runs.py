@@ -7,7 +7,9 @@ its liveness ping, BEGIN, INSERT, COMMIT and a reset: about seven round trips, 1
 under load, for one row. Here submits go through a
 :class:`~jobs_service.infrastructure.group_commit.GroupCommit` on a connection kept
 between statements: a lone submit costs one INSERT round trip, and submits arriving
-together share it.
+together share it. The statement goes straight to the driver's connection
+(``HeldConnection.fetch``), which saves the producer's event loop most of the CPU a
+statement through SQLAlchemy costs it.
 
 A row that claims an idempotency key is inserted unless a row with its key exists
 (``ON CONFLICT DO NOTHING``); the caller learns which, so a key taken by a concurrent
@@ -102,7 +104,5 @@ class QueuedRunWriter:
         return [run.run_id in inserted for run in batch]
 
     async def _insert(self, document: str) -> set[str]:
-        async with self._connection.begin() as connection:
-            statement = INSERT_QUEUED_OR_SKIP if self._durable else INSERT_QUEUED
-            result = await connection.exec_driver_sql(statement, (document,))
-            return {row[0] for row in result}
+        statement = INSERT_QUEUED_OR_SKIP if self._durable else INSERT_QUEUED
+        return {row[0] for row in await self._connection.fetch(statement, document)}

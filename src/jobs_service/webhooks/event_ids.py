@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from jobs_service.infrastructure.repositories import webhooks as repo
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from jobs_service.infrastructure.held_connection import HeldConnection
 
 __all__ = ["EventIdPool"]
 
@@ -47,9 +47,10 @@ class EventIdPool:
         """Ids held (some may be dropped as too old at the next :meth:`take`)."""
         return len(self._ids)
 
-    async def take(self, connection: AsyncConnection, count: int) -> list[int]:
-        """``count`` unused ids, fetching a block on ``connection`` when too few are held
-        (the few left over are dropped then, so the ids held are always one block's)."""
+    async def take(self, held: HeldConnection, count: int) -> list[int]:
+        """``count`` unused ids, fetching a block on ``held`` (an autocommit connection)
+        when too few are held (the few left over are dropped then, so the ids held are
+        always one block's)."""
         expired = time.monotonic() - self._fetched_at > self._max_age
         if expired:
             self._ids = []
@@ -58,7 +59,7 @@ class EventIdPool:
             self._used += count
             return taken
         size = max(count, min(self._block, self._used if expired else 2 * self._used))
-        fetched = await repo.allocate_event_ids(connection, size)
+        fetched = await repo.allocate_event_ids(held, size)
         # Taken from this block alone: another writer may have used the pool meanwhile.
         self._ids, self._fetched_at, self._used = fetched[count:], time.monotonic(), count
         return fetched[:count]

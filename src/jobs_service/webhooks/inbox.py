@@ -35,8 +35,6 @@ from jobs_service.webhooks.event_ids import EventIdPool
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
     from jobs_service.client import JobsClient
     from jobs_service.core.settings import WebhookSource
     from jobs_service.infrastructure.database import Database
@@ -196,9 +194,14 @@ class WebhookInbox:
             return await self._commit_at_once(held, incoming)
         now = datetime.now(UTC)
         async with held.begin() as connection:
-            stored, existing = await _store(
-                connection, [item.event for item in incoming], repo.insert_events
-            )
+
+            async def insert(events: Sequence[repo.NewEvent]) -> dict[str, int]:
+                return await repo.insert_events(connection, events)
+
+            async def lookup(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+                return await repo.existing_ids(connection, keys)
+
+            stored, existing = await _store([item.event for item in incoming], insert, lookup)
             requests, unroutable = self._prepare(incoming, stored, now)
             await runs.insert_queued_runs(connection, [r.queued_row() for r in requests])
             await repo.mark_finished(connection, unroutable, now)
@@ -209,25 +212,25 @@ class WebhookInbox:
     ) -> tuple[dict[str, int], dict[tuple[str, str], int], list[RunRequest]]:
         """PostgreSQL: with the events' ids taken beforehand (:class:`EventIdPool`),
         every run is prepared first and one statement stores the batch, events and
-        runs, as its own transaction: one round trip instead of four. Only duplicates
-        cost more (a lookup of their ids)."""
+        runs, as its own transaction: one round trip instead of four, sent on the
+        driver's connection (``HeldConnection.fetch``). Only duplicates cost more (a
+        lookup of their ids)."""
         now = datetime.now(UTC)
-        async with held.begin() as connection:
-            ids = await self._ids.take(connection, len(incoming))
-            assigned = {item.event.run_id: id_ for item, id_ in zip(incoming, ids, strict=True)}
-            requests, unroutable = self._prepare(incoming, assigned, now)
-            failed = {run_id: error or {} for _, _, run_id, error in unroutable}
-            rows = {request.run_id: request.queued_row() for request in requests}
+        ids = await self._ids.take(held, len(incoming))
+        assigned = {item.event.run_id: id_ for item, id_ in zip(incoming, ids, strict=True)}
+        requests, unroutable = self._prepare(incoming, assigned, now)
+        failed = {run_id: error or {} for _, _, run_id, error in unroutable}
+        rows = {request.run_id: request.queued_row() for request in requests}
 
-            async def insert(
-                connection: AsyncConnection, events: Sequence[repo.NewEvent]
-            ) -> dict[str, int]:
-                queued = [rows[e.run_id] for e in events if e.run_id in rows]
-                return await repo.store_events_with_runs(
-                    connection, events, assigned, failed, queued
-                )
+        async def insert(events: Sequence[repo.NewEvent]) -> dict[str, int]:
+            queued = [rows[e.run_id] for e in events if e.run_id in rows]
+            return await repo.store_events_with_runs(held, events, assigned, failed, queued)
 
-            stored, existing = await _store(connection, [item.event for item in incoming], insert)
+        async def lookup(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+            async with held.begin() as connection:
+                return await repo.existing_ids(connection, keys)
+
+        stored, existing = await _store([item.event for item in incoming], insert, lookup)
         return stored, existing, [r for r in requests if r.run_id in stored]
 
     def _prepare(
@@ -338,23 +341,22 @@ class WebhookInbox:
 
 
 async def _store(
-    connection: AsyncConnection,
     events: list[repo.NewEvent],
-    insert: Callable[[AsyncConnection, Sequence[repo.NewEvent]], Awaitable[dict[str, int]]],
+    insert: Callable[[Sequence[repo.NewEvent]], Awaitable[dict[str, int]]],
+    lookup: Callable[[Sequence[tuple[str, str]]], Awaitable[dict[tuple[str, str], int]]],
 ) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """Insert the new events with ``insert``; ``run_id → id`` of those, ``(source,
-    external_id) → id`` of the duplicates (stored before, or earlier in the same batch)."""
+    external_id) → id`` of the duplicates (stored before, or earlier in the same batch),
+    found with ``lookup``."""
     stored: dict[str, int] = {}
     existing: dict[tuple[str, str], int] = {}
     pending = events
     for _ in range(_ROUNDS):
-        stored |= await insert(connection, pending)
+        stored |= await insert(pending)
         missing = [e for e in pending if e.run_id not in stored]
         if not missing:
             return stored, existing
-        existing |= await repo.existing_ids(
-            connection, [(e.source, e.external_id) for e in missing]
-        )
+        existing |= await lookup([(e.source, e.external_id) for e in missing])
         pending = [e for e in missing if (e.source, e.external_id) not in existing]
         if not pending:
             return stored, existing

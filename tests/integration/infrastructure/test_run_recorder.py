@@ -8,14 +8,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func, select
 
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.settings import DatabaseSettings
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
-from jobs_service.infrastructure.models import JobRun
+from jobs_service.infrastructure.models import JobRun, WebhookEvent
 from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.repositories.runs_bulk import run_batch_statement
 from jobs_service.infrastructure.run_recorder import RunRecorder
 
 pytestmark = pytest.mark.anyio
@@ -302,10 +304,14 @@ async def test_a_flush_finds_its_runs_through_the_index_however_the_history_grew
     scans_of_job_runs = (
         "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'job_runs'"
     )
-    async with recorder._connection.begin() as connection:  # the recorder's own session
-        before = (await connection.exec_driver_sql(scans_of_job_runs)).one()
-        await runs.write_run_batch(connection, batch, [e.attempt_row() for e in batch])
-        after = (await connection.exec_driver_sql(scans_of_job_runs)).one()
+    # The recorder's own connection and prepared statement, in a transaction of the
+    # test's (the statement's counters are per transaction).
+    driver = recorder._connection._driver
+    statement = run_batch_statement(batch, [e.attempt_row() for e in batch], [], datetime.now(UTC))
+    async with driver.transaction():
+        before = await driver.fetchrow(scans_of_job_runs)
+        await driver.fetch(*statement)
+        after = await driver.fetchrow(scans_of_job_runs)
     await recorder.stop()
     async with database.sessions() as session:
         finished = await session.scalar(
@@ -313,5 +319,66 @@ async def test_a_flush_finds_its_runs_through_the_index_however_the_history_grew
         )
     await database.close()
     assert finished == 8 * 5 + 60
-    assert after.seq_scan - before.seq_scan == 0
-    assert after.idx_scan - before.idx_scan > 0
+    assert after["seq_scan"] - before["seq_scan"] == 0
+    assert after["idx_scan"] - before["idx_scan"] > 0
+
+
+async def test_a_flush_is_one_statement_with_its_webhook_outcomes_and_no_transaction(
+    database: Database,
+) -> None:
+    """On PostgreSQL a flush is a single statement in autocommit (no BEGIN or COMMIT:
+    two round trips fewer for the worker), and the outcomes of webhook events whose
+    runs ended (processed, failed) are written in that same statement."""
+    sent: list[str] = []
+
+    def log_queries(dbapi_connection: object, record: object) -> None:
+        driver = record.driver_connection  # type: ignore[attr-defined]
+        driver.add_query_logger(lambda query: sent.append(query.query))
+
+    sqlalchemy_event.listen(database.engine.sync_engine, "connect", log_queries)
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    now = datetime.now(UTC)
+    async with database.sessions() as session:
+        events = [
+            WebhookEvent(
+                source="billing",
+                external_id=uuid.uuid4().hex,
+                headers={},
+                body="{}",
+                task="count_items",
+                status="enqueued",
+                received_at=now,
+                updated_at=now,
+            )
+            for _ in range(2)
+        ]
+        session.add_all(events)
+        await session.commit()
+    recorder.record(event(new_run_id(), "running"))
+    await recorder.flush()  # opens the recorder's connection
+    await asyncio.sleep(0.05)  # the driver calls query loggers soon after, not at once
+    sent.clear()
+    good, bad, plain = new_run_id(), new_run_id(), new_run_id()
+    for run_id, hook, status in ((good, events[0], "succeeded"), (bad, events[1], "dead")):
+        finished = event(run_id, status, finished=True, summary={"errors": 0})
+        finished.webhook_event_id = hook.id
+        if status == "dead":
+            finished.error = {"type": "PermanentError", "message": "refused"}
+        recorder.record(finished)
+    recorder.record(event(plain, "succeeded", finished=True, summary={"errors": 0}))
+    assert await recorder.flush() == 3
+    await recorder.stop()
+    await asyncio.sleep(0.05)
+    assert len(sent) == 1
+    assert sent[0].startswith("WITH webhooks_finished AS (UPDATE webhook_events")
+    async with database.sessions() as session:
+        stored = {
+            row.id: row
+            for row in await session.scalars(
+                select(WebhookEvent).where(WebhookEvent.id.in_([e.id for e in events]))
+            )
+        }
+    assert (stored[events[0].id].status, stored[events[0].id].run_id) == ("processed", good)
+    assert stored[events[1].id].status == "failed"
+    assert stored[events[1].id].error == {"type": "PermanentError", "message": "refused"}
+    assert (await fetch(database, plain)).status == "succeeded"

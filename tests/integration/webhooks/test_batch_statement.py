@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
 
 from jobs_service.core.settings import DatabaseSettings, Settings
 from jobs_service.gateway import create_app
@@ -114,27 +116,39 @@ async def test_an_event_whose_run_cannot_be_built_is_stored_failed_beside_good_o
 
 async def test_a_batch_is_one_statement_on_postgresql(pg_url: str) -> None:
     """Thirty concurrent deliveries, one of them a duplicate of an earlier event: the
-    events and their runs are written by one statement, then the duplicate's id is
-    looked up; no other statement touches the tables on the request path."""
+    events and their runs are written by one statement (sent on the driver's
+    connection), then the duplicate's id is looked up (through SQLAlchemy); no other
+    statement touches the tables on the request path."""
     settings = _settings(pg_url)
     app = create_app(settings, broker=_redis_broker(settings))
     tag = uuid.uuid4().hex[:8]
     fresh = [f"one-{tag}-{n}" for n in range(29)]
     seen_before = f"seen-{tag}"
-    statements: list[str] = []
-    async with serve_app(app) as client:
-        first = await client.post(
-            "/webhooks/billing",
-            content=_delivery(seen_before)[0],
-            headers=_delivery(seen_before)[1],
-        )
-        engine = app.state.runtime.database.engine.sync_engine
+    sent: dict[str, list[str]] = {"driver": [], "sqlalchemy": []}
+    listening = False
 
-        def note(*args: Any) -> None:
-            statements.append(" ".join(str(args[2]).split())[:60])
+    def note(path: str, query: str) -> None:
+        if listening and ("webhook_events" in query or "job_runs" in query):
+            sent[path].append(" ".join(query.split())[:60])
 
-        event.listen(engine, "before_cursor_execute", note)
-        try:
+    def log_driver_queries(dbapi_connection: object, record: Any) -> None:
+        record.driver_connection.add_query_logger(lambda logged: note("driver", logged.query))
+
+    def log_sqlalchemy_queries(*args: Any) -> None:
+        note("sqlalchemy", str(args[2]))
+
+    # Every pool's and engine's (the app's engine is made at start-up), for this test.
+    event.listen(Pool, "connect", log_driver_queries)
+    event.listen(Engine, "before_cursor_execute", log_sqlalchemy_queries)
+    try:
+        async with serve_app(app) as client:
+            first = await client.post(
+                "/webhooks/billing",
+                content=_delivery(seen_before)[0],
+                headers=_delivery(seen_before)[1],
+            )
+            await asyncio.sleep(0.05)  # the driver calls its query loggers soon after
+            listening = True
             inbox = app.state.webhook_inbox
             source = settings.webhooks.sources["billing"]
             from jobs_service.webhooks.events import IncomingEvent  # noqa: PLC0415
@@ -150,12 +164,18 @@ async def test_a_batch_is_one_statement_on_postgresql(pg_url: str) -> None:
                     for m in [*fresh, seen_before]
                 ]
             )
-        finally:
-            event.remove(engine, "before_cursor_execute", note)
-        rows = await _rows(app, fresh)
-    on_request_path = [s for s in statements if not s.startswith("UPDATE webhook_events")]
-    assert [s.split()[0] for s in on_request_path if "nextval" not in s] == ["WITH", "SELECT"]
-    assert on_request_path[-2].startswith("WITH new_events AS ( INSERT INTO webhook_events")
+            await asyncio.sleep(0.05)
+            listening = False
+            rows = await _rows(app, fresh)
+    finally:
+        event.remove(Pool, "connect", log_driver_queries)
+        event.remove(Engine, "before_cursor_execute", log_sqlalchemy_queries)
+    writes = [s for s in sent["driver"] if "nextval" not in s]
+    assert len(writes) == 1
+    assert writes[0].startswith("WITH new_events AS ( INSERT INTO webhook_events")
+    # The lookup of the duplicate; the marks of sent runs are off the request path.
+    on_request_path = [s for s in sent["sqlalchemy"] if not s.startswith("UPDATE")]
+    assert [s.split()[0] for s in on_request_path] == ["SELECT"]
     assert [a[0].status for a in answers] == ["accepted"] * 29 + ["duplicate"]
     assert answers[-1][0].event_id == first.json()["event_id"]
     assert all(run is not None and run.status == "queued" for _, run in rows.values())
@@ -170,23 +190,19 @@ async def test_the_id_pool_hands_out_each_id_once_and_sizes_blocks_to_demand(
     database = Database(pg_url, DatabaseSettings())
     concurrent = EventIdPool(block=100)
     pool = EventIdPool(block=100, max_age_s=0.5)
+    first, second, third = (database.hold(autocommit=True) for _ in range(3))
     try:
-        async with (
-            database.engine.connect() as first,
-            database.engine.connect() as second,
-            database.engine.connect() as third,
-        ):
-            takes = await asyncio.gather(
-                concurrent.take(first, 30), concurrent.take(second, 30), concurrent.take(third, 5)
-            )
-            held = []
-            for _ in range(8):
-                await pool.take(first, 10)
-                held.append(pool.available)
-            quiet = []
-            for _ in range(3):
-                await asyncio.sleep(0.6)
-                quiet.append(await pool.take(first, 3))
+        takes = await asyncio.gather(
+            concurrent.take(first, 30), concurrent.take(second, 30), concurrent.take(third, 5)
+        )
+        held = []
+        for _ in range(8):
+            await pool.take(first, 10)
+            held.append(pool.available)
+        quiet = []
+        for _ in range(3):
+            await asyncio.sleep(0.6)
+            quiet.append(await pool.take(first, 3))
     finally:
         await database.close()
     everything = [id_ for ids in takes for id_ in ids]

@@ -15,20 +15,23 @@ guards); SQLite keeps using those.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime
 
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from jobs_service.infrastructure.repositories.runs import QueuedRun, RunEvent
 
 __all__ = [
+    "WebhookOutcome",
     "insert_queued",
     "insert_queued_runs_bulk",
+    "run_batch_statement",
     "upsert_attempts_bulk",
     "upsert_run_events_bulk",
     "write_run_batch_bulk",
@@ -190,6 +193,43 @@ WRITE_RUN_BATCH = (
     "SELECT (SELECT count(*) FROM starts_updated) + (SELECT count(*) FROM finishes_updated) "
     "+ (SELECT count(*) FROM inserted), (SELECT count(*) FROM attempts)"
 )
+
+
+#: What a finished run of a webhook event reports for its event: ``(event_id, status,
+#: run_id, error)`` (``webhooks.mark_finished``).
+WebhookOutcome: TypeAlias = tuple[int, str, str, dict[str, str] | None]
+
+#: ``webhooks.mark_finished`` as a CTE: ``$4`` a JSON array of webhook_events rows.
+_MARK_WEBHOOKS = (
+    "webhooks_finished AS (UPDATE webhook_events w SET status = o.status, "
+    "run_id = o.run_id, error = o.error, updated_at = o.updated_at "
+    "FROM json_populate_recordset(NULL::webhook_events, $4::json) o WHERE w.id = o.id "
+    "RETURNING 1), "
+)
+#: :data:`WRITE_RUN_BATCH` that also records the outcomes of webhook events whose runs
+#: ended, in the same statement (so in the same transaction, as before in one).
+WRITE_RUN_BATCH_WITH_WEBHOOKS = WRITE_RUN_BATCH.replace("WITH ", f"WITH {_MARK_WEBHOOKS}", 1)
+
+
+def run_batch_statement(
+    events: Sequence[RunEvent],
+    attempts: Sequence[dict[str, Any]],
+    outcomes: Sequence[WebhookOutcome],
+    at: datetime,
+) -> tuple[str, ...]:
+    """A recorder flush as one statement and its parameters: ``runs.write_run_batch``
+    and ``webhooks.mark_finished`` of ``outcomes`` (the last one of an event wins, as
+    when they were written one by one)."""
+    starts, finishes = _starts_and_finishes(events)
+    parameters = (_document(starts), _document(finishes), _document(list(attempts)))
+    if not outcomes:
+        return (WRITE_RUN_BATCH, *parameters)
+    last = {event_id: (status, run_id, error) for event_id, status, run_id, error in outcomes}
+    rows = [
+        {"id": event_id, "status": status, "run_id": run_id, "error": error, "updated_at": at}
+        for event_id, (status, run_id, error) in last.items()
+    ]
+    return (WRITE_RUN_BATCH_WITH_WEBHOOKS, *parameters, _document(rows))
 
 
 def _starts_and_finishes(

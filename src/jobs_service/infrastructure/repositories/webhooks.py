@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+    from jobs_service.infrastructure.held_connection import HeldConnection
     from jobs_service.infrastructure.repositories.runs import QueuedRun
 
 __all__ = [
@@ -98,12 +99,11 @@ _PG_ALLOCATE_IDS = (
 )
 
 
-async def allocate_event_ids(connection: AsyncConnection, count: int) -> list[int]:
+async def allocate_event_ids(held: HeldConnection, count: int) -> list[int]:
     """``count`` new ids of ``webhook_events`` from its own sequence (PostgreSQL), so an
     event's run can be prepared, with the event's id in its arguments, before either is
-    written."""
-    result = await connection.exec_driver_sql(_PG_ALLOCATE_IDS, (count,))
-    return [int(value) for (value,) in result.all()]
+    written. ``held`` is an autocommit connection."""
+    return [int(value) for (value,) in await held.fetch(_PG_ALLOCATE_IDS, count)]
 
 
 #: One statement (so, in autocommit, one round trip and one commit) for a whole batch:
@@ -131,7 +131,7 @@ SELECT run_id, id FROM new_events
 
 
 async def store_events_with_runs(
-    connection: AsyncConnection,
+    held: HeldConnection,
     events: Sequence[NewEvent],
     ids: Mapping[str, int],
     failed: Mapping[str, dict[str, str]],
@@ -142,30 +142,28 @@ async def store_events_with_runs(
     the events inserted.
 
     An event in ``failed`` (its run could not be built) is stored ``failed`` with that
-    error and has no run. Run it in autocommit: the statement is its own transaction.
+    error and has no run. ``held`` is an autocommit connection: the statement is its
+    own transaction.
     """
     if not events:
         return {}
     ordered = sorted(events, key=lambda event: (event.source, event.external_id))
     errors = [failed.get(e.run_id) for e in ordered]
-    result = await connection.exec_driver_sql(
+    rows = await held.fetch(
         _PG_STORE_EVENTS_WITH_RUNS,
-        (
-            [ids[e.run_id] for e in ordered],
-            [e.source for e in ordered],
-            [e.external_id for e in ordered],
-            [e.event_type for e in ordered],
-            [orjson.dumps(e.headers).decode() for e in ordered],
-            [e.body for e in ordered],
-            [e.task for e in ordered],
-            [e.run_id for e in ordered],
-            ["accepted" if error is None else "failed" for error in errors],
-            [None if error is None else orjson.dumps(error).decode() for error in errors],
-            [e.received_at for e in ordered],
-            orjson.dumps([run.row() for run in runs]).decode(),
-        ),
+        [ids[e.run_id] for e in ordered],
+        [e.source for e in ordered],
+        [e.external_id for e in ordered],
+        [e.event_type for e in ordered],
+        [orjson.dumps(e.headers).decode() for e in ordered],
+        [e.body for e in ordered],
+        [e.task for e in ordered],
+        [e.run_id for e in ordered],
+        ["accepted" if error is None else "failed" for error in errors],
+        [None if error is None else orjson.dumps(error).decode() for error in errors],
+        [e.received_at for e in ordered],
+        orjson.dumps([run.row() for run in runs]).decode(),
     )
-    rows: Sequence[Any] = result.all()
     return {str(run_id): int(event_id) for run_id, event_id in rows}
 
 
