@@ -10,12 +10,12 @@ asyncio event would not wake the loop.)
 The interval is short (20 ms by default) because a flush holds a database core while
 PostgreSQL runs it: where the database shares cores with workers, the runs that
 arrive meanwhile start late, so many small flushes make a shorter tail than a few big
-ones. For the same reason a flush on PostgreSQL is one statement in autocommit, sent on
-the driver's own connection: the worker's event loop is busy for a fifth of what
-SQLAlchemy and a transaction's BEGIN and COMMIT took, and the next run's message waits
-that much less. Under load that trade reverses (a statement's fixed cost is paid more often for
+ones. Under load that trade reverses (a statement's fixed cost is paid more often for
 nothing), so after a flush of ``_BUSY_FLUSH`` events or more the next one waits five
-intervals, or until ``batch_size`` events wait.
+intervals, or until ``batch_size`` events wait. For the same reason a flush on
+PostgreSQL is one statement in autocommit, sent on the driver's own connection: the
+worker's CPU per flush is a third of what SQLAlchemy and a transaction's BEGIN and
+COMMIT took, and the message of a run that arrives meanwhile waits that much less.
 
 Coalescing keeps only a run's latest state, so the end of each attempt is also kept on
 its own, once per (run, attempt), and written to ``run_attempts`` in the same
