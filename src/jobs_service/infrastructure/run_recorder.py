@@ -40,8 +40,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.repositories.runs import RunEvent, write_run_batch
-from jobs_service.infrastructure.repositories.runs_bulk import WebhookOutcome, run_batch_statement
-from jobs_service.infrastructure.repositories.webhooks import mark_finished
+from jobs_service.infrastructure.repositories.runs_bulk import run_batch_statement
+from jobs_service.infrastructure.repositories.webhooks import WebhookOutcome, mark_finished
 
 if TYPE_CHECKING:
     from collections.abc import Callable

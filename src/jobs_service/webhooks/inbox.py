@@ -235,10 +235,10 @@ class WebhookInbox:
 
     def _prepare(
         self, incoming: list[_Incoming], stored: dict[str, int], now: datetime
-    ) -> tuple[list[RunRequest], list[tuple[int, str, str, dict[str, str] | None]]]:
+    ) -> tuple[list[RunRequest], list[repo.WebhookOutcome]]:
         """The runs of the new events, and the events whose run cannot be built."""
         requests: list[RunRequest] = []
-        unroutable: list[tuple[int, str, str, dict[str, str] | None]] = []
+        unroutable: list[repo.WebhookOutcome] = []
         for item in incoming:
             event = item.event
             event_id = stored.get(event.run_id)

@@ -15,7 +15,7 @@ guards); SQLite keeps using those.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from jobs_service.infrastructure.repositories.runs import QueuedRun, RunEvent
+    from jobs_service.infrastructure.repositories.webhooks import WebhookOutcome
 
 __all__ = [
-    "WebhookOutcome",
     "insert_queued",
     "insert_queued_runs_bulk",
     "run_batch_statement",
@@ -195,10 +195,6 @@ WRITE_RUN_BATCH = (
 )
 
 
-#: What a finished run of a webhook event reports for its event: ``(event_id, status,
-#: run_id, error)`` (``webhooks.mark_finished``).
-WebhookOutcome: TypeAlias = tuple[int, str, str, dict[str, str] | None]
-
 #: ``webhooks.mark_finished`` as a CTE: ``$4`` a JSON array of webhook_events rows.
 _MARK_WEBHOOKS = (
     "webhooks_finished AS (UPDATE webhook_events w SET status = o.status, "
@@ -220,8 +216,7 @@ def run_batch_statement(
     """A recorder flush as one statement and its parameters: ``runs.write_run_batch``
     and ``webhooks.mark_finished`` of ``outcomes`` (the last one of an event wins, as
     when they were written one by one)."""
-    starts, finishes = _starts_and_finishes(events)
-    parameters = (_document(starts), _document(finishes), _document(list(attempts)))
+    parameters = _batch_parameters(events, attempts)
     if not outcomes:
         return (WRITE_RUN_BATCH, *parameters)
     last = {event_id: (status, run_id, error) for event_id, status, run_id, error in outcomes}
@@ -230,6 +225,14 @@ def run_batch_statement(
         for event_id, (status, run_id, error) in last.items()
     ]
     return (WRITE_RUN_BATCH_WITH_WEBHOOKS, *parameters, _document(rows))
+
+
+def _batch_parameters(
+    events: Sequence[RunEvent], attempts: Sequence[dict[str, Any]]
+) -> tuple[str, str, str]:
+    """:data:`WRITE_RUN_BATCH`'s parameters: starts, finishes and ended attempts."""
+    starts, finishes = _starts_and_finishes(events)
+    return _document(starts), _document(finishes), _document(list(attempts))
 
 
 def _starts_and_finishes(
@@ -270,7 +273,4 @@ async def write_run_batch_bulk(
     connection: AsyncConnection, events: Sequence[RunEvent], attempts: Sequence[dict[str, Any]]
 ) -> None:
     """``runs.write_run_batch`` for PostgreSQL: one statement."""
-    starts, finishes = _starts_and_finishes(events)
-    await connection.exec_driver_sql(
-        WRITE_RUN_BATCH, (_document(starts), _document(finishes), _document(list(attempts)))
-    )
+    await connection.exec_driver_sql(WRITE_RUN_BATCH, _batch_parameters(events, attempts))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 from sqlalchemy import select, tuple_, update
@@ -25,6 +25,7 @@ __all__ = [
     "EventFilter",
     "NewEvent",
     "StaleEvent",
+    "WebhookOutcome",
     "allocate_event_ids",
     "existing_ids",
     "get_event",
@@ -65,6 +66,11 @@ class NewEvent:
             "received_at": self.received_at,
             "updated_at": self.received_at,
         }
+
+
+#: What a finished (or unroutable) run reports for its webhook event: ``(event_id,
+#: status, run_id, error)``, recorded by :func:`mark_finished`.
+WebhookOutcome: TypeAlias = tuple[int, str, str, dict[str, str] | None]
 
 
 def _insert_for(dialect: str) -> Any:
@@ -240,7 +246,7 @@ async def stale_accepted(
 
 async def mark_finished(
     connection: AsyncConnection,
-    outcomes: Sequence[tuple[int, str, str, dict[str, str] | None]],
+    outcomes: Sequence[WebhookOutcome],
     at: datetime,
 ) -> None:
     """Record each ``(event_id, status, run_id, error)`` a finished run reported."""
