@@ -43,7 +43,7 @@ from jobs_service.middlewares.cancellation import announce_cancellation
 from jobs_service.tasks.registry import InvalidKwargsError, TaskInfo, find_task
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from taskiq import AsyncBroker
     from taskiq.message import BrokerMessage
@@ -67,6 +67,8 @@ _log = get_logger("jobs_service.client")
 
 #: Runs of a batch recorded and sent together (see ``JobsClient.enqueue_many``).
 SEND_CHUNK = 250
+#: Runs in a batch's first chunk: few, so a worker starts on them sooner.
+FIRST_CHUNK = 100
 #: Runs an operator may retry, and runs an operator may cancel.
 RETRYABLE_STATUSES = ("failed", "dead", "cancelled")
 CANCELLABLE_STATUSES = ("queued", "running", "retrying")
@@ -273,16 +275,27 @@ class JobsClient:
         it writes its full row (run recording never loses a state).
         """
         await self.send([request], wire)
+        await self._record_sent(writer, [request])
+        return Submission(request.run_id, "queued", replayed=False)
+
+    @staticmethod
+    async def _record_sent(writer: QueuedRunWriter, requests: Sequence[RunRequest]) -> None:
+        """Write the ``queued`` rows of runs already sent. A failure is logged, not
+        raised: the runs are queued, and the worker that runs each writes its row."""
+        rows = [request.queued_row() for request in requests]
         try:
-            await writer.record(request.queued_row())
-        except Exception as exc:  # noqa: BLE001 - the run is queued; its row comes later
+            if len(rows) == 1:
+                await writer.record(rows[0])
+            else:
+                await writer.record_many(rows)
+        except Exception as exc:  # noqa: BLE001 - the runs are queued; their rows come later
             _log.warning(
                 "queued-row-deferred",
-                run_id=request.run_id,
-                task=request.info.name,
+                run_id=requests[0].run_id,
+                runs=len(requests),
+                task=requests[0].info.name,
                 error=f"{type(exc).__name__}: {exc}",
             )
-        return Submission(request.run_id, "queued", replayed=False)
 
     async def _record_queued(self, request: RunRequest) -> bool:
         """Insert the run's ``queued`` row; False if its key (or id) is already taken."""
@@ -314,20 +327,25 @@ class JobsClient:
         """Queue one run per kwargs mapping; returns their run ids in order.
 
         Every item is validated before anything is queued, so a bad item rejects the
-        whole batch. The runs are then encoded, recorded and sent in chunks of
-        ``SEND_CHUNK`` (one insert and one broker round trip each), so workers start on
-        the first runs while the rest are still being written. If the database or the
-        broker fails midway, :class:`EnqueueError` says which runs were queued.
+        whole batch. The runs then go out in chunks, one broker round trip each: a first
+        one of ``FIRST_CHUNK`` runs, so a worker starts on them while the rest are still
+        encoded, then chunks of ``SEND_CHUNK``. On PostgreSQL a chunk's ``queued`` rows
+        are written after its messages are sent, while the next chunk is encoded, as for
+        a single run (see :meth:`_submit_keyless`); the call returns once every row is
+        written. On SQLite each chunk's rows come first. If the broker fails midway,
+        :class:`EnqueueError` says which runs were queued.
 
         A long-running producer should freeze its heap once started
         (:func:`jobs_service.infrastructure.heap.settle_heap`): a thousand runs held
         alive otherwise set off a full collection of everything imported, a pause of
         about 100 ms.
         """
+        info = self.task(task)
+        options: RunOptions = {"source": source}
         requests = []
         for index, kwargs in enumerate(kwargs_list):
             try:
-                requests.append(self.prepare(task, kwargs, source=source))
+                requests.append(self._prepare(info, kwargs, options))
             except InvalidKwargsError as exc:
                 errors = [
                     {**error, "loc": ["items", index, "kwargs", *error["loc"]]}
@@ -335,26 +353,45 @@ class JobsClient:
                 ]
                 raise InvalidKwargsError(exc.task, errors) from None
         queued: list[str] = []
-        for start in range(0, len(requests), SEND_CHUNK):
-            part = requests[start : start + SEND_CHUNK]
-            try:
-                wire = await self.serialise(part)
-                await self._record_many(part)
-                await self.send_or_forget(part, wire)
-            except Exception as exc:
-                if not queued:
-                    raise
-                msg = f"{len(queued)} of {len(requests)} runs were queued, then: {exc}"
-                raise EnqueueError(msg, queued=queued) from exc
-            queued.extend(request.run_id for request in part)
+        recording: list[asyncio.Task[None]] = []
+        try:
+            for part in _chunks(requests):
+                try:
+                    await self._queue_chunk(part, recording)
+                except Exception as exc:
+                    if not queued:
+                        raise
+                    msg = f"{len(queued)} of {len(requests)} runs were queued, then: {exc}"
+                    raise EnqueueError(msg, queued=queued) from exc
+                queued.extend(request.run_id for request in part)
+        finally:
+            await asyncio.gather(*recording)
         return queued
+
+    async def _queue_chunk(
+        self, requests: Sequence[RunRequest], recording: list[asyncio.Task[None]]
+    ) -> None:
+        """Send one chunk of a batch; its rows are written now (SQLite) or by a task
+        added to ``recording`` (PostgreSQL)."""
+        wire = await self.serialise(requests)
+        if self._queued_runs is None:
+            await self._record_many(requests)
+            await self.send_or_forget(requests, wire)
+            return
+        await self.send(requests, wire)
+        rows = self._record_sent(self._queued_runs, requests)
+        recording.append(asyncio.create_task(rows, name="record-queued-rows"))
 
     def prepare(
         self, task: str, kwargs: Mapping[str, Any] | None = None, **options: Unpack[RunOptions]
     ) -> RunRequest:
         """Validate a run without recording or sending it (for callers that record it
         in their own transaction, such as the scheduler's fire claims)."""
-        info = self.task(task)
+        return self._prepare(self.task(task), kwargs, options)
+
+    def _prepare(
+        self, info: TaskInfo, kwargs: Mapping[str, Any] | None, options: RunOptions
+    ) -> RunRequest:
         arguments = dict(kwargs or {})
         deliver_to = options.get("deliver_to")
         if deliver_to is not None and info.takes("deliver_to"):
@@ -626,6 +663,14 @@ class JobsClient:
             msg = f"Idempotency-Key {key!r} was already used with a different task or kwargs"
             raise IdempotencyConflictError(msg)
         return Submission(run.run_id, run.status, replayed=True)
+
+
+def _chunks(requests: Sequence[RunRequest]) -> Iterator[Sequence[RunRequest]]:
+    """A batch's runs as sent: ``FIRST_CHUNK`` of them, then ``SEND_CHUNK`` at a time."""
+    if requests:
+        yield requests[:FIRST_CHUNK]
+    for start in range(FIRST_CHUNK, len(requests), SEND_CHUNK):
+        yield requests[start : start + SEND_CHUNK]
 
 
 def _check_source(source: str) -> str:

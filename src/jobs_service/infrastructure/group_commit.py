@@ -63,9 +63,25 @@ class GroupCommit(Generic[T, R]):
         """Wait until ``item`` is written with its batch; its result, or the batch's error."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
+        self._start_writer()
+        return await future
+
+    async def submit_many(self, items: Sequence[T]) -> list[R]:
+        """:meth:`submit` for several items at once: a future each, not a task each.
+
+        The items keep their order (they may span batches); the first error among their
+        batches is raised.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = [loop.create_future() for _ in items]
+        self._waiting.extend(zip(items, futures, strict=True))
+        if futures:
+            self._start_writer()
+        return list(await asyncio.gather(*futures))
+
+    def _start_writer(self) -> None:
         if len(self._writers) < self._max_writers:
             self._writers.add(asyncio.create_task(self._write_all(), name="group-commit"))
-        return await future
 
     async def _write_all(self) -> None:
         try:

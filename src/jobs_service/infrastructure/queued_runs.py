@@ -26,7 +26,6 @@ is the claim, so those go through a second writer whose commits wait for the flu
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import orjson
@@ -84,7 +83,7 @@ class QueuedRunWriter:
 
     async def record_many(self, runs: Sequence[QueuedRun]) -> list[bool]:
         """:meth:`record` for many rows at once (they share statements)."""
-        return list(await asyncio.gather(*(self._group.submit(run) for run in runs)))
+        return await self._group.submit_many(runs)
 
     async def aclose(self) -> None:
         """Give the kept connection back."""

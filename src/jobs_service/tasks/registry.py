@@ -187,7 +187,7 @@ class TaskInfo:
         Beyond the signature, values must survive the wire and both databases:
         no NaN/Infinity, integers within 64 bits, no NUL characters or lone surrogates.
         """
-        problem = _unportable(kwargs, [])
+        problem = _unportable(kwargs)
         if problem is not None:
             loc, msg = problem
             raise InvalidKwargsError(
@@ -215,27 +215,30 @@ class TaskInfo:
 _INT64 = 2**63
 
 
-def _unportable(value: Any, loc: list[Any]) -> tuple[list[Any], str] | None:
-    """The first value JSON, orjson or PostgreSQL would reject or silently change."""
+def _unportable(value: Any) -> tuple[list[Any], str] | None:
+    """The first value JSON, orjson or PostgreSQL would reject or silently change, and
+    where it is. Runs for every submitted run: the path is built only for a problem."""
     if isinstance(value, dict):
-        children = [(key, key) for key in value] + [(key, item) for key, item in value.items()]
-    elif isinstance(value, list):
-        children = list(enumerate(value))
-    else:
-        problem = _unportable_scalar(value)
-        return (loc, problem) if problem else None
-    for where, item in children:
-        found = _unportable(item, [*loc, where])
-        if found:
-            return found
-    return None
+        for key in value:  # keys first, as they are written first
+            problem = _unportable_scalar(key)
+            if problem is not None:
+                return [key], problem
+        for key, item in value.items():
+            found = _unportable(item)
+            if found is not None:
+                return [key, *found[0]], found[1]
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _unportable(item)
+            if found is not None:
+                return [index, *found[0]], found[1]
+        return None
+    problem = _unportable_scalar(value)
+    return None if problem is None else ([], problem)
 
 
 def _unportable_scalar(value: Any) -> str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN and Infinity are not JSON numbers"
-    if isinstance(value, int) and not isinstance(value, bool) and not (-_INT64 <= value < _INT64):
-        return "integer out of the 64-bit range"
     if isinstance(value, str):
         if "\x00" in value:
             return "text must not contain NUL characters"
@@ -244,6 +247,11 @@ def _unportable_scalar(value: Any) -> str | None:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 return "text is not valid Unicode (lone surrogate)"
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "NaN and Infinity are not JSON numbers"
+    if isinstance(value, int) and not isinstance(value, bool) and not (-_INT64 <= value < _INT64):
+        return "integer out of the 64-bit range"
     return None
 
 

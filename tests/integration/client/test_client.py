@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from taskiq import TaskiqMessage, TaskiqMiddleware
 
 from jobs_service.broker import build_broker, stream_names
-from jobs_service.client import SEND_CHUNK, EnqueueError, JobsClient
+from jobs_service.client import FIRST_CHUNK, EnqueueError, JobsClient
 from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.cancellations import read_cancellation
 from jobs_service.infrastructure.models import JobRun
@@ -183,7 +183,7 @@ async def test_a_broker_failing_midway_through_a_batch_says_which_runs_were_queu
     with pytest.raises(EnqueueError) as raised:
         await client.enqueue_many("count_items", items)
     queued = raised.value.queued
-    assert len(queued) == SEND_CHUNK
+    assert len(queued) == FIRST_CHUNK
     async with client._database.sessions() as session:
         rows = (
             await session.execute(

@@ -150,3 +150,25 @@ async def test_shutting_the_writer_down_releases_every_waiting_caller() -> None:
             task.cancel()
     outcomes = await asyncio.gather(first, behind, return_exceptions=True)
     assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+
+
+async def test_submit_many_keeps_its_items_in_order_across_batches() -> None:
+    """Seven items with batches of three: written 3 + 3 + 1, answered in order."""
+    recorder = Recorder()
+    commits: GroupCommit[int, str] = GroupCommit(recorder.write, max_batch=3)
+    results = await commits.submit_many(list(range(7)))
+    assert results == [f"done {n}" for n in range(7)]
+    assert recorder.batches == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_submit_many_raises_the_error_of_a_failed_batch_and_others_still_write() -> None:
+    """A batch that fails fails the call; a caller beside it still gets its answer."""
+    recorder = Recorder()
+    recorder.fail_on = {4}
+    commits: GroupCommit[int, str] = GroupCommit(recorder.write, max_batch=3)
+    many = asyncio.ensure_future(commits.submit_many(list(range(6))))
+    lone = asyncio.ensure_future(commits.submit(10))
+    with pytest.raises(ConnectionError, match="went away"):
+        await many
+    assert await lone == "done 10"
+    assert await commits.submit_many([]) == []

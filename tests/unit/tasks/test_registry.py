@@ -62,6 +62,28 @@ def test_kwargs_are_validated_and_normalised() -> None:
         info.validate_kwargs({"retention": 7})
 
 
+@pytest.mark.parametrize(
+    ("items", "loc", "message"),
+    [
+        (["fine", "bad\x00"], ["items", 1], "NUL"),
+        (["fine", {"nested": [1, float("nan")]}], ["items", 1, "nested", 1], "NaN"),
+        ([{"key\x00": 1}], ["items", 0, "key\x00"], "NUL"),
+        ([2**63], ["items", 0], "64-bit"),
+        (["\ud800"], ["items", 0], "surrogate"),
+    ],
+)
+def test_values_the_wire_or_database_would_mangle_are_refused_where_they_are(
+    items: list[object], loc: list[object], message: str
+) -> None:
+    """The error points at the value, however deep (a dictionary key included)."""
+    with pytest.raises(InvalidKwargsError) as caught:
+        find_task(broker, "count_items").validate_kwargs({"items": items})
+    [error] = caught.value.errors
+    assert error["loc"] == loc
+    assert message in error["msg"]
+    assert error["type"] == "unportable_value"
+
+
 def test_required_kwargs() -> None:
     """A parameter without default is required."""
     with pytest.raises(InvalidKwargsError, match="items"):
