@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Callable, Coroutine, Mapping
 
     from redis.asyncio import Redis
 
@@ -51,6 +51,7 @@ __all__ = [
     "stop_process",
     "wait_for_counter",
     "wait_for_http",
+    "worker_child",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +164,15 @@ def rss_mib(pid: int) -> float:
             return int(line.split()[1]) / 1024
     msg = f"no VmRSS for process {pid}"
     raise RuntimeError(msg)
+
+
+def worker_child(worker: subprocess.Popen[bytes]) -> int:
+    """The one worker process a supervisor (``taskiq worker``, ``jobsctl worker``) runs."""
+    children = process_children(worker.pid)
+    if len(children) != 1:
+        msg = f"expected one worker process under {worker.pid}, found {children}"
+        raise RuntimeError(msg)
+    return children[0]
 
 
 def process_children(pid: int) -> list[int]:
@@ -292,7 +302,7 @@ def print_result(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def serve_child(measure: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+def serve_child(measure: Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]) -> None:
     """The child side of :func:`run_child`: config from stdin, result as a JSON line."""
     config = json.loads(sys.stdin.read())
     try:

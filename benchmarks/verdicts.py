@@ -81,12 +81,19 @@ def _w3(result: dict[str, Any]) -> list[Row]:
         Row(
             f"W3 drain, {result['runs']:,} x sleep {result['sleep_s'] * 1000:.0f} ms, "
             f"{result['concurrency']} slots",
-            f"{_range(jobs['seconds'], '.2f', ' s')}",
-            f"TaskIQ {_range(taskiq['seconds'], '.2f', ' s')} (reference)",
+            f"{_range(jobs['seconds'], '.2f', ' s')}{_cpu(jobs)}",
+            f"TaskIQ {_range(taskiq['seconds'], '.2f', ' s')} (reference){_cpu(taskiq)}",
             f"≤ {result['target_seconds']:.2f} s (ideal {result['ideal_seconds']:.2f} s)",
             _verdict(result["pass"]),
         )
     ]
+
+
+def _cpu(contestant: dict[str, Any]) -> str:
+    """`` (worker N µs/run)``, when the result has it (results before it was measured
+    do not)."""
+    cpu = contestant.get("worker_cpu_us_per_run")
+    return "" if cpu is None else f" (worker {cpu['median']:,.0f} µs/run)"
 
 
 def _w4(result: dict[str, Any]) -> list[Row]:

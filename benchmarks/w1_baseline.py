@@ -29,7 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -47,17 +47,14 @@ from benchmarks.contestants import (
 from benchmarks.figures import machine, spread
 from benchmarks.processes import (
     ROOT,
-    process_children,
     run_child,
     serve_child,
     stop_process,
     wait_for_counter,
+    worker_child,
 )
 from benchmarks.profiling import cpu_seconds, sampled, top_functions
 from benchmarks.services import REDIS_URL
-
-if TYPE_CHECKING:
-    import subprocess
 
 __all__ = ["measure"]
 
@@ -79,7 +76,7 @@ async def _drain_taskiq(config: dict[str, Any]) -> dict[str, float]:
         try:
             await warm_taskiq(redis, app, config["in_flight"], runs=WARM_RUNS)
             key = f"{prefix}:counter"
-            child = _worker_child(worker)
+            child = worker_child(worker)
             with sampled(child, _profile_path(config, "taskiq")):
                 cpu_before = cpu_seconds(child)
                 started = time.perf_counter()
@@ -99,15 +96,6 @@ async def _drain_taskiq(config: dict[str, Any]) -> dict[str, float]:
         "runs_per_second": runs / elapsed,
         "worker_cpu_us_per_run": cpu * 1e6 / runs,
     }
-
-
-def _worker_child(worker: subprocess.Popen[bytes]) -> int:
-    """The one worker process a supervisor (``taskiq worker``, ``jobsctl worker``) runs."""
-    children = process_children(worker.pid)
-    if len(children) != 1:
-        msg = f"expected one worker process under {worker.pid}, found {children}"
-        raise RuntimeError(msg)
-    return children[0]
 
 
 def _profile_path(config: dict[str, Any], contestant: str) -> Path | None:
@@ -133,7 +121,7 @@ async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
                 await asyncio.sleep(0.05)
 
             key = f"{jobs.prefix}:counter"
-            child = _worker_child(worker)
+            child = worker_child(worker)
             with sampled(child, _profile_path(config, "jobs")):
                 cpu_before = cpu_seconds(child)
                 started = time.perf_counter()
