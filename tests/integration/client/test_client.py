@@ -129,8 +129,9 @@ async def test_broker_down_leaves_nothing_queued(pg_url: str) -> None:
 async def test_a_run_without_a_key_is_queued_while_the_database_refuses_its_row(
     redis_prefix: str,
 ) -> None:
-    """A keyless run is recorded and sent at once: when only the row fails, the message
-    is on the stream all the same (the worker writes the row when it runs it)."""
+    """A keyless run is sent, then recorded: when only the row fails, the message is on
+    the stream all the same (the worker writes the row when it runs it). So are the
+    runs of a batch, chunk after chunk."""
     settings = Settings(
         database_url="postgresql+asyncpg://postgres@127.0.0.1:1/nowhere",
         redis_url=redis_url(),
@@ -144,11 +145,17 @@ async def test_a_run_without_a_key_is_queued_while_the_database_refuses_its_row(
     runtime = Runtime(settings)
     await broker.startup()
     try:
-        run_id = await JobsClient(broker, runtime).enqueue("count_items", {"items": ["a"]})
+        client = JobsClient(broker, runtime)
+        run_id = await client.enqueue("count_items", {"items": ["a"]})
+        # A batch the same: every chunk is sent, then its rows fail and are left.
+        batch = await client.enqueue_many("count_items", [{"items": [str(n)]} for n in range(150)])
         async with Redis.from_url(redis_url()) as redis_client:
             entries = await redis_client.xrange(stream_names(settings)["stream"])
-        assert len(entries) == 1
+        assert len(entries) == 151
         assert run_id.encode() in b"".join(entries[0][1].values())
+        assert len(batch) == len(set(batch)) == 150
+        sent = b"".join(b"".join(fields.values()) for _, fields in entries[1:])
+        assert all(batch_id.encode() in sent for batch_id in batch)
     finally:
         await broker.shutdown()
         await runtime.stop()
