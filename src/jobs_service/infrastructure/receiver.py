@@ -16,8 +16,8 @@ result and acknowledges in two more Redis round trips. This receiver:
 - frees the slot as soon as the task function returns, so the next message starts
   before this one's bookkeeping;
 - saves the result and acknowledges *after* the task and its middlewares ran, batched
-  with the other messages that finished in the same millisecond
-  (:mod:`~jobs_service.infrastructure.completions`).
+  with the other messages that finish within 5 ms while more are running, at once
+  when none are (:mod:`~jobs_service.infrastructure.completions`).
 
 Semantics kept from TaskIQ: unparsable messages are acknowledged and skipped; the
 ``ack_type`` label (when received / executed / saved); ``NoResultError``; ``on_error`` /
@@ -108,7 +108,7 @@ class JobsReceiver(Receiver):
     def in_hand(self) -> int:
         """Messages read and not finished: running, or waiting for a slot. At most the
         concurrency plus the prefetch (finished ones stay held until Redis confirms
-        their acknowledgement, a millisecond or so)."""
+        their acknowledgement, a few milliseconds)."""
         return len(self._running) + len(self._waiting)
 
     # ------------------------------------------------------------------ the loop
@@ -122,6 +122,7 @@ class JobsReceiver(Receiver):
             return
         if self.run_startup:
             await broker.startup()
+        broker.completions.more_coming = self._more_coming
         _log.info("worker-listening", concurrency=self._limit, prefetch=self._prefetch)
         reader = asyncio.create_task(self._read_loop(broker), name="jobs-reader")
         stop = asyncio.create_task(finish_event.wait())
@@ -163,6 +164,11 @@ class JobsReceiver(Receiver):
             self._waiting.extend(batch)
             self._start_waiting()
         _log.info("worker-max-tasks-reached", started=self._started)
+
+    def _more_coming(self) -> bool:
+        """Whether other messages will finish soon: running, waiting for a slot, or
+        finishing besides the one asking."""
+        return bool(self._running or self._waiting) or len(self._finishing) > 1
 
     def _start_waiting(self) -> None:
         limit = self._limit

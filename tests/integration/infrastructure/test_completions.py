@@ -92,3 +92,26 @@ async def test_an_unreachable_redis_keeps_retrying_until_the_drain_gives_up() ->
     assert drained is False
     assert completions.round_trips == 0
     assert settled == ["1-0"]  # given up at the drain: released, so it is re-delivered
+
+
+@pytest.mark.parametrize(("more_coming", "round_trips"), [(True, 1), (False, 3)])
+async def test_a_completion_waits_for_company_only_while_more_are_coming(
+    redis_prefix: str, more_coming: bool, round_trips: int
+) -> None:
+    """Three messages finished together share a call while the worker has others in
+    flight; with nothing else in flight each goes at once, without the window."""
+    stream, group = f"{redis_prefix}-{uuid.uuid4().hex[:6]}:company", "workers"
+    pool = ConnectionPool.from_url(redis_url())
+    async with Redis(connection_pool=pool) as redis:
+        ids = await _stream_with(redis, stream, group, 3)
+        completions = Completions(pool, group, on_settled=lambda _: None)
+        completions.more_coming = lambda: more_coming
+        for message_id in ids:
+            completions.complete(stream, message_id)
+        assert await completions.drain(timeout_s=5)
+        pending = await redis.xpending(stream, group)
+        await redis.delete(stream)
+        await completions.aclose()
+    await pool.aclose()
+    assert pending["pending"] == 0
+    assert completions.round_trips == round_trips
