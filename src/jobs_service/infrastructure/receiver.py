@@ -16,8 +16,8 @@ result and acknowledges in two more Redis round trips. This receiver:
 - frees the slot as soon as the task function returns, so the next message starts
   before this one's bookkeeping;
 - saves the result and acknowledges *after* the task and its middlewares ran, batched
-  with the other messages that finish within 5 ms while more are running, at once
-  when none are (:mod:`~jobs_service.infrastructure.completions`).
+  with the other messages that finish within 5 ms while more are running, 1 ms when
+  none are (:mod:`~jobs_service.infrastructure.completions`).
 
 Semantics kept from TaskIQ: unparsable messages are acknowledged and skipped; the
 ``ack_type`` label (when received / executed / saved); ``NoResultError``; ``on_error`` /

@@ -94,20 +94,23 @@ async def test_an_unreachable_redis_keeps_retrying_until_the_drain_gives_up() ->
     assert settled == ["1-0"]  # given up at the drain: released, so it is re-delivered
 
 
-@pytest.mark.parametrize(("more_coming", "round_trips"), [(True, 1), (False, 3)])
-async def test_a_completion_waits_for_company_only_while_more_are_coming(
+@pytest.mark.parametrize(("more_coming", "round_trips"), [(True, 1), (False, 2)])
+async def test_a_batch_waits_longer_for_company_while_more_messages_are_coming(
     redis_prefix: str, more_coming: bool, round_trips: int
 ) -> None:
-    """Three messages finished together share a call while the worker has others in
-    flight; with nothing else in flight each goes at once, without the window."""
+    """Two messages finished 0.1 s apart: while more are coming the first waits for the
+    second (a long window here), otherwise its short window has ended and it went alone."""
     stream, group = f"{redis_prefix}-{uuid.uuid4().hex[:6]}:company", "workers"
     pool = ConnectionPool.from_url(redis_url())
     async with Redis(connection_pool=pool) as redis:
-        ids = await _stream_with(redis, stream, group, 3)
-        completions = Completions(pool, group, on_settled=lambda _: None)
+        first, second = await _stream_with(redis, stream, group, 2)
+        completions = Completions(
+            pool, group, on_settled=lambda _: None, window_s=0.001, busy_window_s=30
+        )
         completions.more_coming = lambda: more_coming
-        for message_id in ids:
-            completions.complete(stream, message_id)
+        completions.complete(stream, first)
+        await asyncio.sleep(0.1)  # timers fire in order: the 1 ms window ends first
+        completions.complete(stream, second)
         assert await completions.drain(timeout_s=5)
         pending = await redis.xpending(stream, group)
         await redis.delete(stream)
