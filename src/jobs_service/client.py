@@ -282,12 +282,8 @@ class JobsClient:
     async def _record_sent(writer: QueuedRunWriter, requests: Sequence[RunRequest]) -> None:
         """Write the ``queued`` rows of runs already sent. A failure is logged, not
         raised: the runs are queued, and the worker that runs each writes its row."""
-        rows = [request.queued_row() for request in requests]
         try:
-            if len(rows) == 1:
-                await writer.record(rows[0])
-            else:
-                await writer.record_many(rows)
+            await writer.record_many([request.queued_row() for request in requests])
         except Exception as exc:  # noqa: BLE001 - the runs are queued; their rows come later
             _log.warning(
                 "queued-row-deferred",
@@ -310,10 +306,8 @@ class JobsClient:
         return True
 
     async def _record_many(self, requests: Sequence[RunRequest]) -> None:
-        """Insert the ``queued`` rows of keyless runs (one statement)."""
-        if self._queued_runs is not None:
-            await self._queued_runs.record_many([r.queued_row() for r in requests])
-            return
+        """Insert the ``queued`` rows of keyless runs in one transaction (SQLite: on
+        PostgreSQL they follow their send, see :meth:`_record_sent`)."""
         async with self._database.engine.begin() as connection:
             await runs.insert_queued_runs(connection, [r.queued_row() for r in requests])
 

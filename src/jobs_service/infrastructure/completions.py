@@ -92,7 +92,7 @@ class Completions:
         #: Whether other messages will finish soon (the worker's receiver sets it);
         #: unset, never: every batch has the short window.
         self.more_coming: Callable[[], bool] = more_coming or _never
-        self._windows = (window_s, busy_window_s)
+        self._window_s, self._busy_window_s = window_s, busy_window_s
         self._pending: list[_Item] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
@@ -140,7 +140,7 @@ class Completions:
         if len(self._pending) >= self._max_batch:
             self._start_flush()
         elif self._timer is None:
-            window = self._windows[self.more_coming()]
+            window = self._busy_window_s if self.more_coming() else self._window_s
             self._timer = asyncio.get_running_loop().call_later(window, self._start_flush)
 
     def _start_flush(self) -> None:

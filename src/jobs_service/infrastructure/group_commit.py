@@ -61,10 +61,8 @@ class GroupCommit(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """Wait until ``item`` is written with its batch; its result, or the batch's error."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        self._start_writer()
-        return await future
+        [result] = await self.submit_many([item])
+        return result
 
     async def submit_many(self, items: Sequence[T]) -> list[R]:
         """:meth:`submit` for several items at once: a future each, not a task each.
@@ -75,13 +73,13 @@ class GroupCommit(Generic[T, R]):
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = [loop.create_future() for _ in items]
         self._waiting.extend(zip(items, futures, strict=True))
-        if futures:
-            self._start_writer()
-        return list(await asyncio.gather(*futures))
-
-    def _start_writer(self) -> None:
+        if not futures:
+            return []
         if len(self._writers) < self._max_writers:
             self._writers.add(asyncio.create_task(self._write_all(), name="group-commit"))
+        if len(futures) == 1:  # a lone submit (the hot path) without gather's wrapper
+            return [await futures[0]]
+        return list(await asyncio.gather(*futures))
 
     async def _write_all(self) -> None:
         try:
