@@ -49,6 +49,7 @@ from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.execution import TaskPlan
 from jobs_service.infrastructure.redis_broker import Delivery, StreamBroker
 from jobs_service.infrastructure.results import PipelinedResultBackend
+from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.infrastructure.unknown_tasks import settle_unknown_task
 from jobs_service.infrastructure.wire import STORE_RESULT_LABEL, decode_message, parse_labels
 
@@ -123,6 +124,9 @@ class JobsReceiver(Receiver):
         if self.run_startup:
             await broker.startup()
         broker.completions.more_coming = self._more_coming
+        runtime = getattr(broker.state, "runtime", None)
+        if isinstance(runtime, Runtime):  # its recorder flushes in the lulls between runs
+            runtime.recorder.more_coming = self._more_coming
         _log.info("worker-listening", concurrency=self._limit, prefetch=self._prefetch)
         reader = asyncio.create_task(self._read_loop(broker), name="jobs-reader")
         stop = asyncio.create_task(finish_event.wait())

@@ -17,6 +17,12 @@ PostgreSQL is one statement in autocommit, sent on the driver's own connection: 
 worker's CPU per flush is a third of what SQLAlchemy and a transaction's BEGIN and
 COMMIT took, and the message of a run that arrives meanwhile waits that much less.
 
+Within its interval a flush also picks its moment. In a worker (where the receiver sets
+``more_coming``) the second half of the interval ends at the first run that finishes
+with nothing else in hand: the worker is between runs, so the database's share of the
+cores goes to the flush while no run is being started. Only if no such moment comes
+does the timer end it, as before; a busy worker flushes on its timer.
+
 Coalescing keeps only a run's latest state, so the end of each attempt is also kept on
 its own, once per (run, attempt), and written to ``run_attempts`` in the same
 transaction as the runs: a retried run that fails and restarts within one window still
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +91,11 @@ class RunRecorder:
         self._log = get_logger("jobs_service.run_recorder")
         self.written = 0
         self._writing = 0  # flushes under way (their events left the buffer)
+        #: Whether the worker has other runs in hand besides the one finishing (its
+        #: receiver sets it); unset, a flush waits for its timer alone.
+        self.more_coming: Callable[[], bool] | None = None
+        self._awaiting_lull = False  # the second half of an interval: flush at a lull
+        self._loop_thread: int | None = None
 
     @property
     def pending(self) -> int:
@@ -114,11 +126,25 @@ class RunRecorder:
             self._attempts.setdefault((event.run_id, event.attempt), event.attempt_row())
         if len(self._pending) >= self._batch_size:
             self._wake.set()
+        elif self._awaiting_lull and event.is_finish and self._at_lull():
+            self._awaiting_lull = False
+            self._wake.set()
+
+    def _at_lull(self) -> bool:
+        """Whether the worker holds no other run now (asked on the loop's own thread
+        only: elsewhere the wake-up would not reach the loop)."""
+        more_coming = self.more_coming
+        return (
+            more_coming is not None
+            and threading.get_ident() == self._loop_thread
+            and not more_coming()
+        )
 
     async def start(self) -> None:
         """Start the background flusher (idempotent)."""
         if self._task is None:
             self._stopping = False
+            self._loop_thread = threading.get_ident()
             self._task = asyncio.create_task(self._run(), name="run-recorder")
 
     async def stop(self) -> None:
@@ -230,8 +256,10 @@ class RunRecorder:
     async def _run(self) -> None:
         backoff = self._interval
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            if backoff == self._interval and self.more_coming is not None:
+                await self._wait_for_lull(backoff)
+            else:
+                await self._wait(backoff)
             self._wake.clear()
             try:
                 flushed = await self.flush()
@@ -247,6 +275,22 @@ class RunRecorder:
             else:
                 busy = flushed >= _BUSY_FLUSH
                 backoff = self._interval * (_BUSY_STRETCH if busy else 1)
+
+    async def _wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
+
+    async def _wait_for_lull(self, interval_s: float) -> None:
+        """Wait half the interval, then until a run ends with nothing else in hand
+        (see the module docstring), the interval's end at the latest."""
+        await self._wait(interval_s / 2)
+        if self._wake.is_set():
+            return
+        self._awaiting_lull = True
+        try:
+            await self._wait(interval_s / 2)
+        finally:
+            self._awaiting_lull = False
 
 
 def _attempts_of(events: list[RunEvent], attempts: _Attempts) -> _Attempts:

@@ -130,6 +130,55 @@ async def test_after_a_big_flush_the_next_one_waits_longer(database: Database) -
     assert min(waits) < 4.5 * interval
 
 
+async def test_a_flush_waits_for_a_lull_between_runs_in_its_second_half(
+    database: Database,
+) -> None:
+    """In a worker, a flush comes at the first run that ends with nothing else in hand
+    once half the interval has passed: not earlier, not while other runs are in hand,
+    and not as late as the timer."""
+    interval = 2.0
+    in_hand = [False]
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=interval)
+    recorder.more_coming = lambda: in_hand[0]
+    await recorder.start()
+    began = time.perf_counter()
+
+    recorder.record(event(new_run_id(), "succeeded", finished=True))  # a lull, first half
+    await asyncio.sleep(0.5)
+    assert recorder.written == 0
+
+    await asyncio.sleep(1.2 - (time.perf_counter() - began))
+    in_hand[0] = True
+    recorder.record(event(new_run_id(), "succeeded", finished=True))  # others in hand
+    await asyncio.sleep(0.3)
+    assert recorder.written == 0
+
+    in_hand[0] = False
+    lull = time.perf_counter()
+    recorder.record(event(new_run_id(), "succeeded", finished=True))
+    while recorder.written < 3:  # polled: wait_flushed would force a flush
+        assert time.perf_counter() - lull < 5
+        await asyncio.sleep(0.005)
+    await recorder.stop()
+    assert time.perf_counter() - lull < 0.3
+    assert time.perf_counter() - began < interval
+
+
+async def test_without_a_lull_the_timer_ends_the_interval(database: Database) -> None:
+    """A worker that always has other runs in hand flushes on its timer all the same."""
+    interval = 0.2
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=interval)
+    recorder.more_coming = lambda: True
+    await recorder.start()
+    began = time.perf_counter()
+    recorder.record(event(new_run_id(), "succeeded", finished=True))
+    while recorder.written < 1:
+        assert time.perf_counter() - began < 5
+        await asyncio.sleep(0.005)
+    await recorder.stop()
+    assert time.perf_counter() - began >= interval * 0.9
+
+
 async def test_a_stale_attempt_never_overwrites_a_newer_one(database: Database) -> None:
     """Attempt 2's state survives a late event of attempt 1."""
     recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
