@@ -249,3 +249,34 @@ async def test_a_message_labelled_store_result_false_leaves_no_result(
     assert await broker.result_backend.is_result_ready(stored.task_id)
     assert not await broker.result_backend.is_result_ready(unstored.task_id)
     assert await _pending(broker) == 0
+
+
+async def test_a_run_starts_before_the_next_read_goes_out(broker: StreamBroker) -> None:
+    """The runs of a batch take their first step before the worker sends its next read:
+    a read sent first (a socket write that wakes Redis) would hold their start back."""
+    events: list[str] = []
+    done = asyncio.Event()
+    receiver = JobsReceiver(broker, max_async_tasks=10, max_prefetch=0)
+    read = broker.read
+
+    async def noting_read(count: int) -> list[Any]:
+        events.append("read sent")
+        batch = await read(count)
+        if batch:
+            events.append(f"read {len(batch)}")
+        return batch
+
+    broker.read = noting_read  # type: ignore[method-assign]
+
+    @broker.task(task_name="note_start")
+    async def note_start(n: int) -> None:
+        events.append(f"start {n}")
+        if n == 2:
+            done.set()
+
+    for n in range(3):
+        await note_start.kiq(n)
+    await _listen_until(receiver, done)
+
+    delivered = events.index("read 3")  # all three came in one read
+    assert events[delivered + 1 : delivered + 5] == ["start 0", "start 1", "start 2", "read sent"]
