@@ -569,13 +569,16 @@ class JobsClient:
         if not claimed:  # another operator retried it first
             now = await self._existing(run_id)
             raise RunStateError(run_id, now.status, "retried", RETRYABLE_STATUSES)
+        # The run as this retry queued it, read before it is sent: once sent, a worker
+        # may start it, and even end it, before a read after the send comes back.
+        queued = await self._existing(run_id)
         try:
             await self.send([request], wire)
         except EnqueueError:
             async with self._database.engine.begin() as connection:
                 await runs.restore_finished(connection, run)
             raise
-        return await self._existing(run_id)
+        return queued
 
     async def cancel(self, run_id: str, *, by: str) -> JobRun:
         """Cancel a queued, retrying or running run on behalf of ``by``.

@@ -11,6 +11,7 @@ import pytest
 from taskiq import InMemoryBroker
 
 from jobs_service.broker import broker
+from jobs_service.client import JobsClient
 from jobs_service.gateway import create_app
 from jobs_service.infrastructure.repositories import runs
 from tests.conftest import serve_app
@@ -178,6 +179,38 @@ async def test_a_dead_run_is_retried_as_its_next_attempt_with_every_attempt_list
         (4, "dead"),
     ]
     assert all(a["error"]["type"] == "RetryLater" for a in final["attempts"])
+
+
+async def test_a_retry_answers_with_the_run_as_it_queued_it_however_fast_a_worker_is(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer to POST /retry is the run queued by that retry, even when a worker has
+    run (and ended) the new attempt before the send returned."""
+    app = create_app(_settings(make_settings), broker=broker, embedded=True, scheduler=False)
+    send = JobsClient.send
+
+    async def send_then_let_it_run(self: JobsClient, *args: Any, **kwargs: Any) -> None:
+        await send(self, *args, **kwargs)
+        await broker.wait_all()  # type: ignore[attr-defined]
+        await app.state.runtime.recorder.wait_flushed()
+
+    async with serve_app(app) as client:
+        submitted = await client.post(
+            "/v1/tasks/fail_until_attempt", json={"kwargs": {"succeed_at": 99}}, headers=_auth()
+        )
+        run_id = submitted.json()["run_id"]
+        await _until(client, run_id, ("dead",))
+        await _settled(app, client, run_id)
+        monkeypatch.setattr(JobsClient, "send", send_then_let_it_run)
+        retried = await client.post(f"/v1/runs/{run_id}/retry", headers=_auth())
+        monkeypatch.undo()
+        final = await _settled(app, client, run_id)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "queued"
+    assert retried.json()["attempt"] == 3  # the attempt number moves when a worker starts it
+    assert [a["attempt"] for a in retried.json()["attempts"]] == [1, 2, 3]
+    assert final["status"] == "dead"
+    assert final["attempt"] == 4
 
 
 async def test_a_retry_after_a_cancel_runs_and_succeeds(

@@ -179,11 +179,13 @@ async def retry_run(
     async with request.app.state.runtime.database.sessions() as session:
         found = await _find(session, run_id)
     try:
-        await client.retry(found.run_id)
+        queued = await client.retry(found.run_id)
     except (RunNotFoundError, RunStateError) as exc:
         raise _problem(exc) from None
+    # The run as this retry queued it: a worker may already have run the new attempt,
+    # which GET /v1/runs/{run_id} shows.
     async with request.app.state.runtime.database.sessions() as session:
-        return await _detail(session, await _find(session, found.run_id))
+        return await _detail(session, queued, attempts_up_to=queued.attempt)
 
 
 @router.post(
@@ -233,10 +235,15 @@ async def _find(session: AsyncSession, run_id: str) -> JobRun:
     return row
 
 
-async def _detail(session: AsyncSession, row: JobRun) -> RunDetailOut:
+async def _detail(
+    session: AsyncSession, row: JobRun, *, attempts_up_to: int | None = None
+) -> RunDetailOut:
+    attempts = await runs.list_attempts(session, row)
+    if attempts_up_to is not None:
+        attempts = [attempt for attempt in attempts if attempt.attempt <= attempts_up_to]
     return RunDetailOut.of(
         row,
-        attempts=await runs.list_attempts(session, row),
+        attempts=attempts,
         deliveries=await deliveries.list_for_run(session, [row.run_id]),
     )
 
