@@ -280,3 +280,27 @@ async def test_a_run_starts_before_the_next_read_goes_out(broker: StreamBroker) 
 
     delivered = events.index("read 3")  # all three came in one read
     assert events[delivered + 1 : delivered + 5] == ["start 0", "start 1", "start 2", "read sent"]
+
+
+async def test_a_worker_stops_even_when_a_read_swallows_its_cancellation(
+    broker: StreamBroker,
+) -> None:
+    """redis-py can lose the cancellation of a blocking read answered at that moment
+    (redis/redis-py#2028): the reader must end all the same once the worker stops."""
+    read = broker.read
+    swallowed: list[int] = []
+
+    async def swallowing_read(count: int) -> list[Any]:
+        try:
+            return await read(count)
+        except asyncio.CancelledError:
+            swallowed.append(count)
+            return []  # the cancellation is lost, as in that race
+
+    broker.read = swallowing_read  # type: ignore[method-assign]
+    finish = asyncio.Event()
+    listening = asyncio.create_task(JobsReceiver(broker, max_async_tasks=2).listen(finish))
+    await asyncio.sleep(0.3)  # reading, blocked on the empty stream
+    finish.set()
+    await asyncio.wait_for(listening, timeout=5)
+    assert swallowed  # the cancellation did reach the read, and was lost there
