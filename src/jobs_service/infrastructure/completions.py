@@ -10,9 +10,9 @@ A batch is sent when ``max_batch`` messages wait, or when its window ends: 5 ms 
 more messages are coming (``more_coming``: the worker has others running or waiting for
 a slot when the batch's first one finishes), 1 ms otherwise. A busy worker so makes a
 few large calls (W3: twelve messages a call, where a 1 ms window made four: a third of
-the round trips). An idle one keeps the 1 ms window rather than sending at once: sending
-at once looked worse for W2's tail (Jobs' p99 3.7-7.2 against 2.3-5.3 ms in five
-alternating pairs).
+the round trips). An idle one keeps the 1 ms window: sending at once looked worse for
+W2's tail on a slow machine, and made no difference on a fast one (see the performance
+page).
 
 The worker does not wait for the confirmation before it starts its next message; the
 message stays *held* (its lease renewed, see ``stream_upkeep``) until Redis confirmed

@@ -63,8 +63,6 @@ __all__ = ["JobsReceiver"]
 _log = get_logger("jobs_service.worker")
 _SHUTDOWN_FLUSH_S = 10.0
 _MAX_READ = 500
-#: How long a stopping worker waits for its reader before cancelling it again.
-_RECANCEL_S = 0.2
 
 
 class _Hook:
@@ -137,8 +135,8 @@ class JobsReceiver(Receiver):
             await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._stopping.set()
+            reader.cancel()
             stop.cancel()
-            await _cancel_until_done(reader)
             await asyncio.gather(reader, stop, return_exceptions=True)
             # Read but not started: stop renewing them; another worker takes them.
             while self._waiting:
@@ -156,8 +154,6 @@ class JobsReceiver(Receiver):
     async def _read_loop(self, broker: StreamBroker) -> None:
         limit = self._limit
         while self.max_tasks_to_execute is None or self._started < self.max_tasks_to_execute:
-            if self._stopping.is_set():
-                return
             if limit is None:
                 room = max(self._prefetch, broker.count or 10)
             else:
@@ -172,7 +168,10 @@ class JobsReceiver(Receiver):
                 continue
             batch = await broker.read(min(room, broker.count or _MAX_READ))
             self._waiting.extend(batch)
-            if self._stopping.is_set():  # a read that outlived its cancellation: handed back
+            # redis-py can lose the cancellation of a blocking read answered at that very
+            # moment (redis/redis-py#2028): the read returns instead, and its messages
+            # are handed back with the others read but not started.
+            if self._stopping.is_set():
                 return
             self._start_waiting()
             # Let the runs just started take their first step before the next read goes
@@ -389,12 +388,3 @@ async def _call(hook: _Hook, *args: Any) -> None:
     returned = hook.call(*args)
     if hook.is_async or (returned is not None and inspect.isawaitable(returned)):
         await returned
-
-
-async def _cancel_until_done(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` until it has ended. redis-py can lose the cancellation of a
-    blocking read answered at that very moment (redis/redis-py#2028); the reader then
-    sees ``_stopping`` when that read returns, and a repeated cancel reaches it sooner."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=_RECANCEL_S)
