@@ -109,7 +109,7 @@ def test_two_replicas_fire_each_interval_and_cron_time_exactly_once(
         time.sleep(3)
         after_failover = len(_runs(url, interval["id"]))
         paused = _api(url, "PATCH", f"/v1/schedules/{interval['id']}", json={"enabled": False})
-        time.sleep(2.5)  # the pause reaches the replica within its 1 s refresh
+        time.sleep(2.5)  # the pause reaches the replica at its next tick
         settled = _runs(url, interval["id"])
         time.sleep(2)
         after_pause = _runs(url, interval["id"])

@@ -37,16 +37,10 @@ class Harness:
         self.database: Database = app.state.runtime.database
         self.service = ScheduleService(self.database, app.state.client)
 
-    def dispatcher(
-        self, replica: str = "replica-1", grace_s: float = 5.0, refresh_s: float = 0
-    ) -> FireDispatcher:
-        """A dispatcher (by default re-reading schedules on every tick)."""
+    def dispatcher(self, replica: str = "replica-1", grace_s: float = 5.0) -> FireDispatcher:
+        """A dispatcher as a scheduler process makes one."""
         return FireDispatcher(
-            self.database,
-            self.app.state.client,
-            replica=replica,
-            refresh_s=refresh_s,
-            grace_s=grace_s,
+            self.database, self.app.state.client, replica=replica, grace_s=grace_s
         )
 
     async def create(self, **fields: Any) -> Schedule:

@@ -6,23 +6,20 @@ Every tick (once a second, on the second) a replica:
    that made them died, or the broker refused or answered ambiguously). The same run id
    is sent again, so a fire is neither lost nor claimed twice;
 2. starts buffered fires (``buffer_one``) whose schedule has no active run any more;
-3. takes the schedules its copy says are due and, in one transaction, re-reads them (a
-   schedule deleted, paused or re-timed a moment ago is seen as it is now), decides the
-   fire (fires older than ``max(catchup_window_s, grace_s)`` are *missed*; of the rest
-   only the newest runs, *coalesced*), applies the overlap policy, claims the fire by
-   inserting ``(schedule_id, fire_time)`` into ``schedule_fires`` together with the
-   run's ``queued`` row, and moves ``next_fire_at`` on. The unique key makes a fire that
-   another replica (or an earlier life of this one) claimed a no-op; rows are touched in
-   schedule-id order so concurrent replicas cannot deadlock;
-4. sends the won runs in one pipelined round trip and marks their claims sent;
-5. re-reads its copy of the schedules if it is older than ``refresh_s`` — whatever
-   happened above, so one bad tick cannot leave a replica working from a stale copy.
+3. in one transaction, reads the schedules that are due now (one indexed query, so a
+   schedule created, paused or re-timed a moment ago is seen as it is now; a copy kept
+   between ticks would let a fire due soon after an API change wait for the copy's next
+   refresh), decides the fire (fires older than ``max(catchup_window_s, grace_s)`` are
+   *missed*; of the rest only the newest runs, *coalesced*), applies the overlap policy,
+   claims the fire by inserting ``(schedule_id, fire_time)`` into ``schedule_fires``
+   together with the run's ``queued`` row, and moves ``next_fire_at`` on. The unique
+   key makes a fire that another replica (or an earlier life of this one) claimed a
+   no-op; rows are touched in schedule-id order so concurrent replicas cannot deadlock;
+4. sends the won runs in one pipelined round trip and marks their claims sent.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -88,45 +85,21 @@ class FireDispatcher:
         client: JobsClient,
         *,
         replica: str,
-        refresh_s: float = 1.0,
         grace_s: float = 5.0,
     ) -> None:
         self._database = database
         self._client = client
         self._replica = replica
-        self._refresh_s = refresh_s
         self._grace_s = grace_s
-        self._schedules: list[Schedule] = []
-        self._loaded_at = -math.inf
         self._sent_at = datetime.now(UTC)  # when the last batch reached the broker
-
-    async def refresh(self) -> None:
-        """Re-read the schedules (enabled or paused, not finished)."""
-        async with self._database.sessions() as session:
-            self._schedules = await repo.enabled_schedules(session)
-        self._loaded_at = time.monotonic()
 
     async def tick(self, now: datetime | None = None) -> TickReport:
         """Fire whatever is due at ``now`` (default: the current time)."""
         now = now or datetime.now(UTC)
         report = TickReport()
-        try:
-            if self._loaded_at == -math.inf or self._refresh_s == 0:
-                await self.refresh()
-            await self._resend_unsent(now, report)
-            if any(s.overlap == "buffer_one" for s in self._schedules):
-                await self._release_buffered(now, report)
-            horizon = now + _LOOKAHEAD
-            due = [
-                s.id
-                for s in self._schedules
-                if s.next_fire_at is not None and s.next_fire_at <= horizon
-            ]
-            if due:
-                await self._fire(due, now, horizon, report)
-        finally:
-            if time.monotonic() - self._loaded_at >= self._refresh_s:
-                await self.refresh()
+        await self._resend_unsent(now, report)
+        await self._release_buffered(now, report)
+        await self._fire(now, now + _LOOKAHEAD, report)
         return report
 
     # -- deciding -----------------------------------------------------------------------
@@ -223,16 +196,12 @@ class FireDispatcher:
 
     # -- firing -------------------------------------------------------------------------
 
-    async def _fire(
-        self, due_ids: list[int], now: datetime, horizon: datetime, report: TickReport
-    ) -> None:
+    async def _fire(self, now: datetime, horizon: datetime, report: TickReport) -> None:
         async with self._database.sessions.begin() as session:
-            fresh = await repo.schedules_by_ids(session, sorted(due_ids))
-            decisions = [
-                self._decide(s, horizon)
-                for s in fresh
-                if s.next_fire_at is not None and s.next_fire_at <= horizon
-            ]
+            due = await repo.due_schedules(session, horizon)
+            if not due:
+                return
+            decisions = [self._decide(s, horizon) for s in due]
             connection = await session.connection()
             active = await repo.active_run_counts(
                 connection,
@@ -252,7 +221,6 @@ class FireDispatcher:
             sent = [requests[key] for key in sorted(won) if key in requests]
             await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])
             await self._advance(connection, decisions, won, now)
-        self._remember(fresh)
         if not await self._send(sent, now):
             requests = {}  # claimed, in the outbox: reported when re-sent
         self._report(decisions, claims=claims, won=won, requests=requests, report=report)
@@ -297,15 +265,6 @@ class FireDispatcher:
             )
         )
         await connection.execute(stmt, rows)
-        for decision in decisions:  # the copy matches what was written until next refresh
-            decision.schedule.next_fire_at = decision.next_fire_at
-            if decision.next_fire_at is None:
-                decision.schedule.enabled = False
-                decision.schedule.finished_at = now
-
-    def _remember(self, fresh: list[Schedule]) -> None:
-        by_id = {schedule.id: schedule for schedule in fresh}
-        self._schedules = [by_id.get(s.id, s) for s in self._schedules]
 
     async def _send(self, requests: list[RunRequest], now: datetime) -> bool:
         """Send and mark sent; on failure the claims stay in the outbox."""
@@ -351,14 +310,18 @@ class FireDispatcher:
     async def _release_buffered(self, now: datetime, report: TickReport) -> None:
         """Start waiting fires, oldest first, once their schedule's run has ended; drop
         those whose schedule was paused or no longer buffers."""
-        schedules = {s.id: s for s in self._schedules}
         sent: list[RunRequest] = []
         started: list[str] = []  # schedule names of `sent`, counted once committed
         dropped: list[tuple[str, str]] = []  # (schedule name, reason), likewise
-        async with self._database.engine.begin() as connection:
+        async with self._database.sessions.begin() as session:
+            connection = await session.connection()
             fires = await repo.buffered_fires(connection)
             if not fires:
                 return
+            schedules = {
+                s.id: s
+                for s in await repo.schedules_by_ids(session, [f.schedule_id for f in fires])
+            }
             active = await repo.active_run_counts(connection, [fire.schedule_id for fire in fires])
             for fire in fires:
                 schedule = schedules.get(fire.schedule_id)

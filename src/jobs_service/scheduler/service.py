@@ -2,8 +2,8 @@
 
 Label schedules belong to the code: operators may pause and resume them, never edit or
 delete them (a 409 says so). Resuming computes the next fire from now, so a long pause
-does not replay what it skipped. Any change is picked up by every scheduler replica
-within its refresh interval (1 s) because replicas re-read enabled schedules each tick.
+does not replay what it skipped. Every scheduler replica sees a change at its next tick,
+because each tick reads the due schedules from the database.
 """
 
 from __future__ import annotations
