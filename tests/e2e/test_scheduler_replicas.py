@@ -50,6 +50,13 @@ def _runs(url: str, schedule_id: int) -> list[dict[str, Any]]:
     return _api(url, "GET", f"/v1/runs?schedule_id={schedule_id}&limit=500").json()["items"]
 
 
+def _wait_for_line(log: Path, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, f"{log.name} never logged {text}"
+        time.sleep(0.1)
+
+
 def test_two_replicas_fire_each_interval_and_cron_time_exactly_once(
     env: dict[str, str],
     tmp_path: Path,
@@ -76,6 +83,11 @@ def test_two_replicas_fire_each_interval_and_cron_time_exactly_once(
         replica_one = contextlib.ExitStack()
         replica_one.enter_context(started("scheduler", env=env, log=logs["one"]))
         wait_for_http(f"{url}/ready", process=api, log=logs["api"])
+        _wait_for_line(logs["one"], '"scheduler-started"')
+        _wait_for_line(logs["two"], '"scheduler-started"')
+        # Create both 0.8 s before a minute: the cron's first fire is due at the very next
+        # tick, so a replica that has not seen the new schedule yet would fire it late.
+        time.sleep((59.2 - time.time() % 60) % 60)
         interval = _api(
             url,
             "POST",
