@@ -59,9 +59,30 @@ class RunContext:
     #: outside a worker, where a report only updates ``progress``.
     progress_sink: ProgressSink | None = None
 
+    #: When the task function returned (:meth:`end`); None while it runs.
+    ended_monotonic: float | None = None
+    finished_at: datetime | None = None
+
+    def end(self) -> None:
+        """Stamp the moment the task function returned (the first call counts).
+
+        A worker frees the slot first and runs the attempt's bookkeeping after the next
+        run's start (and whatever else is ready on its loop), so a duration read in the
+        bookkeeping would count other runs' work: on a busy worker about half a
+        millisecond a run, and as much as a whole CPU-bound start of another run.
+        """
+        if self.ended_monotonic is None:
+            self.ended_monotonic = time.monotonic()
+            self.finished_at = datetime.now(UTC)
+
+    def elapsed_s(self) -> float:
+        """Seconds the attempt has run: until :meth:`end`, or until now before it."""
+        end = self.ended_monotonic if self.ended_monotonic is not None else time.monotonic()
+        return end - self.started_monotonic
+
     def elapsed_ms(self) -> int:
-        """Milliseconds since the attempt started."""
-        return int((time.monotonic() - self.started_monotonic) * 1000)
+        """:meth:`elapsed_s` in whole milliseconds."""
+        return int(self.elapsed_s() * 1000)
 
     def record_progress(self, progress: Progress) -> None:
         """Keep ``progress`` as this attempt's latest and hand it to the sink."""

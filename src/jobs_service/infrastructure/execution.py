@@ -28,6 +28,7 @@ from taskiq_dependencies.ctx import AsyncResolveContext
 
 from jobs_service.core.errors import JobsError
 from jobs_service.core.logging import get_logger
+from jobs_service.core.run_context import current_run
 from jobs_service.infrastructure.wire import new_result
 
 if TYPE_CHECKING:
@@ -167,6 +168,9 @@ class TaskPlan:
                     exc_info=exc,
                 )
         elapsed = time.time() - started
+        run = current_run()
+        if run is not None:
+            run.end()
         if resolver is not None:
             if found is not None and propagate_exceptions:
                 await resolver.close(type(found), found, found.__traceback__)

@@ -14,7 +14,6 @@ Prometheus's multiprocess mode, which worker processes use: see
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
@@ -68,7 +67,7 @@ class RunMetricsMiddleware(TaskiqMiddleware):
         duration = self._durations.get(run.task)
         if duration is None:
             duration = self._durations[run.task] = RUN_DURATION.labels(run.task)
-        duration.observe(time.monotonic() - run.started_monotonic)
+        duration.observe(run.elapsed_s())
         if status in _ALSO:  # a string's hash is cached: a successful run pays ~30 ns
             self._count_also(run.task, status)
 

@@ -78,7 +78,7 @@ class RunRecordingMiddleware(TaskiqMiddleware):
         try:
             runtime = runtime_of(self.broker)
             event = self._event(run, outcome.status, runtime.worker_name)
-            event.finished_at = datetime.now(UTC)
+            event.finished_at = run.finished_at or datetime.now(UTC)
             event.duration_ms = run.elapsed_ms()
             event.summary = outcome.summary
             event.error = outcome.error

@@ -4,6 +4,7 @@ acknowledgement after the task ran, results stored with it, TaskIQ's hook order.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +13,11 @@ from redis.asyncio import Redis
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.serializers import ORJSONSerializer
 
+from jobs_service.core.run_context import current_run
 from jobs_service.infrastructure.receiver import JobsReceiver
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.results import PipelinedResultBackend
+from jobs_service.middlewares.run_context import RunContextMiddleware
 from tests.support.services import redis_url
 
 if TYPE_CHECKING:
@@ -304,3 +307,49 @@ async def test_a_worker_stops_even_when_a_read_swallows_its_cancellation(
     finish.set()
     await asyncio.wait_for(listening, timeout=5)
     assert swallowed  # the cancellation did reach the read, and was lost there
+
+
+class _Durations(TaskiqMiddleware):
+    """Notes, in post_execute, each run's duration and end as its context has them."""
+
+    def __init__(self, seen: dict[str, tuple[float, float]]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        del result
+        run = current_run()
+        assert run is not None
+        assert run.finished_at is not None
+        ended = (run.finished_at - run.started_at).total_seconds()
+        self.seen[message.task_name] = (run.elapsed_s(), ended)
+
+
+async def test_a_runs_duration_ends_when_its_function_returns_not_at_its_bookkeeping(
+    broker: StreamBroker,
+) -> None:
+    """The slot is freed before the run's bookkeeping, so the next run's start goes
+    first; a start that holds the loop 300 ms must not count in the first run's
+    duration, end time or metrics, all of which are read in the bookkeeping."""
+    seen: dict[str, tuple[float, float]] = {}
+    broker.add_middlewares(RunContextMiddleware(), _Durations(seen))
+    done = asyncio.Event()
+
+    @broker.task(task_name="brief_run")
+    async def brief_run() -> None:
+        await asyncio.sleep(0.02)
+
+    @broker.task(task_name="hold_the_loop")
+    async def hold_the_loop() -> None:
+        time.sleep(0.3)  # noqa: ASYNC251 - blocking on purpose: a CPU-bound start
+        done.set()
+
+    await brief_run.kiq()
+    await hold_the_loop.kiq()
+    await _listen_until(JobsReceiver(broker, max_async_tasks=1, max_prefetch=1), done)
+
+    elapsed, ended = seen["brief_run"]
+    assert 0.02 <= elapsed < 0.2
+    assert 0.02 <= ended < 0.2
+    held, _ = seen["hold_the_loop"]
+    assert held >= 0.3
