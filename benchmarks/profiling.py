@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
-__all__ = ["cpu_seconds", "sampled", "top_functions"]
+__all__ = ["cpu_seconds", "print_profiles", "profile_path", "sampled", "top_functions"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -82,3 +82,22 @@ def top_functions(raw: Path, count: int = 25) -> dict[str, list[tuple[str, float
         ]
         for name, counter in (("self", own), ("total", total))
     }
+
+
+def profile_path(config: Mapping[str, object], name: str) -> Path | None:
+    """Where a child writes the profile ``name`` (``config["profile"]``: the directory
+    given with ``--profile``, or None for no profile)."""
+    directory = config.get("profile")
+    return Path(str(directory)) / f"{name}.raw" if directory else None
+
+
+def print_profiles(directory: str, names: tuple[str, ...], window: str) -> None:
+    """Print the functions running (self) in each profile ``names`` in ``directory``."""
+    for name in names:
+        raw = Path(directory) / f"{name}.raw"
+        if not raw.exists():
+            print(f"no profile {name} (is py-spy installed? `uv sync`)")
+            continue
+        print(f"\n{name}, functions running (self) during {window}:")
+        for frame, percent in top_functions(raw)["self"]:
+            print(f"  {percent:5.1f}%  {frame}")

@@ -53,7 +53,7 @@ from benchmarks.processes import (
     wait_for_counter,
     worker_child,
 )
-from benchmarks.profiling import cpu_seconds, sampled, top_functions
+from benchmarks.profiling import cpu_seconds, print_profiles, profile_path, sampled
 from benchmarks.services import REDIS_URL
 
 __all__ = ["measure"]
@@ -77,7 +77,7 @@ async def _drain_taskiq(config: dict[str, Any]) -> dict[str, float]:
             await warm_taskiq(redis, app, config["in_flight"], runs=WARM_RUNS)
             key = f"{prefix}:counter"
             child = worker_child(worker)
-            with sampled(child, _profile_path(config, "taskiq")):
+            with sampled(child, profile_path(config, "w1-taskiq")):
                 cpu_before = cpu_seconds(child)
                 started = time.perf_counter()
                 await kiq_all(
@@ -96,11 +96,6 @@ async def _drain_taskiq(config: dict[str, Any]) -> dict[str, float]:
         "runs_per_second": runs / elapsed,
         "worker_cpu_us_per_run": cpu * 1e6 / runs,
     }
-
-
-def _profile_path(config: dict[str, Any], contestant: str) -> Path | None:
-    directory = config.get("profile")
-    return Path(directory) / f"w1-{contestant}.raw" if directory else None
 
 
 async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
@@ -122,7 +117,7 @@ async def _drain_jobs(config: dict[str, Any]) -> dict[str, float]:
 
             key = f"{jobs.prefix}:counter"
             child = worker_child(worker)
-            with sampled(child, _profile_path(config, "jobs")):
+            with sampled(child, profile_path(config, "w1-jobs")):
                 cpu_before = cpu_seconds(child)
                 started = time.perf_counter()
                 for offset in range(0, runs, batch):
@@ -322,14 +317,7 @@ def main() -> None:
     print(f"target: Jobs >= {TARGET_RATIO:.1f}x TaskIQ (recorded): {verdict}")
     print(f"wrote {RESULT.relative_to(ROOT)} ({summary['wall_seconds']:.0f} s)")
     if profile:
-        for contestant in ("taskiq", "jobs"):
-            raw = Path(profile) / f"w1-{contestant}.raw"
-            if not raw.exists():
-                print(f"no profile for {contestant} (is py-spy installed? `uv sync`)")
-                continue
-            print(f"\n{contestant} worker, functions running (self) during the last drain:")
-            for frame, percent in top_functions(raw)["self"]:
-                print(f"  {percent:5.1f}%  {frame}")
+        print_profiles(profile, ("w1-taskiq", "w1-jobs"), "the last drain")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from benchmarks.processes import (
     wait_for_counter,
     worker_child,
 )
-from benchmarks.profiling import cpu_seconds
+from benchmarks.profiling import cpu_seconds, print_profiles, profile_path, sampled
 from benchmarks.services import REDIS_URL
 
 __all__ = ["TARGET_FACTOR", "measure"]
@@ -73,12 +73,13 @@ async def _taskiq(config: dict[str, Any]) -> dict[str, float]:
             key = f"{app.PREFIX}:counter"
             kwargs = ({"key": key, "seconds": sleep_s} for _ in range(runs))
             child = worker_child(worker)
-            cpu_before = cpu_seconds(child)
-            started = time.perf_counter()
-            await kiq_all(app.sleep_then_count, kwargs, config["in_flight"])
-            enqueued = time.perf_counter() - started
-            done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
-            cpu = cpu_seconds(child) - cpu_before
+            with sampled(child, profile_path(config, "w3-taskiq")):
+                cpu_before = cpu_seconds(child)
+                started = time.perf_counter()
+                await kiq_all(app.sleep_then_count, kwargs, config["in_flight"])
+                enqueued = time.perf_counter() - started
+                done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
+                cpu = cpu_seconds(child) - cpu_before
         finally:
             stop_process(worker)
             await redis.aclose()
@@ -107,15 +108,16 @@ async def _jobs(config: dict[str, Any]) -> dict[str, float]:
                 await asyncio.sleep(0.05)
             key = f"{jobs.prefix}:counter"
             child = worker_child(worker)
-            cpu_before = cpu_seconds(child)
-            started = time.perf_counter()
-            for offset in range(0, runs, batch):
-                size = min(batch, runs - offset)
-                kwargs = [{"key": key, "seconds": sleep_s}] * size
-                await client.enqueue_many("sleep_then_count", kwargs)
-            enqueued = time.perf_counter() - started
-            done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
-            cpu = cpu_seconds(child) - cpu_before
+            with sampled(child, profile_path(config, "w3-jobs")):
+                cpu_before = cpu_seconds(child)
+                started = time.perf_counter()
+                for offset in range(0, runs, batch):
+                    size = min(batch, runs - offset)
+                    kwargs = [{"key": key, "seconds": sleep_s}] * size
+                    await client.enqueue_many("sleep_then_count", kwargs)
+                enqueued = time.perf_counter() - started
+                done = await wait_for_counter(redis, key, runs, DRAIN_TIMEOUT_S)
+                cpu = cpu_seconds(child) - cpu_before
             while (count := await jobs.succeeded("sleep_then_count") - before) < runs:
                 if time.perf_counter() > done + DRAIN_TIMEOUT_S:
                     msg = f"{count} of {runs} runs recorded succeeded"
@@ -147,10 +149,11 @@ def measure(
     repeat: int = 3,
     in_flight: int = 100,
     batch: int = 1000,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Both contestants, ``repeat`` alternating repetitions; the summary as a dict."""
     ideal = runs / concurrency * sleep_s
-    base = {"runs": runs, "sleep_s": sleep_s, "concurrency": concurrency}
+    base = {"runs": runs, "sleep_s": sleep_s, "concurrency": concurrency, "profile": profile}
     child_timeout = 90 + 2 * DRAIN_TIMEOUT_S
     taskiq: list[dict[str, float]] = []
     jobs: list[dict[str, float]] = []
@@ -206,15 +209,27 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.05, help="seconds each run sleeps")
     parser.add_argument("--concurrency", type=int, default=100, help="worker task slots")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per contestant")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="write py-spy profiles of both workers into DIR"
+    )
     parser.add_argument("--child", choices=sorted(_CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         serve_child(_CHILDREN[args.child])
         return
+    profile = str(Path(args.profile).resolve()) if args.profile else None
+    if profile:
+        Path(profile).mkdir(parents=True, exist_ok=True)
     result = measure(
-        runs=args.runs, sleep_s=args.sleep, concurrency=args.concurrency, repeat=args.repeat
+        runs=args.runs,
+        sleep_s=args.sleep,
+        concurrency=args.concurrency,
+        repeat=args.repeat,
+        profile=profile,
     )
     print(json.dumps(result, indent=2))
+    if profile:
+        print_profiles(profile, ("w3-taskiq", "w3-jobs"), "the last drain")
 
 
 if __name__ == "__main__":
