@@ -1,5 +1,6 @@
 """Where a process's CPU goes during a measured window: its CPU time, and optionally a
-py-spy sampling profile (``uv run python -m benchmarks.w1_baseline --profile DIR``).
+py-spy sampling profile (``uv run python -m benchmarks.w1_baseline --profile DIR``, and
+likewise ``benchmarks.w3_concurrency``).
 
 py-spy (a dev dependency) attaches to the running process by pid, samples its Python
 stacks without slowing it much, and writes one line per distinct stack with a count;

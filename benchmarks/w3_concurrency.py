@@ -18,6 +18,7 @@ Fresh worker per repetition, warmed up before the clock. PASS when the median of
 drain is at most 1.15 x the ideal. Usage:
 
     uv run python -m benchmarks.w3_concurrency --runs 2000 --repeat 3
+    uv run python -m benchmarks.w3_concurrency --profile /tmp/w3   # with py-spy profiles
 """
 
 from __future__ import annotations

@@ -154,23 +154,19 @@ class TaskPlan:
             else:
                 async with asyncio.timeout(float(timeout)):
                     returned = await self._call(message, kwargs, executor)
-        except NoResultError as exc:
-            found = exc
-            _log.warning("result-skipped", task_name=message.task_name, run_id=message.task_id)
         except BaseException as exc:  # noqa: BLE001 - a task's failure is its result
             found = exc
-            if not isinstance(exc, (JobsError, asyncio.CancelledError)):
-                # Our own errors say what went wrong; anything else needs its traceback.
-                _log.warning(
-                    "task-raised",
-                    task_name=message.task_name,
-                    run_id=message.task_id,
-                    exc_info=exc,
-                )
         elapsed = time.time() - started
         run = current_run()
         if run is not None:
-            run.end()
+            run.end()  # before the logging below: formatting a traceback is not the run's
+        if isinstance(found, NoResultError):
+            _log.warning("result-skipped", task_name=message.task_name, run_id=message.task_id)
+        elif found is not None and not isinstance(found, (JobsError, asyncio.CancelledError)):
+            # Our own errors say what went wrong; anything else needs its traceback.
+            _log.warning(
+                "task-raised", task_name=message.task_name, run_id=message.task_id, exc_info=found
+            )
         if resolver is not None:
             if found is not None and propagate_exceptions:
                 await resolver.close(type(found), found, found.__traceback__)

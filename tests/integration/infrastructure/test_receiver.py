@@ -312,9 +312,11 @@ async def test_a_worker_stops_even_when_a_read_swallows_its_cancellation(
 class _Durations(TaskiqMiddleware):
     """Notes, in post_execute, each run's duration and end as its context has them."""
 
-    def __init__(self, seen: dict[str, tuple[float, float]]) -> None:
+    def __init__(self, seen: dict[str, tuple[float, float]], started: list[str]) -> None:
         super().__init__()
         self.seen = seen
+        self.started = started
+        self.started_before_bookkeeping: dict[str, list[str]] = {}
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         del result
@@ -323,6 +325,7 @@ class _Durations(TaskiqMiddleware):
         assert run.finished_at is not None
         ended = (run.finished_at - run.started_at).total_seconds()
         self.seen[message.task_name] = (run.elapsed_s(), ended)
+        self.started_before_bookkeeping[message.task_name] = list(self.started)
 
 
 async def test_a_runs_duration_ends_when_its_function_returns_not_at_its_bookkeeping(
@@ -332,7 +335,9 @@ async def test_a_runs_duration_ends_when_its_function_returns_not_at_its_bookkee
     first; a start that holds the loop 300 ms must not count in the first run's
     duration, end time or metrics, all of which are read in the bookkeeping."""
     seen: dict[str, tuple[float, float]] = {}
-    broker.add_middlewares(RunContextMiddleware(), _Durations(seen))
+    started: list[str] = []
+    durations = _Durations(seen, started)
+    broker.add_middlewares(RunContextMiddleware(), durations)
     done = asyncio.Event()
 
     @broker.task(task_name="brief_run")
@@ -341,6 +346,7 @@ async def test_a_runs_duration_ends_when_its_function_returns_not_at_its_bookkee
 
     @broker.task(task_name="hold_the_loop")
     async def hold_the_loop() -> None:
+        started.append("hold_the_loop")
         time.sleep(0.3)  # noqa: ASYNC251 - blocking on purpose: a CPU-bound start
         done.set()
 
@@ -348,6 +354,8 @@ async def test_a_runs_duration_ends_when_its_function_returns_not_at_its_bookkee
     await hold_the_loop.kiq()
     await _listen_until(JobsReceiver(broker, max_async_tasks=1, max_prefetch=1), done)
 
+    # The case at hand: the next run's start went before the first run's bookkeeping.
+    assert durations.started_before_bookkeeping["brief_run"] == ["hold_the_loop"]
     elapsed, ended = seen["brief_run"]
     assert 0.02 <= elapsed < 0.2
     assert 0.02 <= ended < 0.2

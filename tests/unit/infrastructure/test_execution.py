@@ -4,6 +4,8 @@ dependencies resolved with the broker's overrides, timeouts, sync functions, err
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import pytest
@@ -12,9 +14,13 @@ from taskiq import Context, InMemoryBroker, TaskiqDepends, TaskiqMessage
 from taskiq.acks import AckController
 from taskiq.exceptions import NoResultError
 
+from jobs_service.core.run_context import RunContext, clear_run, set_run
+from jobs_service.infrastructure import execution
 from jobs_service.infrastructure.execution import TaskPlan
 
 pytestmark = pytest.mark.anyio
+
+_NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Point(BaseModel):
@@ -132,3 +138,33 @@ async def test_failures_and_skipped_results_are_results() -> None:
     assert isinstance(failed.error, ValueError)
     skipped = await _run(skipping, _message())
     assert isinstance(skipped.error, NoResultError)
+
+
+async def test_a_failed_runs_end_is_stamped_before_its_traceback_is_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Formatting and writing a traceback is the worker's time, not the run's: a log
+    call that takes 300 ms must not appear in the run's duration."""
+    slow_log_calls: list[str] = []
+
+    def slow_warning(event: str, **_: Any) -> None:
+        slow_log_calls.append(event)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(execution._log, "warning", slow_warning)
+
+    async def failing() -> None:
+        raise ValueError("bad input")
+
+    run = RunContext(
+        run_id="run-1", task="sample", kwargs={}, attempt=1, source="api", queued_at=_NOW
+    )
+    set_run(run)
+    try:
+        failed = await _run(failing, _message())
+    finally:
+        clear_run()
+    assert failed.is_err is True
+    assert slow_log_calls == ["task-raised"]
+    assert run.ended_monotonic is not None
+    assert run.elapsed_s() < 0.2
