@@ -150,25 +150,15 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     shared_broker()
     if settings.scheduler.metrics_port:
         _serve_scheduler_metrics(settings)
-    from taskiq.cli.scheduler.args import SchedulerArgs  # noqa: PLC0415
-    from taskiq.cli.scheduler.run import run_scheduler  # noqa: PLC0415
-
     from jobs_service.infrastructure.heap import settle_heap  # noqa: PLC0415
+    from jobs_service.scheduler.loop import run_scheduler_process  # noqa: PLC0415
+    from jobs_service.scheduler.process import scheduler as jobs_scheduler  # noqa: PLC0415
 
     settle_heap()  # what was imported stays: collections skip it (fire timing)
 
     from jobs_service.cli.context import run_async  # noqa: PLC0415
 
-    run_async(
-        run_scheduler(
-            SchedulerArgs(
-                scheduler="jobs_service.scheduler:scheduler",
-                modules=[],
-                configure_logging=False,
-                skip_first_run=True,
-            )
-        )
-    )
+    run_async(run_scheduler_process(jobs_scheduler))
     return 0
 
 

@@ -305,8 +305,7 @@ async def _sweep_interrupted(runtime: Runtime) -> None:
 
 def _start_scheduler(broker: AsyncBroker) -> asyncio.Task[None]:
     """The scheduler loop inside the embedded process (same broker, same runtime)."""
-    from taskiq.cli.scheduler.run import SchedulerLoop  # noqa: PLC0415 - embedded only
-
+    from jobs_service.scheduler.loop import JobsSchedulerLoop  # noqa: PLC0415 - embedded only
     from jobs_service.scheduler.source import JobsScheduler  # noqa: PLC0415
 
     scheduler = JobsScheduler(broker, manage_broker=False)
@@ -314,7 +313,7 @@ def _start_scheduler(broker: AsyncBroker) -> asyncio.Task[None]:
     async def loop() -> None:
         await scheduler.startup()
         try:
-            await SchedulerLoop(scheduler).run()
+            await JobsSchedulerLoop(scheduler).run()
         finally:
             await scheduler.shutdown()
 

@@ -5,8 +5,10 @@ Rather than hand it every schedule (it re-reads sources only once a minute, chec
 once a minute and has no claims, so replicas would double-fire), the source gives it a
 single one-second *dispatch* entry; :class:`JobsScheduler` answers that entry by running
 :class:`~jobs_service.scheduler.dispatch.FireDispatcher`, which does the real work with
-the database: claims, catch-up, overlap and second-level precision. Both
-``jobsctl scheduler`` and ``taskiq scheduler jobs_service.scheduler:scheduler`` run it.
+the database: claims, catch-up, overlap and second-level precision. ``jobsctl
+scheduler`` runs it on :class:`~jobs_service.scheduler.loop.JobsSchedulerLoop` (a tick at
+every second, even after a stall); ``taskiq scheduler jobs_service.scheduler:scheduler``
+on TaskIQ's own loop.
 """
 
 from __future__ import annotations

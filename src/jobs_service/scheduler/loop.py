@@ -1,0 +1,63 @@
+"""TaskIQ's scheduler loop, with the dispatch entry ready at every turn.
+
+TaskIQ's loop wakes on every whole second and sends an interval entry when
+``round(seconds since its last send) >= round(interval)``. A turn that wakes more than
+half a second late (the event loop held up: a long garbage collection, a slow tick, a
+busy embedded gateway) stamps that send at, say, 12.6 s; the next turn, at 13.0 s, finds
+0.4 s passed, rounds it to 0 and skips the entry, so every fire due in that second is
+enqueued a second late. The dispatch entry is not a schedule but the clock of the
+database schedules, so :class:`JobsSchedulerLoop` makes it ready at every turn. TaskIQ
+still runs one dispatch at a time (a turn that finds the last one running skips it),
+and :class:`~jobs_service.scheduler.source.JobsScheduler` serialises ticks besides.
+
+``jobsctl scheduler`` and the embedded scheduler of ``jobsctl run`` run this loop
+(:func:`run_scheduler_process`). ``taskiq scheduler jobs_service.scheduler:scheduler``
+builds TaskIQ's own loop and keeps its rounding.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskiq.cli.scheduler.run import SchedulerLoop
+
+from jobs_service.scheduler.source import DISPATCH_ID
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from taskiq import ScheduledTask, TaskiqScheduler
+
+__all__ = ["JobsSchedulerLoop", "run_scheduler_process"]
+
+
+class JobsSchedulerLoop(SchedulerLoop):
+    """TaskIQ's loop; the dispatch entry is due at every turn (see the module docstring)."""
+
+    def _is_schedule_ready_to_send(self, task: ScheduledTask, now: datetime) -> bool:
+        if task.schedule_id == DISPATCH_ID:
+            return True
+        return super()._is_schedule_ready_to_send(task=task, now=now)
+
+
+async def run_scheduler_process(scheduler: TaskiqScheduler) -> None:
+    """Start ``scheduler`` and its sources, run :class:`JobsSchedulerLoop` until
+    cancelled, then shut both down: what TaskIQ's ``run_scheduler`` does, on this loop
+    (it builds its own loop class inside)."""
+    scheduler.broker.is_scheduler_process = True
+    started = []
+    try:
+        for source in scheduler.sources:
+            await source.startup()
+            started.append(source)
+        await scheduler.startup()
+    except BaseException:
+        for source in reversed(started):
+            await source.shutdown()
+        raise
+    try:
+        await JobsSchedulerLoop(scheduler).run(skip_first_run=True)
+    finally:
+        await scheduler.shutdown()
+        for source in reversed(started):
+            await source.shutdown()
