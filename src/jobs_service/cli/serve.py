@@ -151,14 +151,15 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     if settings.scheduler.metrics_port:
         _serve_scheduler_metrics(settings)
     from jobs_service.infrastructure.heap import settle_heap  # noqa: PLC0415
-    from jobs_service.scheduler.loop import run_scheduler_process  # noqa: PLC0415
+    from jobs_service.scheduler.loop import run_scheduler_loop  # noqa: PLC0415
     from jobs_service.scheduler.process import scheduler as jobs_scheduler  # noqa: PLC0415
 
     settle_heap()  # what was imported stays: collections skip it (fire timing)
 
     from jobs_service.cli.context import run_async  # noqa: PLC0415
 
-    run_async(run_scheduler_process(jobs_scheduler))
+    jobs_scheduler.broker.is_scheduler_process = True  # as TaskIQ's command marks it
+    run_async(run_scheduler_loop(jobs_scheduler))
     return 0
 
 

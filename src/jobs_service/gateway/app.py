@@ -305,16 +305,8 @@ async def _sweep_interrupted(runtime: Runtime) -> None:
 
 def _start_scheduler(broker: AsyncBroker) -> asyncio.Task[None]:
     """The scheduler loop inside the embedded process (same broker, same runtime)."""
-    from jobs_service.scheduler.loop import JobsSchedulerLoop  # noqa: PLC0415 - embedded only
+    from jobs_service.scheduler.loop import run_scheduler_loop  # noqa: PLC0415 - embedded only
     from jobs_service.scheduler.source import JobsScheduler  # noqa: PLC0415
 
     scheduler = JobsScheduler(broker, manage_broker=False)
-
-    async def loop() -> None:
-        await scheduler.startup()
-        try:
-            await JobsSchedulerLoop(scheduler).run()
-        finally:
-            await scheduler.shutdown()
-
-    return asyncio.create_task(loop(), name="scheduler-loop")
+    return asyncio.create_task(run_scheduler_loop(scheduler), name="scheduler-loop")

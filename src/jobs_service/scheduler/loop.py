@@ -11,7 +11,7 @@ still runs one dispatch at a time (a turn that finds the last one running skips 
 and :class:`~jobs_service.scheduler.source.JobsScheduler` serialises ticks besides.
 
 ``jobsctl scheduler`` and the embedded scheduler of ``jobsctl run`` run this loop
-(:func:`run_scheduler_process`). ``taskiq scheduler jobs_service.scheduler:scheduler``
+(:func:`run_scheduler_loop`). ``taskiq scheduler jobs_service.scheduler:scheduler``
 builds TaskIQ's own loop and keeps its rounding.
 """
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from taskiq import ScheduledTask, TaskiqScheduler
 
-__all__ = ["JobsSchedulerLoop", "run_scheduler_process"]
+__all__ = ["JobsSchedulerLoop", "run_scheduler_loop"]
 
 
 class JobsSchedulerLoop(SchedulerLoop):
@@ -40,11 +40,10 @@ class JobsSchedulerLoop(SchedulerLoop):
         return super()._is_schedule_ready_to_send(task=task, now=now)
 
 
-async def run_scheduler_process(scheduler: TaskiqScheduler) -> None:
+async def run_scheduler_loop(scheduler: TaskiqScheduler) -> None:
     """Start ``scheduler`` and its sources, run :class:`JobsSchedulerLoop` until
     cancelled, then shut both down: what TaskIQ's ``run_scheduler`` does, on this loop
     (it builds its own loop class inside)."""
-    scheduler.broker.is_scheduler_process = True
     started = []
     try:
         for source in scheduler.sources:
