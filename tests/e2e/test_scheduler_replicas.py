@@ -62,8 +62,8 @@ def test_two_replicas_fire_each_interval_and_cron_time_exactly_once(
     tmp_path: Path,
 ) -> None:
     """An every-second interval and a `* * * * *` cron under two replicas (jobsctl and
-    plain taskiq): one run per fire time, within a second of it; when one replica stops,
-    the other carries on; a pause reaches both."""
+    plain taskiq): one run per fire time, within a second of it; when one replica stops
+    (SIGTERM: it shuts down and exits 0), the other carries on; a pause reaches both."""
     assert jobsctl("migrate", env=env).returncode == 0
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -81,7 +81,7 @@ def test_two_replicas_fire_each_interval_and_cron_time_exactly_once(
         stack.enter_context(started("worker", env=env, log=logs["worker"]))
         stack.enter_context(started(env=env, log=logs["two"], command=taskiq))
         replica_one = contextlib.ExitStack()
-        replica_one.enter_context(started("scheduler", env=env, log=logs["one"]))
+        one = replica_one.enter_context(started("scheduler", env=env, log=logs["one"]))
         wait_for_http(f"{url}/ready", process=api, log=logs["api"])
         _wait_for_line(logs["one"], '"scheduler-started"')
         _wait_for_line(logs["two"], '"scheduler-started"')
@@ -116,7 +116,8 @@ def test_two_replicas_fire_each_interval_and_cron_time_exactly_once(
             if len(_runs(url, minutely["id"])) >= 1 and len(_runs(url, interval["id"])) >= 4:
                 break
             time.sleep(0.5)
-        replica_one.close()  # fail over: replica two must carry on alone
+        replica_one.close()  # SIGTERM, a fail-over: replica two must carry on alone
+        stopped_cleanly = one.returncode == 0 and '"scheduler-stopped"' in logs["one"].read_text()
         before = len(_runs(url, interval["id"]))
         time.sleep(3)
         after_failover = len(_runs(url, interval["id"]))
@@ -128,6 +129,7 @@ def test_two_replicas_fire_each_interval_and_cron_time_exactly_once(
         cron_runs = _runs(url, minutely["id"])
 
     assert paused.status_code == 200
+    assert stopped_cleanly, f"exit {one.returncode}: {logs['one'].read_text()[-2000:]}"
     assert after_failover >= before + 2, "replica two did not take over"
     for runs in (settled, cron_runs):
         fire_times = [run["scheduled_for"] for run in runs]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs_service.cli.context import shared_broker
 from jobs_service.cli.errors import CliError
@@ -11,7 +14,7 @@ from jobs_service.core.settings import is_loopback_host
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
     from jobs_service.core.settings import Settings
 
@@ -159,8 +162,33 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from jobs_service.cli.context import run_async  # noqa: PLC0415
 
     jobs_scheduler.broker.is_scheduler_process = True  # as TaskIQ's command marks it
-    run_async(run_scheduler_loop(jobs_scheduler))
+    run_async(_until_terminated(run_scheduler_loop(jobs_scheduler)))
     return 0
+
+
+async def _until_terminated(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutine`` until it ends or SIGTERM arrives (a container stop, systemd):
+    the signal cancels it, so its shutdown runs (the scheduler finishes the tick in
+    progress) and the process exits 0, where the default action would kill it mid-tick.
+    """
+    task = asyncio.ensure_future(coroutine)
+    loop = asyncio.get_running_loop()
+    terminated = asyncio.Event()
+
+    def terminate() -> None:
+        terminated.set()
+        task.cancel()
+
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not terminated.is_set():
+            raise
+    finally:
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _serve_scheduler_metrics(settings: Settings) -> None:

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["build_webhook_schemes", "check_gateway_security", "check_webhook_routes", "create_app"]
 
 _log = get_logger("jobs_service.gateway")
+#: The embedded scheduler's restart backoff after a failure: first and longest wait (s).
+SCHEDULER_RETRY_S = (1.0, 30.0)
 
 
 def check_gateway_security(settings: Settings) -> None:
@@ -117,7 +119,9 @@ def create_app(
         finally:
             for task in background:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # Each loop logs its own failures; none may keep the broker and the
+                # runtime from shutting down.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             if serving:
                 if isinstance(target, InMemoryBroker):
@@ -304,9 +308,34 @@ async def _sweep_interrupted(runtime: Runtime) -> None:
 
 
 def _start_scheduler(broker: AsyncBroker) -> asyncio.Task[None]:
-    """The scheduler loop inside the embedded process (same broker, same runtime)."""
+    """The scheduler loop inside the embedded process (same broker, same runtime).
+
+    A loop that fails (its start could not reach the database, say) is started again
+    after a backoff, as a supervisor would restart ``jobsctl scheduler``: an embedded
+    process has no supervisor for its scheduler but itself.
+    """
     from jobs_service.scheduler.loop import run_scheduler_loop  # noqa: PLC0415 - embedded only
     from jobs_service.scheduler.source import JobsScheduler  # noqa: PLC0415
 
-    scheduler = JobsScheduler(broker, manage_broker=False)
-    return asyncio.create_task(run_scheduler_loop(scheduler), name="scheduler-loop")
+    async def supervise() -> None:
+        first, most = SCHEDULER_RETRY_S
+        delay = first
+        clock = asyncio.get_running_loop().time
+        while True:
+            began = clock()
+            try:
+                await run_scheduler_loop(JobsScheduler(broker, manage_broker=False))
+            except Exception as exc:  # noqa: BLE001 - logged; started again below
+                if clock() - began > most:  # it had been running: a new failure
+                    delay = first
+                _log.error(
+                    "scheduler-failed",
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:300],
+                    retry_in_s=delay,
+                    exc_info=exc,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, most)
+
+    return asyncio.create_task(supervise(), name="scheduler-loop")

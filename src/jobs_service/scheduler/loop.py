@@ -8,7 +8,10 @@ busy embedded gateway) stamps that send at, say, 12.6 s; the next turn, at 13.0 
 enqueued a second late. The dispatch entry is not a schedule but the clock of the
 database schedules, so :class:`JobsSchedulerLoop` makes it ready at every turn. TaskIQ
 still runs one dispatch at a time (a turn that finds the last one running skips it),
-and :class:`~jobs_service.scheduler.source.JobsScheduler` serialises ticks besides.
+and :class:`~jobs_service.scheduler.source.JobsScheduler` serialises ticks besides; so
+a tick that itself takes longer than a second still makes the next one wait for the
+following turn, which claims the fires due meanwhile (the dispatch's grace keeps them
+from counting as missed).
 
 ``jobsctl scheduler`` and the embedded scheduler of ``jobsctl run`` run this loop
 (:func:`run_scheduler_loop`). ``taskiq scheduler jobs_service.scheduler:scheduler``
@@ -21,14 +24,18 @@ from typing import TYPE_CHECKING
 
 from taskiq.cli.scheduler.run import SchedulerLoop
 
+from jobs_service.core.logging import get_logger
 from jobs_service.scheduler.source import DISPATCH_ID
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
     from datetime import datetime
 
-    from taskiq import ScheduledTask, TaskiqScheduler
+    from taskiq import ScheduledTask, ScheduleSource, TaskiqScheduler
 
 __all__ = ["JobsSchedulerLoop", "run_scheduler_loop"]
+
+_log = get_logger("jobs_service.scheduler")
 
 
 class JobsSchedulerLoop(SchedulerLoop):
@@ -43,20 +50,35 @@ class JobsSchedulerLoop(SchedulerLoop):
 async def run_scheduler_loop(scheduler: TaskiqScheduler) -> None:
     """Start ``scheduler`` and its sources, run :class:`JobsSchedulerLoop` until
     cancelled, then shut both down: what TaskIQ's ``run_scheduler`` does, on this loop
-    (it builds its own loop class inside)."""
-    started = []
+    (it builds its own loop class inside).
+
+    Every part that started is shut down whatever ends the loop, each on its own: one
+    whose shutdown fails is logged and does not keep the others open, nor hide the
+    error that ended the loop or its start.
+    """
+    started: list[ScheduleSource] = []
     try:
         for source in scheduler.sources:
             await source.startup()
             started.append(source)
         await scheduler.startup()
     except BaseException:
-        for source in reversed(started):
-            await source.shutdown()
+        await _shut_down(source.shutdown for source in reversed(started))
         raise
     try:
         await JobsSchedulerLoop(scheduler).run(skip_first_run=True)
     finally:
-        await scheduler.shutdown()
-        for source in reversed(started):
-            await source.shutdown()
+        await _shut_down([scheduler.shutdown, *(s.shutdown for s in reversed(started))])
+
+
+async def _shut_down(shutdowns: Iterable[Callable[[], Awaitable[None]]]) -> None:
+    for shutdown in shutdowns:
+        try:
+            await shutdown()
+        except Exception as exc:  # noqa: BLE001 - logged; the rest still shut down
+            _log.error(
+                "scheduler-shutdown-failed",
+                part=type(getattr(shutdown, "__self__", shutdown)).__name__,
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )

@@ -110,3 +110,4 @@ class JobsScheduler(TaskiqScheduler):
             await self._runtime.stop()
         if self._manage_broker:
             await super().shutdown()
+        _log.info("scheduler-stopped")
