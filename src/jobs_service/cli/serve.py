@@ -150,6 +150,7 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
             "JOBS_REDIS_URL is not set: a separate scheduler needs Redis to reach the "
             "workers. The embedded `jobsctl run` includes the scheduler."
         )
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # until the loop takes it over
     shared_broker()
     if settings.scheduler.metrics_port:
         _serve_scheduler_metrics(settings)
@@ -166,29 +167,43 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM outside the event loop (importing, or the loop already closing): nothing
+    is in flight, so a plain exit 0 rather than the default action's kill."""
+    del signum, frame
+    raise SystemExit(0)
+
+
 async def _until_terminated(coroutine: Coroutine[Any, Any, None]) -> None:
     """Run ``coroutine`` until it ends or SIGTERM arrives (a container stop, systemd):
     the signal cancels it, so its shutdown runs (the scheduler finishes the tick in
     progress) and the process exits 0, where the default action would kill it mid-tick.
+
+    A second SIGTERM changes nothing; SIGINT (Ctrl-C) keeps the event loop's own
+    handling and exits 130.
     """
     task = asyncio.ensure_future(coroutine)
     loop = asyncio.get_running_loop()
-    terminated = asyncio.Event()
+    terminated = False
 
     def terminate() -> None:
-        terminated.set()
-        task.cancel()
+        nonlocal terminated
+        if not terminated:
+            terminated = True
+            task.cancel()
 
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
         loop.add_signal_handler(signal.SIGTERM, terminate)
     try:
         await task
     except asyncio.CancelledError:
-        if not terminated.is_set():
-            raise
+        current = asyncio.current_task()
+        if not terminated or (current is not None and current.cancelling()):
+            raise  # not our SIGTERM: SIGINT, or a cancellation from elsewhere
     finally:
         with contextlib.suppress(NotImplementedError):
             loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)  # for the loop's teardown
 
 
 def _serve_scheduler_metrics(settings: Settings) -> None:

@@ -20,6 +20,7 @@ builds TaskIQ's own loop and keeps its rounding.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from taskiq.cli.scheduler.run import SchedulerLoop
@@ -72,13 +73,27 @@ async def run_scheduler_loop(scheduler: TaskiqScheduler) -> None:
 
 
 async def _shut_down(shutdowns: Iterable[Callable[[], Awaitable[None]]]) -> None:
+    """Shut each part down in turn, each to its end: a cancellation that arrives
+    meanwhile (a second signal) is raised once all are done, not into a part that is
+    waiting for the tick in progress, which would leave it and the rest open."""
+    cancelled = False
     for shutdown in shutdowns:
-        try:
-            await shutdown()
-        except Exception as exc:  # noqa: BLE001 - logged; the rest still shut down
+        part = asyncio.ensure_future(shutdown())
+        while not part.done():
+            try:
+                await asyncio.shield(part)
+            except asyncio.CancelledError:
+                if part.cancelled():
+                    break
+                cancelled = True
+            except Exception:  # noqa: BLE001 - the part's own error, read below
+                break
+        if not part.cancelled() and (exc := part.exception()) is not None:
             _log.error(
                 "scheduler-shutdown-failed",
                 part=type(getattr(shutdown, "__self__", shutdown)).__name__,
                 error_type=type(exc).__name__,
                 error=str(exc)[:300],
             )
+    if cancelled:
+        raise asyncio.CancelledError

@@ -64,7 +64,19 @@ class JobsScheduler(TaskiqScheduler):
         self.dispatcher: FireDispatcher | None = None
 
     async def startup(self) -> None:
-        """Start the broker (as a producer), the runtime, then sync label schedules."""
+        """Start the broker (as a producer), the runtime, then sync label schedules.
+
+        A start that fails or is cancelled (a SIGTERM during start-up) stops what it had
+        started, so no connection is left to be dropped at exit.
+        """
+        try:
+            runtime = await self._start()
+        except BaseException:
+            await self._stop_owned()
+            raise
+        _log.info("scheduler-started", replica=runtime.worker_name)
+
+    async def _start(self) -> Runtime:
         if self._manage_broker:
             await super().startup()
         runtime = getattr(self.broker.state, "runtime", None)
@@ -73,9 +85,9 @@ class JobsScheduler(TaskiqScheduler):
             settings = Settings.load()
             configure_logging(settings.log_format, settings.log_level)
             runtime = Runtime(settings)
+            self._runtime, self._owns_runtime = runtime, True
             await runtime.start()
             self.broker.state.runtime = runtime
-            self._owns_runtime = True
         self._runtime = runtime
         await sync_label_schedules(
             runtime.database, self.broker, configured_services(runtime.settings)
@@ -83,7 +95,7 @@ class JobsScheduler(TaskiqScheduler):
         self.dispatcher = FireDispatcher(
             runtime.database, JobsClient(self.broker, runtime), replica=runtime.worker_name
         )
-        _log.info("scheduler-started", replica=runtime.worker_name)
+        return runtime
 
     async def on_ready(self, source: ScheduleSource, task: ScheduledTask) -> None:
         """Dispatch on our entry; anything else is TaskIQ's business."""
@@ -106,8 +118,12 @@ class JobsScheduler(TaskiqScheduler):
         self._closed = True
         async with self._tick_lock:
             pass
+        await self._stop_owned()
+        _log.info("scheduler-stopped")
+
+    async def _stop_owned(self) -> None:
+        """Stop the runtime this scheduler started, then the broker if it manages it."""
         if self._owns_runtime and self._runtime is not None:
             await self._runtime.stop()
         if self._manage_broker:
             await super().shutdown()
-        _log.info("scheduler-stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
     from jobs_service.core.settings import Settings
 
 pytestmark = pytest.mark.anyio
+
+
+def _retry_in(line: str) -> float:
+    """``retry_in_s`` of a log line, JSON or console."""
+    found = re.search(r"retry_in_s\"?[:=]\s*([0-9.]+)", line)
+    assert found is not None, line
+    return float(found.group(1))
 
 
 async def test_an_embedded_scheduler_that_fails_to_start_is_logged_and_started_again(
@@ -64,7 +72,8 @@ async def test_an_embedded_scheduler_that_fails_to_start_is_logged_and_started_a
     failures = [line for line in logged if "scheduler-failed" in line]
     assert len(failures) == 2, logged
     assert all("schedules unreachable" in line for line in failures)
-    # The wait before each new start doubles: at least 0.05 s, then at least 0.1 s.
+    # The wait before each new start doubles: 0.05 s, then 0.1 s.
+    assert [_retry_in(line) for line in failures] == [0.05, 0.1], failures
     waits = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert waits[0] >= 0.05, waits
     assert waits[1] >= 0.1, waits

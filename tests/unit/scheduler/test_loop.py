@@ -184,6 +184,9 @@ class _Scheduler(TaskiqScheduler):
         if self.fails == "stop":
             msg = "scheduler would not stop"
             raise RuntimeError(msg)
+        if self.fails == "slow stop":  # a tick in progress to wait for
+            await asyncio.sleep(0.05)
+            self.journal.append("scheduler stopped")
 
 
 async def test_a_part_that_fails_to_stop_does_not_keep_the_others_open(
@@ -226,3 +229,21 @@ async def test_a_failed_start_is_rolled_back_and_its_error_is_the_one_raised(
     logged = _logged(capfd)
     assert "scheduler-shutdown-failed" in logged
     assert "b would not stop" in logged
+
+
+async def test_a_second_cancellation_does_not_cut_a_shutdown_short() -> None:
+    """The loop is cancelled, and cancelled again while the scheduler waits for its
+    tick in progress: that wait still ends, the sources are still shut down, and the
+    cancellation is raised after."""
+    journal: list[str] = []
+    sources: list[ScheduleSource] = [_Part("a", journal), _Part("b", journal)]
+    scheduler = _Scheduler(sources, journal, fails="slow stop")
+    running = asyncio.create_task(run_scheduler_loop(scheduler))
+    await asyncio.wait_for(scheduler.started.wait(), timeout=5)
+    running.cancel()
+    await asyncio.sleep(0.01)
+    assert journal[-1] == "stop scheduler"
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert journal[3:] == ["stop scheduler", "scheduler stopped", "stop b", "stop a"]
