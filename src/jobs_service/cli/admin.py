@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -54,13 +55,17 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
     The summary goes to stdout and findings to stderr, so a script can keep either.
     """
     del args
-    from jobs_service.cli.config_check import check_settings, describe_settings  # noqa: PLC0415
+    from jobs_service.cli.config_check import (  # noqa: PLC0415
+        check_settings,
+        describe_settings,
+        environment_findings,
+    )
     from jobs_service.tasks.registry import list_tasks  # noqa: PLC0415
 
     names = [info.name for info in list_tasks(shared_broker())]
     for line in describe_settings(settings, names):
         print(line)
-    findings = check_settings(settings, names)
+    findings = [*check_settings(settings, names), *environment_findings(os.environ)]
     for finding in findings:
         sys.stderr.write(f"{finding}\n")
     return EXIT_FAILED if any(finding.level == "problem" for finding in findings) else 0

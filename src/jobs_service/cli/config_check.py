@@ -20,11 +20,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, SecretStr
 
 from jobs_service.core.redaction import redact_url
-from jobs_service.core.settings import Settings, WebhookRoute, is_loopback_host
+from jobs_service.core.settings import (
+    Settings,
+    WebhookRoute,
+    is_loopback_host,
+    unknown_environment,
+)
 from jobs_service.tasks.registry import TASK_NAME_PATTERN
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator, Sequence
+    from collections.abc import Collection, Iterator, Mapping, Sequence
 
     from pydantic import ValidationError
     from pydantic_core import ErrorDetails
@@ -35,6 +40,7 @@ __all__ = [
     "Finding",
     "check_settings",
     "describe_settings",
+    "environment_findings",
     "toml_error_message",
     "validation_findings",
 ]
@@ -261,6 +267,16 @@ def check_settings(settings: Settings, tasks: Collection[str]) -> list[Finding]:
         *_plain_http(settings),
     ]
     return sorted(findings, key=lambda finding: finding.level != "problem")
+
+
+def environment_findings(environ: Mapping[str, str]) -> list[Finding]:
+    """``JOBS_*`` variables that name no setting: ignored by the service, so warned of
+    (a typo such as ``JOBS_ENVIRONMENT`` would silently keep the defaults)."""
+    findings = []
+    for name, closest in unknown_environment(environ):
+        hint = f" (did you mean {closest}?)" if closest else ""
+        findings.append(_warning(name, f"names no setting and is ignored{hint}"))
+    return findings
 
 
 def _task_names(tasks: Collection[str]) -> Iterator[Finding]:

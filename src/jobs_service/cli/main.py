@@ -94,12 +94,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobs_service.core.logging import configure_logging  # noqa: PLC0415
 
         configure_logging(settings.log_format, settings.log_level)
+        if args.command != "check":  # check lists them among its findings
+            _warn_unknown_environment()
         return _handler(args.command)(args, settings)
     except CliError as exc:
         sys.stderr.write(f"jobsctl {args.command}: {exc}\n")
         return exc.code
     except KeyboardInterrupt:
         return 130
+
+
+def _warn_unknown_environment() -> None:
+    """One warning line for ``JOBS_*`` variables that name no setting (ignored)."""
+    from jobs_service.core.settings import unknown_environment  # noqa: PLC0415
+
+    unknown = unknown_environment()
+    if unknown:
+        from jobs_service.core.logging import get_logger  # noqa: PLC0415
+
+        get_logger("jobs_service.settings").warning(
+            "settings-unknown-environment",
+            ignored=[name for name, _ in unknown],
+            did_you_mean={name: closest for name, closest in unknown if closest},
+        )
 
 
 def _exit() -> None:  # pragma: no cover - console script shim

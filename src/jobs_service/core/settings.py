@@ -8,12 +8,13 @@ environment. Every field's description is the text the configuration reference s
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,6 +34,9 @@ from pydantic_settings import (
 
 from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -54,6 +58,7 @@ __all__ = [
     "WebhookSource",
     "WorkerSettings",
     "is_loopback_host",
+    "unknown_environment",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/jobs.db"
@@ -245,7 +250,8 @@ class WorkerSettings(_Section):
         gt=0,
         le=3600,
         description="First retry delay of a task with retry_on_error; doubles per attempt, "
-        "with full jitter. A provider's Retry-After is a lower bound.",
+        "each delay drawn between half of it and all of it. A provider's Retry-After is a "
+        "lower bound.",
     )
     retry_backoff_max_s: float = Field(
         600.0, gt=0, le=86_400, description="Longest delay between two attempts."
@@ -678,3 +684,36 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+#: What Kubernetes sets for a Service named ``jobs`` (service links): not settings.
+_SERVICE_LINK = re.compile(r"JOBS_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\w+)?)")
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``JOBS_*`` variables that name no setting, each with the closest that does.
+
+    Keys in the TOML file and inside a table (``JOBS_WORKER__...``) that name nothing
+    fail validation; a misspelt top-level variable would instead be ignored without a
+    word (``JOBS_ENVIRONMENT=production`` leaves the service in development, its
+    production checks off), so these are named for a warning.
+    """
+    environ = os.environ if environ is None else environ
+    fields = {name.upper() for name in Settings.model_fields}
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("JOBS_") or _SERVICE_LINK.fullmatch(upper):
+            continue
+        top, nested, rest = upper.removeprefix("JOBS_").partition("__")
+        if top in fields:
+            continue
+        found.append((name, _closest_setting(top, fields, nested + rest)))
+    return found
+
+
+def _closest_setting(top: str, fields: set[str], nested: str) -> str | None:
+    """``ENVIRONMENT`` → ``JOBS_ENV`` (one starts with the other), else the most alike."""
+    overlapping = [field for field in fields if top.startswith(field) or field.startswith(top)]
+    close = overlapping or difflib.get_close_matches(top, sorted(fields), n=1, cutoff=0.6)
+    return f"JOBS_{max(close, key=len)}{nested}" if close else None

@@ -6,8 +6,9 @@ delivery) and count attempts in a label our history does not share. This one:
 - retries only what can succeed later: not :class:`PermanentError` (a 4xx, bad input)
   nor :class:`ConfigurationError`, which need a person, not another attempt, and never
   a cancelled run;
-- waits ``retry_backoff_s * 2**(attempt-1)`` with full jitter, capped at
-  ``retry_backoff_max_s``, and never less than a provider's ``Retry-After``;
+- waits ``retry_backoff_s * 2**(attempt-1)`` capped at ``retry_backoff_max_s``, jittered
+  down to half of that ("equal jitter": retries spread out, yet never come sooner than
+  half the backoff), and never less than a provider's ``Retry-After``;
 - re-sends the same run id with ``attempt + 1`` (labelled ``automatic_retry``, which a
   cancellation made while the attempt ran also covers), so history, logs and the
   idempotency keys agents send all stay those of one run;

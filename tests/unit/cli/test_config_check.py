@@ -433,3 +433,36 @@ def test_environment_errors_get_the_same_key_paths(monkeypatch: pytest.MonkeyPat
     assert [str(finding) for finding in validation_findings(caught.value)] == [
         "problem: graph.timeout_s: Input should be greater than 0"
     ]
+
+
+def test_a_misspelt_environment_variable_is_a_warning_with_the_setting_meant(
+    jobsctl: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``JOBS_ENVIRONMENT=production`` names no setting, so the service would run in
+    development without a word: check warns (exit 0, it starts), naming the setting
+    closest to each, and leaves Kubernetes' service-link variables alone."""
+    monkeypatch.setenv("JOBS_ENVIRONMENT", "production")
+    monkeypatch.setenv("JOBS_WORKR__CONCURRENCY", "8")
+    monkeypatch.setenv("JOBS_NOTHING_LIKE_IT", "1")
+    monkeypatch.setenv("JOBS_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("JOBS_PORT_8000_TCP", "tcp://10.0.0.1:8000")
+    result = jobsctl(COMPLETE)
+    assert result.code == 0
+    assert result.err == [
+        "warning: JOBS_ENVIRONMENT: names no setting and is ignored (did you mean JOBS_ENV?)",
+        "warning: JOBS_NOTHING_LIKE_IT: names no setting and is ignored",
+        "warning: JOBS_WORKR__CONCURRENCY: names no setting and is ignored "
+        "(did you mean JOBS_WORKER__CONCURRENCY?)",
+    ]
+
+
+def test_other_commands_log_one_warning_for_unknown_variables(
+    jobsctl: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any other command starts as before and logs the ignored variables once."""
+    monkeypatch.setenv("JOBS_DATABSE_URL", "postgresql://elsewhere/jobs")
+    result = jobsctl(COMPLETE, command="tasks")
+    logged = result.text
+    assert result.code == 0
+    assert logged.count("settings-unknown-environment") == 1
+    assert "JOBS_DATABASE_URL" in logged
