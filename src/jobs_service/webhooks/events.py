@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from sqlalchemy import String
+
+from jobs_service.infrastructure.models import WebhookEvent
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,7 +32,28 @@ if TYPE_CHECKING:
     from jobs_service.core.settings import WebhookSource
     from jobs_service.webhooks.verification import Verified
 
-__all__ = ["DEFAULT_LOCATORS", "IncomingEvent", "MalformedEventError", "split_events"]
+__all__ = [
+    "DEFAULT_LOCATORS",
+    "MAX_EVENT_ID",
+    "MAX_EVENT_TYPE",
+    "IncomingEvent",
+    "MalformedEventError",
+    "split_events",
+]
+
+
+def _column_length(name: str) -> int:
+    column_type = WebhookEvent.__table__.c[name].type
+    if not isinstance(column_type, String) or column_type.length is None:  # pragma: no cover
+        msg = f"webhook_events.{name} is not a bounded string column"
+        raise TypeError(msg)
+    return column_type.length
+
+
+#: The lengths of ``webhook_events.external_id`` and ``event_type``: a value the column
+#: cannot hold would fail the whole batch it is written in, on PostgreSQL.
+MAX_EVENT_ID = _column_length("external_id")
+MAX_EVENT_TYPE = _column_length("event_type")
 
 #: Where each scheme's senders put the event id and type, unless the source says.
 DEFAULT_LOCATORS: dict[str, tuple[str | None, str | None]] = {
@@ -79,8 +103,22 @@ def _locate(locator: str | None, headers: Mapping[str, str], document: Any) -> s
     value = headers.get(where.lower()) if kind == "header" else _pointer(document, where)
     if value is None or isinstance(value, dict | list):
         return None
-    text = str(value).strip()
-    return text[:255] or None
+    return str(value).strip() or None
+
+
+def _bounded_id(value: str) -> str:
+    """An event id that fits its column. A longer one is replaced by its digest, not cut:
+    two ids alike in their first 255 characters must stay two events (a cut would
+    answer the second ``duplicate`` and drop it), and a repeat of one must stay a
+    duplicate."""
+    if len(value) <= MAX_EVENT_ID:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _bounded_type(value: str | None) -> str | None:
+    """An event type cut to its column: types only pick a route (routes name short ones)."""
+    return value[:MAX_EVENT_TYPE] if value else value
 
 
 def _content_id(document: Any) -> str:
@@ -112,8 +150,10 @@ def split_events(
             stored = _without_client_state(item)
             events.append(
                 IncomingEvent(
-                    external_id=_locate(id_locator, headers, item) or _content_id(stored),
-                    event_type=_locate(type_locator, headers, item),
+                    external_id=_bounded_id(
+                        _locate(id_locator, headers, item) or _content_id(stored)
+                    ),
+                    event_type=_bounded_type(_locate(type_locator, headers, item)),
                     body=orjson.dumps(stored).decode(),
                 )
             )
@@ -122,7 +162,13 @@ def split_events(
         verified.event_id or _locate(id_locator, headers, document) or _content_id(document)
     )
     event_type = verified.event_type or _locate(type_locator, headers, document)
-    return [IncomingEvent(external_id, event_type, body.decode("utf-8", "replace"))]
+    return [
+        IncomingEvent(
+            _bounded_id(external_id),
+            _bounded_type(event_type),
+            body.decode("utf-8", "replace"),
+        )
+    ]
 
 
 def _without_client_state(item: Any) -> Any:

@@ -298,10 +298,18 @@ class WebhookInbox:
 
     async def replay(self, event_id: int) -> str:
         """Process a stored event again with a new run of its route's task; the event
-        keeps its history (earlier runs stay in ``job_runs``). Returns the run id."""
+        keeps its history (earlier runs stay in ``job_runs``). Returns the run id.
+
+        The new run delivers its result where the event's last run did (the route's
+        ``deliver_to`` when the event came in).
+        """
         event = await self.load(event_id)
         request = self._client.prepare(
-            event.task, {"event_id": event.id}, source="webhook", webhook_event_id=event.id
+            event.task,
+            {"event_id": event.id},
+            source="webhook",
+            webhook_event_id=event.id,
+            deliver_to=await self._delivery_of(event.run_id),
         )
         async with self._database.engine.begin() as connection:
             await runs.insert_queued_runs(connection, [request.queued_row()])
@@ -309,6 +317,18 @@ class WebhookInbox:
         await self._send([request])
         _log.info("webhook-replayed", event_id=event.id, run_id=request.run_id)
         return request.run_id
+
+    async def _delivery_of(self, run_id: str | None) -> dict[str, Any] | None:
+        """Where the run ``run_id`` delivers its result: its ``deliver_to``, or the
+        argument of that name for a task that delivers its own result."""
+        if run_id is None:
+            return None
+        async with self._database.sessions() as session:
+            run = await runs.get_run(session, run_id=run_id)
+        if run is None:  # pruned by retention: the replay runs without delivery
+            return None
+        found = run.deliver_to or (run.kwargs or {}).get("deliver_to")
+        return dict(found) if isinstance(found, dict) else None
 
     async def relay(self) -> int:
         """Send the runs of events accepted but not enqueued for a while; returns how many."""

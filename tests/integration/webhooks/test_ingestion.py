@@ -147,3 +147,55 @@ async def test_database_down_is_503_so_the_sender_retries(redis_prefix: str) -> 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_over_long_ids_and_types_are_stored_without_failing_their_batch(
+    pg_url: str,
+    redis_prefix: str,
+) -> None:
+    """PostgreSQL enforces the columns' lengths, so an id or type longer than its column
+    would fail the whole batch (every concurrent request a 500). Ids longer than 255
+    characters are stored as their digest: two that share their first 255 characters
+    stay two events, and a repeat of one is a duplicate. Types are cut to 200."""
+    settings = Settings(
+        database_url=pg_url,
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
+        webhooks={"sources": SOURCES},
+    )
+    app = create_app(settings, broker=_redis_broker(settings))
+    stem = f"long-{uuid.uuid4().hex}-" + "x" * 280
+    long_type = "invoice." + "t" * 250
+    requests = [
+        (f"{stem}a", json.dumps({"type": "invoice.paid"}).encode()),
+        (f"{stem}b", json.dumps({"type": "invoice.paid"}).encode()),
+        (f"short-{uuid.uuid4().hex}", json.dumps({"type": long_type}).encode()),
+        (f"ok-{uuid.uuid4().hex}", json.dumps({"type": "invoice.paid"}).encode()),
+    ]
+    async with serve_app(app) as client:
+        answers = await asyncio.gather(
+            *[
+                client.post("/webhooks/billing", content=body, headers=standard(body, msg_id))
+                for msg_id, body in requests
+            ]
+        )
+        first_id, first_body = requests[0]
+        again = await client.post(
+            "/webhooks/billing", content=first_body, headers=standard(first_body, first_id)
+        )
+        async with app.state.runtime.database.sessions() as session:
+            stored = (
+                await session.execute(
+                    select(WebhookEvent.external_id, WebhookEvent.event_type).where(
+                        WebhookEvent.id.in_([a.json()["event_id"] for a in answers])
+                    )
+                )
+            ).all()
+    assert [a.status_code for a in answers] == [202] * 4, [a.text for a in answers]
+    assert [a.json()["status"] for a in answers] == ["accepted"] * 4
+    assert again.json() == {"event_id": answers[0].json()["event_id"], "status": "duplicate"}
+    ids = {external_id for external_id, _ in stored}
+    assert len(ids) == 4
+    assert all(len(external_id) <= 255 for external_id in ids)
+    assert sum(external_id.startswith("sha256:") for external_id in ids) == 2
+    assert {event_type for _, event_type in stored} == {"invoice.paid", long_type[:200]}

@@ -384,3 +384,31 @@ async def test_the_relay_task_enqueues_events_stored_while_the_broker_was_down(
     assert relay_run["summary"] == {"relayed": 1, "errors": 0}
     assert events[0].status == "processed"
     assert [r.run_id for r in runs] == [events[0].run_id]
+
+
+async def test_a_replay_delivers_its_result_where_the_first_run_did(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A route with ``deliver_to``: the replayed run has the same destinations as the
+    run the event got when it came in (it had none before this was fixed)."""
+    target = {"email": ["ops@example.com"]}
+    sources = {
+        "billing": {
+            **SOURCES["billing"],
+            "routes": {"invoice.paid": {"task": "record_webhook", "deliver_to": target}},
+        }
+    }
+    app = await _service(make_settings, sources=sources)
+    async with serve_app(app) as client:
+        body = json.dumps({"type": "invoice.paid"}).encode()
+        accepted = await client.post("/webhooks/billing", content=body, headers=standard(body))
+        event_id = accepted.json()["event_id"]
+        await _settled(app)
+        replay = await client.post(f"/v1/webhooks/events/{event_id}/replay")
+        _, runs = await _rows(app)
+    assert replay.status_code == 202
+    by_id = {run.run_id: run for run in runs}
+    first = next(run for run in runs if run.run_id != replay.json()["run_id"])
+    assert first.deliver_to is not None
+    assert first.deliver_to["email"]["to"] == ["ops@example.com"]
+    assert by_id[replay.json()["run_id"]].deliver_to == first.deliver_to
