@@ -11,7 +11,10 @@ if TYPE_CHECKING:
     from jobs_service.infrastructure.database import Database
     from jobs_service.infrastructure.models import JobRun
 
-__all__ = ["DatabaseRunHistory"]
+__all__ = ["FIRE_CLAIMS_KEPT", "DatabaseRunHistory"]
+
+#: How long a schedule's fire claims are kept: longer than the longest catch-up window.
+FIRE_CLAIMS_KEPT = timedelta(days=8)
 
 
 class DatabaseRunHistory:
@@ -31,8 +34,9 @@ class DatabaseRunHistory:
             if deleted < self._batch:
                 break
         # Fire claims must outlive the longest catch-up window (7 days) so a restarted
-        # scheduler cannot fire a time twice; beyond that they are just volume.
-        claims_cutoff = max(cutoff, datetime.now(UTC) - timedelta(days=8))
+        # scheduler cannot fire a time twice, whatever the runs' retention (as short as
+        # a day); beyond that they are just volume.
+        claims_cutoff = datetime.now(UTC) - FIRE_CLAIMS_KEPT
         async with self._database.sessions.begin() as session:
             await schedules.delete_fires_before(session, claims_cutoff)
         return total

@@ -157,6 +157,29 @@ class ScheduleService:
             raise ScheduleConflictError(msg) from None
         return schedule
 
+    def _apply_arguments(
+        self, schedule: Schedule, changes: dict[str, Any], patch: SchedulePatch
+    ) -> None:
+        """New kwargs or delivery targets, validated together as a fire will use them.
+
+        A task that delivers its own result (``run_agent_task``) takes ``deliver_to``
+        as an argument, so the schedule keeps a copy of the targets in its kwargs; a new
+        ``deliver_to`` (or ``null``) must replace that copy, which a fire would
+        otherwise prefer to the schedule's ``deliver_to``.
+        """
+        kwargs = dict((patch.kwargs or {}) if "kwargs" in changes else schedule.kwargs)
+        if "deliver_to" in changes:
+            deliver_to = patch.deliver_to
+            if self._client.task(schedule.task).takes("deliver_to"):
+                kwargs.pop("deliver_to", None)
+        else:
+            deliver_to = schedule.deliver_to
+        request = self._client.prepare(
+            schedule.task, kwargs, source="schedule", deliver_to=deliver_to
+        )
+        schedule.kwargs = request.kwargs
+        changes["deliver_to"] = request.deliver_to
+
     def _apply(
         self, schedule: Schedule, changes: dict[str, Any], patch: SchedulePatch, now: datetime
     ) -> None:
@@ -167,14 +190,8 @@ class ScheduleService:
                 f"and can only be paused or resumed here (not: {fields})"
             )
             raise ScheduleConflictError(msg)
-        if changes.get("deliver_to") is not None:
-            changes["deliver_to"] = self._client.prepare(
-                schedule.task, schedule.kwargs, source="schedule", deliver_to=patch.deliver_to
-            ).deliver_to
-        if "kwargs" in changes:
-            schedule.kwargs = self._client.prepare(
-                schedule.task, patch.kwargs, source="schedule"
-            ).kwargs
+        if "kwargs" in changes or "deliver_to" in changes:
+            self._apply_arguments(schedule, changes, patch)
         if patch.schedule is not None:
             if isinstance(patch.schedule, OnceSpec) and patch.schedule.at <= now:
                 msg = f"schedule.at {patch.schedule.at.isoformat()} is in the past"

@@ -37,8 +37,8 @@ _PROVIDER_JOB: dict[str, Any] = {
     task_name="run_agent_task",
     retry_on_error=True,
     max_retries=3,
-    # Under the broker's idle_timeout_s (300 s): a message unacknowledged longer is
-    # handed to another worker, which would run the same agent task a second time.
+    # A domain agent that hangs must not hold a slot (and its lease, renewed while the
+    # run lasts) for ever: four minutes, then the attempt fails and is retried.
     timeout=240,
     category="agents",
 )

@@ -254,3 +254,38 @@ async def test_patch_refuses_null_for_required_fields(
     assert [r.status_code for r in responses] == [422, 422, 422, 422]
     assert "not set to null" in responses[0].text
     assert unchanged["name"] == created["name"]
+
+
+async def test_a_new_deliver_to_reaches_the_fires_of_a_task_that_delivers_itself(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """``run_agent_task`` takes ``deliver_to`` as an argument, so the schedule keeps a
+    copy in its kwargs: a PATCH must replace that copy (a fire prefers it), and
+    ``null`` must stop delivery. Before this was fixed both kept the old address."""
+    async with serve_app(await _app(make_settings)) as client:
+        created = (
+            await create(
+                client,
+                task="run_agent_task",
+                kwargs={"agent": "kpi"},
+                schedule=cron(),
+                deliver_to={"email": ["old@example.com"]},
+            )
+        ).json()
+        url = f"/v1/schedules/{created['id']}"
+        moved = (
+            await client.patch(url, json={"deliver_to": {"email": ["new@example.com"]}})
+        ).json()
+        run_id = (await client.post(f"{url}/trigger")).json()["run_id"]
+        run = (await client.get(f"/v1/runs/{run_id}")).json()
+        stopped = (await client.patch(url, json={"deliver_to": None})).json()
+        quiet_id = (await client.post(f"{url}/trigger")).json()["run_id"]
+        quiet = (await client.get(f"/v1/runs/{quiet_id}")).json()
+    assert created["kwargs"]["deliver_to"]["email"]["to"] == ["old@example.com"]
+    assert moved["deliver_to"]["email"]["to"] == ["new@example.com"]
+    assert moved["kwargs"]["deliver_to"] == moved["deliver_to"]
+    assert run["kwargs"]["deliver_to"]["email"]["to"] == ["new@example.com"]
+    assert stopped["deliver_to"] is None
+    assert "deliver_to" not in stopped["kwargs"] or stopped["kwargs"]["deliver_to"] is None
+    assert quiet["kwargs"].get("deliver_to") is None
+    assert quiet["deliver_to"] is None

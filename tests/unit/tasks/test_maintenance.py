@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import select
 
 from jobs_service.broker import broker
 from jobs_service.core.ids import new_run_id
 from jobs_service.gateway import create_app
+from jobs_service.infrastructure.models import ScheduleFire
 from jobs_service.infrastructure.repositories import runs
 from tests.conftest import serve_app
 from tests.support.run_events import finished_event
@@ -84,6 +86,54 @@ async def test_cleanup_uses_the_retention_setting(make_settings: Callable[..., S
             await runs.upsert_run_events(connection, [finished(4), finished(1)])
         run = await run_task(client, "cleanup_old_runs")
     assert run["summary"] == {"deleted": 1, "retention_days": 3, "errors": 0}
+
+
+async def test_fire_claims_are_kept_eight_days_whatever_the_runs_retention(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A day's run retention must not take fire claims with it: a scheduler coming back
+    within a 7-day catch-up window would fire those times again. Claims older than
+    eight days go."""
+    app = create_app(
+        make_settings(runs={"retention_days": 1}), broker=broker, embedded=True, scheduler=False
+    )
+    async with serve_app(app) as client:
+        schedule = (
+            await client.post(
+                "/v1/schedules",
+                json={
+                    "name": "claims",
+                    "task": "count_items",
+                    "kwargs": {"items": []},
+                    "schedule": {"type": "interval", "seconds": 3600},
+                },
+            )
+        ).json()
+        fires = {days: (NOW - timedelta(days=days)).replace(microsecond=0) for days in (3, 9)}
+        async with app.state.runtime.database.sessions.begin() as session:
+            session.add_all(
+                ScheduleFire(
+                    schedule_id=schedule["id"],
+                    fire_time=at,
+                    outcome="skipped",
+                    claimed_by="replica-a",
+                    claimed_at=at,
+                )
+                for at in fires.values()
+            )
+        run = await run_task(client, "cleanup_old_runs")
+        async with app.state.runtime.database.sessions() as session:
+            kept = list(
+                (
+                    await session.execute(
+                        select(ScheduleFire.fire_time).where(
+                            ScheduleFire.schedule_id == schedule["id"]
+                        )
+                    )
+                ).scalars()
+            )
+    assert run["status"] == "succeeded"
+    assert kept == [fires[3]]
 
 
 async def test_health_check_counts_stuck_runs(make_settings: Callable[..., Settings]) -> None:
