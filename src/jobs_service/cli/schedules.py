@@ -47,11 +47,18 @@ def schedules(args: argparse.Namespace, settings: Settings) -> int:
         async with app.router.lifespan_context(app):
             runtime = app.state.runtime
             service = ScheduleService(runtime.database, app.state.client)
-            if args.action == "list":
+            if args.action == "list":  # every schedule, a page at a time
+                found: list[Any] = []
+                after: int | None = None
                 async with runtime.database.sessions() as session:
-                    return await repo.list_schedules(
-                        session, repo.ScheduleFilter(task=args.task), limit=500, after_id=None
-                    )
+                    while True:
+                        page = await repo.list_schedules(
+                            session, repo.ScheduleFilter(task=args.task), limit=500, after_id=after
+                        )
+                        found.extend(page[:500])
+                        if len(page) <= 500:
+                            return found
+                        after = page[499].id
             if args.action == "show":
                 schedule = await service.get(args.schedule_id)
                 return {

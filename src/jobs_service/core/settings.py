@@ -144,11 +144,12 @@ class ApiSettings(_Section):
     def _check_origins(cls, value: list[str]) -> list[str]:
         # What browsers send in Origin: scheme, host (a name or a bracketed IPv6), port.
         pattern = r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
-        for origin in value:
+        for index, origin in enumerate(value):
             if not re.fullmatch(pattern, origin):
+                # Named by position, not echoed: a URL pasted here may carry a password.
                 msg = (
-                    f"{origin!r} is not an origin: scheme://host[:port] without a path "
-                    "or trailing slash (no wildcards)"
+                    f"entry {index} is not an origin: scheme://host[:port] without "
+                    "credentials, a path or a trailing slash (no wildcards)"
                 )
                 raise ValueError(msg)
         return value

@@ -157,7 +157,14 @@ def _add_middlewares(app: FastAPI, settings: Settings) -> None:
     the webhook route's fast path (after every check above, before FastAPI's router)."""
     api_limit, webhook_limit = body_limits(settings)
     app.add_middleware(WebhookFastPath)
-    app.add_middleware(BodyLimitMiddleware, api_limit=api_limit, webhook_limit=webhook_limit)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        api_limit=api_limit,
+        webhook_limit=webhook_limit,
+        source_limits={
+            name: source.max_body_bytes for name, source in settings.webhooks.sources.items()
+        },
+    )
     app.add_middleware(RequestLogMiddleware, enabled=settings.api.request_log)
     app.add_middleware(AuditMiddleware)
     if settings.api.cors_origins:

@@ -19,6 +19,8 @@ import orjson
 from jobs_service.gateway.problems import PROBLEM_JSON, problem_body
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from jobs_service.core.settings import Settings
@@ -44,10 +46,20 @@ def body_limits(settings: Settings) -> tuple[int, int]:
 class BodyLimitMiddleware:
     """Answers 413 ``body-too-large`` when a request body exceeds its path's limit."""
 
-    def __init__(self, app: ASGIApp, *, api_limit: int, webhook_limit: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_limit: int,
+        webhook_limit: int,
+        source_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.api_limit = api_limit
         self.webhook_limit = webhook_limit
+        #: Each source's own limit, which the answer names (this layer refuses only
+        #: above the largest, but a sender must learn the limit of its own source).
+        self.source_limits = dict(source_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,12 +67,13 @@ class BodyLimitMiddleware:
             return
         path = str(scope["path"])
         limit = self.webhook_limit if path.startswith("/webhooks/") else self.api_limit
+        named = self.source_limits.get(path.removeprefix("/webhooks/"), limit)
         declared = _content_length(scope)
         if declared is not None:
             # The server frames the body by its Content-Length (HTTP/1.1 and h2 alike):
             # no more than declared can arrive, so a body within the limit needs no count.
             if declared > limit:
-                await _refuse(scope, send, limit)
+                await _refuse(scope, send, named)
             else:
                 await self.app(scope, receive, send)
             return
@@ -88,7 +101,7 @@ class BodyLimitMiddleware:
             if exceeded and not responding:
                 if not refused:
                     refused = True
-                    await _refuse(scope, send, limit)
+                    await _refuse(scope, send, named)
                 return
             responding = True
             await send(message)
@@ -99,7 +112,7 @@ class BodyLimitMiddleware:
             if responding:
                 raise
         if exceeded and not refused and not responding:
-            await _refuse(scope, send, limit)
+            await _refuse(scope, send, named)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -58,6 +58,8 @@ def authenticate(settings: Settings, request: Request, scope: Scope) -> str:
     key = _match(keys, token.strip())
     if key is None:
         raise Problem(401, "invalid-api-key", "the API key is not valid", headers=_CHALLENGE)
+    # Known from here on, even if refused: the audit log names who tried.
+    request.state.principal = key.name
     if not key.grants(scope):
         raise Problem(
             403,

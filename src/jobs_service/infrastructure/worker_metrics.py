@@ -11,7 +11,6 @@ process (which outlives its children) on ``worker.metrics_port``.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,15 +22,17 @@ _ENV = "PROMETHEUS_MULTIPROC_DIR"
 def prepare_multiprocess_metrics() -> Path:
     """Point this process and its children at a fresh metrics directory.
 
-    An operator's ``PROMETHEUS_MULTIPROC_DIR`` is used (emptied first, as Prometheus
-    requires between runs); otherwise a new temporary one.
+    An operator's ``PROMETHEUS_MULTIPROC_DIR`` is used, its metric files (``*.db``)
+    of an earlier run removed first, as Prometheus requires; nothing else in it is
+    touched, so a directory shared by mistake (``/tmp``) loses nothing but those.
+    Otherwise a new temporary one.
     """
     configured = os.environ.get(_ENV)
     if configured:
         directory = Path(configured)
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink(missing_ok=True)
     else:
         directory = Path(tempfile.mkdtemp(prefix="jobs-worker-metrics-"))
         os.environ[_ENV] = str(directory)

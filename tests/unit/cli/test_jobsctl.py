@@ -236,3 +236,44 @@ def test_webhooks_list_show_replay(tmp_path: Path) -> None:
     missing = jobsctl("webhooks", "show", "42", env=env, cwd=tmp_path)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "jobsctl webhooks: no webhook event 42"
+
+
+def test_schedules_list_shows_every_schedule_past_a_page(tmp_path: Path) -> None:
+    """1,001 schedules: the list pages through them all, each once (it stopped at the
+    first page of 500, and printed the look-ahead row as a 501st)."""
+    import asyncio  # noqa: PLC0415
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from jobs_service.core.settings import Settings  # noqa: PLC0415
+    from jobs_service.infrastructure import migrate  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+    from jobs_service.infrastructure.models import Schedule  # noqa: PLC0415
+
+    async def prepare() -> None:
+        settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/var/jobs.db")
+        database = Database(settings.database_url, settings.database)
+        await migrate.upgrade(database)
+        now = datetime.now(UTC)
+        async with database.sessions.begin() as session:
+            session.add_all(
+                Schedule(
+                    name=f"bulk-{n:04d}",
+                    task="count_items",
+                    kwargs={"items": []},
+                    kind="interval",
+                    interval_s=3600,
+                    anchor_at=now,
+                    source="api",
+                    created_at=now,
+                    updated_at=now,
+                )
+                for n in range(1001)
+            )
+        await database.close()
+
+    asyncio.run(prepare())
+    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+    listed = jobsctl("schedules", "list", "--json", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    names = [row["name"] for row in json.loads(listed.stdout)]
+    assert names == [f"bulk-{n:04d}" for n in range(1001)]

@@ -113,7 +113,8 @@ async def test_operator_actions_are_recorded_with_key_action_target_and_outcome(
 
 async def test_refused_attempts_are_recorded_too(make_settings: Callable[..., Settings]) -> None:
     """No key, a wrong key and a key without the scope: each attempt is an entry with
-    its 401/403, the actor ``anonymous`` since no key was recognised for the action."""
+    its 401/403. The actor is ``anonymous`` where no key was recognised, and the key's
+    name where one was but lacks the scope (who tried is what an audit is for)."""
     async with serve_app(_app(make_settings)) as client:
         await client.post("/v1/tasks/count_items", json={"kwargs": {"items": []}})
         await client.post(
@@ -124,7 +125,7 @@ async def test_refused_attempts_are_recorded_too(make_settings: Callable[..., Se
         )
         entries = await _audit(client)
     assert [(e["actor"], e["action"], e["outcome"]) for e in entries] == [
-        ("anonymous", "POST /v1/tasks/{name}", 403),
+        ("reader", "POST /v1/tasks/{name}", 403),
         ("anonymous", "POST /v1/tasks/{name}", 401),
         ("anonymous", "POST /v1/tasks/{name}", 401),
     ]

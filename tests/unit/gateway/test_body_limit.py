@@ -154,7 +154,7 @@ async def test_webhook_sources_keep_their_own_limits(
 ) -> None:
     """Above the API limit but within its source's: accepted. Over its source's (but
     within the largest source's): the route's 413, counted as too_large. Over every
-    source's: refused by the middleware."""
+    source's: refused by the middleware. Each 413 names the source's own limit."""
     too_large = WEBHOOK_EVENTS.labels("small", "too_large")
     counted_before = too_large._value.get()
     app = _app(make_settings)
@@ -175,13 +175,20 @@ async def test_webhook_sources_keep_their_own_limits(
         refused_by_middleware = await client.post(
             "/webhooks/large", content=huge, headers=_signed(huge, BIG_KEY, "m4")
         )
+        small_refused_early = await client.post(
+            "/webhooks/small", content=huge, headers=_signed(huge, SMALL_KEY, "m5")
+        )
     assert accepted.status_code == 202, accepted.text
     assert refused_by_route.status_code == 413
     assert refused_by_route.json()["detail"] == "the body exceeds 4096 bytes"
+    assert refused_by_route.json()["limit"] == 4096
     assert too_large._value.get() == counted_before + 1
     assert large_ok.status_code == 202, large_ok.text
     assert refused_by_middleware.status_code == 413
     assert refused_by_middleware.json()["limit"] == 16_384
+    # Refused by the middleware (over every source's limit), it still names its own.
+    assert small_refused_early.status_code == 413
+    assert small_refused_early.json()["limit"] == 4096
 
 
 async def test_without_webhook_sources_webhooks_get_the_api_limit(

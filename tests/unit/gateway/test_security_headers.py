@@ -152,3 +152,15 @@ def test_cors_origins_must_be_exact_origins(
     mismatch with what browsers send."""
     with pytest.raises(ValidationError, match="is not an origin"):
         make_settings(api={"cors_origins": [origin]})
+
+
+def test_a_bad_origin_is_named_by_position_not_echoed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """An origin pasted with credentials must not reach the error (and the log or the
+    terminal that shows it): the message names the entry's position."""
+    with pytest.raises(ValidationError) as caught:
+        make_settings(api={"cors_origins": ["https://ok.example.com", "https://u:hunter2@x/"]})
+    message = str(caught.value)
+    assert "entry 1 is not an origin" in message
+    assert "hunter2" not in message

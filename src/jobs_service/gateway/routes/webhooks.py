@@ -68,7 +68,7 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     """The body, refusing (413) as soon as it exceeds ``limit`` — never buffering more."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "body-too-large", f"the body exceeds {limit} bytes")
+        raise Problem(413, "body-too-large", f"the body exceeds {limit} bytes", limit=limit)
     # Straight from ``receive`` (not ``request.stream()``): usually one message.
     chunks: list[bytes] = []
     size = 0
@@ -80,7 +80,7 @@ async def _read_capped(request: Request, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise Problem(413, "body-too-large", f"the body exceeds {limit} bytes")
+            raise Problem(413, "body-too-large", f"the body exceeds {limit} bytes", limit=limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
