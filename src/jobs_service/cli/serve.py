@@ -168,8 +168,8 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM outside the event loop (importing, or the loop already closing): nothing
-    is in flight, so a plain exit 0 rather than the default action's kill."""
+    """SIGTERM before the event loop takes it over (importing, connecting): nothing is
+    in flight, so a plain exit 0 rather than the default action's kill."""
     del signum, frame
     raise SystemExit(0)
 
@@ -179,8 +179,10 @@ async def _until_terminated(coroutine: Coroutine[Any, Any, None]) -> None:
     the signal cancels it, so its shutdown runs (the scheduler finishes the tick in
     progress) and the process exits 0, where the default action would kill it mid-tick.
 
-    A second SIGTERM changes nothing; SIGINT (Ctrl-C) keeps the event loop's own
-    handling and exits 130.
+    A second SIGTERM changes nothing, nor does one after the work is done: the process
+    is exiting, and the interpreter's own exit would otherwise restore the default
+    action, so a late signal (a supervisor sending it twice) turned a clean stop into
+    exit 143. SIGINT (Ctrl-C) keeps the event loop's own handling and exits 130.
     """
     task = asyncio.ensure_future(coroutine)
     loop = asyncio.get_running_loop()
@@ -203,7 +205,7 @@ async def _until_terminated(coroutine: Coroutine[Any, Any, None]) -> None:
     finally:
         with contextlib.suppress(NotImplementedError):
             loop.remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, _exit_on_sigterm)  # for the loop's teardown
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: exiting anyway
 
 
 def _serve_scheduler_metrics(settings: Settings) -> None:
