@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED", "EXIT_USAGE", "CliError"]
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "CliError", "is_schema_missing"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -14,3 +14,18 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
+
+
+def is_schema_missing(exc: BaseException) -> bool:
+    """The database answers but has none of our tables: not migrated yet (a new SQLite
+    file, an empty PostgreSQL database). Read from the error itself, so that ``jobsctl``
+    need not import SQLAlchemy to tell."""
+    if not type(exc).__module__.startswith("sqlalchemy"):
+        return False
+    cause = getattr(exc, "orig", None)
+    text = str(cause if cause is not None else exc).lower()
+    return (
+        "no such table" in text  # SQLite
+        or type(cause).__name__ == "UndefinedTableError"  # asyncpg
+        or ("relation" in text and "does not exist" in text)
+    )

@@ -212,11 +212,11 @@ def _act_on_run(action: str, run_id: str, settings: Settings) -> int:
         async with app.router.lifespan_context(app):
             client = app.state.client
             if action == "retry":
-                if embedded:
-                    # No shared broker: the attempt runs here, like `jobsctl enqueue`.
-                    sys.stderr.write("embedded mode: running the retried attempt here\n")
                 run = await client.retry(run_id)
                 if embedded:
+                    # No shared broker: the attempt runs here, like `jobsctl enqueue`
+                    # (said once the retry was accepted, not for a run that is unknown).
+                    sys.stderr.write("embedded mode: running the retried attempt here\n")
                     await client.wait_for(run_id, timeout_s=settings.worker.shutdown_timeout_s)
             else:
                 run = await client.cancel(run_id, by=_cli_actor())

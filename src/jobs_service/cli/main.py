@@ -6,7 +6,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from jobs_service.cli.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from jobs_service.cli.errors import EXIT_FAILED, EXIT_USAGE, CliError, is_schema_missing
 from jobs_service.cli.parser import build_parser
 
 if TYPE_CHECKING:
@@ -102,6 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not is_schema_missing(exc):
+            raise
+        sys.stderr.write(
+            f"jobsctl {args.command}: the database has no Jobs Service tables yet: run "
+            "`jobsctl migrate` first (`jobsctl run` migrates by itself)\n"
+        )
+        return EXIT_FAILED
 
 
 def _warn_unknown_environment() -> None:

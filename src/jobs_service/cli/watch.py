@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from jobs_service.cli.context import run_async
 from jobs_service.cli.errors import EXIT_FAILED, CliError
 
@@ -68,7 +70,9 @@ async def _follow(
 
 
 def _json_line(event: str, data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps({"event": event, **data}, default=str) + "\n")
+    """As ``GET /v1/runs/{run_id}/events`` writes its data (orjson: RFC 3339 times)."""
+    line = orjson.dumps({"event": event, **data}, default=str).decode()
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 

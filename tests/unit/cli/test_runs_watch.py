@@ -45,6 +45,10 @@ def test_watching_a_finished_run_prints_its_end_and_exits_with_its_outcome(
     assert [line["event"] for line in lines] == ["progress", "status"]
     assert (lines[0]["percent"], lines[0]["message"]) == (100, "step 4 of 4")
     assert (lines[1]["status"], lines[1]["summary"]) == ("succeeded", {"processed": 4, "errors": 0})
+    # Times as the API writes them (RFC 3339, with the T), which a parser takes back.
+    finished = lines[1]["finished_at"]
+    assert "T" in finished
+    assert datetime.fromisoformat(finished).tzinfo is not None
     assert watched_failure.returncode == 1
     assert "failed (attempt 1)" in watched_failure.stdout
     assert "RuntimeError: boom" in watched_failure.stdout
@@ -94,4 +98,28 @@ async def test_watching_a_live_run_prints_each_change_once(
         ("progress", 60),
         ("progress", 100),
         ("status", "succeeded"),
+    ]
+
+
+def test_retrying_an_unknown_run_says_only_that_it_is_unknown(tmp_path: Path) -> None:
+    """Embedded mode: the note that the attempt runs here comes once a retry is
+    accepted, not before the run is even found."""
+    assert jobsctl("migrate", env=ENV, cwd=tmp_path).returncode == 0
+    unknown = jobsctl("runs", "retry", "f" * 32, env=ENV, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "no run" in unknown.stderr
+    assert "running the retried attempt" not in unknown.stderr
+
+
+@pytest.mark.parametrize("command", [("runs",), ("runs", "retry", "f" * 32), ("schedules", "list")])
+def test_a_database_without_tables_is_one_line_not_a_traceback(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A fresh directory (a new SQLite file, never migrated): every command that reads
+    the history says what to do in one line, exit 1."""
+    result = jobsctl(*command, env=ENV, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"jobsctl {command[0]}: the database has no Jobs Service tables yet: run "
+        "`jobsctl migrate` first (`jobsctl run` migrates by itself)"
     ]
