@@ -65,6 +65,7 @@ def webhook_inbox(
         current.database,
         JobsClient(context.broker, current),
         relay_after_s=current.settings.webhooks.relay_after_s,
+        sources=current.settings.webhooks.sources,
     )
 
 

@@ -89,6 +89,12 @@ def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``jobsctl``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "scheduler":  # before settings and task modules load (seconds)
+        import signal  # noqa: PLC0415
+
+        from jobs_service.cli.serve import exit_on_sigterm  # noqa: PLC0415
+
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         settings = _load_settings(args)
         from jobs_service.core.logging import configure_logging  # noqa: PLC0415

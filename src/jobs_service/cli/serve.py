@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from jobs_service.core.settings import Settings
 
-__all__ = ["api", "run", "scheduler", "worker"]
+__all__ = ["api", "exit_on_sigterm", "run", "scheduler", "worker"]
 
 
 def _bind(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
@@ -150,7 +150,7 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
             "JOBS_REDIS_URL is not set: a separate scheduler needs Redis to reach the "
             "workers. The embedded `jobsctl run` includes the scheduler."
         )
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # until the loop takes it over
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # until the loop takes it over
     shared_broker()
     if settings.scheduler.metrics_port:
         _serve_scheduler_metrics(settings)
@@ -167,10 +167,11 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def exit_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM before the event loop takes it over (importing, connecting): nothing is
     in flight, so a plain exit 0 rather than the default action's kill."""
     del signum, frame
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # exiting: a second one changes nothing
     raise SystemExit(0)
 
 

@@ -687,8 +687,14 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-#: What Kubernetes sets for a Service named ``jobs`` (service links): not settings.
-_SERVICE_LINK = re.compile(r"JOBS_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\w+)?)")
+#: What Kubernetes sets for a Service named ``jobs`` or ``jobs-<anything>`` (service
+#: links): not settings. A bare ``…_PORT`` is one only by its value (``tcp://host:port``),
+#: as ``JOBS_API_PORT`` may also be a mistyped ``JOBS_API__PORT``.
+_SERVICE_LINK = re.compile(
+    r"JOBS_(\w+_)?(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)"
+)
+_SERVICE_LINK_PORT = re.compile(r"JOBS_(\w+_)?PORT")
+_SERVICE_LINK_URL = re.compile(r"(tcp|udp|sctp)://\S+")
 
 
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
@@ -704,13 +710,19 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[tuple[
     found = []
     for name in sorted(environ):
         upper = name.upper()
-        if not upper.startswith("JOBS_") or _SERVICE_LINK.fullmatch(upper):
+        if not upper.startswith("JOBS_") or _is_service_link(upper, environ[name]):
             continue
         top, nested, rest = upper.removeprefix("JOBS_").partition("__")
         if top in fields:
             continue
         found.append((name, _closest_setting(top, fields, nested + rest)))
     return found
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    if _SERVICE_LINK.fullmatch(name):
+        return True
+    return bool(_SERVICE_LINK_PORT.fullmatch(name) and _SERVICE_LINK_URL.fullmatch(value))
 
 
 def _closest_setting(top: str, fields: set[str], nested: str) -> str | None:

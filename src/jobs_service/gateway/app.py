@@ -202,7 +202,10 @@ async def _start_runtime(
     app.state.webhook_inbox = runtime.resource(
         "webhook-inbox",
         lambda: WebhookInbox(
-            runtime.database, app.state.client, relay_after_s=settings.webhooks.relay_after_s
+            runtime.database,
+            app.state.client,
+            relay_after_s=settings.webhooks.relay_after_s,
+            sources=settings.webhooks.sources,
         ),
     )
     broker.state.runtime = runtime

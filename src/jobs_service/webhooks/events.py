@@ -113,7 +113,8 @@ def _bounded_id(value: str) -> str:
     duplicate."""
     if len(value) <= MAX_EVENT_ID:
         return value
-    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    # Its own prefix: a content digest (``sha256:``, events without an id) never meets it.
+    return "id-sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _bounded_type(value: str | None) -> str | None:

@@ -33,7 +33,7 @@ from jobs_service.webhooks.enqueued_marks import EnqueuedMarks
 from jobs_service.webhooks.event_ids import EventIdPool
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from jobs_service.client import JobsClient
     from jobs_service.core.settings import WebhookSource
@@ -84,11 +84,14 @@ class WebhookInbox:
         client: JobsClient,
         *,
         relay_after_s: float,
+        sources: Mapping[str, WebhookSource] | None = None,
         max_batch: int = 500,
         writers: int = 2,
     ) -> None:
         self._database = database
         self._client = client
+        #: The configured sources, for a replay's delivery targets (the route's now).
+        self._sources = dict(sources or {})
         self._relay_after = timedelta(seconds=relay_after_s)
         self._batches: GroupCommit[list[_Incoming], list[Accepted]] = GroupCommit(
             self._write, max_batch=max_batch, writers=writers
@@ -300,8 +303,9 @@ class WebhookInbox:
         """Process a stored event again with a new run of its route's task; the event
         keeps its history (earlier runs stay in ``job_runs``). Returns the run id.
 
-        The new run delivers its result where the event's last run did (the route's
-        ``deliver_to`` when the event came in).
+        The new run delivers its result where the event's route says now (a replay often
+        follows a fixed address or a renamed channel), or, when the source or the route
+        to that task is gone, where the event's last run did.
         """
         event = await self.load(event_id)
         request = self._client.prepare(
@@ -309,7 +313,7 @@ class WebhookInbox:
             {"event_id": event.id},
             source="webhook",
             webhook_event_id=event.id,
-            deliver_to=await self._delivery_of(event.run_id),
+            deliver_to=await self._replay_delivery(event),
         )
         async with self._database.engine.begin() as connection:
             await runs.insert_queued_runs(connection, [request.queued_row()])
@@ -317,6 +321,14 @@ class WebhookInbox:
         await self._send([request])
         _log.info("webhook-replayed", event_id=event.id, run_id=request.run_id)
         return request.run_id
+
+    async def _replay_delivery(self, event: WebhookEvent) -> dict[str, Any] | None:
+        source = self._sources.get(event.source)
+        if source is not None:
+            route = source.route_for(event.event_type)
+            if route.task == event.task:
+                return route.deliver_to.as_json() if route.deliver_to else None
+        return await self._delivery_of(event.run_id)
 
     async def _delivery_of(self, run_id: str | None) -> dict[str, Any] | None:
         """Where the run ``run_id`` delivers its result: its ``deliver_to``, or the

@@ -197,5 +197,5 @@ async def test_over_long_ids_and_types_are_stored_without_failing_their_batch(
     ids = {external_id for external_id, _ in stored}
     assert len(ids) == 4
     assert all(len(external_id) <= 255 for external_id in ids)
-    assert sum(external_id.startswith("sha256:") for external_id in ids) == 2
+    assert sum(external_id.startswith("id-sha256:") for external_id in ids) == 2
     assert {event_type for _, event_type in stored} == {"invoice.paid", long_type[:200]}

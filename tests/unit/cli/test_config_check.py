@@ -446,6 +446,9 @@ def test_a_misspelt_environment_variable_is_a_warning_with_the_setting_meant(
     monkeypatch.setenv("JOBS_NOTHING_LIKE_IT", "1")
     monkeypatch.setenv("JOBS_SERVICE_HOST", "10.0.0.1")
     monkeypatch.setenv("JOBS_PORT_8000_TCP", "tcp://10.0.0.1:8000")
+    monkeypatch.setenv("JOBS_API_SERVICE_HOST", "10.0.0.2")  # a Service named jobs-api
+    monkeypatch.setenv("JOBS_API_PORT", "tcp://10.0.0.2:8000")
+    monkeypatch.setenv("JOBS_API_PORT_8000_TCP_ADDR", "10.0.0.2")
     result = jobsctl(COMPLETE)
     assert result.code == 0
     assert result.err == [

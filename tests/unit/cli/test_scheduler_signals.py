@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobs_service.cli.serve import _exit_on_sigterm, _until_terminated
+from jobs_service.cli.serve import _until_terminated, exit_on_sigterm
 
 pytestmark = pytest.mark.anyio
 
@@ -82,5 +82,8 @@ async def test_ctrl_c_after_a_sigterm_is_still_a_cancellation() -> None:
 def test_sigterm_outside_the_event_loop_exits_0() -> None:
     """Before the loop takes SIGTERM over (start-up) a SIGTERM is a plain exit 0."""
     with pytest.raises(SystemExit) as exited:
-        _exit_on_sigterm(signal.SIGTERM, None)
+        exit_on_sigterm(signal.SIGTERM, None)
     assert exited.value.code == 0
+    # On its way out a second SIGTERM changes nothing (the interpreter's exit would
+    # otherwise restore the default action, and that one would kill it: exit 143).
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN

@@ -412,3 +412,31 @@ async def test_a_replay_delivers_its_result_where_the_first_run_did(
     assert first.deliver_to is not None
     assert first.deliver_to["email"]["to"] == ["ops@example.com"]
     assert by_id[replay.json()["run_id"]].deliver_to == first.deliver_to
+
+
+async def test_a_replay_delivers_where_the_route_says_now(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The operator corrects the route's address (or renames a channel) and replays: the
+    replay goes to the route's current target, and a target the old run had but the
+    configuration no longer knows does not make the replay fail."""
+    body = json.dumps({"type": "invoice.paid"}).encode()
+
+    def sources(address: str) -> dict[str, Any]:
+        route = {"task": "record_webhook", "deliver_to": {"email": [address]}}
+        return {"billing": {**SOURCES["billing"], "routes": {"invoice.paid": route}}}
+
+    first = await _service(make_settings, sources=sources("wrong@example.com"))
+    async with serve_app(first) as client:
+        event_id = (
+            await client.post("/webhooks/billing", content=body, headers=standard(body))
+        ).json()["event_id"]
+        await _settled(first)
+    corrected = await _service(make_settings, sources=sources("ops@example.com"))
+    async with serve_app(corrected) as client:
+        replay = await client.post(f"/v1/webhooks/events/{event_id}/replay")
+        _, runs = await _rows(corrected)
+    assert replay.status_code == 202, replay.text
+    replayed = next(run for run in runs if run.run_id == replay.json()["run_id"])
+    assert replayed.deliver_to is not None
+    assert replayed.deliver_to["email"]["to"] == ["ops@example.com"]
