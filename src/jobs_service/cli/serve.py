@@ -150,7 +150,6 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
             "JOBS_REDIS_URL is not set: a separate scheduler needs Redis to reach the "
             "workers. The embedded `jobsctl run` includes the scheduler."
         )
-    signal.signal(signal.SIGTERM, exit_on_sigterm)  # until the loop takes it over
     shared_broker()
     if settings.scheduler.metrics_port:
         _serve_scheduler_metrics(settings)
@@ -168,8 +167,9 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def exit_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM before the event loop takes it over (importing, connecting): nothing is
-    in flight, so a plain exit 0 rather than the default action's kill."""
+    """SIGTERM before the event loop takes it over (``jobsctl`` installs this first
+    thing, before settings and task modules load): nothing is in flight, so a plain
+    exit 0 rather than the default action's kill."""
     del signum, frame
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # exiting: a second one changes nothing
     raise SystemExit(0)

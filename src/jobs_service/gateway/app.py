@@ -20,7 +20,7 @@ from jobs_service.core.logging import get_logger
 from jobs_service.core.redaction import redact_url
 from jobs_service.core.settings import Settings
 from jobs_service.gateway.audit import AuditMiddleware
-from jobs_service.gateway.body_limit import BodyLimitMiddleware, body_limits
+from jobs_service.gateway.body_limit import BodyLimitMiddleware
 from jobs_service.gateway.problems import install_problem_handlers
 from jobs_service.gateway.request_log import RequestLogMiddleware
 from jobs_service.gateway.routes import (
@@ -155,12 +155,10 @@ def _add_middlewares(app: FastAPI, settings: Settings) -> None:
     before anything reads the request, the audit around the request log (it reads the
     request id and principal once the response is out), body limits, then innermost
     the webhook route's fast path (after every check above, before FastAPI's router)."""
-    api_limit, webhook_limit = body_limits(settings)
     app.add_middleware(WebhookFastPath)
     app.add_middleware(
         BodyLimitMiddleware,
-        api_limit=api_limit,
-        webhook_limit=webhook_limit,
+        api_limit=settings.api.max_body_bytes,
         source_limits={
             name: source.max_body_bytes for name, source in settings.webhooks.sources.items()
         },

@@ -23,9 +23,8 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from jobs_service.core.settings import Settings
 
-__all__ = ["BodyLimitMiddleware", "BodyTooLargeError", "body_limits"]
+__all__ = ["BodyLimitMiddleware", "BodyTooLargeError"]
 
 
 class BodyTooLargeError(Exception):
@@ -36,13 +35,6 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
-def body_limits(settings: Settings) -> tuple[int, int]:
-    """The limit of the API and of ``/webhooks/*`` (the largest source's)."""
-    sources = settings.webhooks.sources.values()
-    webhooks = max((source.max_body_bytes for source in sources), default=0)
-    return settings.api.max_body_bytes, webhooks or settings.api.max_body_bytes
-
-
 class BodyLimitMiddleware:
     """Answers 413 ``body-too-large`` when a request body exceeds its path's limit."""
 
@@ -51,15 +43,15 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         *,
         api_limit: int,
-        webhook_limit: int,
         source_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.api_limit = api_limit
-        self.webhook_limit = webhook_limit
         #: Each source's own limit, which the answer names (this layer refuses only
         #: above the largest, but a sender must learn the limit of its own source).
         self.source_limits = dict(source_limits or {})
+        #: ``/webhooks/*``: the largest source's limit (the API's without sources).
+        self.webhook_limit = max(self.source_limits.values(), default=0) or api_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

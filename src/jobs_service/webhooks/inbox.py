@@ -325,9 +325,9 @@ class WebhookInbox:
     async def _replay_delivery(self, event: WebhookEvent) -> dict[str, Any] | None:
         source = self._sources.get(event.source)
         if source is not None:
-            route = source.route_for(event.event_type)
-            if route.task == event.task:
-                return route.deliver_to.as_json() if route.deliver_to else None
+            task, deliver_to = self._route(event.source, source, event.event_type)
+            if task == event.task:
+                return deliver_to
         return await self._delivery_of(event.run_id)
 
     async def _delivery_of(self, run_id: str | None) -> dict[str, Any] | None:

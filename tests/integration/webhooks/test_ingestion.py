@@ -39,6 +39,18 @@ def _redis_broker(settings: Settings) -> AsyncBroker:
     return target
 
 
+def _gateway(pg_url: str, redis_prefix: str) -> tuple[Settings, FastAPI]:
+    """A gateway on the test's PostgreSQL and a Redis prefix of its own, with the
+    webhook sources of the unit tests."""
+    settings = Settings(
+        database_url=pg_url,
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
+        webhooks={"sources": SOURCES},
+    )
+    return settings, create_app(settings, broker=_redis_broker(settings))
+
+
 async def _count(app: FastAPI, model: Any, *where: Any) -> int:
     async with app.state.runtime.database.sessions() as session:
         return int(
@@ -53,13 +65,7 @@ async def test_twenty_concurrent_deliveries_of_one_event_make_one_run(
     redis_prefix: str,
 ) -> None:
     """The sender's retries racing each other: one event row, one run, 19 duplicates."""
-    settings = Settings(
-        database_url=pg_url,
-        redis_url="redis://127.0.0.1:6379/0",
-        redis_prefix=f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
-        webhooks={"sources": SOURCES},
-    )
-    app = create_app(settings, broker=_redis_broker(settings))
+    settings, app = _gateway(pg_url, redis_prefix)
     msg_id = f"msg-{uuid.uuid4().hex}"
     body = json.dumps({"type": "invoice.paid"}).encode()
     async with serve_app(app) as client:
@@ -157,13 +163,7 @@ async def test_over_long_ids_and_types_are_stored_without_failing_their_batch(
     would fail the whole batch (every concurrent request a 500). Ids longer than 255
     characters are stored as their digest: two that share their first 255 characters
     stay two events, and a repeat of one is a duplicate. Types are cut to 200."""
-    settings = Settings(
-        database_url=pg_url,
-        redis_url="redis://127.0.0.1:6379/0",
-        redis_prefix=f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
-        webhooks={"sources": SOURCES},
-    )
-    app = create_app(settings, broker=_redis_broker(settings))
+    _, app = _gateway(pg_url, redis_prefix)
     stem = f"long-{uuid.uuid4().hex}-" + "x" * 280
     long_type = "invoice." + "t" * 250
     requests = [

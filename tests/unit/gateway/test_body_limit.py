@@ -215,7 +215,7 @@ async def test_an_app_that_swallows_the_error_still_answers_413() -> None:
             await send({"type": "http.response.start", "status": 400, "headers": []})
             await send({"type": "http.response.body", "body": b"bad body"})
 
-    app = BodyLimitMiddleware(swallowing, api_limit=10, webhook_limit=10)
+    app = BodyLimitMiddleware(swallowing, api_limit=10)
     async with asgi_client(app) as client:  # type: ignore[arg-type]
         response = await client.post("/v1/x", content=_chunks(b"y" * 50, size=5))
     assert response.status_code == 413

@@ -189,16 +189,22 @@ class _Scheduler(TaskiqScheduler):
             self.journal.append("scheduler stopped")
 
 
+async def _running_loop(*, fails: str) -> tuple[list[str], asyncio.Task[None]]:
+    """The loop of a scheduler with sources a and b, started; its journal and task."""
+    journal: list[str] = []
+    sources: list[ScheduleSource] = [_Part("a", journal), _Part("b", journal)]
+    scheduler = _Scheduler(sources, journal, fails=fails)
+    running = asyncio.create_task(run_scheduler_loop(scheduler))
+    await asyncio.wait_for(scheduler.started.wait(), timeout=5)
+    return journal, running
+
+
 async def test_a_part_that_fails_to_stop_does_not_keep_the_others_open(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The scheduler's shutdown fails: both sources are still shut down (in reverse
     order), the failure is logged, and the cancellation that ended the loop goes on."""
-    journal: list[str] = []
-    sources: list[ScheduleSource] = [_Part("a", journal), _Part("b", journal)]
-    scheduler = _Scheduler(sources, journal, fails="stop")
-    running = asyncio.create_task(run_scheduler_loop(scheduler))
-    await asyncio.wait_for(scheduler.started.wait(), timeout=5)
+    journal, running = await _running_loop(fails="stop")
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
@@ -235,11 +241,7 @@ async def test_a_second_cancellation_does_not_cut_a_shutdown_short() -> None:
     """The loop is cancelled, and cancelled again while the scheduler waits for its
     tick in progress: that wait still ends, the sources are still shut down, and the
     cancellation is raised after."""
-    journal: list[str] = []
-    sources: list[ScheduleSource] = [_Part("a", journal), _Part("b", journal)]
-    scheduler = _Scheduler(sources, journal, fails="slow stop")
-    running = asyncio.create_task(run_scheduler_loop(scheduler))
-    await asyncio.wait_for(scheduler.started.wait(), timeout=5)
+    journal, running = await _running_loop(fails="slow stop")
     running.cancel()
     await asyncio.sleep(0.01)
     assert journal[-1] == "stop scheduler"
