@@ -5,16 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from jobs_service.infrastructure.repositories import runs, schedules
+from jobs_service.infrastructure.repositories import runs, schedules, webhooks
 
 if TYPE_CHECKING:
     from jobs_service.infrastructure.database import Database
     from jobs_service.infrastructure.models import JobRun
 
-__all__ = ["FIRE_CLAIMS_KEPT", "DatabaseRunHistory"]
+__all__ = ["EVENTS_KEPT_AT_LEAST", "FIRE_CLAIMS_KEPT", "DatabaseRunHistory"]
 
 #: How long a schedule's fire claims are kept: longer than the longest catch-up window.
 FIRE_CLAIMS_KEPT = timedelta(days=8)
+
+#: A webhook event is what recognises a sender's retry as a duplicate, so it is kept
+#: longer than senders retry (Stripe: 3 days; Standard Webhooks senders: about a day),
+#: whatever the runs' retention.
+EVENTS_KEPT_AT_LEAST = timedelta(days=8)
 
 
 class DatabaseRunHistory:
@@ -40,6 +45,21 @@ class DatabaseRunHistory:
         async with self._database.sessions.begin() as session:
             await schedules.delete_fires_before(session, claims_cutoff)
         return total
+
+    async def delete_finished_events_before(self, cutoff: datetime) -> int:
+        """Delete processed and failed webhook events last changed before ``cutoff``, or
+        before :data:`EVENTS_KEPT_AT_LEAST` ago if that is earlier; one transaction per
+        batch of ``delete_batch_size``."""
+        cutoff = min(cutoff, datetime.now(UTC) - EVENTS_KEPT_AT_LEAST)
+        total = 0
+        while True:
+            async with self._database.sessions.begin() as session:
+                deleted = await webhooks.delete_settled_before(
+                    session, cutoff, batch_size=self._batch
+                )
+            total += deleted
+            if deleted < self._batch:
+                return total
 
     async def get_run(self, run_id: str) -> JobRun | None:
         """One run as recorded (status, summary, content, deliver_to)."""

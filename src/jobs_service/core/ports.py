@@ -29,6 +29,10 @@ class RunHistory(Protocol):
         """Delete finished runs older than ``cutoff``; return how many."""
         ...
 
+    async def delete_finished_events_before(self, cutoff: datetime) -> int:
+        """Delete webhook events whose runs ended before ``cutoff``; return how many."""
+        ...
+
     async def count_stuck(self, older_than: datetime) -> int:
         """Count runs queued or running since before ``older_than``."""
         ...

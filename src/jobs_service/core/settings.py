@@ -484,7 +484,10 @@ class RunsSettings(_Section):
     """Run history."""
 
     retention_days: int = Field(
-        30, ge=1, description="`cleanup_old_runs` deletes finished runs older than this."
+        30,
+        ge=1,
+        description="`cleanup_old_runs` deletes finished runs older than this, and "
+        "processed or failed webhook events (kept at least 8 days).",
     )
     stuck_after_s: int = Field(
         3600,

@@ -34,11 +34,14 @@ async def cleanup_old_runs(
     config: Annotated[Settings, TaskiqDepends(settings)],
     retention_days: Annotated[int, Field(ge=1, le=36_500)] | None = None,
 ) -> Summary:
-    """Delete finished runs older than the retention period.
+    """Delete finished runs, and the webhook events that started them, older than the
+    retention period.
 
     Schedule: daily at 03:17 UTC (off the hour, away from other nightly jobs).
     ``retention_days`` defaults to the ``runs.retention_days`` setting. Queued and
-    running runs are never deleted. Returns ``deleted`` and ``errors``.
+    running runs are never deleted, nor events whose runs have not ended; events are
+    kept at least eight days, as they recognise a sender's retries. Returns ``deleted``
+    (runs), ``events_deleted`` and ``errors``.
     """
     days = retention_days if retention_days is not None else config.runs.retention_days
     if days < 1:
@@ -46,7 +49,8 @@ async def cleanup_old_runs(
         raise ValueError(msg)
     cutoff = datetime.now(UTC) - timedelta(days=days)
     deleted = await history.delete_finished_before(cutoff)
-    return make_summary(deleted=deleted, retention_days=days)
+    events_deleted = await history.delete_finished_events_before(cutoff)
+    return make_summary(deleted=deleted, events_deleted=events_deleted, retention_days=days)
 
 
 @broker.task(

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from jobs_service.broker import broker
 from jobs_service.core.ids import new_run_id
 from jobs_service.gateway import create_app
-from jobs_service.infrastructure.models import ScheduleFire
-from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.models import ScheduleFire, WebhookEvent
+from jobs_service.infrastructure.repositories import runs, webhooks
 from tests.conftest import serve_app
 from tests.support.run_events import finished_event
 
@@ -70,7 +70,12 @@ async def test_cleanup_deletes_only_old_finished_runs(
         remaining = {
             item["run_id"] for item in (await client.get("/v1/runs?limit=500")).json()["items"]
         }
-    assert run["summary"] == {"deleted": 3, "retention_days": 30, "errors": 0}
+    assert run["summary"] == {
+        "deleted": 3,
+        "events_deleted": 0,
+        "retention_days": 30,
+        "errors": 0,
+    }
     assert {event.run_id for event in keep} <= remaining
     assert not {event.run_id for event in old} & remaining
     assert len(remaining) == len(keep) + 2  # + the old queued run + the cleanup run itself
@@ -85,7 +90,12 @@ async def test_cleanup_uses_the_retention_setting(make_settings: Callable[..., S
         async with app.state.runtime.database.engine.begin() as connection:
             await runs.upsert_run_events(connection, [finished(4), finished(1)])
         run = await run_task(client, "cleanup_old_runs")
-    assert run["summary"] == {"deleted": 1, "retention_days": 3, "errors": 0}
+    assert run["summary"] == {
+        "deleted": 1,
+        "events_deleted": 0,
+        "retention_days": 3,
+        "errors": 0,
+    }
 
 
 async def test_fire_claims_are_kept_eight_days_whatever_the_runs_retention(
@@ -134,6 +144,78 @@ async def test_fire_claims_are_kept_eight_days_whatever_the_runs_retention(
             )
     assert run["status"] == "succeeded"
     assert kept == [fires[3]]
+
+
+async def store_events(app: Any, events: dict[str, tuple[str, float]]) -> dict[str, int]:
+    """Store one webhook event per name, each ``(status, days since it last changed)``;
+    returns ``name -> id``."""
+    run_ids = {name: new_run_id() for name in events}
+    async with app.state.runtime.database.engine.begin() as connection:
+        ids = await webhooks.insert_events(
+            connection,
+            [
+                webhooks.NewEvent(
+                    source="crm",
+                    external_id=name,
+                    event_type="contact.created",
+                    headers={},
+                    body="{}",
+                    task="process_webhook_event",
+                    run_id=run_ids[name],
+                    received_at=NOW - timedelta(days=days, minutes=1),
+                )
+                for name, (_, days) in events.items()
+            ],
+        )
+        by_name = {name: ids[run_id] for name, run_id in run_ids.items()}
+        for name, (status, days) in events.items():
+            await connection.execute(
+                update(WebhookEvent)
+                .where(WebhookEvent.id == by_name[name])
+                .values(status=status, updated_at=NOW - timedelta(days=days))
+            )
+    return by_name
+
+
+async def test_cleanup_deletes_old_settled_webhook_events(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Processed and failed events older than the retention go; recent ones, and events
+    whose runs have not ended (accepted, enqueued) stay, however old."""
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        ids = await store_events(
+            app,
+            {
+                "old-processed": ("processed", 40),
+                "old-failed": ("failed", 31),
+                "recent-processed": ("processed", 29),
+                "old-accepted": ("accepted", 60),
+                "old-enqueued": ("enqueued", 60),
+            },
+        )
+        run = await run_task(client, "cleanup_old_runs", retention_days=30)
+        listed = (await client.get("/v1/webhooks/events?limit=500")).json()["items"]
+    assert run["summary"]["events_deleted"] == 2
+    assert {item["id"] for item in listed} == {
+        ids[name] for name in ("recent-processed", "old-accepted", "old-enqueued")
+    }
+
+
+async def test_webhook_events_are_kept_eight_days_whatever_the_runs_retention(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """An event is what recognises a sender's retry as a duplicate: a day's run
+    retention must not take it before senders stop retrying."""
+    app = create_app(
+        make_settings(runs={"retention_days": 1}), broker=broker, embedded=True, scheduler=False
+    )
+    async with serve_app(app) as client:
+        ids = await store_events(app, {"three-days": ("processed", 3), "nine-days": ("failed", 9)})
+        run = await run_task(client, "cleanup_old_runs")
+        listed = (await client.get("/v1/webhooks/events?limit=500")).json()["items"]
+    assert run["summary"]["events_deleted"] == 1
+    assert [item["id"] for item in listed] == [ids["three-days"]]
 
 
 async def test_health_check_counts_stuck_runs(make_settings: Callable[..., Settings]) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs_service.infrastructure.models import WebhookEvent
@@ -27,6 +27,7 @@ __all__ = [
     "StaleEvent",
     "WebhookOutcome",
     "allocate_event_ids",
+    "delete_settled_before",
     "existing_ids",
     "get_event",
     "insert_events",
@@ -256,6 +257,31 @@ async def mark_finished(
             .where(WebhookEvent.id == event_id)
             .values(status=status, run_id=run_id, error=error, updated_at=at)
         )
+
+
+#: An event in one of these states is done with: its run has ended, and a replay would
+#: start a new one from the stored body.
+SETTLED_STATUSES = ("processed", "failed")
+
+
+async def delete_settled_before(session: AsyncSession, cutoff: datetime, *, batch_size: int) -> int:
+    """Delete up to ``batch_size`` processed or failed events last changed before
+    ``cutoff``; returns the count.
+
+    Accepted and enqueued events are never deleted: their runs have not ended, and an
+    accepted event may exist nowhere else. Batches keep each transaction small, as a
+    body can be a megabyte.
+    """
+    found = await session.execute(
+        select(WebhookEvent.id)
+        .where(WebhookEvent.status.in_(SETTLED_STATUSES), WebhookEvent.updated_at < cutoff)
+        .limit(batch_size)
+    )
+    ids = list(found.scalars())
+    if not ids:
+        return 0
+    result = await session.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(ids)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)

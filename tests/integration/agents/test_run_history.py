@@ -1,0 +1,63 @@
+"""The run history agent's retention against the real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from jobs_service.agents.run_history import DatabaseRunHistory
+from jobs_service.core.ids import new_run_id
+from jobs_service.core.settings import DatabaseSettings
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.models import WebhookEvent
+from jobs_service.infrastructure.repositories import webhooks
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_settled_webhook_events_are_deleted_in_batches(empty_pg_url: str) -> None:
+    """Five old settled events go in batches of two (three transactions); the recent
+    one and the old accepted one stay."""
+    database = Database(empty_pg_url, DatabaseSettings())
+    try:
+        await migrate.upgrade(database)
+        now = datetime.now(UTC)
+        ages = {f"old-{n}": ("processed" if n % 2 else "failed", 20) for n in range(5)}
+        ages |= {"recent": ("processed", 2), "accepted": ("accepted", 20)}
+        run_ids = {name: new_run_id() for name in ages}
+        async with database.engine.begin() as connection:
+            ids = await webhooks.insert_events(
+                connection,
+                [
+                    webhooks.NewEvent(
+                        source="crm",
+                        external_id=name,
+                        event_type=None,
+                        headers={},
+                        body="x" * 10_000,
+                        task="process_webhook_event",
+                        run_id=run_ids[name],
+                        received_at=now,
+                    )
+                    for name in ages
+                ],
+            )
+            for name, (status, days) in ages.items():
+                await connection.execute(
+                    update(WebhookEvent)
+                    .where(WebhookEvent.id == ids[run_ids[name]])
+                    .values(status=status, updated_at=now - timedelta(days=days))
+                )
+        history = DatabaseRunHistory(database, delete_batch_size=2)
+        deleted = await history.delete_finished_events_before(now - timedelta(days=10))
+        async with database.sessions() as session:
+            left = set((await session.execute(select(WebhookEvent.external_id))).scalars())
+            count = (await session.execute(select(func.count(WebhookEvent.id)))).scalar_one()
+    finally:
+        await database.close()
+    assert deleted == 5
+    assert left == {"recent", "accepted"}
+    assert count == 2
