@@ -54,6 +54,9 @@ _MAX_BACKOFF_S = 10.0
 # A message delivered this many times never finished anywhere (it crashes its worker, or
 # a middleware refuses it): it goes to the dead-letter stream instead of round again.
 MAX_DELIVERIES = 10
+# XAUTOCLAIM calls of one reclaim at most: each looks at 10 x count pending entries, so
+# even a one-slot reclaim sees 500 of them; the next reclaim goes on from there.
+RECLAIM_SCANS = 50
 # One script call blocks Redis while it runs: keep each well under a millisecond or two.
 _MAX_SCRIPT_MESSAGES = 1000
 
@@ -114,6 +117,7 @@ class StreamBroker(RedisStreamBroker):
         self._reader: Redis | None = None
         self._add: AsyncScript | None = None
         self._next_reclaim = 0.0
+        self._reclaim_from = "0-0"
         self._backoff = 0.2
 
     @property
@@ -261,16 +265,9 @@ class StreamBroker(RedisStreamBroker):
         dead worker's backlog; a message delivered ``MAX_DELIVERIES`` times goes to the
         dead-letter stream instead.
         """
-        answer = await redis.xautoclaim(
-            self.queue_name,
-            self.consumer_group_name,
-            self.consumer_name,
-            min_idle_time=self.idle_timeout,
-            start_id="0-0",
-            count=count,
-        )
+        entries = await self._idle_entries(redis, count)
         claimed: list[Delivery] = []
-        for raw_id, fields in answer[1]:
+        for raw_id, fields in entries:
             message_id = redis_text(raw_id)
             if message_id in self.held:
                 continue  # our own, renewed late (a stalled loop): still running here
@@ -284,6 +281,30 @@ class StreamBroker(RedisStreamBroker):
         if claimed:
             _log.warning("broker-reclaimed", messages=len(claimed))
         return claimed
+
+    async def _idle_entries(self, redis: Redis, count: int) -> list[Any]:
+        """Up to ``count`` idle entries of the pending list, claimed for this consumer.
+
+        One XAUTOCLAIM looks at no more than ``10 x count`` pending entries, oldest
+        first. Starting from the beginning every time, a worker would only ever see the
+        oldest entries, which live workers hold (long tasks, renewed), and never a dead
+        worker's newer ones. So the scan resumes where the last one stopped, and goes on
+        (up to ``RECLAIM_SCANS`` calls) until it finds something or has seen the whole
+        list.
+        """
+        for _ in range(RECLAIM_SCANS):
+            answer = await redis.xautoclaim(
+                self.queue_name,
+                self.consumer_group_name,
+                self.consumer_name,
+                min_idle_time=self.idle_timeout,
+                start_id=self._reclaim_from,
+                count=count,
+            )
+            self._reclaim_from = redis_text(answer[0])
+            if answer[1] or self._reclaim_from == "0-0":
+                return list(answer[1])
+        return []
 
     async def _deliveries(self, redis: Redis, message_id: str, fields: Any) -> int | None:
         """How often the message was delivered (this reclaim included); None once that

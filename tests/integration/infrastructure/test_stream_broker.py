@@ -182,3 +182,27 @@ async def test_a_read_batch_is_held_whole_until_the_worker_lets_it_go(
         while len(taken) < 4:
             taken.append((await anext(other_listener)).data)
     assert sorted(taken) == [b"b1", b"b2", b"b3", b"b4"]
+
+
+async def test_a_dead_workers_message_is_reclaimed_behind_many_held_by_live_workers(
+    make_worker: Callable[..., StreamBroker],
+) -> None:
+    """XAUTOCLAIM looks at ten entries per message asked for: a one-slot worker must
+    still find the dead worker's message behind 120 older ones a live worker renews."""
+    busy = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    dead = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    rescuer = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    for worker in (busy, dead, rescuer):
+        await worker.startup()
+    await busy.kick_many([_message(f"long-{n}".encode()) for n in range(120)])
+    held = await busy.read(120)
+    assert len(held) == 120
+    await busy.kick_many([_message(b"orphan")])
+    assert [d.data for d in await dead.read(1)] == [b"orphan"]
+    upkeep = StreamUpkeep(busy, prefix="unused", max_lease_s=3600)
+    found: list[bytes] = []
+    with anyio.move_on_after(4):
+        while not found:
+            assert await upkeep.renew_leases() == 120
+            found = [d.data for d in await rescuer.read(1)]
+    assert found == [b"orphan"]
