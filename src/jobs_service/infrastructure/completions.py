@@ -14,6 +14,15 @@ the round trips). An idle one keeps the 1 ms window: sending at once looked wors
 W2's tail on a slow machine, and made no difference on a fast one (see the performance
 page).
 
+A message is acknowledged only once its run's outcome is in the database: while a
+``gate`` is set (the worker's run recorder), a finished message waits, *held back*,
+until the recorder has written every event recorded before the message finished (its
+run's last state among them), and goes out with the batch that flush releases. A worker
+that dies in between leaves the message pending, so it runs again elsewhere and is
+recorded there; the outcome of a run whose message was acknowledged is never only in a
+dead worker's memory. While the database is down, finished messages stay held back
+(their leases renewed) and the receiver stops reading once too many wait.
+
 The worker does not wait for the confirmation before it starts its next message; the
 message stays *held* (its lease renewed, see ``stream_upkeep``) until Redis confirmed
 the XACK. A round trip that fails on the connection is retried with backoff, so a Redis
@@ -27,7 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,7 +51,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import ConnectionPool
 
-__all__ = ["Completions", "ResultEntry"]
+__all__ = ["Completions", "RecordGate", "ResultEntry"]
 
 #: A result to store with the acknowledgement: key, value and time to live in seconds.
 ResultEntry = tuple[str, bytes, int | None]
@@ -52,6 +62,18 @@ _BUSY_WINDOW_S = 0.005
 _WINDOW_S = 0.001
 _MAX_BACKOFF_S = 5.0
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class RecordGate(Protocol):
+    """What acknowledgements wait for: the run recorder's count of events recorded, and
+    how many of the first of them are written."""
+
+    recorded: int
+    written: int
+
+    async def wait_flushed(self) -> None:
+        """Return once everything recorded so far is written."""
+        ...
 
 
 class _Item:
@@ -94,6 +116,12 @@ class Completions:
         self.more_coming: Callable[[], bool] = more_coming or _never
         self._window_s, self._busy_window_s = window_s, busy_window_s
         self._pending: list[_Item] = []
+        #: When set, a finished message is acknowledged only once the events recorded
+        #: before it finished are written (see the module docstring).
+        self.gate: RecordGate | None = None
+        #: Finished messages waiting for the recorder: (events recorded then, item),
+        #: in the order they finished.
+        self._held_back: deque[tuple[int, _Item]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self.round_trips = 0
@@ -101,11 +129,36 @@ class Completions:
     @property
     def in_flight(self) -> int:
         """Completions not confirmed yet."""
-        return len(self._pending) + sum(1 for task in self._flushes if not task.done())
+        return (
+            len(self._held_back)
+            + len(self._pending)
+            + sum(1 for task in self._flushes if not task.done())
+        )
+
+    @property
+    def held_back(self) -> int:
+        """Finished messages waiting for their runs' records to be written."""
+        return len(self._held_back)
 
     def complete(self, stream: str, message_id: str, result: ResultEntry | None = None) -> None:
-        """Store ``result`` (if any) and acknowledge the message, without waiting."""
-        self._add(_Item(stream, message_id, result, None))
+        """Store ``result`` (if any) and acknowledge the message, without waiting: once
+        the run recorder has written what was recorded until now, if there is a gate."""
+        item = _Item(stream, message_id, result, None)
+        gate = self.gate
+        if gate is not None and gate.recorded > gate.written:
+            self._held_back.append((gate.recorded, item))
+        else:
+            self._add(item)
+
+    def records_written(self, written: int) -> None:
+        """The recorder wrote every event up to number ``written``: send the messages
+        that waited for them, now (the flush was their batching window)."""
+        held_back = self._held_back
+        while held_back and held_back[0][0] <= written:
+            self._pending.append(held_back.popleft()[1])
+            if len(self._pending) >= self._max_batch:
+                self._start_flush()
+        self._start_flush()
 
     async def complete_and_wait(
         self, stream: str, message_id: str, result: ResultEntry | None = None
@@ -116,7 +169,24 @@ class Completions:
         await done
 
     async def drain(self, timeout_s: float | None = None) -> bool:
-        """Send what waits and wait for every round trip in flight; False on timeout."""
+        """Send what waits and wait for every round trip in flight; False on timeout.
+
+        Messages held back for the recorder wait for its flush (within ``timeout_s``);
+        those whose records could not be written (the database is down) are left
+        unacknowledged and let go, so another worker runs them again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        if self._held_back and self.gate is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.gate.wait_flushed(), timeout=timeout_s)
+            self.records_written(self.gate.written)
+        if self._held_back:
+            _log.warning("completions-unrecorded", messages=len(self._held_back))
+            while self._held_back:
+                self._on_settled(self._held_back.popleft()[1].message_id)
+        if deadline is not None:
+            timeout_s = max(0.0, deadline - loop.time())
         self._start_flush()
         tasks = set(self._flushes)
         if not tasks:

@@ -62,6 +62,9 @@ __all__ = ["JobsReceiver"]
 
 _log = get_logger("jobs_service.worker")
 _SHUTDOWN_FLUSH_S = 10.0
+#: Finished messages waiting for their runs' records at most before the reader pauses:
+#: several seconds of a busy worker's flushes, bounded memory in a database outage.
+MAX_UNRECORDED = 20_000
 _MAX_READ = 500
 
 
@@ -105,6 +108,7 @@ class JobsReceiver(Receiver):
         self._started = 0
         self._stopping = asyncio.Event()  # set when the worker stops: no more reads
         self._plain_json: bool | None = None
+        self._paused = False  # reading paused: too many outcomes not written yet
 
     @property
     def in_hand(self) -> int:
@@ -127,7 +131,11 @@ class JobsReceiver(Receiver):
         broker.completions.more_coming = self._more_coming
         runtime = getattr(broker.state, "runtime", None)
         if isinstance(runtime, Runtime):  # its recorder flushes in the lulls between runs
-            runtime.recorder.more_coming = self._more_coming
+            recorder = runtime.recorder
+            recorder.more_coming = self._more_coming
+            # A message is acknowledged once its run's outcome is written, not before.
+            broker.completions.gate = recorder
+            recorder.on_written = self._records_written
         _log.info("worker-listening", concurrency=self._limit, prefetch=self._prefetch)
         reader = asyncio.create_task(self._read_loop(broker), name="jobs-reader")
         stop = asyncio.create_task(finish_event.wait())
@@ -162,7 +170,7 @@ class JobsReceiver(Receiver):
                 room = min(room, self.max_tasks_to_execute - self._started - len(self._waiting))
             # While messages wait to start, read only once there is room for a batch
             # worth a round trip (not one message per finished task).
-            if room <= 0 or (self._waiting and room < self._min_read):
+            if room <= 0 or (self._waiting and room < self._min_read) or self._unrecorded(broker):
                 self._room.clear()
                 await self._room.wait()
                 continue
@@ -179,6 +187,27 @@ class JobsReceiver(Receiver):
             # a run's start back by 50-200 µs, on every run of a worker that keeps up.
             await asyncio.sleep(0)
         _log.info("worker-max-tasks-reached", started=self._started)
+
+    def _records_written(self, written: int) -> None:
+        """The recorder wrote up to event ``written``: acknowledge the messages that
+        waited for it, and read again if too many waiting had paused the reader."""
+        broker = self.broker
+        if isinstance(broker, StreamBroker):
+            broker.completions.records_written(written)
+        self._room.set()
+
+    def _unrecorded(self, broker: StreamBroker) -> bool:
+        """Whether so many finished messages wait for their records (the database is
+        slow or down) that reading more would only pile up outcomes in memory."""
+        if broker.completions.held_back < MAX_UNRECORDED:
+            if self._paused:
+                self._paused = False
+                _log.info("worker-resumed", messages=broker.completions.held_back)
+            return False
+        if not self._paused:
+            self._paused = True
+            _log.warning("worker-paused-unrecorded", messages=broker.completions.held_back)
+        return True
 
     def _more_coming(self) -> bool:
         """Whether other messages will finish soon: running, waiting for a slot, or

@@ -32,7 +32,12 @@ ended in the buffer is a redelivered copy and is dropped: the first end stands, 
 database's guard decides across flushes.
 
 A failed write keeps the events and retries with backoff, so a database outage delays
-history instead of losing it; ``stop()`` flushes what is left.
+history instead of losing it; ``stop()`` flushes what is left. The recorder counts the
+events it was given (``recorded``) and how many of the first of them are written
+(``written``), and says when that advances (``on_written``): a worker acknowledges a
+run's message only once ``written`` has passed the run's last event, so an outcome that
+never reached the database (a killed worker, a database down at shutdown) leaves its
+message pending, to be run and recorded again, instead of acknowledged and lost.
 """
 
 from __future__ import annotations
@@ -89,13 +94,22 @@ class RunRecorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._log = get_logger("jobs_service.run_recorder")
-        self.written = 0
         self._writing = 0  # flushes under way (their events left the buffer)
         #: Whether the worker has other runs in hand besides the one finishing (its
         #: receiver sets it); unset, a flush waits for its timer alone.
         self.more_coming: Callable[[], bool] | None = None
         self._awaiting_lull = False  # the second half of an interval: flush at a lull
         self._loop_thread: int | None = None
+        self._backing_off = False  # after a failed flush: only the timer wakes the flusher
+        self._flush_lock = asyncio.Lock()
+        #: Events recorded so far, and how many of the first of them are settled
+        #: (written, or refused by the database for good): a message whose run's last
+        #: event is number n may be acknowledged once ``written >= n``.
+        self.recorded = 0
+        self.written = 0
+        #: Called with ``written`` after every flush that advanced it (the receiver
+        #: acknowledges the messages waiting for it).
+        self.on_written: Callable[[int], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -115,6 +129,7 @@ class RunRecorder:
             # A redelivered copy of an attempt that already ended (or an older one): the
             # first end stands, as the database's guard would decide.
             return
+        self.recorded += 1
         self._starting.pop(event.run_id, None)  # its end (or a later state) supersedes it
         if earlier is not None:
             del self._pending[event.run_id]
@@ -124,7 +139,7 @@ class RunRecorder:
             # The first end of an attempt wins, as in the database: a redelivered copy
             # of an attempt that already ended cannot change its outcome.
             self._attempts.setdefault((event.run_id, event.attempt), event.attempt_row())
-        if len(self._pending) >= self._batch_size:
+        if len(self._pending) >= self._batch_size and not self._backing_off:
             self._wake.set()
         elif self._awaiting_lull and event.is_finish and self._at_lull():
             self._awaiting_lull = False
@@ -158,6 +173,15 @@ class RunRecorder:
         try:
             if self._pending or self._starting:
                 await self.flush()
+        except Exception as exc:  # noqa: BLE001 - logged; their messages are re-run
+            # Not written, so their messages were not acknowledged either (the receiver
+            # waits for ``written``): another worker runs them again and records them.
+            self._log.error(
+                "run-record-abandoned",
+                events=self.pending,
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
         finally:
             await self._connection.aclose()
 
@@ -177,36 +201,46 @@ class RunRecorder:
 
     async def flush(self) -> int:
         """Write the buffered events now; returns how many were written."""
-        starting, self._starting = self._starting, {}
-        for build in starting.values():
-            self.record(build())
-        if not self._pending:
-            return 0
-        batch, self._pending = self._pending, {}
-        attempts, self._attempts = self._attempts, {}
-        events = list(batch.values())
-        written = 0
-        self._writing += 1
-        try:
-            for start in range(0, len(events), self._batch_size):
-                chunk = events[start : start + self._batch_size]
-                await self._write(chunk, attempts)
-                written = start + len(chunk)
-        except Exception as exc:
-            # Chunks already committed are done; the rest, with their attempts, is not.
-            rest = events[written:]
-            if _transient(exc):
-                self._requeue(rest, attempts)
-                raise
-            # One event the database refuses (not JSON-able, out of range) must not block
-            # every later event: write them one by one and drop only the refused ones.
-            await self._write_each(rest, attempts)
-        finally:
-            self._writing -= 1
-        self.written += len(events)
+        async with self._flush_lock:
+            starting, self._starting = self._starting, {}
+            for build in starting.values():
+                self.record(build())
+            upto = self.recorded
+            if not self._pending:
+                self._settled(upto)
+                return 0
+            batch, self._pending = self._pending, {}
+            attempts, self._attempts = self._attempts, {}
+            events = list(batch.values())
+            written = 0
+            self._writing += 1
+            try:
+                for start in range(0, len(events), self._batch_size):
+                    chunk = events[start : start + self._batch_size]
+                    await self._write(chunk, attempts)
+                    written = start + len(chunk)
+            except Exception as exc:
+                # Chunks already committed are done; the rest, with their attempts, is not.
+                rest = events[written:]
+                if _transient(exc):
+                    self._requeue(rest, attempts)
+                    raise
+                # One event the database refuses (not JSON-able, out of range) must not
+                # block every later event: write them one by one, drop only the refused.
+                await self._write_each(rest, attempts)
+            finally:
+                self._writing -= 1
+            self._settled(upto)
         async with self._flushed:
             self._flushed.notify_all()
         return len(events)
+
+    def _settled(self, upto: int) -> None:
+        """Every event recorded up to number ``upto`` is written (or refused for good)."""
+        if upto > self.written:
+            self.written = upto
+            if self.on_written is not None:
+                self.on_written(upto)
 
     async def _write(self, events: list[RunEvent], attempts: _Attempts) -> None:
         """Write ``events`` and the ended attempts of their runs in one transaction; the
@@ -265,6 +299,7 @@ class RunRecorder:
                 flushed = await self.flush()
             except Exception as exc:  # noqa: BLE001 - any database error must not kill the loop
                 backoff = min(max(backoff * 2, 0.2), _MAX_BACKOFF_S)
+                self._backing_off = True
                 self._log.warning(
                     "run-record-failed",
                     error_type=type(exc).__name__,
@@ -273,6 +308,7 @@ class RunRecorder:
                     retry_in_s=backoff,
                 )
             else:
+                self._backing_off = False
                 busy = flushed >= _BUSY_FLUSH
                 backoff = self._interval * (_BUSY_STRETCH if busy else 1)
 

@@ -223,6 +223,51 @@ async def test_events_survive_a_database_outage(empty_pg_url: str) -> None:
     await database.close()
 
 
+async def test_the_written_mark_moves_only_past_events_really_written(empty_pg_url: str) -> None:
+    """``written`` is what acknowledgements wait for: a failed flush leaves it where it
+    was, the flush that writes the events moves it past them and says so."""
+    database = Database(empty_pg_url, DatabaseSettings())  # not migrated: writes fail
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    told: list[int] = []
+    recorder.on_written = told.append
+    recorder.record(event(new_run_id(), "succeeded", finished=True))
+    recorder.record(event(new_run_id(), "failed", finished=True))
+    with pytest.raises(Exception, match="job_runs"):
+        await recorder.flush()
+    assert (recorder.recorded, recorder.written, told) == (2, 0, [])
+    await migrate.upgrade(database)
+    assert await recorder.flush() == 2
+    assert (recorder.recorded, recorder.written, told) == (2, 2, [2])
+    await recorder.stop()
+    await database.close()
+
+
+async def test_an_outage_is_retried_with_backoff_not_in_a_busy_loop(empty_pg_url: str) -> None:
+    """With a full batch waiting, every new event used to wake the flusher at once,
+    skipping the backoff: a thousand failed flushes a second. Then ``stop`` logs what it
+    could not write instead of raising (those runs' messages were not acknowledged)."""
+    database = Database(empty_pg_url, DatabaseSettings())  # not migrated: writes fail
+    recorder = RunRecorder(database, batch_size=10, flush_interval_s=0.01)
+    attempts = 0
+    write = recorder._write
+
+    async def counted(*args: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        await write(*args)  # type: ignore[arg-type]
+
+    recorder._write = counted  # type: ignore[method-assign]
+    await recorder.start()
+    for _ in range(400):
+        recorder.record(event(new_run_id(), "succeeded", finished=True))
+        await asyncio.sleep(0.0025)
+    assert 1 <= attempts <= 6  # backoff 0.2, 0.4, 0.8 s within the second
+    await recorder.stop()  # one last try, logged: no exception
+    assert recorder.written == 0
+    assert recorder.pending == 400
+    await database.close()
+
+
 async def test_a_duplicate_start_never_rewinds_a_finished_attempt(database: Database) -> None:
     """A redelivered message starting attempt 1 again leaves the succeeded run alone."""
     recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
