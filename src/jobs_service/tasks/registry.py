@@ -25,6 +25,8 @@ from jobs_service.core.summary import Summary
 from jobs_service.infrastructure.wire import prepare_labels
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from taskiq import AsyncBroker
     from taskiq.decor import AsyncTaskiqDecoratedTask
 
@@ -177,7 +179,9 @@ class TaskInfo:
             fields[name] = (hint, default)
         return create_model(
             f"{self.name}_kwargs",
-            __config__=ConfigDict(extra="forbid"),
+            # NaN and Infinity, even as strings ("NaN", "1e999") a float field would
+            # convert, are not JSON numbers: refused here, not stored as null.
+            __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
             **fields,
         )
 
@@ -187,12 +191,7 @@ class TaskInfo:
         Beyond the signature, values must survive the wire and both databases:
         no NaN/Infinity, integers within 64 bits, no NUL characters or lone surrogates.
         """
-        problem = _unportable(kwargs)
-        if problem is not None:
-            loc, msg = problem
-            raise InvalidKwargsError(
-                self.name, [{"loc": loc, "msg": msg, "type": "unportable_value"}]
-            )
+        self._check_portable(kwargs)
         try:
             model = self.kwargs_model.model_validate(kwargs)
         except ValidationError as exc:
@@ -201,7 +200,23 @@ class TaskInfo:
                 for error in exc.errors(include_url=False)
             ]
             raise InvalidKwargsError(self.name, errors) from None
-        return model.model_dump(mode="json", exclude_unset=True)
+        try:
+            validated = model.model_dump(mode="json", exclude_unset=True)
+        except ValueError as exc:  # pydantic's own depth limit, below ours in a model
+            raise InvalidKwargsError(
+                self.name, [{"loc": [], "msg": str(exc), "type": "unportable_value"}]
+            ) from None
+        # Again after conversion: "9223372036854775808" becomes an int out of range.
+        self._check_portable(validated)
+        return validated
+
+    def _check_portable(self, kwargs: dict[str, Any]) -> None:
+        problem = _unportable(kwargs)
+        if problem is not None:
+            loc, msg = problem
+            raise InvalidKwargsError(
+                self.name, [{"loc": loc, "msg": msg, "type": "unportable_value"}]
+            )
 
     def takes(self, argument: str) -> bool:
         """True when the task has a keyword argument ``argument``."""
@@ -215,24 +230,30 @@ class TaskInfo:
 _INT64 = 2**63
 
 
-def _unportable(value: Any) -> tuple[list[Any], str] | None:
+#: Deepest nesting of arguments accepted: deeper than any real payload, and well inside
+#: what JSON parsers, pydantic (about 250) and Python's recursion allow.
+MAX_DEPTH = 64
+
+
+def _unportable(value: Any, depth: int = 0) -> tuple[list[Any], str] | None:
     """The first value JSON, orjson or PostgreSQL would reject or silently change, and
     where it is. Runs for every submitted run: the path is built only for a problem."""
-    if isinstance(value, dict):
-        for key in value:  # keys first, as they are written first
-            problem = _unportable_scalar(key)
-            if problem is not None:
-                return [key], problem
-        for key, item in value.items():
-            found = _unportable(item)
+    if isinstance(value, (dict, list)):
+        if depth >= MAX_DEPTH:
+            return [], f"nested more than {MAX_DEPTH} levels deep"
+        items: Iterable[tuple[Any, Any]]
+        if isinstance(value, dict):
+            for key in value:  # keys first, as they are written first
+                problem = _unportable_scalar(key)
+                if problem is not None:
+                    return [key], problem
+            items = value.items()
+        else:
+            items = enumerate(value)
+        for key, item in items:
+            found = _unportable(item, depth + 1)
             if found is not None:
                 return [key, *found[0]], found[1]
-        return None
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _unportable(item)
-            if found is not None:
-                return [index, *found[0]], found[1]
         return None
     problem = _unportable_scalar(value)
     return None if problem is None else ([], problem)

@@ -84,6 +84,42 @@ def test_values_the_wire_or_database_would_mangle_are_refused_where_they_are(
     assert error["type"] == "unportable_value"
 
 
+@pytest.mark.parametrize(
+    ("task", "kwargs", "message"),
+    [
+        ("sleep_for", {"seconds": "NaN"}, "finite"),
+        ("sleep_for", {"seconds": "-Infinity"}, "finite"),
+        ("sleep_for", {"seconds": "1e999"}, "finite"),
+        ("process_webhook_event", {"event_id": "9223372036854775808"}, "64-bit"),
+    ],
+)
+def test_values_that_become_unportable_once_converted_are_refused(
+    task: str, kwargs: dict[str, object], message: str
+) -> None:
+    """A string the field converts (to a float that is not finite, to an int beyond 64
+    bits) used to pass: the run was stored with null or failed in the database."""
+    with pytest.raises(InvalidKwargsError) as caught:
+        find_task(broker, task).validate_kwargs(kwargs)
+    [error] = caught.value.errors
+    assert message in error["msg"]
+    assert error["loc"] == [next(iter(kwargs))]
+
+
+@pytest.mark.parametrize("depth", [60, 70, 256, 5000])
+def test_arguments_nested_too_deep_are_a_clear_refusal_not_a_crash(depth: int) -> None:
+    """Pydantic's serializer raised a bare ValueError at 256 levels (a 500 at the API);
+    Python's recursion gives out near 1,000."""
+    payload: object = 1
+    for _ in range(depth):
+        payload = [payload]
+    info = find_task(broker, "run_agent_task")
+    if depth == 60:
+        assert info.validate_kwargs({"agent": "report", "payload": {"x": payload}})
+        return
+    with pytest.raises(InvalidKwargsError, match="nested more than 64 levels"):
+        info.validate_kwargs({"agent": "report", "payload": {"x": payload}})
+
+
 def test_required_kwargs() -> None:
     """A parameter without default is required."""
     with pytest.raises(InvalidKwargsError, match="items"):
