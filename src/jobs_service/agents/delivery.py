@@ -41,6 +41,8 @@ __all__ = ["DeliveryReport", "ResultDelivery", "RunResult", "render_html"]
 _log = get_logger("jobs_service.delivery")
 # A `sending` row this old belongs to an attempt that died mid-send.
 _STALE_SENDING = timedelta(minutes=5)
+#: Tries to record a send before giving up (0.5 s, then 1 s between them).
+_MARK_SENT_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +127,11 @@ class ResultDelivery:
                 continue
             try:
                 provider_id = await self._send(target, result, claim.idempotency_key)
-            except JobsError as exc:
-                failures.append((target, exc))
+            except Exception as exc:  # noqa: BLE001 - one destination's failure, any kind
+                failure = exc if isinstance(exc, JobsError) else _unexpected(exc, target)
+                failures.append((target, failure))
                 count_delivery(target.channel, "failed")
-                await self._record_failure(claim, exc)
+                await self._record_failure(claim, failure)
                 continue
             except BaseException as exc:
                 # A timeout or cancellation mid-send: release the claim (in a task of
@@ -137,15 +140,39 @@ class ResultDelivery:
                 await asyncio.shield(self._record_failure(claim, exc))
                 raise
             count_delivery(target.channel, "sent")  # the provider has it, whatever follows
-            async with self._database.engine.begin() as connection:
-                await deliveries.mark_sent(
-                    connection, claim, provider_id=provider_id, now=datetime.now(UTC)
-                )
-            _log.info("delivery-sent", channel=target.channel, target=target.target)
+            # In a task of its own: a timeout or cancellation arriving now must not leave
+            # the row `sending`, or a retry would take it over and send it again.
+            await asyncio.shield(self._mark_sent(claim, provider_id, target))
             sent += 1
         if failures:
             raise _summed_up(failures)
         return DeliveryReport(sent, already)
+
+    async def _mark_sent(
+        self, claim: deliveries.Claim, provider_id: str | None, target: DeliveryTarget
+    ) -> None:
+        """Record the send, retrying a database error a few times: the provider has the
+        message, and a row left `sending` would be sent again by a retry once stale."""
+        for attempt in range(_MARK_SENT_TRIES):
+            try:
+                async with self._database.engine.begin() as connection:
+                    await deliveries.mark_sent(
+                        connection, claim, provider_id=provider_id, now=datetime.now(UTC)
+                    )
+            except Exception as exc:  # noqa: BLE001 - logged; retried, then given up
+                if attempt + 1 == _MARK_SENT_TRIES:
+                    _log.error(
+                        "delivery-unconfirmed",
+                        channel=target.channel,
+                        target=target.target,
+                        error_type=type(exc).__name__,
+                        error=str(exc)[:300],
+                    )
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
+            else:
+                _log.info("delivery-sent", channel=target.channel, target=target.target)
+                return
 
     async def _record_failure(self, claim: deliveries.Claim, exc: BaseException) -> None:
         error = {"type": type(exc).__name__, "message": (str(exc) or repr(exc))[:1000]}
@@ -205,6 +232,13 @@ class ResultDelivery:
             attendees=spec.attendees,
             idempotency_key=key,
         )
+
+
+def _unexpected(exc: Exception, target: DeliveryTarget) -> JobsError:
+    """An error no agent mapped (a malformed address, a bug): logged with its traceback
+    and permanent, as sending again would meet it again."""
+    _log.error("delivery-error", channel=target.channel, target=target.target, exc_info=exc)
+    return PermanentError(f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
 def _summed_up(failures: list[tuple[DeliveryTarget, JobsError]]) -> JobsError:

@@ -293,6 +293,7 @@ class GraphAgent:
 
     def _sdk_http(self) -> httpx.AsyncClient:
         if self._graph_http is None:
+            from kiota_http.middleware.options import RetryHandlerOption  # noqa: PLC0415
             from msgraph_core import GraphClientFactory  # type: ignore[import-untyped]  # noqa: PLC0415 - msgraph_core has no py.typed
 
             # Kept apart because the SDK wraps it in a transport whose aclose() does not
@@ -301,8 +302,16 @@ class GraphAgent:
             http = httpx.AsyncClient(
                 timeout=self._settings.timeout_s, transport=self._graph_transport
             )
-            # Redirects, retries on 429/503/504 honouring Retry-After, telemetry headers.
-            self._graph_http = GraphClientFactory.create_with_default_middleware(client=http)
+            # Redirects and telemetry headers, but no retries of the SDK's own: it would
+            # re-send a sendMail or a channel post answered 503/504 (which Graph may
+            # have carried out: a duplicate no delivery record sees), and sleep out a
+            # long Retry-After inside the task's slot. A 429, 503 or 504 is the run's
+            # RetryLater instead, with Retry-After as its floor, and the retry sends
+            # only what the delivery records say was not sent.
+            no_retries = RetryHandlerOption(max_retries=0, should_retry=False)
+            self._graph_http = GraphClientFactory.create_with_default_middleware(
+                client=http, options={no_retries.get_key(): no_retries}
+            )
         return self._graph_http
 
     async def _create(self, client: _Client, request: RequestInformation, what: str) -> str:

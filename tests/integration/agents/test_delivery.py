@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import anyio
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import select
@@ -12,8 +13,8 @@ from sqlalchemy import select
 from jobs_service.agents.delivery import ResultDelivery, RunResult
 from jobs_service.agents.teams import TeamsWorkflows
 from jobs_service.core.delivery import DeliverTo
-from jobs_service.core.errors import ConfigurationError, RetryLater
-from jobs_service.core.settings import ChannelSettings
+from jobs_service.core.errors import ConfigurationError, PermanentError, RetryLater
+from jobs_service.core.settings import ChannelSettings, DatabaseSettings
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.models import Delivery
@@ -98,3 +99,60 @@ async def test_a_failed_channel_does_not_stop_the_others(database: Database) -> 
     ]
     assert len(teams.cards("ops")) == 1
     assert "sig=" not in str(await _rows(database))
+
+
+async def test_a_destination_failing_in_an_unexpected_way_is_recorded_not_raised(
+    database: Database,
+) -> None:
+    """An error no agent maps (here httpx's InvalidURL for a malformed webhook URL)
+    used to escape the loop: the rest of the destinations were skipped and the run
+    retried into the same error. It is now this destination's permanent failure."""
+    channels = ChannelSettings.model_validate(
+        {"teams": {"broken": {"webhook_url": "https://[::1/workflows/x?sig=s3cr3t"}}}
+    )
+    async with httpx.AsyncClient() as http:
+        delivery = ResultDelivery(database, channels, TeamsWorkflows(http), _no_graph)  # type: ignore[arg-type]
+        result = RunResult("run-3", "report", {"errors": 0})
+        with pytest.raises(PermanentError, match="teams broken: InvalidURL"):
+            await delivery.deliver(result, DeliverTo(teams_channel="broken"))
+    assert await _rows(database) == [("broken", "failed", 1)]
+
+
+async def test_a_timeout_after_the_send_still_records_it_sent(empty_pg_url: str) -> None:
+    """The provider took the card; the task's timeout fires while the database is slow
+    to record that. The record still lands, so a retry does not post the card again."""
+    database = Database(empty_pg_url, DatabaseSettings())
+    await migrate.upgrade(database)
+    locker = await asyncpg.connect(empty_pg_url.replace("postgresql+asyncpg", "postgresql"))
+    teams = FakeTeamsWorkflows(delay_s=0.4)
+    try:
+        with serve(teams.app) as base:
+            channels = ChannelSettings.model_validate(
+                {"teams": {"sales": {"webhook_url": teams.url(base, "sales")}}}
+            )
+            async with httpx.AsyncClient() as http:
+                delivery = ResultDelivery(database, channels, TeamsWorkflows(http), _no_graph)  # type: ignore[arg-type]
+                result = RunResult("run-4", "report", {"errors": 0})
+                targets = DeliverTo(teams_channel="sales")
+                lock = locker.transaction()
+                async with anyio.create_task_group() as group:
+
+                    async def deliver_with_timeout() -> None:
+                        with anyio.move_on_after(0.7):  # the send ends at 0.4 s
+                            await delivery.deliver(result, targets)
+
+                    group.start_soon(deliver_with_timeout)
+                    await anyio.sleep(0.2)  # claimed, sending: now the database stalls
+                    await lock.start()
+                    await locker.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+                    await anyio.sleep(0.8)  # the timeout fired while the record waited
+                    await lock.rollback()
+                await anyio.sleep(0.3)
+                rows = await _rows(database)
+                again = await delivery.deliver(result, targets)
+    finally:
+        await locker.close()
+        await database.close()
+    assert rows == [("sales", "sent", 1)]
+    assert (again.sent, again.already_sent) == (0, 1)
+    assert len(teams.cards("sales")) == 1
