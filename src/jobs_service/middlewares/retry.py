@@ -15,14 +15,19 @@ delivery) and count attempts in a label our history does not share. This one:
 - marks the attempt ``retrying``, or ``dead`` after the last one (the dead letter).
 
 The re-send happens in ``post_execute``, before the failed attempt is acknowledged: a
-crash in between re-delivers the failed attempt, it never loses the run.
+crash in between re-delivers the failed attempt, it never loses the run. While Redis is
+unreachable the send is tried again with backoff (the failed attempt's message stays
+held meanwhile), so a Redis restart does not turn a retryable failure into a final one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import TaskiqMessage, TaskiqMiddleware
 from taskiq.labels import prepare_label
 
@@ -48,6 +53,10 @@ __all__ = ["RetryMiddleware", "retry_delay_s"]
 
 _log = get_logger("jobs_service.retry")
 _NOT_RETRYABLE = (PermanentError, ConfigurationError, RunCancelled)
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Waits between tries of a retry's send while Redis is unreachable.
+_SEND_BACKOFF_S = 0.1
+_SEND_BACKOFF_MAX_S = 5.0
 
 
 def retry_delay_s(attempt: int, *, base_s: float, cap_s: float, retry_after: float | None) -> float:
@@ -117,9 +126,28 @@ class RetryMiddleware(TaskiqMiddleware):
             args=message.args,
             kwargs=message.kwargs,
         )
-        try:
-            await send_later(self.broker, self.broker.formatter.dumps(retry), delay)
-        except Exception as exc:  # noqa: BLE001 - the attempt stays `failed`, on record
-            _log.error("retry-not-scheduled", error_type=type(exc).__name__, error=str(exc)[:300])
-            return
+        encoded = self.broker.formatter.dumps(retry)
+        backoff = _SEND_BACKOFF_S
+        while True:
+            try:
+                await send_later(self.broker, encoded, delay)
+            except _UNREACHABLE as exc:
+                # Redis is restarting: the failed attempt's message is still held (its
+                # lease renewed), so wait for Redis rather than lose the retries; a
+                # worker stopping meanwhile leaves the attempt to be re-delivered.
+                _log.warning(
+                    "retry-send-retrying",
+                    run_id=run.run_id,
+                    error=str(exc)[:300],
+                    retry_in_s=backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _SEND_BACKOFF_MAX_S)
+            except Exception as exc:  # noqa: BLE001 - the attempt stays `failed`, on record
+                _log.error(
+                    "retry-not-scheduled", error_type=type(exc).__name__, error=str(exc)[:300]
+                )
+                return
+            else:
+                break
         run.retry_in_s = delay
