@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import time
 
-__all__ = ["RUN_ID_PATTERN", "is_run_id", "new_run_id", "random_bytes"]
+__all__ = ["RUN_ID_PATTERN", "is_run_id", "new_run_id", "process_name", "random_bytes"]
 
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
@@ -35,6 +36,24 @@ def random_bytes(count: int) -> bytes:
             _buffer, _offset = os.urandom(max(_REFILL, count)), 0
         start, _offset = _offset, _offset + count
         return _buffer[start:_offset]
+
+
+_process_names: dict[int, str] = {}  # by pid: a forked child makes its own
+
+
+def process_name() -> str:
+    """``host:pid:<8 hex>``, this process's name in run records, heartbeats, consumer
+    groups and scheduler claims.
+
+    The random part is what makes it unique: a container restarted in place keeps its
+    hostname and, as PID 1, its pid, and would otherwise pass for the process that died
+    (whose runs left ``running`` would then never be recovered).
+    """
+    pid = os.getpid()
+    name = _process_names.get(pid)
+    if name is None:
+        name = _process_names[pid] = f"{socket.gethostname()}:{pid}:{random_bytes(4).hex()}"
+    return name
 
 
 def _forget_in_child() -> None:

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -32,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
+from jobs_service.core.ids import process_name
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.completions import Completions
 from jobs_service.infrastructure.redis_scripts import ADD_MESSAGES
@@ -140,7 +138,7 @@ class StreamBroker(RedisStreamBroker):
     def name_this_process(self) -> None:
         """A consumer name of this process's own (after a fork, children would share
         the parent's, and so their pending messages and heartbeat)."""
-        self.consumer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.consumer_name = process_name()
         self.held.clear()
 
     async def startup(self) -> None:

@@ -7,10 +7,9 @@ state, so TaskIQ middlewares and FastAPI routes use the same engine and recorder
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from jobs_service.core.ids import process_name
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.queued_runs import QueuedRunWriter
 from jobs_service.infrastructure.run_recorder import RunRecorder
@@ -38,9 +37,15 @@ class Runtime:
             batch_size=settings.runs.record_batch_size,
             flush_interval_s=settings.runs.record_flush_interval_ms / 1000,
         )
-        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._started = False
         self._resources: dict[str, Any] = {}
+
+    @property
+    def worker_name(self) -> str:
+        """This process's name (:func:`~jobs_service.core.ids.process_name`), as run
+        records, heartbeats and scheduler claims name it; read at use, as a worker
+        process forked after the runtime was built has a name of its own."""
+        return process_name()
 
     def resource(self, name: str, build: Callable[[], T]) -> T:
         """The process-wide ``name`` (an agent set, a client), built on first use.

@@ -55,7 +55,8 @@ def worker_key(prefix: str, consumer: str) -> str:
 
 
 def last_seen_key(prefix: str) -> str:
-    """Hash of ``host:pid`` → the last heartbeat's Unix time, kept after the worker died."""
+    """Hash of worker name → the last heartbeat's Unix time, kept after the worker died
+    (pruned by ``recover_orphaned_runs`` once long gone)."""
     return f"{prefix}:workers-last-seen"
 
 
@@ -156,7 +157,7 @@ class StreamUpkeep:
                 ex=HEARTBEAT_TTL_S,
             )
             # Never expires: tells how long ago a worker that is gone was last alive.
-            pipe.hset(last_seen_key(self._prefix), f"{socket.gethostname()}:{os.getpid()}", seen_at)
+            pipe.hset(last_seen_key(self._prefix), broker.consumer_name, seen_at)
             await pipe.execute()
 
     async def trim(self) -> int:

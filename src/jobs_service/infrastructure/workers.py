@@ -8,6 +8,7 @@ worker that died without saying goodbye.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,9 +19,15 @@ from jobs_service.infrastructure.redis_values import redis_text
 from jobs_service.infrastructure.stream_upkeep import last_seen_key
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from taskiq import AsyncBroker
 
-__all__ = ["LiveWorker", "last_seen", "live_workers"]
+__all__ = ["LAST_SEEN_KEPT", "LiveWorker", "live_workers", "prune_last_seen"]
+
+#: How long a worker's last heartbeat is remembered: far longer than it takes to judge
+#: a silent worker dead (about 95 s by default), so only the long gone are forgotten.
+LAST_SEEN_KEPT = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +42,10 @@ class LiveWorker:
     held: int
 
     @property
-    def name(self) -> str:
-        """``host:pid``, as run records name their worker."""
-        return f"{self.host}:{self.pid}"
+    def names(self) -> tuple[str, str]:
+        """How run records name this worker: its process name (``host:pid:<random>``),
+        and ``host:pid`` as releases before it did."""
+        return self.consumer, f"{self.host}:{self.pid}"
 
 
 async def live_workers(broker: AsyncBroker, prefix: str) -> list[LiveWorker] | None:
@@ -65,10 +73,18 @@ async def live_workers(broker: AsyncBroker, prefix: str) -> list[LiveWorker] | N
     return sorted(found, key=lambda worker: worker.started_at)
 
 
-async def last_seen(broker: AsyncBroker, prefix: str) -> dict[str, float]:
-    """``host:pid`` → Unix time of its last heartbeat, for every worker ever seen."""
+async def prune_last_seen(
+    broker: AsyncBroker, prefix: str, *, before: datetime
+) -> dict[str, float]:
+    """Worker name → Unix time of its last heartbeat, for every worker seen since
+    ``before``; older entries are deleted (every process start adds one)."""
     if not isinstance(broker, StreamBroker):
         return {}
+    cutoff = before.timestamp()
     async with Redis(connection_pool=broker.connection_pool) as redis:
         raw = await redis.hgetall(last_seen_key(prefix))
-    return {redis_text(name): float(when) for name, when in raw.items()}
+        seen = {redis_text(name): float(when) for name, when in raw.items()}
+        gone = [name for name, when in seen.items() if when < cutoff]
+        if gone:
+            await redis.hdel(last_seen_key(prefix), *gone)
+    return {name: when for name, when in seen.items() if when >= cutoff}

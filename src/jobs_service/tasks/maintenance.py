@@ -16,7 +16,7 @@ from jobs_service.core.settings import Settings
 from jobs_service.core.summary import Summary, make_summary
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.runtime import Runtime
-from jobs_service.infrastructure.workers import last_seen, live_workers
+from jobs_service.infrastructure.workers import LAST_SEEN_KEPT, live_workers, prune_last_seen
 
 __all__ = ["check_system_health", "cleanup_old_runs", "recover_orphaned_runs"]
 
@@ -113,15 +113,15 @@ async def recover_orphaned_runs(
     workers = await live_workers(context.broker, prefix)
     if workers is None:
         return make_summary(checked=0, recovered=0)  # embedded: the process is the worker
-    if current.worker_name not in {worker.name for worker in workers}:
+    alive = {name for worker in workers for name in worker.names}
+    if current.worker_name not in alive:
         # Our own heartbeat is missing: Redis is in trouble, so are the others' — judge
         # nobody dead on that evidence.
         return make_summary(checked=0, recovered=0, errors=1)
     options = current.settings.broker
     grace = timedelta(seconds=options.idle_timeout_s + options.reclaim_interval_s + 60)
     now = datetime.now(UTC)
-    seen = await last_seen(context.broker, prefix)
-    alive = {worker.name for worker in workers}
+    seen = await prune_last_seen(context.broker, prefix, before=now - LAST_SEEN_KEPT)
     error = {"type": "WorkerLost", "message": "its worker stopped; the outcome was not recorded"}
     async with current.database.engine.begin() as connection:
         candidates = await runs.workers_of_old_runs(connection, started_before=now - grace)

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from redis.asyncio import Redis
 
 from jobs_service.broker import build_broker
 from jobs_service.core.ids import new_run_id
@@ -13,8 +14,8 @@ from jobs_service.core.settings import DatabaseSettings, Settings
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.repositories import runs
-from jobs_service.infrastructure.stream_upkeep import StreamUpkeep
-from jobs_service.infrastructure.workers import last_seen, live_workers
+from jobs_service.infrastructure.stream_upkeep import StreamUpkeep, last_seen_key
+from jobs_service.infrastructure.workers import LAST_SEEN_KEPT, live_workers, prune_last_seen
 from tests.support.services import redis_url
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +35,13 @@ async def test_a_heartbeat_makes_a_worker_live_and_stopping_withdraws_it(
         [worker] = await live_workers(broker, prefix) or []
         assert worker.consumer == broker.consumer_name
         assert worker.held == 0
-        assert worker.name in await last_seen(broker, prefix)
+        assert worker.names == (broker.consumer_name, f"{worker.host}:{worker.pid}")
+        async with Redis(connection_pool=broker.connection_pool) as redis:
+            await redis.hset(last_seen_key(prefix), "long-gone:1:0badf00d", 1.0)
+        seen = await prune_last_seen(broker, prefix, before=datetime.now(UTC) - LAST_SEEN_KEPT)
+        assert list(seen) == [broker.consumer_name]
+        async with Redis(connection_pool=broker.connection_pool) as redis:
+            assert await redis.hkeys(last_seen_key(prefix)) == [broker.consumer_name.encode()]
         await upkeep.stop()
         assert await live_workers(broker, prefix) == []
     finally:

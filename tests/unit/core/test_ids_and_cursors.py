@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 
 import pytest
 
-from jobs_service.core.ids import is_run_id, new_run_id, random_bytes
+from jobs_service.core.ids import is_run_id, new_run_id, process_name, random_bytes
 from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
 
 
@@ -56,6 +57,30 @@ def test_a_forked_child_does_not_reuse_the_parents_random_bytes() -> None:
     os.waitpid(pid, 0)
     assert len(child) == 16
     assert child != random_bytes(16)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_process_name_is_unique_even_where_host_and_pid_repeat() -> None:
+    """``host:pid:<random>``, stable within a process; a forked child gets its own. The
+    random part tells a container restarted in place (same hostname, PID 1 again) from
+    the process that died there."""
+    name = process_name()
+    host, pid, token = name.rsplit(":", 2)
+    assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+    assert len(token) == 8
+    assert int(token, 16) >= 0
+    assert process_name() == name
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write_end, process_name().encode())
+        os._exit(0)
+    os.close(write_end)
+    child_name = os.read(read_end, 200).decode()
+    os.close(read_end)
+    os.waitpid(child, 0)
+    assert child_name.startswith(f"{socket.gethostname()}:{child}:")
+    assert child_name != name
 
 
 def test_numeric_ids_are_not_run_ids() -> None:
