@@ -196,14 +196,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(EnqueueError)
     async def _enqueue(request: Request, exc: EnqueueError) -> JSONResponse:
         _log.error("enqueue-failed", error=str(exc), queued=len(exc.queued))
-        extra = {"queued_run_ids": exc.queued} if exc.queued else {}
+        if exc.queued:
+            # No Retry-After: resending the whole batch would queue these runs twice.
+            return problem_response(
+                request,
+                503,
+                "batch-partly-queued",
+                f"{exc}; the first {len(exc.queued)} runs of the batch were queued "
+                f"(queued_run_ids): resend only the items after them",
+                queued_run_ids=exc.queued,
+            )
         return problem_response(
-            request,
-            503,
-            "broker-unavailable",
-            str(exc),
-            headers={"Retry-After": "5"},
-            **extra,
+            request, 503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}
         )
 
     @app.exception_handler(ScheduleNotFoundError)

@@ -196,7 +196,9 @@ class AttemptOut(BaseModel):
 
     attempt: int
     status: Literal["succeeded", "failed", "retrying", "dead", "cancelled"]
-    worker: str | None = Field(description="host:pid; null if no worker reported it")
+    worker: str | None = Field(
+        description="host:pid:<random>, the worker process; null if no worker reported it"
+    )
     started_at: datetime | None = Field(description="null if it never started")
     finished_at: datetime | None
     duration_ms: int | None

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from redis.asyncio import Redis
 
 from jobs_service.broker import broker, build_broker
 from jobs_service.gateway import create_app
 from tests.conftest import serve_app
 from tests.support.processes import free_port
+from tests.support.redis_server import PrivateRedis
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from jobs_service.core.settings import Settings
 
@@ -61,3 +64,44 @@ async def test_gateway_starts_with_redis_down_and_reports_it(
 async def _noop() -> dict[str, int]:
     """Do nothing."""
     return {"errors": 0}
+
+
+async def test_a_batch_the_broker_refuses_midway_says_which_runs_were_queued(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> None:
+    """Redis runs out of memory after the first chunk: the answer lists the queued runs
+    and carries no Retry-After, since resending the whole batch would queue them twice.
+    An Idempotency-Key, which a batch cannot honour, is refused rather than ignored."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        settings = make_settings(database_url=pg_url, redis_url=server.url, redis_prefix="part")
+        redis_broker = build_broker(settings)
+        redis_broker.register_task(_echo, "echo_text")
+        app = create_app(settings, broker=redis_broker)
+        async with serve_app(app) as client:
+            async with Redis.from_url(server.url) as redis:
+                used = int((await redis.info("memory"))["used_memory"])
+                await redis.config_set("maxmemory", used + 200_000)
+                await redis.config_set("maxmemory-policy", "noeviction")
+            items = [{"kwargs": {"text": f"{n:04d}" + "x" * 800}} for n in range(1000)]
+            refused = await client.post("/v1/tasks/echo_text/batch", json={"items": items})
+            keyed = await client.post(
+                "/v1/tasks/echo_text/batch",
+                json={"items": items[:2]},
+                headers={"Idempotency-Key": "batch-1"},
+            )
+    finally:
+        server.stop()
+    assert refused.status_code == 503
+    body = refused.json()
+    assert body["type"].endswith("batch-partly-queued")
+    assert "retry-after" not in refused.headers
+    assert 100 <= len(body["queued_run_ids"]) < 1000
+    assert f"the first {len(body['queued_run_ids'])} runs" in body["detail"]
+    assert keyed.status_code == 400
+    assert "Idempotency-Key is not supported on batches" in keyed.json()["detail"]
+
+
+async def _echo(text: str) -> None:
+    del text

@@ -108,8 +108,22 @@ async def submit_batch(
     body: BatchIn,
     client: Annotated[JobsClient, Depends(get_client)],
     _: Annotated[str, Depends(require_scope("operate"))],
+    idempotency_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> BatchOut:
-    """Queue up to 1000 runs of one task in one database insert and one broker round
-    trip; every item is validated first, and one bad item rejects the whole batch."""
+    """Queue up to 1000 runs of one task: every item is validated first, and one bad
+    item rejects the whole batch; the runs then go to the broker in a few chunks (100,
+    then 250 at a time), each one round trip.
+
+    If the broker fails midway, the answer is a 503 ``batch-partly-queued`` listing the
+    runs already queued (``queued_run_ids``, the batch's first items): resend only the
+    rest. ``Idempotency-Key`` is refused here rather than ignored.
+    """
+    if idempotency_key is not None:
+        raise Problem(
+            400,
+            "invalid-request",
+            "Idempotency-Key is not supported on batches: submit runs one by one to use "
+            "it (POST /v1/tasks/{name})",
+        )
     run_ids = await client.enqueue_many(name, [item.kwargs for item in body.items], source="api")
     return BatchOut(task=name, run_ids=run_ids)
