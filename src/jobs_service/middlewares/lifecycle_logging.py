@@ -13,6 +13,7 @@ from taskiq import TaskiqMiddleware
 
 from jobs_service.core.logging import HotPathLogger
 from jobs_service.core.run_context import current_run
+from jobs_service.middlewares.cancellation import never_started
 from jobs_service.middlewares.outcome import outcome_of
 
 if TYPE_CHECKING:
@@ -29,7 +30,10 @@ class LifecycleLoggingMiddleware(TaskiqMiddleware):
         self._log = HotPathLogger("jobs_service.jobs")
 
     def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
-        """Log ``job-start``."""
+        """Log ``job-start``, unless the attempt was cancelled before it began (it never
+        starts: ``job-cancelled`` follows alone)."""
+        if never_started(message):
+            return message
         run = current_run()
         attempt = run.attempt if run is not None else None
         self._log.info("job-start", attempt=attempt, source=run.source if run else None)

@@ -4,6 +4,7 @@ running task may be interrupted."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from taskiq import TaskiqMessage, TaskiqResult
 
 from jobs_service.broker import broker
+from jobs_service.core.logging import configure_logging, flush_logs
 from jobs_service.core.run_context import RunContext, clear_run, set_run
 from jobs_service.infrastructure.cancellations import CANCELLATION_TTL_S, Cancellation
 from jobs_service.middlewares.cancellation import (
@@ -20,6 +22,7 @@ from jobs_service.middlewares.cancellation import (
     RunCancelled,
     _Execution,
 )
+from jobs_service.middlewares.lifecycle_logging import LifecycleLoggingMiddleware
 from jobs_service.middlewares.outcome import outcome_of
 
 pytestmark = pytest.mark.anyio
@@ -167,3 +170,27 @@ async def test_a_cancelled_attempt_is_refused_before_the_task_is_called() -> Non
     middleware.post_execute(message, _result(RunCancelled("ops")))
     assert message.args == [1, 2]
     assert type(message.args) is list
+
+
+async def test_an_attempt_refused_before_it_began_logs_no_job_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only ``job-cancelled``: a ``job-start`` would claim a start that never happened."""
+    configure_logging("json", "info")
+    cancellation, lifecycle = _middleware(), LifecycleLoggingMiddleware()
+    lifecycle.set_broker(broker)
+    cancellation.registry.apply(token(1))
+    refused, started = _message(), _message()
+    _enter_run()
+    try:
+        lifecycle.pre_execute(cancellation.pre_execute(refused))
+        lifecycle.post_execute(refused, _result(RunCancelled("ops")))
+        cancellation.post_execute(refused, _result(RunCancelled("ops")))
+        _enter_run(attempt=2)  # not covered by the cancellation of attempt 1
+        lifecycle.pre_execute(cancellation.pre_execute(started))
+    finally:
+        clear_run()
+    flush_logs()
+    lines = [json.loads(raw) for raw in capsys.readouterr().err.splitlines() if raw[:1] == "{"]
+    events = [(line["event"], line.get("attempt")) for line in lines]
+    assert events == [("job-cancelled", 1), ("job-start", 2)]
