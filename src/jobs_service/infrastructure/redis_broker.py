@@ -34,7 +34,11 @@ from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.completions import Completions
 from jobs_service.infrastructure.redis_scripts import ADD_MESSAGES
 from jobs_service.infrastructure.redis_values import redis_text
-from jobs_service.infrastructure.unknown_tasks import settle_unknown_task, unknown_task_of
+from jobs_service.infrastructure.unknown_tasks import (
+    record_poison,
+    settle_unknown_task,
+    unknown_task_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
@@ -319,6 +323,7 @@ class StreamBroker(RedisStreamBroker):
         pipe.xack(self.queue_name, self.consumer_group_name, message_id)
         await pipe.execute()
         _log.error("message-dead-lettered", message_id=message_id, deliveries=deliveries)
+        record_poison(self, fields[b"data"], deliveries, self.dead_letter_stream)
         return None
 
     def _hold(self, stream: str, message_id: str, fields: Any, deliveries: int = 1) -> Delivery:

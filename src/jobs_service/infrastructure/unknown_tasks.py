@@ -35,10 +35,18 @@ if TYPE_CHECKING:
 
     from jobs_service.infrastructure.redis_broker import Delivery
 
-__all__ = ["UNKNOWN_TASK", "settle_unknown_task", "unknown_task_of"]
+__all__ = [
+    "POISON_MESSAGE",
+    "UNKNOWN_TASK",
+    "record_poison",
+    "settle_unknown_task",
+    "unknown_task_of",
+]
 
 #: The error type of a run whose task no worker that took its message knew.
 UNKNOWN_TASK = "UnknownTask"
+#: The error type of a run whose message never finished on any worker that took it.
+POISON_MESSAGE = "PoisonMessage"
 
 _log = get_logger("jobs_service.worker")
 
@@ -99,6 +107,28 @@ async def settle_unknown_task(delivery: Delivery, message: TaskiqMessage) -> Non
         deliveries=delivery.deliveries,
         message=note,
     )
+
+
+def record_poison(broker: AsyncBroker, data: bytes, deliveries: int, dead_letters: str) -> None:
+    """Record ``dead`` the run of a message moved to the dead-letter stream after
+    ``deliveries`` deliveries that never finished (it crashes its workers, or a
+    middleware fails on it): otherwise its run would stay ``queued`` or ``running``
+    with no worker to end it. Unreadable messages and processes without a run history
+    record nothing (the dead-letter stream keeps the message either way)."""
+    runtime = getattr(broker.state, "runtime", None)
+    if not isinstance(runtime, Runtime):
+        return
+    try:
+        message = broker.formatter.loads(message=data)
+        message.parse_labels()
+    except Exception:  # noqa: BLE001 - unreadable: no run to record
+        return
+    error = {
+        "type": POISON_MESSAGE,
+        "message": f"delivered {deliveries} times and never finished; the message is "
+        f"kept in {dead_letters}",
+    }
+    runtime.recorder.record(_dead_event(message, runtime.worker_name, error))
 
 
 def _dead_event(message: TaskiqMessage, worker: str, error: dict[str, str]) -> RunEvent:

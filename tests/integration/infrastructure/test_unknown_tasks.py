@@ -157,6 +157,26 @@ async def test_a_task_no_worker_knows_ends_dead_at_its_last_delivery(deploy: Dep
         assert await redis.xlen(f"{old.queue_name}:dead") == 0
 
 
+async def test_a_message_that_never_finishes_anywhere_ends_its_run_dead(deploy: Deploy) -> None:
+    """A message delivered ``MAX_DELIVERIES`` times without finishing (it crashed every
+    worker that took it) goes to the dead-letter stream, and its run is recorded dead
+    there and then: nothing else would ever end it."""
+    run_id = await deploy.client.enqueue(NEW_TASK, {"version": "2.0"})
+    worker = deploy.worker(knows_new_task=True)
+    await _given_delivered(deploy, times=MAX_DELIVERIES)
+
+    async def settled() -> bool:
+        return not await deploy.pending() and (await deploy.run(run_id)).status == "dead"
+
+    await _receive(JobsReceiver(worker, max_async_tasks=2), settled)
+    run = await deploy.run(run_id)
+    assert run.error is not None
+    assert run.error["type"] == "PoisonMessage"
+    assert f"delivered {MAX_DELIVERIES + 1} times" in run.error["message"]
+    async with Redis.from_url(redis_url()) as redis:
+        assert await redis.xlen(f"{worker.queue_name}:dead") == 1
+
+
 async def test_taskiqs_own_receiver_leaves_an_unknown_task_pending_too(deploy: Deploy) -> None:
     """``taskiq worker`` without Jobs Service's receiver: the broker keeps the message of
     an unknown task from TaskIQ's receiver, which would acknowledge and drop it."""
