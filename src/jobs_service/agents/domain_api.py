@@ -179,8 +179,12 @@ class DomainApi:
             credential.invalidate(token)
             raise _Unauthorized(f"HTTP 401 from {url}")
         if response.status_code == 409:  # same Idempotency-Key still being processed
+            # Left to the run's retry, no sooner than a call may take: the action is
+            # running (an earlier call timed out on it), and retrying within seconds
+            # would spend every retry while it still runs, ending the run dead.
             detail = f"{_PROVIDER} is still processing this Idempotency-Key (HTTP 409)"
-            raise RetryLater(detail, retry_after=retry_after_s(response.headers))
+            told = retry_after_s(response.headers) or 0.0
+            raise RetryLater(detail, retry_after=max(told, self._settings.timeout_s))
         check_response(response, provider=_PROVIDER)
         return response
 

@@ -138,6 +138,27 @@ async def test_a_long_retry_after_is_left_to_the_run_retry(world: World) -> None
     assert len(world.domain.calls_of("accounts/sync")) == 1
 
 
+async def test_still_processing_waits_at_least_a_calls_timeout(world: World) -> None:
+    """A 409 means the action is still running: retried within seconds, it used up a
+    run's retries while the domain was still working, and the run ended dead. Now it is
+    the run's retry, no sooner than ``timeout_s``, or the domain's longer Retry-After."""
+    world.domain.fail_next("agents/report", 409, count=1)
+    world.domain.fail_next("agents/report", 409, count=1, retry_after="300")
+    agent = DomainApi(world.settings(timeout_s=45, retries=2))
+    started = time.monotonic()
+    waits = []
+    try:
+        for _ in range(2):
+            with pytest.raises(RetryLater, match="still processing") as caught:
+                await agent.call("agents/report", run_id="run-9")
+            waits.append(caught.value.retry_after)
+    finally:
+        await agent.aclose()
+    assert waits == [45, 300]
+    assert time.monotonic() - started < 5
+    assert len(world.domain.calls_of("agents/report")) == 2
+
+
 async def test_a_4xx_is_permanent_and_not_retried(world: World) -> None:
     agent = DomainApi(world.settings())
     try:
