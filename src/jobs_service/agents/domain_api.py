@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from jobs_service.core.actions import ACTION_PATTERN
 from jobs_service.core.errors import ConfigurationError, PermanentError, RetryLater
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import get_logger
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["Artifact", "DomainAnswer", "DomainApi"]
 
 _log = get_logger("jobs_service.agents.domain_api")
-_ACTION = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
+_ACTION = re.compile(ACTION_PATTERN)
 _PROVIDER = "domain API"
 # Waits longer than this are not spent inside a call: the run is retried later instead,
 # so a worker slot is not held for a minute by one Retry-After.

@@ -32,6 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from jobs_service.core.actions import ActionName
 from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import ConfigurationError
 
@@ -283,7 +284,10 @@ class WebhookRoute(_Section):
     """Where events of one type go: a task, optionally a domain action and a delivery."""
 
     task: str = Field(description="Task enqueued with the single keyword argument event_id.")
-    action: str | None = Field(None, description="Domain action for process_webhook_event.")
+    action: ActionName | None = Field(
+        None,
+        description="Domain action for process_webhook_event (lowercase words separated by /).",
+    )
     deliver_to: DeliverTo | None = Field(None, description="Where to send the result.")
 
 

@@ -16,6 +16,7 @@ from taskiq import TaskiqDepends
 from jobs_service.agents import DomainApi, domain_api, result_delivery
 from jobs_service.agents.delivery import ResultDelivery, RunResult
 from jobs_service.broker import broker
+from jobs_service.core.actions import ActionName
 from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.run_context import current_run
 from jobs_service.core.summary import Summary, make_summary
@@ -43,7 +44,7 @@ _PROVIDER_JOB: dict[str, Any] = {
     category="agents",
 )
 async def run_agent_task(
-    agent: str,
+    agent: ActionName,
     message: str = "",
     payload: dict[str, Any] | None = None,
     deliver_to: DeliverTo | None = None,

@@ -85,6 +85,24 @@ def test_task_modules_are_comma_separated_in_the_environment(
         ),
         ({"broker": {"xread_count": 0}}, "xread_count"),
         ({"broker": {"xread_cuont": 5}}, "xread_cuont"),
+        (
+            {
+                "webhooks": {
+                    "sources": {
+                        "billing": {
+                            "scheme": "none",
+                            "routes": {
+                                "invoice.paid": {
+                                    "task": "process_webhook_event",
+                                    "action": "Billing.Invoice",
+                                }
+                            },
+                        }
+                    }
+                }
+            },
+            "WebhookRoute.action\n  String should match pattern",
+        ),
     ],
 )
 def test_invalid_values_are_rejected_with_the_key(

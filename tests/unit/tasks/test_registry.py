@@ -151,3 +151,12 @@ def test_unknown_task() -> None:
     """Looking up a missing task raises UnknownTaskError."""
     with pytest.raises(UnknownTaskError, match="no_such_task"):
         find_task(broker, "no_such_task")
+
+
+@pytest.mark.parametrize("agent", ["Sales Report", "billing.invoice", "", "/kpi", "a" * 201])
+def test_an_agent_name_the_domain_api_would_refuse_is_refused_at_submit(agent: str) -> None:
+    """It used to pass validation and fail the run when it called the domain."""
+    with pytest.raises(InvalidKwargsError) as caught:
+        find_task(broker, "run_agent_task").validate_kwargs({"agent": agent})
+    assert caught.value.errors[0]["loc"] == ["agent"]
+    assert find_task(broker, "run_agent_task").validate_kwargs({"agent": "weekly-kpis/sales"})
