@@ -32,7 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from jobs_service.core.actions import ActionName
+from jobs_service.core.actions import ACTION_PATTERN, ActionName
 from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import ConfigurationError
 
@@ -368,6 +368,24 @@ class WebhookSettings(_Section):
         description="An accepted event not enqueued after this long (the broker "
         "was down) is enqueued by the relay.",
     )
+
+    @model_validator(mode="after")
+    def _default_actions(self) -> WebhookSettings:
+        """A source whose events may reach process_webhook_event without an action
+        calls ``webhooks/<name>``: that must be an action name too."""
+        for name, source in self.sources.items():
+            routes = [source.route_for(None), *map(source.route_for, source.routes)]
+            defaulted = any(
+                route.task == "process_webhook_event" and route.action is None for route in routes
+            )
+            if defaulted and not re.fullmatch(ACTION_PATTERN, f"webhooks/{name}"):
+                msg = (
+                    f"source {name!r}: its default domain action webhooks/{name} is not an "
+                    "action name (lowercase letters, digits, - and _): rename the source, "
+                    "or give each route to process_webhook_event an action"
+                )
+                raise ValueError(msg)
+        return self
 
 
 class DomainApiSettings(_Section):

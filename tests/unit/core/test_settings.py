@@ -103,6 +103,10 @@ def test_task_modules_are_comma_separated_in_the_environment(
             },
             "WebhookRoute.action\n  String should match pattern",
         ),
+        (
+            {"webhooks": {"sources": {"Stripe": {"scheme": "none"}}}},
+            "default domain action webhooks/Stripe",
+        ),
     ],
 )
 def test_invalid_values_are_rejected_with_the_key(
