@@ -14,6 +14,7 @@ half-queued is left behind.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EnqueueError",
     "IdempotencyConflictError",
+    "InvalidIdempotencyKeyError",
     "JobsClient",
     "Resent",
     "RunNotFoundError",
@@ -82,6 +84,11 @@ class EnqueueError(JobsError):
     def __init__(self, message: str, *, queued: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.queued = list(queued)
+
+
+class InvalidIdempotencyKeyError(JobsError, ValueError):
+    """The ``Idempotency-Key`` is empty, longer than 255 characters, or not printable
+    ASCII without spaces (the rules of the HTTP header, for every producer)."""
 
 
 class IdempotencyConflictError(JobsError):
@@ -399,7 +406,7 @@ class JobsClient:
             info=info,
             kwargs=validated,
             source=_check_source(options.get("source", "api")),
-            idempotency_key=options.get("idempotency_key"),
+            idempotency_key=_check_idempotency_key(options.get("idempotency_key")),
             schedule_id=options.get("schedule_id"),
             scheduled_for=options.get("scheduled_for"),
             webhook_event_id=options.get("webhook_event_id"),
@@ -668,6 +675,19 @@ def _chunks(requests: Sequence[RunRequest]) -> Iterator[Sequence[RunRequest]]:
         yield requests[:FIRST_CHUNK]
     for start in range(FIRST_CHUNK, len(requests), SEND_CHUNK):
         yield requests[start : start + SEND_CHUNK]
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def _check_idempotency_key(key: str | None) -> str | None:
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        msg = (
+            "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces; "
+            f"got {key[:40]!r}{'…' if len(key) > 40 else ''} ({len(key)} characters)"
+        )
+        raise InvalidIdempotencyKeyError(msg)
+    return key
 
 
 def _check_source(source: str) -> str:

@@ -54,7 +54,11 @@ def enqueue(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(str(exc)) from None
 
     async def submit() -> tuple[str, JobRun | None]:
-        from jobs_service.client import EnqueueError, IdempotencyConflictError  # noqa: PLC0415
+        from jobs_service.client import (  # noqa: PLC0415
+            EnqueueError,
+            IdempotencyConflictError,
+            InvalidIdempotencyKeyError,
+        )
         from jobs_service.gateway.app import create_app  # noqa: PLC0415
         from jobs_service.infrastructure import migrate  # noqa: PLC0415
         from jobs_service.infrastructure.runtime import Runtime  # noqa: PLC0415
@@ -75,7 +79,12 @@ def enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 submission = await client.submit(
                     args.name, kwargs, source="cli", idempotency_key=args.idempotency_key
                 )
-            except (UnknownTaskError, InvalidKwargsError, IdempotencyConflictError) as exc:
+            except (
+                UnknownTaskError,
+                InvalidKwargsError,
+                IdempotencyConflictError,
+                InvalidIdempotencyKeyError,
+            ) as exc:
                 raise CliError(str(exc)) from None
             except EnqueueError as exc:
                 raise CliError(str(exc), EXIT_FAILED) from None

@@ -126,6 +126,23 @@ def test_embedded_enqueue_runs_in_process_and_prints_the_summary(tmp_path: Path)
     assert json.loads(failed.stdout)["error"]["type"] == "RuntimeError"
 
 
+def test_an_idempotency_key_the_header_would_refuse_is_one_line(tmp_path: Path) -> None:
+    """The HTTP header's rules hold for every producer: a 300-character key was a
+    DataError traceback on PostgreSQL and accepted by SQLite."""
+    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+    for key in ("k" * 300, "has space"):
+        result = jobsctl(
+            "enqueue", "count_items", "--kwargs", '{"items": []}', "--idempotency-key", key,
+            env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.strip().splitlines()[-1:]
+        assert "Idempotency-Key must be 1 to 255 printable ASCII characters" in line
+        assert "Traceback" not in result.stderr
+    listed = jobsctl("runs", "--task", "count_items", "--json", env=env, cwd=tmp_path)
+    assert json.loads(listed.stdout) == []
+
+
 def test_tasks_lists_the_registry(tmp_path: Path) -> None:
     """`jobsctl tasks --json` has the built-ins with their schedules."""
     result = jobsctl("tasks", "--json", env={}, cwd=tmp_path)
