@@ -46,8 +46,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_job_runs"),
         sa.UniqueConstraint("run_id", name="uq_job_runs_run_id"),
         sa.UniqueConstraint("idempotency_key", name="uq_job_runs_idempotency_key"),
-        sa.CheckConstraint(f"status IN ({_STATUSES})", name="ck_job_runs_status"),
-        sa.CheckConstraint(f"source IN ({_SOURCES})", name="ck_job_runs_source"),
+        sa.CheckConstraint(f"status IN ({_STATUSES})", name=op.f("ck_job_runs_status")),
+        sa.CheckConstraint(f"source IN ({_SOURCES})", name=op.f("ck_job_runs_source")),
     )
     op.create_index("ix_job_runs_task_id", "job_runs", ["task", "id"])
     op.create_index("ix_job_runs_status_id", "job_runs", ["status", "id"])

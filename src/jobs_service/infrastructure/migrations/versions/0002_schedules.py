@@ -46,13 +46,15 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_schedules"),
         sa.UniqueConstraint("name", name="uq_schedules_name"),
-        sa.CheckConstraint("kind IN ('cron', 'interval', 'once')", name="ck_schedules_kind"),
-        sa.CheckConstraint("source IN ('label', 'api')", name="ck_schedules_source"),
+        sa.CheckConstraint("kind IN ('cron', 'interval', 'once')", name=op.f("ck_schedules_kind")),
+        sa.CheckConstraint("source IN ('label', 'api')", name=op.f("ck_schedules_source")),
         sa.CheckConstraint(
-            "overlap IN ('skip', 'allow', 'buffer_one')", name="ck_schedules_overlap"
+            "overlap IN ('skip', 'allow', 'buffer_one')", name=op.f("ck_schedules_overlap")
         ),
-        sa.CheckConstraint("catchup_window_s >= 0", name="ck_schedules_catchup_window"),
-        sa.CheckConstraint("interval_s IS NULL OR interval_s >= 1", name="ck_schedules_interval"),
+        sa.CheckConstraint("catchup_window_s >= 0", name=op.f("ck_schedules_catchup_window")),
+        sa.CheckConstraint(
+            "interval_s IS NULL OR interval_s >= 1", name=op.f("ck_schedules_interval")
+        ),
     )
     op.create_index("ix_schedules_enabled_next_fire_at", "schedules", ["enabled", "next_fire_at"])
     op.create_table(
@@ -77,7 +79,7 @@ def upgrade() -> None:
             "schedule_id", "fire_time", name="uq_schedule_fires_schedule_id_fire_time"
         ),
         sa.CheckConstraint(
-            "outcome IN ('enqueued', 'skipped', 'buffered')", name="ck_schedule_fires_outcome"
+            "outcome IN ('enqueued', 'skipped', 'buffered')", name=op.f("ck_schedule_fires_outcome")
         ),
     )
 

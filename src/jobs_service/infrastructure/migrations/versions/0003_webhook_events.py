@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("source", "external_id", name="uq_webhook_events_source_external_id"),
         sa.CheckConstraint(
             "status IN ('accepted', 'enqueued', 'processed', 'failed')",
-            name="ck_webhook_events_status",
+            name=op.f("ck_webhook_events_status"),
         ),
     )
     op.create_index(

@@ -41,10 +41,10 @@ def upgrade() -> None:
             "run_id", "channel", "target", name="uq_deliveries_run_id_channel_target"
         ),
         sa.CheckConstraint(
-            "channel IN ('teams', 'email', 'calendar')", name="ck_deliveries_channel"
+            "channel IN ('teams', 'email', 'calendar')", name=op.f("ck_deliveries_channel")
         ),
         sa.CheckConstraint(
-            "status IN ('pending', 'sending', 'sent', 'failed')", name="ck_deliveries_status"
+            "status IN ('pending', 'sending', 'sent', 'failed')", name=op.f("ck_deliveries_status")
         ),
     )
 

@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("error", JsonDocument, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_run_attempts"),
         sa.UniqueConstraint("run_id", "attempt", name="uq_run_attempts_run_id_attempt"),
-        sa.CheckConstraint(f"status IN ({_STATUSES})", name="ck_run_attempts_status"),
+        sa.CheckConstraint(f"status IN ({_STATUSES})", name=op.f("ck_run_attempts_status")),
     )
     op.create_table(
         "audit_log",
