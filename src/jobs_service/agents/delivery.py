@@ -13,7 +13,7 @@ one error sums up what failed (retryable if any failure is).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import TYPE_CHECKING
@@ -36,13 +36,23 @@ if TYPE_CHECKING:
     from jobs_service.core.settings import ChannelSettings
     from jobs_service.infrastructure.database import Database
 
-__all__ = ["DeliveryReport", "ResultDelivery", "RunResult", "render_html"]
+__all__ = [
+    "TEAMS_CONTENT_BYTES",
+    "DeliveryReport",
+    "ResultDelivery",
+    "RunResult",
+    "fitted_for_teams",
+    "render_html",
+]
 
 _log = get_logger("jobs_service.delivery")
 # A `sending` row this old belongs to an attempt that died mid-send.
 _STALE_SENDING = timedelta(minutes=5)
 #: Tries to record a send before giving up (0.5 s, then 1 s between them).
 _MARK_SENT_TRIES = 3
+#: Content sent to Teams at most, in UTF-8 bytes: Teams refuses messages over about
+#: 28 KB, and the card or HTML around the content (a table's markup) adds to it.
+TEAMS_CONTENT_BYTES = 16_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,23 @@ class DeliveryReport:
     def delivered(self) -> int:
         """Messages delivered in all, now or before."""
         return self.sent + self.already_sent
+
+
+def fitted_for_teams(result: RunResult) -> RunResult:
+    """The result with its content cut to :data:`TEAMS_CONTENT_BYTES`, saying so.
+
+    Teams refuses a message over about 28 KB with a 4xx, which would fail the run for
+    good after the domain's work was done; the whole content stays on the run.
+    """
+    content = result.content
+    if content is None:
+        return result
+    encoded = content.encode()
+    if len(encoded) <= TEAMS_CONTENT_BYTES:
+        return result
+    kept = encoded[:TEAMS_CONTENT_BYTES].decode(errors="ignore")
+    note = f"\n\n*(cut to fit a Teams message: the whole result is on run {result.run_id})*"
+    return replace(result, content=kept + note)
 
 
 def render_html(result: RunResult) -> str:
@@ -193,6 +220,7 @@ class ResultDelivery:
         if channel is None:
             msg = f"no [channels.teams.{alias}] is configured (deliver_to.teams_channel)"
             raise ConfigurationError(msg)
+        result = fitted_for_teams(result)
         if channel.webhook_url is not None:
             await self._teams.post(
                 channel.webhook_url.get_secret_value(),

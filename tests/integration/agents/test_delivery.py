@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from jobs_service.agents.delivery import ResultDelivery, RunResult
+from jobs_service.agents.delivery import TEAMS_CONTENT_BYTES, ResultDelivery, RunResult
 from jobs_service.agents.teams import TeamsWorkflows
 from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import ConfigurationError, PermanentError, RetryLater
@@ -156,3 +156,25 @@ async def test_a_timeout_after_the_send_still_records_it_sent(empty_pg_url: str)
     assert rows == [("sales", "sent", 1)]
     assert (again.sent, again.already_sent) == (0, 1)
     assert len(teams.cards("sales")) == 1
+
+
+async def test_a_result_too_long_for_teams_is_cut_and_says_so(database: Database) -> None:
+    """Teams refuses a message over about 28 KB: a long report was a permanent failure
+    after the domain's work was done. The card carries the first 16 KB and a note."""
+    teams = FakeTeamsWorkflows()
+    with serve(teams.app) as base:
+        channels = ChannelSettings.model_validate(
+            {"teams": {"sales": {"webhook_url": teams.url(base, "sales")}}}
+        )
+        async with httpx.AsyncClient() as http:
+            delivery = ResultDelivery(database, channels, TeamsWorkflows(http), _no_graph)  # type: ignore[arg-type]
+            content = "é" * 40_000  # 80,000 bytes: a cut must not split a character
+            await delivery.deliver(
+                RunResult("run-5", "report", {"errors": 0}, content),
+                DeliverTo(teams_channel="sales"),
+            )
+    [card] = teams.cards("sales")
+    text = card["body"][1]["text"]
+    assert text.startswith("é" * 8_000)
+    assert len(text.split("\n\n")[0].encode()) <= TEAMS_CONTENT_BYTES
+    assert text.endswith("the whole result is on run run-5)*")
