@@ -270,7 +270,13 @@ def _unportable_scalar(value: Any) -> str | None:
                 return "text is not valid Unicode (lone surrogate)"
         return None
     if isinstance(value, float):
-        return None if math.isfinite(value) else "NaN and Infinity are not JSON numbers"
+        if not math.isfinite(value):
+            return "NaN and Infinity are not JSON numbers"
+        if abs(value) >= _INT64:
+            # PostgreSQL's jsonb writes 1e20 out as the integer 100000000000000000000,
+            # which reads back beyond 64 bits: the run could not be retried or replayed.
+            return "numbers of 2^63 or more change type in the database: send them as text"
+        return None
     if isinstance(value, int) and not isinstance(value, bool) and not (-_INT64 <= value < _INT64):
         return "integer out of the 64-bit range"
     return None

@@ -69,6 +69,7 @@ def test_kwargs_are_validated_and_normalised() -> None:
         (["fine", {"nested": [1, float("nan")]}], ["items", 1, "nested", 1], "NaN"),
         ([{"key\x00": 1}], ["items", 0, "key\x00"], "NUL"),
         ([2**63], ["items", 0], "64-bit"),
+        ([1.0, -1e20], ["items", 1], "2^63"),
         (["\ud800"], ["items", 0], "surrogate"),
     ],
 )
