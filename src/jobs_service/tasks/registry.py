@@ -261,24 +261,32 @@ def _unportable(value: Any, depth: int = 0) -> tuple[list[Any], str] | None:
 
 def _unportable_scalar(value: Any) -> str | None:
     if isinstance(value, str):
-        if "\x00" in value:
-            return "text must not contain NUL characters"
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return "text is not valid Unicode (lone surrogate)"
-        return None
+        return _unportable_text(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return "NaN and Infinity are not JSON numbers"
-        if abs(value) >= _INT64:
-            # PostgreSQL's jsonb writes 1e20 out as the integer 100000000000000000000,
-            # which reads back beyond 64 bits: the run could not be retried or replayed.
-            return "numbers of 2^63 or more change type in the database: send them as text"
-        return None
+        return _unportable_float(value)
     if isinstance(value, int) and not isinstance(value, bool) and not (-_INT64 <= value < _INT64):
         return "integer out of the 64-bit range"
+    return None
+
+
+def _unportable_text(value: str) -> str | None:
+    if "\x00" in value:
+        return "text must not contain NUL characters"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text is not valid Unicode (lone surrogate)"
+    return None
+
+
+def _unportable_float(value: float) -> str | None:
+    if not math.isfinite(value):
+        return "NaN and Infinity are not JSON numbers"
+    if abs(value) >= _INT64:
+        # PostgreSQL's jsonb writes 1e20 out as the integer 100000000000000000000, which
+        # reads back beyond 64 bits: the run could not be retried or replayed.
+        return "numbers of 2^63 or more change type in the database: send them as text"
     return None
 
 
