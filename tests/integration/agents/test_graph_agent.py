@@ -254,6 +254,22 @@ async def test_a_channel_message_uses_the_delegated_token(
     assert tokens.grants("client_credentials") == 1
 
 
+async def test_an_expired_refresh_token_names_the_setting_to_renew(
+    token_url: str, graph: FakeGraph
+) -> None:
+    """``invalid_grant`` on the refresh-token grant is the user's token, not the app's
+    client id and secret, which the message used to send the operator to check."""
+    agent = GraphAgent(graph_settings(token_url, graph, delegated_refresh_token="expired"))
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            await agent.post_channel_message(team_id="t", channel_id="c", html="h")
+    finally:
+        await agent.aclose()
+    assert "renew graph.delegated_refresh_token" in str(caught.value)
+    assert "client_secret" not in str(caught.value)
+    assert graph.channel_messages == []
+
+
 async def use(agent: GraphAgent, call: str) -> None:
     """One call of each kind, with throwaway content."""
     start = datetime(2026, 1, 5, 9, tzinfo=UTC)

@@ -114,6 +114,13 @@ class OAuth2Token:
                 detail = f"{provider} answered {error_detail(response)}"
                 raise RetryLater(detail, retry_after=retry_after_s(response.headers))
             detail = f"{provider} refused the credentials: {error_detail(response)}"
+            if self._refresh_token is not None and code == "invalid_grant":
+                # Delegated: the refresh token expired (unused for its lifetime) or was
+                # revoked; the app's own credentials are not what is wrong.
+                raise ConfigurationError(
+                    f"{detail}; the refresh token expired or was revoked: renew "
+                    f"{self._setting}.delegated_refresh_token"
+                )
             if code in _CREDENTIAL_ERRORS or response.status_code in (400, 401, 403):
                 raise ConfigurationError(
                     f"{detail}; check {self._setting}.client_id and {self._setting}.client_secret"
