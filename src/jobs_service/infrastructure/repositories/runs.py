@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, delete, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from jobs_service.infrastructure.models import TERMINAL_STATUSES, Delivery, JobRun, RunAttempt
+from jobs_service.infrastructure.models import (
+    TERMINAL_STATUSES,
+    Delivery,
+    JobRun,
+    RunAttempt,
+    WebhookEvent,
+)
 from jobs_service.infrastructure.repositories.runs_bulk import (
     insert_queued_runs_bulk,
     upsert_attempts_bulk,
@@ -366,6 +372,9 @@ async def mark_cancelled(
     )
     if not result.rowcount:
         return False
+    # A run cancelled before it started is never recorded by a worker, which is what
+    # would mark its webhook event: mark it here (a running one's worker does the same).
+    await _fail_webhook_events(connection, JobRun.run_id == run.run_id, error=error, at=at)
     started = run.started_at if running else None
     await connection.execute(
         _insert_for(connection.dialect.name)(RunAttempt)
@@ -487,12 +496,32 @@ async def fail_unfinished(
     connection: AsyncConnection, *, before: datetime, error: dict[str, str]
 ) -> int:
     """Mark runs queued or running since before ``before`` as failed with ``error``."""
+    unfinished = JobRun.status.in_(("queued", "running", "retrying")) & (JobRun.queued_at < before)
+    await _fail_webhook_events(connection, unfinished, error=error, at=before)
     result = await connection.execute(
-        update(JobRun)
-        .where(JobRun.status.in_(("queued", "running", "retrying")), JobRun.queued_at < before)
-        .values(status="failed", error=error, finished_at=before)
+        update(JobRun).where(unfinished).values(status="failed", error=error, finished_at=before)
     )
     return int(result.rowcount or 0)
+
+
+async def _fail_webhook_events(
+    connection: AsyncConnection, runs_where: Any, *, error: dict[str, str], at: datetime
+) -> None:
+    """Mark ``failed`` the webhook events, still accepted or enqueued, of the runs
+    ``runs_where`` selects: runs ended without a worker recording them, so nothing else
+    would, and their events would never become deletable."""
+    await connection.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.status.in_(("accepted", "enqueued")),
+            WebhookEvent.id.in_(
+                select(JobRun.webhook_event_id).where(
+                    runs_where, JobRun.webhook_event_id.is_not(None)
+                )
+            ),
+        )
+        .values(status="failed", error=error, updated_at=at)
+    )
 
 
 async def count_stuck_runs(session: AsyncSession, older_than: datetime) -> int:
@@ -550,6 +579,7 @@ async def fail_orphaned(
     )
     run_ids = list((await connection.execute(select(JobRun.run_id).where(orphaned))).scalars())
     if run_ids:
+        await _fail_webhook_events(connection, JobRun.run_id.in_(run_ids), error=error, at=now)
         await connection.execute(
             update(JobRun)
             .where(orphaned, JobRun.run_id.in_(run_ids))
