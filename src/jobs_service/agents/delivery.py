@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TEAMS_CONTENT_BYTES",
+    "TEAMS_HTML_BYTES",
     "DeliveryReport",
     "ResultDelivery",
     "RunResult",
@@ -53,6 +54,10 @@ _MARK_SENT_TRIES = 3
 #: Content sent to Teams at most, in UTF-8 bytes: Teams refuses messages over about
 #: 28 KB, and the card or HTML around the content (a table's markup) adds to it.
 TEAMS_CONTENT_BYTES = 16_000
+#: A Teams channel message sent through Graph (HTML) at most, in UTF-8 bytes.
+TEAMS_HTML_BYTES = 24_000
+#: Records of sends finishing after their delivery was cut short (see ``deliver``).
+_RECORDING: set[asyncio.Future[None]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +91,27 @@ def fitted_for_teams(result: RunResult) -> RunResult:
     good after the domain's work was done; the whole content stays on the run.
     """
     content = result.content
-    if content is None:
+    if content is None or len(content.encode()) <= TEAMS_CONTENT_BYTES:
         return result
-    encoded = content.encode()
-    if len(encoded) <= TEAMS_CONTENT_BYTES:
-        return result
-    kept = encoded[:TEAMS_CONTENT_BYTES].decode(errors="ignore")
+    return _cut_content(result, TEAMS_CONTENT_BYTES)
+
+
+def _html_for_teams(result: RunResult) -> str:
+    """:func:`render_html` within :data:`TEAMS_HTML_BYTES`: markdown can grow several
+    times over as HTML (a table, escaped code), so the content is cut by halves until
+    the whole message fits."""
+    html = render_html(result)
+    content = result.content or ""
+    budget = len(content.encode())
+    while len(html.encode()) > TEAMS_HTML_BYTES and budget > 0:
+        budget //= 2
+        html = render_html(_cut_content(result, budget))
+    return html
+
+
+def _cut_content(result: RunResult, limit: int) -> RunResult:
+    content = result.content or ""
+    kept = content.encode()[:limit].decode(errors="ignore")
     note = f"\n\n*(cut to fit a Teams message: the whole result is on run {result.run_id})*"
     return replace(result, content=kept + note)
 
@@ -167,9 +187,14 @@ class ResultDelivery:
                 await asyncio.shield(self._record_failure(claim, exc))
                 raise
             count_delivery(target.channel, "sent")  # the provider has it, whatever follows
-            # In a task of its own: a timeout or cancellation arriving now must not leave
-            # the row `sending`, or a retry would take it over and send it again.
-            await asyncio.shield(self._mark_sent(claim, provider_id, target))
+            # In a task of its own: a timeout or cancellation arriving now ends this call
+            # at once, but must not leave the row `sending`, or a retry would take it
+            # over and send it again. The task finishes in the background (kept in
+            # _RECORDING so it is not collected half-way).
+            recording = asyncio.ensure_future(self._mark_sent(claim, provider_id, target))
+            _RECORDING.add(recording)
+            recording.add_done_callback(_RECORDING.discard)
+            await asyncio.shield(recording)
             sent += 1
         if failures:
             raise _summed_up(failures)
@@ -232,7 +257,7 @@ class ResultDelivery:
         return await self._graph().post_channel_message(
             team_id=channel.team_id or "",
             channel_id=channel.channel_id or "",  # TeamsChannel requires both without a URL
-            html=render_html(result),
+            html=_html_for_teams(result),
         )
 
     async def _send_mail(self, spec: EmailTarget, result: RunResult, key: str) -> None:

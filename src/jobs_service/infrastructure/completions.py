@@ -61,6 +61,8 @@ _log = get_logger("jobs_service.broker")
 _BUSY_WINDOW_S = 0.005
 _WINDOW_S = 0.001
 _MAX_BACKOFF_S = 5.0
+#: Of a drain's time, what is kept for sending acknowledgements after the last flush.
+_ACK_BUDGET_S = 2.0
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -178,8 +180,10 @@ class Completions:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         if self._held_back and self.gate is not None:
+            # Leave part of the time for the acknowledgements the flush releases.
+            wait_s = None if timeout_s is None else max(0.0, timeout_s - _ACK_BUDGET_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.gate.wait_flushed(), timeout=timeout_s)
+                await asyncio.wait_for(self.gate.wait_flushed(), timeout=wait_s)
             self.records_written(self.gate.written)
         if self._held_back:
             _log.warning("completions-unrecorded", messages=len(self._held_back))

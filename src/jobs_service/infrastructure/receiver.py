@@ -154,6 +154,9 @@ class JobsReceiver(Receiver):
                 unfinished = self._running | self._finishing
                 await asyncio.wait(unfinished, timeout=self.wait_tasks_timeout)
             await broker.completions.drain(timeout_s=_SHUTDOWN_FLUSH_S)
+            if isinstance(runtime, Runtime):  # nothing is held back past this point
+                broker.completions.gate = None
+                runtime.recorder.on_written = None
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
             raise reader.exception()  # type: ignore[misc]
         if self.on_exit is not None:

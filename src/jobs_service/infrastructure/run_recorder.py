@@ -3,9 +3,9 @@
 Writing each state change as its own transaction would cost two database round trips
 per task; instead events are buffered in memory, coalesced per run (a run that starts
 and finishes within one flush window is written once), and written by one background
-task every ``flush_interval`` or as soon as ``batch_size`` events wait. (A timer, not
-an event, wakes it: ``record`` may be called from an executor thread, where setting an
-asyncio event would not wake the loop.)
+task every ``flush_interval`` or as soon as ``batch_size`` events wait. ``record`` is
+called on the event loop's thread (by the middlewares, also for tasks that run in the
+executor): its counters, which acknowledgements wait for, are not locked.
 
 The interval is short (20 ms by default) because a flush holds a database core while
 PostgreSQL runs it: where the database shares cores with workers, the runs that

@@ -143,6 +143,9 @@ class StreamUpkeep:
         seen_at = time.time()
         state = {
             "consumer": broker.consumer_name,
+            # Runs name their worker by the consumer name (releases before named them
+            # host:pid); tells recover_orphaned_runs which names a worker answers to.
+            "runs_named_by_consumer": True,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": self._started,

@@ -82,7 +82,7 @@ async def settle_unknown_task(delivery: Delivery, message: TaskiqMessage) -> Non
             f"({delivery.deliveries} deliveries)",
         }
         runtime.recorder.record(_dead_event(message, runtime.worker_name, error))
-        await delivery.ack()
+        delivery.finish()  # acknowledged once the record is written, like any run
         _log.error(
             "task-unknown-dead",
             task_name=task_name,

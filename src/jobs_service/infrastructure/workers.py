@@ -40,11 +40,17 @@ class LiveWorker:
     started_at: float
     seen_at: float
     held: int
+    #: Whether its runs carry the consumer name (False: a release that wrote host:pid).
+    runs_named_by_consumer: bool = False
 
     @property
-    def names(self) -> tuple[str, str]:
-        """How run records name this worker: its process name (``host:pid:<random>``),
-        and ``host:pid`` as releases before it did."""
+    def names(self) -> tuple[str, ...]:
+        """How run records name this worker: its process name (``host:pid:<random>``);
+        ``host:pid`` only for a worker of an earlier release, which named runs so. (A
+        current worker that happens to have an old one's host and pid, restarted in
+        place, must not pass for it.)"""
+        if self.runs_named_by_consumer:
+            return (self.consumer,)
         return self.consumer, f"{self.host}:{self.pid}"
 
 
@@ -68,6 +74,7 @@ async def live_workers(broker: AsyncBroker, prefix: str) -> list[LiveWorker] | N
                 started_at=float(state["started_at"]),
                 seen_at=float(state["seen_at"]),
                 held=int(state["held"]),
+                runs_named_by_consumer=bool(state.get("runs_named_by_consumer", False)),
             )
         )
     return sorted(found, key=lambda worker: worker.started_at)

@@ -11,16 +11,23 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from jobs_service.agents.delivery import TEAMS_HTML_BYTES, ResultDelivery, RunResult
 from jobs_service.agents.graph import GraphAgent, MailAttachment
+from jobs_service.agents.teams import TeamsWorkflows
+from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import ConfigurationError, PermanentError, RetryLater
-from jobs_service.core.settings import GraphSettings
+from jobs_service.core.settings import ChannelSettings, GraphSettings
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
 from tests.support.fakes.graph import FakeGraph
 from tests.support.fakes.server import serve
 from tests.support.fakes.tokens import FakeTokenEndpoint
 from tests.support.processes import ROOT, free_port
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+    from jobs_service.core.settings import Settings
 
 pytestmark = [
     pytest.mark.anyio,
@@ -396,3 +403,30 @@ def test_importing_the_agent_does_not_import_the_sdk() -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_a_long_result_still_fits_a_teams_message_sent_through_graph(
+    agent: GraphAgent, graph: FakeGraph, make_settings: Callable[..., Settings]
+) -> None:
+    """A markdown table grows about three times over as HTML: cutting the markdown to
+    16 KB still left a 50 KB message, which Teams refuses. The HTML is what is bounded."""
+    settings = make_settings()
+    database = Database(settings.database_url, settings.database)
+    await migrate.upgrade(database)
+    channels = ChannelSettings.model_validate(
+        {"teams": {"ops": {"team_id": "team-1", "channel_id": "19:abc@thread.tacv2"}}}
+    )
+    table = "| name | count |\n|---|---|\n" + "| <x&y> | 1 |\n" * 1_500
+    try:
+        async with httpx.AsyncClient() as http:
+            delivery = ResultDelivery(database, channels, TeamsWorkflows(http), lambda: agent)
+            await delivery.deliver(
+                RunResult("run-6", "report", {"errors": 0}, table), DeliverTo(teams_channel="ops")
+            )
+    finally:
+        await database.close()
+    [message] = graph.channel_messages
+    html = message["body"]["content"]
+    assert len(html.encode()) <= TEAMS_HTML_BYTES
+    assert html.count("<tr>") > 100  # still most of what fits
+    assert "the whole result is on run run-6" in html

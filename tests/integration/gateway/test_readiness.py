@@ -99,7 +99,7 @@ async def test_a_batch_the_broker_refuses_midway_says_which_runs_were_queued(
     assert "retry-after" not in refused.headers
     assert 100 <= len(body["queued_run_ids"]) < 1000
     assert f"the first {len(body['queued_run_ids'])} runs" in body["detail"]
-    assert keyed.status_code == 400
+    assert keyed.status_code == 422
     assert "Idempotency-Key is not supported on batches" in keyed.json()["detail"]
 
 

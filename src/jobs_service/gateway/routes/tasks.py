@@ -120,7 +120,7 @@ async def submit_batch(
     """
     if idempotency_key is not None:
         raise Problem(
-            400,
+            422,
             "invalid-request",
             "Idempotency-Key is not supported on batches: submit runs one by one to use "
             "it (POST /v1/tasks/{name})",
