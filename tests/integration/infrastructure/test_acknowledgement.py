@@ -105,3 +105,134 @@ async def test_a_message_waits_for_its_runs_record_before_it_is_acknowledged(
         for broker in (producer, worker):
             await broker.shutdown()
         await runtime.stop()
+
+
+async def test_a_worker_stopping_with_outcomes_unwritten_leaves_their_runs_to_run_again(
+    empty_pg_url: str, pg_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first worker's database never takes its record (here: a database without the
+    tables). It stops, and cannot acknowledge: the message goes to another worker,
+    which runs it again and records it. Before, the message was acknowledged and the
+    outcome, only in the stopped worker's memory, was gone."""
+    monkeypatch.setattr("jobs_service.infrastructure.receiver._SHUTDOWN_FLUSH_S", 0.5)
+    prefix = f"{redis_prefix}-ack2-{uuid.uuid4().hex[:6]}"
+    broker_options = {"xread_block_ms": 100, "idle_timeout_s": 1, "reclaim_interval_s": 0.2}
+    good = Settings(
+        database_url=pg_url, redis_url=redis_url(), redis_prefix=prefix, broker=broker_options
+    )
+    lost = Settings(
+        database_url=empty_pg_url, redis_url=redis_url(), redis_prefix=prefix, broker=broker_options
+    )
+    ran: list[str] = []
+
+    async def note_invoice() -> Summary:
+        ran.append("ran")
+        return make_summary(processed=1)
+
+    runtimes = [Runtime(good), Runtime(lost)]
+    brokers = [build_broker(good), build_broker(lost), build_broker(good)]
+    producer, first, second = brokers
+    for runtime in runtimes:
+        await runtime.start()
+    for broker, runtime in zip(brokers, [runtimes[0], runtimes[1], runtimes[0]], strict=True):
+        broker.register_task(note_invoice, "note_invoice")
+        broker.state.runtime = runtime
+        await broker.startup()
+    try:
+        run_id = await JobsClient(producer, runtimes[0]).enqueue("note_invoice", {})
+        assert isinstance(first, StreamBroker)
+        finish = asyncio.Event()
+        listening = asyncio.create_task(JobsReceiver(first, max_async_tasks=2).listen(finish))
+
+        async def ran_and_held_back() -> bool:
+            return ran == ["ran"] and first.completions.held_back == 1
+
+        await _until(ran_and_held_back)
+        finish.set()
+        await asyncio.wait_for(listening, 15)  # lets the unrecorded message go
+        assert first.held == {}
+
+        finish = asyncio.Event()
+        listening = asyncio.create_task(JobsReceiver(second, max_async_tasks=2).listen(finish))
+
+        async def recorded_and_acknowledged() -> bool:
+            await runtimes[0].recorder.wait_flushed()
+            async with runtimes[0].database.sessions() as session:
+                row = await runs.get_run(session, run_id=run_id)
+            async with Redis.from_url(redis_url()) as redis:
+                info = await redis.xpending(first.queue_name, first.consumer_group_name)
+            return row is not None and row.status == "succeeded" and info["pending"] == 0
+
+        await _until(recorded_and_acknowledged)
+        finish.set()
+        await asyncio.wait_for(listening, 15)
+    finally:
+        for broker in brokers:
+            await broker.shutdown()
+        for runtime in runtimes:
+            await runtime.stop()
+    assert ran == ["ran", "ran"]
+
+
+async def test_a_worker_stops_reading_while_too_many_outcomes_wait_for_the_database(
+    empty_pg_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With three finished runs waiting for a stalled database (the limit lowered to
+    three), new messages are not read, so outcomes do not pile up in memory; once the
+    database takes the records, reading resumes and every run is recorded."""
+    monkeypatch.setattr("jobs_service.infrastructure.receiver.MAX_UNRECORDED", 3)
+    settings = Settings(
+        database_url=empty_pg_url,
+        redis_url=redis_url(),
+        redis_prefix=f"{redis_prefix}-ack3-{uuid.uuid4().hex[:6]}",
+        broker={"xread_block_ms": 100},
+    )
+    runtime = Runtime(settings)
+    await migrate.upgrade(runtime.database)
+    await runtime.start()
+    producer, worker = build_broker(settings), build_broker(settings)
+    assert isinstance(worker, StreamBroker)
+    for broker in (producer, worker):
+        broker.register_task(count_invoices, "count_invoices")
+        broker.state.runtime = runtime
+        await broker.startup()
+    client = JobsClient(producer, runtime)
+    locker = await asyncpg.connect(empty_pg_url.replace("postgresql+asyncpg", "postgresql"))
+    finish = asyncio.Event()
+    listening: asyncio.Task[None] | None = None
+    try:
+        first = [await client.enqueue("count_invoices", {}) for _ in range(3)]
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("LOCK TABLE job_runs IN ACCESS EXCLUSIVE MODE")
+        receiver = JobsReceiver(worker, max_async_tasks=10, max_prefetch=0)
+        listening = asyncio.create_task(receiver.listen(finish))
+
+        async def paused() -> bool:
+            return worker.completions.held_back == 3
+
+        await _until(paused)
+        await asyncio.sleep(0.3)  # a read already waiting in Redis (100 ms) has returned
+        # The producer writes its queued rows after the send, so these four are queued
+        # in Redis now, while their rows wait for the lock like the worker's records.
+        sent = [asyncio.create_task(client.enqueue("count_invoices", {})) for _ in range(4)]
+        await asyncio.sleep(0.5)
+        assert len(worker.held) == 3  # the four new messages were not read
+        await lock.rollback()
+        later = await asyncio.gather(*sent)
+
+        async def all_recorded() -> bool:
+            async with runtime.database.sessions() as session:
+                rows = [await runs.get_run(session, run_id=r) for r in [*first, *later]]
+            return all(row is not None and row.status == "succeeded" for row in rows)
+
+        await _until(all_recorded)
+        assert worker.completions.held_back == 0
+    finally:
+        finish.set()
+        if listening is not None:
+            await asyncio.wait_for(listening, 15)
+        await locker.close()
+        for broker in (producer, worker):
+            await broker.shutdown()
+        await runtime.stop()
