@@ -663,10 +663,29 @@ class JobsClient:
             run = await runs.get_run_by_idempotency_key(session, key)
         if run is None:
             return None
-        if run.task != request.info.name or run.kwargs != request.kwargs:
+        if run.task != request.info.name or not _same_arguments(
+            request.info, run.kwargs, request.kwargs
+        ):
             msg = f"Idempotency-Key {key!r} was already used with a different task or kwargs"
             raise IdempotencyConflictError(msg)
         return Submission(run.run_id, run.status, replayed=True)
+
+
+def _same_arguments(info: TaskInfo, stored: Any, submitted: dict[str, Any]) -> bool:
+    """Whether a repeat's kwargs are the first request's: equal as sent, or once the
+    defaults are filled in and the stored ones read back through the signature (an
+    explicit ``"fail_on": null`` is the default left out; PostgreSQL's jsonb gives
+    ``1e16`` back as ``10000000000000000``)."""
+    if stored == submitted:
+        return True
+    model = info.kwargs_model
+    try:
+        return bool(
+            model.model_validate(stored).model_dump(mode="json")
+            == model.model_validate(submitted).model_dump(mode="json")
+        )
+    except (ValidationError, ValueError):
+        return False
 
 
 def _chunks(requests: Sequence[RunRequest]) -> Iterator[Sequence[RunRequest]]:

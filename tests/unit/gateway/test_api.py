@@ -288,12 +288,20 @@ async def test_idempotency_key_returns_the_same_run(
             json={"kwargs": {"items": ["b"]}},
             headers={"Idempotency-Key": "order-42"},
         )
+        # The default spelled out is the same request (it used to be a 422).
+        explicit = await client.post(
+            "/v1/tasks/count_items",
+            json={"kwargs": {"items": ["a"], "fail_on": None}},
+            headers={"Idempotency-Key": "order-42"},
+        )
         runs = (await client.get("/v1/runs?task=count_items")).json()["items"]
     assert first.status_code == second.status_code == 202
     assert first.json()["run_id"] == second.json()["run_id"]
     assert second.headers["idempotent-replayed"] == "true"
     assert other.status_code == 422
     assert other.json()["type"].endswith("idempotency-key-reused")
+    assert explicit.status_code == 202, explicit.text
+    assert explicit.json()["run_id"] == first.json()["run_id"]
     assert len(runs) == 1
     assert runs[0]["idempotency_key"] == "order-42"
 
