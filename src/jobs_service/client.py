@@ -617,9 +617,15 @@ class JobsClient:
             if done:
                 return await self._existing(run_id)
             run = await self._existing(run_id)
-            if run.status == "cancelled" and run.attempt == attempt:
-                # The worker heard the announcement and recorded the cancellation
-                # before we did: the cancel has happened.
+            if (
+                run.status == "cancelled"
+                and run.attempt == attempt
+                and (run.error or {}).get("message") == error["message"]
+            ):
+                # The worker heard the announcement and recorded this cancellation
+                # before we did: the cancel has happened. (Another operator's cancel
+                # that got there first is theirs: this one is a conflict, as it would
+                # be a moment later.)
                 return run
             if run.status not in CANCELLABLE_STATUSES:
                 raise RunStateError(run_id, run.status, "cancelled", CANCELLABLE_STATUSES)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from taskiq import TaskiqMessage, TaskiqMiddleware
 
 from jobs_service.broker import build_broker, stream_names
-from jobs_service.client import FIRST_CHUNK, EnqueueError, JobsClient
+from jobs_service.client import FIRST_CHUNK, EnqueueError, JobsClient, RunStateError
 from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.cancellations import read_cancellation
 from jobs_service.infrastructure.models import JobRun
@@ -246,8 +246,32 @@ async def test_a_cancel_the_worker_recorded_first_is_a_cancel_not_a_conflict(
         await worker.execute(
             update(JobRun)
             .where(JobRun.run_id == run_id)
-            .values(status="cancelled", error={"type": "Cancelled", "message": "by operator"})
+            .values(
+                status="cancelled",
+                error={"type": "Cancelled", "message": "cancelled by operator"},
+            )
         )
         await locked.commit()
     cancelled = await asyncio.wait_for(cancelling, 10)
     assert (cancelled.status, cancelled.attempt) == ("cancelled", 1)
+
+
+async def test_of_concurrent_cancels_by_different_operators_one_succeeds(
+    production: tuple[JobsClient, Settings],
+) -> None:
+    """Ten operators cancel one run at once: one cancel happened, the nine others find
+    it cancelled by someone else (409), as they would a moment later. All ten used to
+    succeed, each told it had cancelled the run."""
+    client, _ = production
+    run_id = await client.enqueue("count_items", {"items": ["a"]})
+    outcomes = await asyncio.gather(
+        *(client.cancel(run_id, by=f"operator-{n}") for n in range(10)), return_exceptions=True
+    )
+    succeeded = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, RunStateError)]
+    assert len(succeeded) == 1
+    assert len(refused) == 9
+    [winner] = succeeded
+    assert winner.status == "cancelled"
+    assert winner.error is not None
+    assert winner.error["message"].startswith("cancelled by operator-")
