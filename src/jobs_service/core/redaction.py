@@ -7,19 +7,44 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "is_sensitive_header", "redact_headers", "redact_url"]
+__all__ = [
+    "REDACTED",
+    "is_sensitive_header",
+    "redact_headers",
+    "redact_url",
+    "treat_as_sensitive",
+]
 
 REDACTED = "[redacted]"
-_SENSITIVE_PARTS = ("token", "authorization", "cookie", "secret", "signature", "api-key")
+_SENSITIVE_PARTS = (
+    "token",
+    "authorization",
+    "cookie",
+    "secret",
+    "signature",
+    "api-key",
+    "hmac",  # X-Shopify-Hmac-Sha256 and the like
+)
+#: Header names configured to carry a secret (a webhook source's ``signature_header``),
+#: whatever they are called; lowercase.
+_CONFIGURED: set[str] = set()
 #: One search instead of a loop over the parts, remembered per name: every request's
 #: headers pass through here (the request log, webhook storage).
 _SENSITIVE = re.compile("|".join(map(re.escape, _SENSITIVE_PARTS)), re.IGNORECASE)
 
 
+def treat_as_sensitive(names: Iterable[str]) -> None:
+    """Also redact these headers (the configured ones a sender signs with, which may be
+    named anything: ``X-Acme-Auth``)."""
+    _CONFIGURED.update(name.lower() for name in names)
+    is_sensitive_header.cache_clear()
+
+
 @functools.lru_cache(maxsize=512)  # bounded: header names come from callers
 def is_sensitive_header(name: str) -> bool:
-    """A header whose name contains token, authorization, cookie, secret or signature."""
-    return _SENSITIVE.search(name) is not None
+    """A header whose name contains token, authorization, cookie, secret, signature,
+    api-key or hmac, or one configured as a signature header."""
+    return _SENSITIVE.search(name) is not None or name.lower() in _CONFIGURED
 
 
 def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:

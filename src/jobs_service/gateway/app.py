@@ -17,7 +17,7 @@ from jobs_service import __version__
 from jobs_service.client import JobsClient
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
-from jobs_service.core.redaction import redact_url
+from jobs_service.core.redaction import redact_url, treat_as_sensitive
 from jobs_service.core.settings import Settings
 from jobs_service.gateway.audit import AuditMiddleware
 from jobs_service.gateway.body_limit import BodyLimitMiddleware
@@ -91,6 +91,12 @@ def create_app(
     shared broker.
     """
     settings = settings or Settings.load()
+    # A signature header may be named anything (X-Acme-Auth): redacted like the rest.
+    treat_as_sensitive(
+        source.signature_header
+        for source in settings.webhooks.sources.values()
+        if source.signature_header
+    )
     if broker is None:
         from jobs_service.broker import broker as shared_broker  # noqa: PLC0415 - cycle
 
@@ -221,6 +227,8 @@ def _announce(settings: Settings, *, serving: bool, embedded: bool) -> None:
             message="no [[api_keys]] configured: serving loopback callers only, "
             "without authentication",
         )
+    if not serving:  # a worker process, which builds the app for its dependencies
+        return
     _log.info(
         "gateway-started",
         version=__version__,

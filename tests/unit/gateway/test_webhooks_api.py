@@ -440,3 +440,40 @@ async def test_a_replay_delivers_where_the_route_says_now(
     replayed = next(run for run in runs if run.run_id == replay.json()["run_id"])
     assert replayed.deliver_to is not None
     assert replayed.deliver_to["email"]["to"] == ["ops@example.com"]
+
+
+async def test_a_signature_header_named_anything_is_redacted(
+    make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An hmac-sha256 source signs with the header it names (X-Shopify-Hmac-Sha256,
+    X-Acme-Auth): its value used to be stored with the event and written to the request
+    log in clear, as neither name says "signature"."""
+    sources = {
+        name: {
+            "scheme": "hmac-sha256",
+            "secrets": ["acme-secret"],
+            "signature_header": header,
+            "signature_encoding": "hex",
+            "default_task": "record_webhook",
+        }
+        for name, header in (("shop", "X-Shopify-Hmac-Sha256"), ("acme", "X-Acme-Auth"))
+    }
+    app = await _service(make_settings, sources=sources)
+    signatures = []
+    async with serve_app(app, client_host="203.0.113.9") as client:
+        for source, header in (("shop", "X-Shopify-Hmac-Sha256"), ("acme", "X-Acme-Auth")):
+            body = json.dumps({"id": f"{source}-1"}).encode()
+            signature = hmac.new(b"acme-secret", body, hashlib.sha256).hexdigest()
+            signatures.append(signature)
+            response = await client.post(
+                f"/webhooks/{source}",
+                content=body,
+                headers={header: signature, "content-type": "application/json"},
+            )
+            assert response.status_code == 202, response.text
+        events, _ = await _rows(app)
+    logged = capsys.readouterr()
+    assert [event.headers["x-shopify-hmac-sha256"] for event in events[:1]] == ["[redacted]"]
+    assert events[1].headers["x-acme-auth"] == "[redacted]"
+    for signature in signatures:
+        assert signature not in logged.out + logged.err
