@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.logging import get_logger
-from jobs_service.infrastructure.background import stop_task
+from jobs_service.infrastructure.background import start_detached, stop_task
 from jobs_service.infrastructure.models import TERMINAL_STATUSES
 from jobs_service.infrastructure.repositories.run_progress import read_live_states
 
@@ -137,7 +137,7 @@ class RunFeeds:
             if not feed.finished:
                 self._feeds[run_id] = feed
                 if not self.polling:
-                    self._poller = asyncio.create_task(self._poll(), name="run-feeds")
+                    self._poller = start_detached(self._poll(), name="run-feeds")
         feed.watchers += 1
         try:
             yield feed

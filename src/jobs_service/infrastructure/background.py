@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+import contextvars
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobs_service.core.logging import get_logger
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
-__all__ = ["run_every", "stop_task"]
+T = TypeVar("T")
+
+__all__ = ["run_every", "start_detached", "stop_task"]
 
 _log = get_logger("jobs_service.background")
+
+
+def start_detached(coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+    """A long-lived task in a context of its own.
+
+    ``create_task`` copies the caller's context variables: a loop started lazily by the
+    first run or request that needs it (the progress writer, a webhook's marks, run
+    feeds) would otherwise log every later line with that run's ``run_id`` and
+    ``task``, or that request's ``request_id``.
+    """
+    return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
 
 
 def run_every(
@@ -33,7 +47,7 @@ def run_every(
                 _log.warning("background-step-failed", loop=name, error=str(exc)[:300])
             await asyncio.sleep(interval_s)
 
-    return asyncio.get_running_loop().create_task(loop(), name=name)
+    return start_detached(loop(), name=name)
 
 
 async def stop_task(task: asyncio.Task[Any] | None) -> None:

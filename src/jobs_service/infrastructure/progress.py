@@ -23,7 +23,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.logging import get_logger
-from jobs_service.infrastructure.background import stop_task
+from jobs_service.infrastructure.background import start_detached, stop_task
 from jobs_service.infrastructure.repositories.run_progress import ProgressRow, write_progress
 from jobs_service.infrastructure.runtime import runtime_of
 
@@ -75,7 +75,7 @@ class ProgressWriter:
             del self._pending[next(iter(self._pending))]
         self._dirty.set()
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="progress-writer")
+            self._task = start_detached(self._run(), name="progress-writer")
 
     async def flush(self) -> int:
         """Write what is pending now; returns the rows the database changed. Runs whose

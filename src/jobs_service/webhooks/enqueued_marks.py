@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.background import start_detached
 from jobs_service.infrastructure.database import describe_database_error
 from jobs_service.infrastructure.repositories import webhooks as repo
 
@@ -73,7 +74,7 @@ class EnqueuedMarks:
                 message="the relay will send these runs again (same run ids)",
             )
         if self._task is None and not self._closed:
-            self._task = asyncio.create_task(self._run(), name="webhook-enqueued-marks")
+            self._task = start_detached(self._run(), name="webhook-enqueued-marks")
 
     async def flush(self) -> None:
         """Write what is pending now; on failure the ids stay pending and it raises."""

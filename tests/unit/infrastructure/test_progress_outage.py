@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 
 from jobs_service.core.ids import new_run_id
+from jobs_service.core.logging import configure_logging, flush_logs
 from jobs_service.core.progress import Progress
 from jobs_service.core.run_context import RunContext
 from jobs_service.core.settings import DatabaseSettings
@@ -57,3 +60,38 @@ async def test_a_failing_database_delays_progress_and_the_latest_value_lands_lat
     assert stored is not None
     assert stored.progress is not None
     assert (stored.progress["percent"], stored.progress["message"]) == (20, "second")
+
+
+async def test_the_writer_does_not_log_as_the_run_that_started_it(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The writer starts inside the first run that reports; its failure lines used to
+    carry that run's id for good, whichever run's report was pending."""
+    configure_logging("json", "info")
+    database = Database(sqlite_url, DatabaseSettings())  # no schema: every write fails
+    writer = ProgressWriter(database, interval_s=0.02)
+    run = RunContext(
+        run_id="first-run",
+        task="report_steps",
+        kwargs={},
+        attempt=1,
+        source="api",
+        queued_at=datetime.now(UTC),
+        progress_sink=writer,
+    )
+    structlog.contextvars.bind_contextvars(run_id="first-run", task="report_steps")
+    try:
+        run.record_progress(Progress(10, "first"))
+        await asyncio.sleep(0.1)
+    finally:
+        structlog.contextvars.clear_contextvars()
+        await writer.aclose()
+        await database.close()
+    flush_logs()
+    failures = [
+        json.loads(line)
+        for line in capsys.readouterr().err.splitlines()
+        if '"progress-write-failed"' in line
+    ]
+    assert failures
+    assert all("run_id" not in line for line in failures)
