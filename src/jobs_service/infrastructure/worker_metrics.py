@@ -10,7 +10,9 @@ process (which outlives its children) on ``worker.metrics_port``.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,7 +38,15 @@ def prepare_multiprocess_metrics() -> Path:
     else:
         directory = Path(tempfile.mkdtemp(prefix="jobs-worker-metrics-"))
         os.environ[_ENV] = str(directory)
+        atexit.register(_remove_when_this_process_exits, directory, os.getpid())
     return directory
+
+
+def _remove_when_this_process_exits(directory: Path, owner: int) -> None:
+    """Remove the directory this process created, when it (not a forked child, which
+    inherits the hook) exits: each worker start used to leave one behind in /tmp."""
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def serve_worker_metrics(host: str, port: int, directory: Path) -> None:
@@ -47,4 +57,8 @@ def serve_worker_metrics(host: str, port: int, directory: Path) -> None:
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
-    start_http_server(port, addr=host, registry=registry)
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    # The worker processes are forked after this: without closing their copy of the
+    # listening socket, a child outliving a killed supervisor kept the port (scrapes
+    # hung, a restarted worker could not serve metrics).
+    os.register_at_fork(after_in_child=server.socket.close)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import TYPE_CHECKING
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from jobs_service.infrastructure.worker_metrics import prepare_multiprocess_metrics
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    import pytest
+from tests.support.processes import free_port
 
 
 def test_a_configured_directory_loses_its_old_metric_files_and_nothing_else(
@@ -49,3 +52,52 @@ def test_without_one_a_fresh_temporary_directory_is_used(monkeypatch: pytest.Mon
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
     finally:
         directory.rmdir()
+
+
+_CHILD = """
+import os, sys, time
+from jobs_service.infrastructure.worker_metrics import (
+    prepare_multiprocess_metrics, serve_worker_metrics,
+)
+directory = prepare_multiprocess_metrics()
+serve_worker_metrics("127.0.0.1", int(sys.argv[1]), directory)
+child = os.fork()
+if child == 0:  # a worker process: it exits normally, running the inherited exit hooks
+    sys.exit(0)
+os.waitpid(child, 0)
+print(directory, directory.is_dir(), flush=True)
+grandchild = os.fork()
+if grandchild == 0:  # a worker process outliving its supervisor
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # let the test read the supervisor's output to its end
+    os.dup2(devnull, 2)
+    time.sleep(30)
+    os._exit(0)
+print(grandchild, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes are forked")
+def test_the_supervisor_removes_its_directory_and_children_do_not_hold_the_port() -> None:
+    """The temporary directory goes when the supervisor exits (not when a worker process
+    does: they share it); a worker process outliving its supervisor no longer holds the
+    metrics port, so a restarted worker can serve it."""
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": ""},
+    )
+    directory, alive_after_child, grandchild = result.stdout.split()
+    try:
+        assert alive_after_child == "True"
+        assert not Path(directory).exists()
+        os.kill(int(grandchild), 0)  # still alive
+        with socket.socket() as probe:  # and yet the port is free
+            probe.bind(("127.0.0.1", port))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(grandchild), signal.SIGKILL)
