@@ -7,7 +7,10 @@ SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 export NO_MKDOCS_2_WARNING := 1
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# pip --user puts programs under Python's user base: ~/.local on Linux,
+# ~/Library/Python/3.X on a macOS framework build.
+USER_BASE := $(shell python3 -m site --user-base 2>/dev/null || echo $(HOME)/.local)
+UV := $(shell command -v uv 2>/dev/null || echo $(USER_BASE)/bin/uv)
 RUN := $(UV) run --frozen
 # Test processes (pytest-xdist): every process has its own database and key prefix.
 TEST_WORKERS ?= 2
@@ -19,7 +22,7 @@ help:  ## List the targets
 
 # --force-reinstall: a package left without its binary (an install interrupted after
 # the package was written) would otherwise count as installed and stay broken.
-$(HOME)/.local/bin/uv:
+$(USER_BASE)/bin/uv:
 	python3 -m pip install --user --quiet --disable-pip-version-check --force-reinstall uv \
 	  || python3 -m pip install --user --quiet --disable-pip-version-check \
 	       --force-reinstall --break-system-packages uv
