@@ -53,8 +53,9 @@ QUEUE_FAMILIES = {
     "jobs_queue_depth": "Messages in the queue by state: ready (not yet read by a worker), "
     "pending (read, not acknowledged: running), delayed (retries waiting for their "
     "backoff), dead_letter (delivered too often, set aside)",
-    "jobs_queue_oldest_age_seconds": "Age of the oldest message by state: ready (waiting "
-    "for a worker) and pending (read by a worker, not yet acknowledged)",
+    "jobs_queue_oldest_age_seconds": "Age of the oldest message by state, since it was "
+    "queued: ready (waiting for a worker) and pending (read by a worker, not yet "
+    "acknowledged; its wait included)",
 }
 
 
