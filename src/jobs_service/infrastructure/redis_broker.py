@@ -322,8 +322,7 @@ class StreamBroker(RedisStreamBroker):
         pipe.xadd(self.dead_letter_stream, {b"data": fields[b"data"], b"id": message_id})
         pipe.xack(self.queue_name, self.consumer_group_name, message_id)
         await pipe.execute()
-        _log.error("message-dead-lettered", message_id=message_id, deliveries=deliveries)
-        record_poison(self, fields[b"data"], deliveries, self.dead_letter_stream)
+        record_poison(self, message_id, fields[b"data"], deliveries, self.dead_letter_stream)
         return None
 
     def _hold(self, stream: str, message_id: str, fields: Any, deliveries: int = 1) -> Delivery:

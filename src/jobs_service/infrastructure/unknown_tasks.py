@@ -109,19 +109,28 @@ async def settle_unknown_task(delivery: Delivery, message: TaskiqMessage) -> Non
     )
 
 
-def record_poison(broker: AsyncBroker, data: bytes, deliveries: int, dead_letters: str) -> None:
+def record_poison(
+    broker: AsyncBroker, message_id: str, data: bytes, deliveries: int, dead_letters: str
+) -> None:
     """Record ``dead`` the run of a message moved to the dead-letter stream after
     ``deliveries`` deliveries that never finished (it crashes its workers, or a
     middleware fails on it): otherwise its run would stay ``queued`` or ``running``
     with no worker to end it. Unreadable messages and processes without a run history
     record nothing (the dead-letter stream keeps the message either way)."""
-    runtime = getattr(broker.state, "runtime", None)
-    if not isinstance(runtime, Runtime):
-        return
     try:
         message = broker.formatter.loads(message=data)
         message.parse_labels()
     except Exception:  # noqa: BLE001 - unreadable: no run to record
+        message = None
+    _log.error(
+        "message-dead-lettered",
+        message_id=message_id,
+        deliveries=deliveries,
+        run_id=message.task_id if message is not None else None,
+        task=message.task_name if message is not None else None,
+    )
+    runtime = getattr(broker.state, "runtime", None)
+    if message is None or not isinstance(runtime, Runtime):
         return
     error = {
         "type": POISON_MESSAGE,
