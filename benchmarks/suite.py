@@ -10,7 +10,9 @@ workload runs in a fresh interpreter with a time limit, all of them within one b
 ERROR while the others still run; when the budget is spent the rest are SKIPPED.
 
 Prints the table and writes ``benchmarks/results/latest.json`` (every figure) and
-``benchmarks/results/latest.md`` (the table). Exit status 1 if a workload failed to
+``benchmarks/results/latest.md`` (the table) after a full run of every workload; a
+quick or partial run writes ``scratch.json`` and ``scratch.md`` instead (not tracked),
+so it never replaces the results the docs describe. Exit status 1 if a workload failed to
 produce a result (or, with ``--strict``, if any target failed). Usage:
 
     uv run python -m benchmarks.suite                # the full suite
@@ -244,9 +246,9 @@ def _bytecode_cache() -> Iterator[None]:
                     os.environ[key] = value
 
 
-def _write(summary: dict[str, Any], rows: list[Row]) -> None:
+def _write(summary: dict[str, Any], rows: list[Row], name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     host = summary["machine"]
     lines = [
         f"# Benchmarks — {'QUICK (smoke) run' if summary['quick'] else 'full run'}",
@@ -261,7 +263,7 @@ def _write(summary: dict[str, Any], rows: list[Row]) -> None:
         "",
         markdown_table(rows),
         "",
-        "Every figure: `benchmarks/results/latest.json`. How each workload measures: "
+        f"Every figure: `benchmarks/results/{name}.json`. How each workload measures: "
         "the docstrings of `benchmarks/w1_baseline.py`, `w2_latency.py`, `w3_concurrency.py`, "
         "`webhook_ingestion.py`, `scheduler_precision.py`, `footprint.py`.",
         "",
@@ -272,7 +274,7 @@ def _write(summary: dict[str, Any], rows: list[Row]) -> None:
             "not the issue's measurement.",
             "",
         ]
-    (RESULTS / "latest.md").write_text("\n".join(lines))
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
 
 
 def main() -> None:
@@ -329,13 +331,17 @@ def main() -> None:
         "pass": all(row.verdict in ("PASS", "INFO") for row in rows),
         "workloads": outcomes,
     }
-    _write(summary, rows)
+    # Only a full run of every workload replaces the kept results (docs/performance.md
+    # describes them); a quick or partial run goes to scratch.* (not tracked).
+    full = not args.quick and len(selected) == len(WORKLOADS)
+    name = "latest" if full else "scratch"
+    _write(summary, rows, name)
     mode = "QUICK (smoke) run, not the issue's measurement" if args.quick else "full run"
     print(f"\nIssue 7 targets — {mode}; {repeat} repetition(s), median (min-max):\n")
     print(text_table(rows))
     print(
         f"\nW4 load generator: {summary['load_generator']}. "
-        f"Wrote benchmarks/results/latest.json and latest.md ({summary['wall_seconds']:.0f} s)."
+        f"Wrote benchmarks/results/{name}.json and {name}.md ({summary['wall_seconds']:.0f} s)."
     )
     errors = [row for row in rows if row.verdict in ("ERROR", "SKIPPED")]
     failed = [row for row in rows if row.verdict == "FAIL"]
