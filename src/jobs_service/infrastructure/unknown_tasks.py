@@ -82,6 +82,7 @@ async def settle_unknown_task(delivery: Delivery, message: TaskiqMessage) -> Non
             f"({delivery.deliveries} deliveries)",
         }
         runtime.recorder.record(_dead_event(message, runtime.worker_name, error))
+        _count_dead(task_name)
         delivery.finish()  # acknowledged once the record is written, like any run
         _log.error(
             "task-unknown-dead",
@@ -138,6 +139,15 @@ def record_poison(
         f"kept in {dead_letters}",
     }
     runtime.recorder.record(_dead_event(message, runtime.worker_name, error))
+    _count_dead(message.task_name)
+
+
+def _count_dead(task: str) -> None:
+    # Imported here, on these rare paths: this module is imported with the broker, and
+    # metrics must not be created before a worker has chosen their multiprocess mode.
+    from jobs_service.infrastructure.run_counters import count_dead_run  # noqa: PLC0415
+
+    count_dead_run(task)
 
 
 def _dead_event(message: TaskiqMessage, worker: str, error: dict[str, str]) -> RunEvent:

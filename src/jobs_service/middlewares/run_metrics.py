@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Histogram
 from taskiq import TaskiqMiddleware
 
 from jobs_service.core.run_context import current_run
+from jobs_service.infrastructure.run_counters import DEAD_RUNS, RETRIES, RUN_DURATION, RUNS
 from jobs_service.middlewares.cancellation import never_started
 from jobs_service.middlewares.outcome import outcome_of
 
@@ -28,19 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEAD_RUNS", "RETRIES", "RUNS", "RUN_DURATION", "RunMetricsMiddleware"]
 
-RUNS = Counter("jobs_runs", "Ended attempts by task and status", ["task", "status"])
-RUN_DURATION = Histogram(
-    "jobs_run_duration_seconds",
-    "Duration of ended attempts",
-    ["task"],
-    buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 15, 30, 60, 120, 300, 900, 3600),
-)
-RETRIES = Counter(
-    "jobs_run_retries", "Failed attempts sent again after a backoff (status retrying)", ["task"]
-)
-DEAD_RUNS = Counter(
-    "jobs_dead_runs", "Runs whose last allowed attempt failed (status dead)", ["task"]
-)
 _ALSO = {"retrying": RETRIES, "dead": DEAD_RUNS}
 
 

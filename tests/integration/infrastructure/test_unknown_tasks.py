@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from taskiq.receiver import Receiver
 
@@ -141,11 +142,13 @@ async def test_a_task_no_worker_knows_ends_dead_at_its_last_delivery(deploy: Dep
     run_id = await deploy.client.enqueue(NEW_TASK, {"version": "2.0"})
     old = deploy.worker(knows_new_task=False)
     await _given_delivered(deploy, times=MAX_DELIVERIES - 1)
+    dead_before = _dead_count(NEW_TASK)
 
     async def settled() -> bool:
         return not await deploy.pending() and (await deploy.run(run_id)).status == "dead"
 
     await _receive(JobsReceiver(old, max_async_tasks=2), settled)
+    assert _dead_count(NEW_TASK) == dead_before + 1  # jobs_dead_runs_total sees it too
     run = await deploy.run(run_id)
     assert run.error == {
         "type": "UnknownTask",
@@ -164,6 +167,7 @@ async def test_a_message_that_never_finishes_anywhere_ends_its_run_dead(deploy: 
     run_id = await deploy.client.enqueue(NEW_TASK, {"version": "2.0"})
     worker = deploy.worker(knows_new_task=True)
     await _given_delivered(deploy, times=MAX_DELIVERIES)
+    dead_before = _dead_count(NEW_TASK)
 
     async def settled() -> bool:
         return not await deploy.pending() and (await deploy.run(run_id)).status == "dead"
@@ -173,6 +177,7 @@ async def test_a_message_that_never_finishes_anywhere_ends_its_run_dead(deploy: 
     assert run.error is not None
     assert run.error["type"] == "PoisonMessage"
     assert f"delivered {MAX_DELIVERIES + 1} times" in run.error["message"]
+    assert _dead_count(NEW_TASK) == dead_before + 1
     async with Redis.from_url(redis_url()) as redis:
         assert await redis.xlen(f"{worker.queue_name}:dead") == 1
 
@@ -195,6 +200,10 @@ async def test_taskiqs_own_receiver_leaves_an_unknown_task_pending_too(deploy: D
         return not await deploy.pending() and (await deploy.run(run_id)).status == "dead"
 
     await _receive(Receiver(old, max_async_tasks=2), settled)
+
+
+def _dead_count(task: str) -> float:
+    return REGISTRY.get_sample_value("jobs_dead_runs_total", {"task": task}) or 0.0
 
 
 async def _given_delivered(deploy: Deploy, *, times: int) -> None:
