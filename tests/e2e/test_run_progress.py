@@ -5,6 +5,9 @@ processes on PostgreSQL and Redis, and the one-process `jobsctl run`."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -121,3 +124,55 @@ def test_an_embedded_run_streams_its_progress_and_final_status(tmp_path: Path) -
     with embedded(tmp_path) as api:
         run_id, events, heartbeats = follow(api, "report_steps", STEPS)
         _check(api, run_id, events, heartbeats)
+
+
+def test_stopping_the_api_ends_its_event_streams_instead_of_waiting_for_them(
+    tmp_path: Path, empty_pg_url: str, redis_prefix: str
+) -> None:
+    """An open stream of a 60 s run is a request uvicorn waits for, up to the graceful
+    timeout (30 s): one watcher held every API stop that long. On SIGTERM the stream
+    now ends at once (the client reconnects elsewhere with its Last-Event-ID) and the
+    process exits in seconds, without cancelling requests."""
+    env = {
+        **FAST,
+        "JOBS_DATABASE_URL": empty_pg_url,
+        "JOBS_REDIS_URL": redis_url(),
+        "JOBS_REDIS_PREFIX": f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
+    }
+    assert jobsctl("migrate", env=env).returncode == 0
+    port = free_port()
+    api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
+    with (
+        started("api", "--port", str(port), env=env, log=api_log) as api,
+        # The worker need not wait for the 60 s run when the test ends.
+        started(
+            "worker",
+            "--processes",
+            "1",
+            env={**env, "JOBS_WORKER__SHUTDOWN_TIMEOUT_S": "1"},
+            log=worker_log,
+        ),
+    ):
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/ready", process=api, log=api_log)
+        submitted = httpx.post(
+            f"{base}/v1/tasks/sleep_for", json={"kwargs": {"seconds": 60}}, timeout=5
+        )
+        run_id = submitted.json()["run_id"]
+        events: list[str] = []
+        with httpx.stream("GET", f"{base}/v1/runs/{run_id}/events", timeout=30) as response:
+            lines = response.iter_lines()
+            for line in lines:
+                if line.startswith("event: "):
+                    events.append(line)
+                    break
+            stopping = time.monotonic()
+            os.killpg(api.pid, signal.SIGTERM)
+            events += [line for line in lines if line.startswith("event: ")]
+            stream_ended_s = time.monotonic() - stopping
+        api.wait(timeout=25)
+        exited_s = time.monotonic() - stopping
+    assert events[0] == "event: status"
+    assert stream_ended_s < 5, stream_ended_s
+    assert exited_s < 10, exited_s
+    assert "graceful shutdown exceeded" not in api_log.read_text()

@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
 
     from jobs_service.core.errors import ConfigurationError  # noqa: PLC0415
     from jobs_service.gateway.app import check_gateway_security, create_app  # noqa: PLC0415
+    from jobs_service.gateway.server import GatewayServer  # noqa: PLC0415
     from jobs_service.infrastructure.heap import settle_heap  # noqa: PLC0415
 
     host, port = _bind(args, settings)
@@ -57,7 +58,7 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
         timeout_graceful_shutdown=int(settings.worker.shutdown_timeout_s),
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = GatewayServer(config)
     if embedded:
         _announce(settings, host, port)
     # The app and every module are built: keep the collector off them (as in workers).

@@ -127,3 +127,5 @@ async def event_stream(
                 yield b"".join(chunks)
             if state.terminal:
                 return
+            if feed.closed:  # the gateway stops; the client reconnects with Last-Event-ID
+                return

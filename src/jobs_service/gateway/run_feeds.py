@@ -84,22 +84,34 @@ class RunFeed:
         #: Bumped on every published state, so a watcher knows what it has seen.
         self.version = 0
         self.watchers = 0
+        #: The gateway is stopping: watchers end their streams (clients reconnect to
+        #: another gateway, resuming from their Last-Event-ID).
+        self.closed = False
         self._changed = asyncio.Event()
 
     def publish(self, state: RunState | None) -> None:
         """Make ``state`` the latest and wake every waiting watcher."""
         self.state = state
         self.version += 1
+        self._wake()
+
+    def close(self) -> None:
+        """Wake every watcher to end its stream."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
     async def wait_newer(self, seen: int, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for a version newer than ``seen``; False on timeout."""
-        if self.version != seen:
+        """Wait up to ``timeout_s`` for a version newer than ``seen`` (or the feed's
+        closing); False on timeout."""
+        if self.version != seen or self.closed:
             return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout_s)
-        return self.version != seen
+        return self.version != seen or self.closed
 
     @property
     def finished(self) -> bool:
@@ -116,6 +128,7 @@ class RunFeeds:
         self._interval = poll_interval_s
         self._feeds: dict[str, RunFeed] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def watched(self) -> int:
@@ -134,7 +147,9 @@ class RunFeeds:
         feed = self._feeds.get(run_id)
         if feed is None:
             feed = RunFeed(current)
-            if not feed.finished:
+            if self._closing:  # the gateway is stopping: the current state, then the end
+                feed.close()
+            elif not feed.finished:
                 self._feeds[run_id] = feed
                 if not self.polling:
                     self._poller = start_detached(self._poll(), name="run-feeds")
@@ -179,6 +194,13 @@ class RunFeeds:
                 if feed.finished:
                     # Ended: a later watcher starts a new feed from what it reads itself.
                     del self._feeds[run_id]
+
+    def close_all(self) -> None:
+        """End every stream (the gateway received SIGTERM): a stream would otherwise
+        hold the stop for the whole graceful-shutdown timeout."""
+        self._closing = True
+        for feed in self._feeds.values():
+            feed.close()
 
     async def aclose(self) -> None:
         """Stop polling (the gateway is shutting down)."""

@@ -57,6 +57,10 @@ class Runtime:
             self._resources[name] = build()
         return cast("T", self._resources[name])
 
+    def built(self, name: str) -> Any | None:
+        """The resource ``name`` if some use built it, else None."""
+        return self._resources.get(name)
+
     def queued_run_writer(self, *, durable: bool) -> QueuedRunWriter | None:
         """The shared writer of producers' ``queued`` rows (PostgreSQL); ``durable`` for
         rows that claim an idempotency key. None on SQLite, where each submit keeps its
