@@ -9,7 +9,8 @@ export UV_LINK_MODE := copy
 export NO_MKDOCS_2_WARNING := 1
 # pip --user puts programs under Python's user base: ~/.local on Linux,
 # ~/Library/Python/3.X on a macOS framework build.
-USER_BASE := $(shell python3 -m site --user-base 2>/dev/null || echo $(HOME)/.local)
+# (site.getuserbase(), not `python3 -m site --user-base`, which exits 1 in a venv.)
+USER_BASE := $(or $(shell python3 -c 'import site; print(site.getuserbase())' 2>/dev/null),$(HOME)/.local)
 UV := $(shell command -v uv 2>/dev/null || echo $(USER_BASE)/bin/uv)
 RUN := $(UV) run --frozen
 # Test processes (pytest-xdist): every process has its own database and key prefix.

@@ -10,8 +10,9 @@ workload runs in a fresh interpreter with a time limit, all of them within one b
 ERROR while the others still run; when the budget is spent the rest are SKIPPED.
 
 Prints the table and writes ``benchmarks/results/latest.json`` (every figure) and
-``benchmarks/results/latest.md`` (the table) after a full run of every workload; a
-quick or partial run writes ``scratch.json`` and ``scratch.md`` instead (not tracked),
+``benchmarks/results/latest.md`` (the table) after a full run (every workload, three
+repetitions, none failed to run); any other run writes ``scratch.json`` and
+``scratch.md`` instead (not tracked),
 so it never replaces the results the docs describe. Exit status 1 if a workload failed to
 produce a result (or, with ``--strict``, if any target failed). Usage:
 
@@ -50,6 +51,7 @@ __all__ = ["WORKLOADS", "main", "measure_webhooks"]
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGET_S = 20 * 60.0
 MIN_START_S = 30.0  # a workload is not started with less time than this left
+FULL_REPEAT = 3  # repetitions of a full run: only such a run replaces latest.*
 W4_TARGET_RATIO = 0.5  # issue 7, W4: requests/s >= 50% of the bare endpoint
 W4_TARGET_P99_MS = 50.0  # and p99 <= 50 ms
 
@@ -299,7 +301,7 @@ def main() -> None:
         unknown = sorted(set(selected) - {w.key for w in WORKLOADS})
         if unknown:
             parser.error(f"unknown workload(s): {', '.join(unknown)}")
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = args.repeat or (1 if args.quick else FULL_REPEAT)
     began = time.perf_counter()
     deadline = began + args.budget
     outcomes: dict[str, dict[str, Any]] = {}
@@ -333,7 +335,12 @@ def main() -> None:
     }
     # Only a full run of every workload replaces the kept results (docs/performance.md
     # describes them); a quick or partial run goes to scratch.* (not tracked).
-    full = not args.quick and len(selected) == len(WORKLOADS)
+    full = (
+        not args.quick
+        and set(selected) == {w.key for w in WORKLOADS}
+        and repeat == FULL_REPEAT
+        and all(row.verdict not in ("ERROR", "SKIPPED") for row in rows)
+    )
     name = "latest" if full else "scratch"
     _write(summary, rows, name)
     mode = "QUICK (smoke) run, not the issue's measurement" if args.quick else "full run"

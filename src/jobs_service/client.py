@@ -682,16 +682,20 @@ def _same_arguments(info: TaskInfo, stored: Any, submitted: dict[str, Any]) -> b
     defaults are filled in and the stored ones read back through the signature (an
     explicit ``"fail_on": null`` is the default left out; PostgreSQL's jsonb gives
     ``1e16`` back as ``10000000000000000``)."""
-    if stored == submitted:
+    if _canonical(stored) == _canonical(submitted):
         return True
     model = info.kwargs_model
     try:
-        return bool(
-            model.model_validate(stored).model_dump(mode="json")
-            == model.model_validate(submitted).model_dump(mode="json")
+        return _canonical(model.model_validate(stored).model_dump(mode="json")) == _canonical(
+            model.model_validate(submitted).model_dump(mode="json")
         )
     except (ValidationError, ValueError):
         return False
+
+
+def _canonical(value: Any) -> bytes:
+    """JSON with sorted keys: ``true`` and ``1`` (equal in Python) stay different."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def _chunks(requests: Sequence[RunRequest]) -> Iterator[Sequence[RunRequest]]:

@@ -11,6 +11,7 @@ process (which outlives its children) on ``worker.metrics_port``.
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -45,8 +46,13 @@ def prepare_multiprocess_metrics() -> Path:
 def _remove_when_this_process_exits(directory: Path, owner: int) -> None:
     """Remove the directory this process created, when it (not a forked child, which
     inherits the hook) exits: each worker start used to leave one behind in /tmp."""
-    if os.getpid() == owner:
-        shutil.rmtree(directory, ignore_errors=True)
+    if os.getpid() != owner:
+        return
+    # The worker processes may still be finishing their runs (and writing metrics):
+    # wait for them first, whatever order the exit hooks run in.
+    for child in multiprocessing.active_children():
+        child.join()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def serve_worker_metrics(host: str, port: int, directory: Path) -> None:

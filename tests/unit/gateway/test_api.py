@@ -498,3 +498,23 @@ async def test_task_list_pages(make_settings: Callable[..., Settings]) -> None:
     assert names == sorted(names)
     assert rest["next_cursor"] is None
     assert {"check_system_health", "cleanup_old_runs", "count_items"} <= set(names)
+
+
+async def test_an_idempotent_repeat_tells_true_from_one(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """``true`` and ``1`` are equal in Python: a repeat with the other one replayed a
+    run that had run with different arguments."""
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        responses = [
+            await client.post(
+                "/v1/tasks/run_agent_task",
+                json={"kwargs": {"agent": "kpis", "payload": {"x": value}}},
+                headers={"Idempotency-Key": "flag-7"},
+            )
+            for value in (1, True)
+        ]
+    assert responses[0].status_code == 202, responses[0].text
+    assert responses[1].status_code == 422
+    assert responses[1].json()["type"].endswith("idempotency-key-reused")
