@@ -248,6 +248,19 @@ def _bytecode_cache() -> Iterator[None]:
                     os.environ[key] = value
 
 
+def results_name(*, quick: bool, selected: list[str], repeat: int, rows: list[Row]) -> str:
+    """``latest`` for a full run (every workload, three repetitions, each produced a
+    result), which replaces the kept results docs/performance.md describes; ``scratch``
+    (not tracked) for any other."""
+    full = (
+        not quick
+        and set(selected) == {w.key for w in WORKLOADS}
+        and repeat == FULL_REPEAT
+        and all(row.verdict not in ("ERROR", "SKIPPED") for row in rows)
+    )
+    return "latest" if full else "scratch"
+
+
 def _write(summary: dict[str, Any], rows: list[Row], name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -333,15 +346,7 @@ def main() -> None:
         "pass": all(row.verdict in ("PASS", "INFO") for row in rows),
         "workloads": outcomes,
     }
-    # Only a full run of every workload replaces the kept results (docs/performance.md
-    # describes them); a quick or partial run goes to scratch.* (not tracked).
-    full = (
-        not args.quick
-        and set(selected) == {w.key for w in WORKLOADS}
-        and repeat == FULL_REPEAT
-        and all(row.verdict not in ("ERROR", "SKIPPED") for row in rows)
-    )
-    name = "latest" if full else "scratch"
+    name = results_name(quick=args.quick, selected=selected, repeat=repeat, rows=rows)
     _write(summary, rows, name)
     mode = "QUICK (smoke) run, not the issue's measurement" if args.quick else "full run"
     print(f"\nIssue 7 targets — {mode}; {repeat} repetition(s), median (min-max):\n")

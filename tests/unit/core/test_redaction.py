@@ -6,7 +6,8 @@ from jobs_service.core.redaction import REDACTED, redact_headers, redact_url
 
 
 def test_sensitive_headers_are_redacted() -> None:
-    """Names containing token, authorization, cookie, secret or signature are hidden."""
+    """Names containing token, authorization, cookie, secret, signature or hmac are
+    hidden."""
     headers = redact_headers(
         {
             "Authorization": "Bearer k",
@@ -14,6 +15,7 @@ def test_sensitive_headers_are_redacted() -> None:
             "Cookie": "a=b",
             "X-Client-Secret": "s",
             "X-Token": "t",
+            "X-Shopify-Hmac-Sha256": "h",
             "Content-Type": "application/json",
         }
     )
@@ -24,6 +26,7 @@ def test_sensitive_headers_are_redacted() -> None:
         "Cookie",
         "X-Client-Secret",
         "X-Token",
+        "X-Shopify-Hmac-Sha256",
     }
 
 
