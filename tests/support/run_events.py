@@ -1,4 +1,5 @@
-"""A worker's record of a finished attempt, as tests need it to put runs in the history."""
+"""Runs as tests need them: a worker's record of a finished attempt (to put runs in the
+history), and a run in progress (what middlewares and writers see while it executes)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobs_service.core.ids import new_run_id
+from jobs_service.core.run_context import RunContext
 from jobs_service.infrastructure.repositories.runs import RunEvent
 
-__all__ = ["finished_event"]
+__all__ = ["finished_event", "run_in_progress"]
+
+
+def run_in_progress(
+    run_id: str | None = None, *, task: str = "count_items", **fields: Any
+) -> RunContext:
+    """Attempt 1 of an API run of ``task`` (a new run id unless given), queued now;
+    ``fields`` set the rest (``progress_sink``, ``attempt``…)."""
+    values: dict[str, Any] = {"attempt": 1, "kwargs": {}, "source": "api"} | fields
+    return RunContext(
+        run_id=run_id or new_run_id(), task=task, queued_at=datetime.now(UTC), **values
+    )
 
 
 def finished_event(

@@ -40,11 +40,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.redis_scripts import FINISH_MESSAGES
+from jobs_service.infrastructure.redis_values import REDIS_UNREACHABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,7 +62,6 @@ _WINDOW_S = 0.001
 _MAX_BACKOFF_S = 5.0
 #: Of a drain's time, what is kept for sending acknowledgements after the last flush.
 _ACK_BUDGET_S = 2.0
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class RecordGate(Protocol):
@@ -206,7 +204,7 @@ class Completions:
 
     async def aclose(self) -> None:
         """Release the client (after :meth:`drain`)."""
-        with contextlib.suppress(*_UNREACHABLE):
+        with contextlib.suppress(*REDIS_UNREACHABLE):
             await self._redis.aclose()
 
     def _add(self, item: _Item) -> None:
@@ -248,7 +246,7 @@ class Completions:
             try:
                 for (stream, ttl_s), items in groups.items():
                     await self._finish(stream, ttl_s, items)
-            except _UNREACHABLE as exc:
+            except REDIS_UNREACHABLE as exc:
                 # Still held (leases renewed): retry rather than let them be re-run.
                 # Both steps repeat safely (SET and XACK are idempotent).
                 _log.warning(

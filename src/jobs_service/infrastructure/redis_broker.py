@@ -23,9 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
@@ -33,7 +31,7 @@ from jobs_service.core.ids import process_name
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.completions import Completions
 from jobs_service.infrastructure.redis_scripts import ADD_MESSAGES
-from jobs_service.infrastructure.redis_values import redis_text
+from jobs_service.infrastructure.redis_values import REDIS_UNREACHABLE, redis_text
 from jobs_service.infrastructure.unknown_tasks import (
     record_poison,
     settle_unknown_task,
@@ -51,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["Delivery", "StreamBroker"]
 
 _log = get_logger("jobs_service.broker")
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _MAX_BACKOFF_S = 10.0
 # A message delivered this many times never finished anywhere (it crashes its worker, or
 # a middleware refuses it): it goes to the dead-letter stream instead of round again.
@@ -154,7 +151,7 @@ class StreamBroker(RedisStreamBroker):
         """
         try:
             await super().startup()
-        except _UNREACHABLE as exc:
+        except REDIS_UNREACHABLE as exc:
             if self.is_worker_process:
                 raise
             _log.warning(
@@ -170,11 +167,11 @@ class StreamBroker(RedisStreamBroker):
             await self._completions.aclose()
             self._completions = None
         if self._reader is not None:
-            with contextlib.suppress(*_UNREACHABLE):
+            with contextlib.suppress(*REDIS_UNREACHABLE):
                 await self._reader.aclose()
             self._reader = None
         if self._add is not None:
-            with contextlib.suppress(*_UNREACHABLE):
+            with contextlib.suppress(*REDIS_UNREACHABLE):
                 await self._add.registered_client.aclose()
             self._add = None
         await super().shutdown()
@@ -190,7 +187,7 @@ class StreamBroker(RedisStreamBroker):
         while True:
             try:
                 return await self._read_once(max(count, 1))
-            except _UNREACHABLE as exc:
+            except REDIS_UNREACHABLE as exc:
                 _log.warning("broker-reconnecting", error=str(exc)[:300], retry_in_s=self._backoff)
                 await self._back_off()
             except ResponseError as exc:
@@ -199,7 +196,7 @@ class StreamBroker(RedisStreamBroker):
                 # Either way: back off, make sure the group exists, go on.
                 _log.warning("broker-error", error=str(exc)[:300], retry_in_s=self._backoff)
                 await self._back_off()
-                with contextlib.suppress(*_UNREACHABLE, ResponseError):
+                with contextlib.suppress(*REDIS_UNREACHABLE, ResponseError):
                     await self._declare_consumer_group()
 
     async def _back_off(self) -> None:

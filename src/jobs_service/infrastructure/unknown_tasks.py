@@ -16,6 +16,9 @@ Only unknown tasks take this path. The worker's own receiver learns a task is un
 from the lookup it makes for every message anyway; TaskIQ's receiver (``taskiq worker``
 without ``--receiver``) would acknowledge before anything of ours runs, so the broker's
 ``listen`` asks :func:`unknown_task_of` first, at the cost of one more JSON parse.
+
+Its sibling, :func:`record_poison`, ends the run of a message the reclaim set aside
+because no worker ever finished it: both record a ``dead`` run without an attempt.
 """
 
 from __future__ import annotations

@@ -26,8 +26,6 @@ import asyncio
 import random
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import TaskiqMessage, TaskiqMiddleware
 from taskiq.labels import prepare_label
 
@@ -35,6 +33,7 @@ from jobs_service.core.errors import ConfigurationError, PermanentError, RetryLa
 from jobs_service.core.logging import get_logger
 from jobs_service.core.run_context import current_run
 from jobs_service.infrastructure.delayed import send_later
+from jobs_service.infrastructure.redis_values import REDIS_UNREACHABLE
 from jobs_service.infrastructure.runtime import runtime_of
 from jobs_service.middlewares.cancellation import (
     AUTOMATIC_RETRY_LABEL,
@@ -53,7 +52,6 @@ __all__ = ["RetryMiddleware", "retry_delay_s"]
 
 _log = get_logger("jobs_service.retry")
 _NOT_RETRYABLE = (PermanentError, ConfigurationError, RunCancelled)
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 #: Waits between tries of a retry's send while Redis is unreachable.
 _SEND_BACKOFF_S = 0.1
 _SEND_BACKOFF_MAX_S = 5.0
@@ -131,7 +129,7 @@ class RetryMiddleware(TaskiqMiddleware):
         while True:
             try:
                 await send_later(self.broker, encoded, delay)
-            except _UNREACHABLE as exc:
+            except REDIS_UNREACHABLE as exc:
                 # Redis is restarting: the failed attempt's message is still held (its
                 # lease renewed), so wait for Redis rather than lose the retries; a
                 # worker stopping meanwhile leaves the attempt to be re-delivered.

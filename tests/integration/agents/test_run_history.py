@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from jobs_service.agents.run_history import DatabaseRunHistory
-from jobs_service.core.ids import new_run_id
 from jobs_service.core.settings import DatabaseSettings
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.models import WebhookEvent
-from jobs_service.infrastructure.repositories import webhooks
+from tests.support.webhook_events import store_events
 
 pytestmark = pytest.mark.anyio
 
@@ -27,30 +26,11 @@ async def test_settled_webhook_events_are_deleted_in_batches(empty_pg_url: str) 
         now = datetime.now(UTC)
         ages = {f"old-{n}": ("processed" if n % 2 else "failed", 20) for n in range(5)}
         ages |= {"recent": ("processed", 2), "accepted": ("accepted", 20)}
-        run_ids = {name: new_run_id() for name in ages}
+        states = {
+            name: (status, now - timedelta(days=days)) for name, (status, days) in ages.items()
+        }
         async with database.engine.begin() as connection:
-            ids = await webhooks.insert_events(
-                connection,
-                [
-                    webhooks.NewEvent(
-                        source="crm",
-                        external_id=name,
-                        event_type=None,
-                        headers={},
-                        body="x" * 10_000,
-                        task="process_webhook_event",
-                        run_id=run_ids[name],
-                        received_at=now,
-                    )
-                    for name in ages
-                ],
-            )
-            for name, (status, days) in ages.items():
-                await connection.execute(
-                    update(WebhookEvent)
-                    .where(WebhookEvent.id == ids[run_ids[name]])
-                    .values(status=status, updated_at=now - timedelta(days=days))
-                )
+            await store_events(connection, states, body="x" * 10_000)
         history = DatabaseRunHistory(database, delete_batch_size=2)
         deleted = await history.delete_finished_events_before(now - timedelta(days=10))
         async with database.sessions() as session:

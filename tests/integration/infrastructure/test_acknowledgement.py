@@ -5,7 +5,9 @@ run again, never a run whose outcome existed only in the dead worker's memory.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -24,7 +26,10 @@ from jobs_service.infrastructure.runtime import Runtime
 from tests.support.services import redis_url
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from asyncpg.transaction import Transaction
+    from taskiq import AsyncBroker
 
 pytestmark = pytest.mark.anyio
 
@@ -40,12 +45,27 @@ async def _until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 15
             await asyncio.sleep(0.05)
 
 
-async def test_a_message_waits_for_its_runs_record_before_it_is_acknowledged(
-    empty_pg_url: str, redis_prefix: str
-) -> None:
-    """While the database holds the recorder's write (a lock here; a slow or lost
-    database alike), the finished run's message stays pending; once the outcome is
-    written, it is acknowledged."""
+@dataclass
+class Deployment:
+    """A migrated database of its own, a producer and a worker broker on a fresh
+    stream, and a second database connection that can stall the recorder's writes."""
+
+    runtime: Runtime
+    producer: AsyncBroker
+    worker: StreamBroker
+    client: JobsClient
+    locker: asyncpg.Connection
+
+    async def stall_records(self) -> Transaction:
+        """Lock ``job_runs`` until the returned transaction is rolled back."""
+        lock = self.locker.transaction()
+        await lock.start()
+        await self.locker.execute("LOCK TABLE job_runs IN ACCESS EXCLUSIVE MODE")
+        return lock
+
+
+@pytest.fixture
+async def deployment(empty_pg_url: str, redis_prefix: str) -> AsyncIterator[Deployment]:
     settings = Settings(
         database_url=empty_pg_url,
         redis_url=redis_url(),
@@ -61,22 +81,44 @@ async def test_a_message_waits_for_its_runs_record_before_it_is_acknowledged(
         broker.register_task(count_invoices, "count_invoices")
         broker.state.runtime = runtime
         await broker.startup()
-    run_id = await JobsClient(producer, runtime).enqueue("count_invoices", {})
+    locker = await asyncpg.connect(empty_pg_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        yield Deployment(runtime, producer, worker, JobsClient(producer, runtime), locker)
+    finally:
+        await locker.close()
+        for broker in (producer, worker):
+            await broker.shutdown()
+        await runtime.stop()
+
+
+@contextlib.asynccontextmanager
+async def _listening(receiver: JobsReceiver) -> AsyncIterator[None]:
+    """Run ``receiver`` for the block, then stop it as SIGTERM would."""
+    finish = asyncio.Event()
+    listening = asyncio.create_task(receiver.listen(finish))
+    try:
+        yield
+    finally:
+        finish.set()
+        await asyncio.wait_for(listening, 15)
+
+
+async def test_a_message_waits_for_its_runs_record_before_it_is_acknowledged(
+    deployment: Deployment,
+) -> None:
+    """While the database holds the recorder's write (a lock here; a slow or lost
+    database alike), the finished run's message stays pending; once the outcome is
+    written, it is acknowledged."""
+    worker, runtime = deployment.worker, deployment.runtime
+    run_id = await deployment.client.enqueue("count_invoices", {})
 
     async def pending() -> int:
         async with Redis.from_url(redis_url()) as redis:
             info = await redis.xpending(worker.queue_name, worker.consumer_group_name)
         return int(info["pending"])
 
-    locker = await asyncpg.connect(empty_pg_url.replace("postgresql+asyncpg", "postgresql"))
-    receiver = JobsReceiver(worker, max_async_tasks=4, max_prefetch=2)
-    finish = asyncio.Event()
-    listening: asyncio.Task[None] | None = None
-    try:
-        lock = locker.transaction()
-        await lock.start()
-        await locker.execute("LOCK TABLE job_runs IN ACCESS EXCLUSIVE MODE")
-        listening = asyncio.create_task(receiver.listen(finish))
+    lock = await deployment.stall_records()
+    async with _listening(JobsReceiver(worker, max_async_tasks=4, max_prefetch=2)):
 
         async def finished_and_held_back() -> bool:
             return worker.completions.held_back == 1
@@ -97,14 +139,6 @@ async def test_a_message_waits_for_its_runs_record_before_it_is_acknowledged(
         assert row is not None
         assert (row.status, row.summary) == ("succeeded", {"processed": 1, "errors": 0})
         assert worker.completions.held_back == 0
-    finally:
-        finish.set()
-        if listening is not None:
-            await asyncio.wait_for(listening, 15)
-        await locker.close()
-        for broker in (producer, worker):
-            await broker.shutdown()
-        await runtime.stop()
 
 
 async def test_a_worker_stopping_with_outcomes_unwritten_leaves_their_runs_to_run_again(
@@ -141,31 +175,26 @@ async def test_a_worker_stopping_with_outcomes_unwritten_leaves_their_runs_to_ru
     try:
         run_id = await JobsClient(producer, runtimes[0]).enqueue("note_invoice", {})
         assert isinstance(first, StreamBroker)
-        finish = asyncio.Event()
-        listening = asyncio.create_task(JobsReceiver(first, max_async_tasks=2).listen(finish))
+        async with _listening(JobsReceiver(first, max_async_tasks=2)):
 
-        async def ran_and_held_back() -> bool:
-            return ran == ["ran"] and first.completions.held_back == 1
+            async def ran_and_held_back() -> bool:
+                return ran == ["ran"] and first.completions.held_back == 1
 
-        await _until(ran_and_held_back)
-        finish.set()
-        await asyncio.wait_for(listening, 15)  # lets the unrecorded message go
+            await _until(ran_and_held_back)
+        # Stopped: it let the unrecorded message go.
         assert first.held == {}
 
-        finish = asyncio.Event()
-        listening = asyncio.create_task(JobsReceiver(second, max_async_tasks=2).listen(finish))
+        async with _listening(JobsReceiver(second, max_async_tasks=2)):
 
-        async def recorded_and_acknowledged() -> bool:
-            await runtimes[0].recorder.wait_flushed()
-            async with runtimes[0].database.sessions() as session:
-                row = await runs.get_run(session, run_id=run_id)
-            async with Redis.from_url(redis_url()) as redis:
-                info = await redis.xpending(first.queue_name, first.consumer_group_name)
-            return row is not None and row.status == "succeeded" and info["pending"] == 0
+            async def recorded_and_acknowledged() -> bool:
+                await runtimes[0].recorder.wait_flushed()
+                async with runtimes[0].database.sessions() as session:
+                    row = await runs.get_run(session, run_id=run_id)
+                async with Redis.from_url(redis_url()) as redis:
+                    info = await redis.xpending(first.queue_name, first.consumer_group_name)
+                return row is not None and row.status == "succeeded" and info["pending"] == 0
 
-        await _until(recorded_and_acknowledged)
-        finish.set()
-        await asyncio.wait_for(listening, 15)
+            await _until(recorded_and_acknowledged)
     finally:
         for broker in brokers:
             await broker.shutdown()
@@ -175,38 +204,16 @@ async def test_a_worker_stopping_with_outcomes_unwritten_leaves_their_runs_to_ru
 
 
 async def test_a_worker_stops_reading_while_too_many_outcomes_wait_for_the_database(
-    empty_pg_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With three finished runs waiting for a stalled database (the limit lowered to
     three), new messages are not read, so outcomes do not pile up in memory; once the
     database takes the records, reading resumes and every run is recorded."""
     monkeypatch.setattr("jobs_service.infrastructure.receiver.MAX_UNRECORDED", 3)
-    settings = Settings(
-        database_url=empty_pg_url,
-        redis_url=redis_url(),
-        redis_prefix=f"{redis_prefix}-ack3-{uuid.uuid4().hex[:6]}",
-        broker={"xread_block_ms": 100},
-    )
-    runtime = Runtime(settings)
-    await migrate.upgrade(runtime.database)
-    await runtime.start()
-    producer, worker = build_broker(settings), build_broker(settings)
-    assert isinstance(worker, StreamBroker)
-    for broker in (producer, worker):
-        broker.register_task(count_invoices, "count_invoices")
-        broker.state.runtime = runtime
-        await broker.startup()
-    client = JobsClient(producer, runtime)
-    locker = await asyncpg.connect(empty_pg_url.replace("postgresql+asyncpg", "postgresql"))
-    finish = asyncio.Event()
-    listening: asyncio.Task[None] | None = None
-    try:
-        first = [await client.enqueue("count_invoices", {}) for _ in range(3)]
-        lock = locker.transaction()
-        await lock.start()
-        await locker.execute("LOCK TABLE job_runs IN ACCESS EXCLUSIVE MODE")
-        receiver = JobsReceiver(worker, max_async_tasks=10, max_prefetch=0)
-        listening = asyncio.create_task(receiver.listen(finish))
+    worker, runtime, client = deployment.worker, deployment.runtime, deployment.client
+    first = [await client.enqueue("count_invoices", {}) for _ in range(3)]
+    lock = await deployment.stall_records()
+    async with _listening(JobsReceiver(worker, max_async_tasks=10, max_prefetch=0)):
 
         async def paused() -> bool:
             return worker.completions.held_back == 3
@@ -228,11 +235,3 @@ async def test_a_worker_stops_reading_while_too_many_outcomes_wait_for_the_datab
 
         await _until(all_recorded)
         assert worker.completions.held_back == 0
-    finally:
-        finish.set()
-        if listening is not None:
-            await asyncio.wait_for(listening, 15)
-        await locker.close()
-        for broker in (producer, worker):
-            await broker.shutdown()
-        await runtime.stop()

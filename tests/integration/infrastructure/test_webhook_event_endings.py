@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import select, update
 
-from jobs_service.core.ids import new_run_id
 from jobs_service.core.settings import DatabaseSettings
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.models import JobRun, WebhookEvent
 from jobs_service.infrastructure.repositories import runs, webhooks
+from tests.support.webhook_events import store_events
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -35,34 +35,20 @@ async def database(empty_pg_url: str) -> AsyncIterator[Database]:
 
 async def _event_with_run(database: Database, name: str, queued_at: datetime) -> str:
     """An `enqueued` event and its `queued` run; returns the run id."""
-    run_id = new_run_id()
     async with database.engine.begin() as connection:
-        ids = await webhooks.insert_events(
-            connection,
-            [
-                webhooks.NewEvent(
-                    source="crm",
-                    external_id=name,
-                    event_type="contact.created",
-                    headers={},
-                    body="{}",
-                    task="process_webhook_event",
-                    run_id=run_id,
-                    received_at=queued_at,
-                )
-            ],
-        )
-        await webhooks.mark_enqueued(connection, list(ids.values()), queued_at)
+        [event] = (await store_events(connection, {name: ("accepted", queued_at)})).values()
+        run_id = event.run_id
+        await webhooks.mark_enqueued(connection, [event.id], queued_at)
         await runs.insert_queued_runs(
             connection,
             [
                 runs.QueuedRun(
                     run_id=run_id,
                     task="process_webhook_event",
-                    kwargs={"event_id": ids[run_id]},
+                    kwargs={"event_id": event.id},
                     source="webhook",
                     queued_at=queued_at,
-                    webhook_event_id=ids[run_id],
+                    webhook_event_id=event.id,
                 )
             ],
         )

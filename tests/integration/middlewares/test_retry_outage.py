@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
@@ -14,12 +13,13 @@ from taskiq import TaskiqMessage, TaskiqResult
 
 from jobs_service.broker import build_broker
 from jobs_service.core.errors import RetryLater
-from jobs_service.core.run_context import RunContext, clear_run, set_run
+from jobs_service.core.run_context import clear_run, set_run
 from jobs_service.infrastructure.delayed import delayed_key
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.middlewares.retry import RetryMiddleware
 from tests.support.redis_server import PrivateRedis
+from tests.support.run_events import run_in_progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,14 +56,7 @@ async def test_a_retry_sent_while_redis_restarts_is_scheduled_once_it_is_back(
         args=[],
         kwargs={},
     )
-    run = RunContext(
-        run_id="run-outage",
-        task="sync_accounts",
-        kwargs={},
-        attempt=1,
-        source="api",
-        queued_at=datetime.now(UTC),
-    )
+    run = run_in_progress("run-outage", task="sync_accounts")
     failed = TaskiqResult(
         is_err=True, return_value=None, execution_time=0.01, error=RetryLater("busy")
     )

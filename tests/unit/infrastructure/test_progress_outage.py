@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 
 import pytest
 import structlog
 
-from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import configure_logging, flush_logs
 from jobs_service.core.progress import Progress
-from jobs_service.core.run_context import RunContext
 from jobs_service.core.settings import DatabaseSettings
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.progress import ProgressWriter
 from jobs_service.infrastructure.repositories import runs
+from tests.support.run_events import run_in_progress
 
 pytestmark = pytest.mark.anyio
 
@@ -29,15 +27,7 @@ async def test_a_failing_database_delays_progress_and_the_latest_value_lands_lat
     going; once the database works the latest report is written, not the older one."""
     database = Database(sqlite_url, DatabaseSettings())
     writer = ProgressWriter(database, interval_s=0.02)
-    run = RunContext(
-        run_id=new_run_id(),
-        task="report_steps",
-        kwargs={},
-        attempt=1,
-        source="api",
-        queued_at=datetime.now(UTC),
-        progress_sink=writer,
-    )
+    run = run_in_progress(task="report_steps", progress_sink=writer)
     try:
         run.record_progress(Progress(10, "first"))
         await asyncio.sleep(0.1)
@@ -70,15 +60,7 @@ async def test_the_writer_does_not_log_as_the_run_that_started_it(
     configure_logging("json", "info")
     database = Database(sqlite_url, DatabaseSettings())  # no schema: every write fails
     writer = ProgressWriter(database, interval_s=0.02)
-    run = RunContext(
-        run_id="first-run",
-        task="report_steps",
-        kwargs={},
-        attempt=1,
-        source="api",
-        queued_at=datetime.now(UTC),
-        progress_sink=writer,
-    )
+    run = run_in_progress("first-run", task="report_steps", progress_sink=writer)
     structlog.contextvars.bind_contextvars(run_id="first-run", task="report_steps")
     try:
         run.record_progress(Progress(10, "first"))

@@ -7,14 +7,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from jobs_service.broker import broker
 from jobs_service.core.ids import new_run_id
 from jobs_service.gateway import create_app
-from jobs_service.infrastructure.models import ScheduleFire, WebhookEvent
-from jobs_service.infrastructure.repositories import runs, webhooks
+from jobs_service.infrastructure.models import ScheduleFire
+from jobs_service.infrastructure.repositories import runs
 from tests.conftest import serve_app
+from tests.support import webhook_events
 from tests.support.run_events import finished_event
 
 if TYPE_CHECKING:
@@ -149,32 +150,10 @@ async def test_fire_claims_are_kept_eight_days_whatever_the_runs_retention(
 async def store_events(app: Any, events: dict[str, tuple[str, float]]) -> dict[str, int]:
     """Store one webhook event per name, each ``(status, days since it last changed)``;
     returns ``name -> id``."""
-    run_ids = {name: new_run_id() for name in events}
+    states = {name: (status, NOW - timedelta(days=days)) for name, (status, days) in events.items()}
     async with app.state.runtime.database.engine.begin() as connection:
-        ids = await webhooks.insert_events(
-            connection,
-            [
-                webhooks.NewEvent(
-                    source="crm",
-                    external_id=name,
-                    event_type="contact.created",
-                    headers={},
-                    body="{}",
-                    task="process_webhook_event",
-                    run_id=run_ids[name],
-                    received_at=NOW - timedelta(days=days, minutes=1),
-                )
-                for name, (_, days) in events.items()
-            ],
-        )
-        by_name = {name: ids[run_id] for name, run_id in run_ids.items()}
-        for name, (status, days) in events.items():
-            await connection.execute(
-                update(WebhookEvent)
-                .where(WebhookEvent.id == by_name[name])
-                .values(status=status, updated_at=NOW - timedelta(days=days))
-            )
-    return by_name
+        stored = await webhook_events.store_events(connection, states)
+    return {name: event.id for name, event in stored.items()}
 
 
 async def test_cleanup_deletes_old_settled_webhook_events(
