@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from jobs_service.infrastructure.repositories import runs, schedules, webhooks
+from jobs_service.infrastructure.repositories import audit, runs, schedules, webhooks
 
 if TYPE_CHECKING:
     from jobs_service.infrastructure.database import Database
@@ -57,6 +57,17 @@ class DatabaseRunHistory:
                 deleted = await webhooks.delete_settled_before(
                     session, cutoff, batch_size=self._batch
                 )
+            total += deleted
+            if deleted < self._batch:
+                return total
+
+    async def delete_audit_entries_before(self, cutoff: datetime) -> int:
+        """Delete audit entries recorded before ``cutoff``; one transaction per batch
+        of ``delete_batch_size``, so gateways writing entries meanwhile never wait long."""
+        total = 0
+        while True:
+            async with self._database.sessions.begin() as session:
+                deleted = await audit.delete_entries_before(session, cutoff, batch_size=self._batch)
             total += deleted
             if deleted < self._batch:
                 return total

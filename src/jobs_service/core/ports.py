@@ -33,6 +33,10 @@ class RunHistory(Protocol):
         """Delete webhook events whose runs ended before ``cutoff``; return how many."""
         ...
 
+    async def delete_audit_entries_before(self, cutoff: datetime) -> int:
+        """Delete audit entries recorded before ``cutoff``; return how many."""
+        ...
+
     async def count_stuck(self, older_than: datetime) -> int:
         """Count runs queued or running since before ``older_than``."""
         ...

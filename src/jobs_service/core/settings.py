@@ -538,6 +538,18 @@ class RunsSettings(_Section):
     )
 
 
+class AuditSettings(_Section):
+    """``[audit]``: how long the audit log is kept."""
+
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        le=36_500,
+        description="`cleanup_old_runs` deletes audit entries older than this. Unset: "
+        "the audit log is kept for good.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable, with its default."""
 
@@ -594,6 +606,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     runs: RunsSettings = Field(default_factory=RunsSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     domain_api: DomainApiSettings = Field(default_factory=DomainApiSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)

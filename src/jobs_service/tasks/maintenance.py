@@ -35,22 +35,36 @@ async def cleanup_old_runs(
     retention_days: Annotated[int, Field(ge=1, le=36_500)] | None = None,
 ) -> Summary:
     """Delete finished runs, and the webhook events that started them, older than the
-    retention period.
+    retention period; and audit entries older than their own, if one is set.
 
     Schedule: daily at 03:17 UTC (off the hour, away from other nightly jobs).
     ``retention_days`` defaults to the ``runs.retention_days`` setting. Queued and
     running runs are never deleted, nor events whose runs have not ended; events are
-    kept at least eight days, as they recognise a sender's retries. Returns ``deleted``
-    (runs), ``events_deleted`` and ``errors``.
+    kept at least eight days, as they recognise a sender's retries. The audit log
+    follows ``audit.retention_days`` only (an audit trail usually has to outlive the
+    runs it mentions), and is kept for good when that is unset. Returns ``deleted``
+    (runs), ``events_deleted``, ``audit_deleted`` and ``errors``.
     """
     days = retention_days if retention_days is not None else config.runs.retention_days
     if days < 1:
         msg = "retention_days must be at least 1"
         raise ValueError(msg)
-    cutoff = datetime.now(UTC) - timedelta(days=days)
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(days=days)
     deleted = await history.delete_finished_before(cutoff)
     events_deleted = await history.delete_finished_events_before(cutoff)
-    return make_summary(deleted=deleted, events_deleted=events_deleted, retention_days=days)
+    audit_days = config.audit.retention_days
+    audit_deleted = (
+        await history.delete_audit_entries_before(now - timedelta(days=audit_days))
+        if audit_days is not None
+        else 0
+    )
+    return make_summary(
+        deleted=deleted,
+        events_deleted=events_deleted,
+        audit_deleted=audit_deleted,
+        retention_days=days,
+    )
 
 
 @broker.task(

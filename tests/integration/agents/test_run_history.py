@@ -11,7 +11,8 @@ from jobs_service.agents.run_history import DatabaseRunHistory
 from jobs_service.core.settings import DatabaseSettings
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
-from jobs_service.infrastructure.models import WebhookEvent
+from jobs_service.infrastructure.models import AuditEntry, WebhookEvent
+from jobs_service.infrastructure.repositories import audit
 from tests.support.webhook_events import store_events
 
 pytestmark = pytest.mark.anyio
@@ -41,3 +42,34 @@ async def test_settled_webhook_events_are_deleted_in_batches(empty_pg_url: str) 
     assert deleted == 5
     assert left == {"recent", "accepted"}
     assert count == 2
+
+
+async def test_audit_entries_are_deleted_in_batches(empty_pg_url: str) -> None:
+    """Five old entries go in batches of two; the two recent ones stay."""
+    database = Database(empty_pg_url, DatabaseSettings())
+    try:
+        await migrate.upgrade(database)
+        now = datetime.now(UTC)
+        ages = [400, 399, 398, 397, 366, 364, 1]
+        async with database.engine.begin() as connection:
+            await audit.insert_entries(
+                connection,
+                [
+                    audit.NewAuditEntry(
+                        at=now - timedelta(days=days),
+                        actor="ops",
+                        action="DELETE /v1/schedules/{schedule_id}",
+                        target=str(days),
+                        outcome=204,
+                    )
+                    for days in ages
+                ],
+            )
+        history = DatabaseRunHistory(database, delete_batch_size=2)
+        deleted = await history.delete_audit_entries_before(now - timedelta(days=365))
+        async with database.sessions() as session:
+            left = set((await session.execute(select(AuditEntry.target))).scalars())
+    finally:
+        await database.close()
+    assert deleted == 5
+    assert left == {"364", "1"}

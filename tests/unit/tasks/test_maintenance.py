@@ -13,7 +13,7 @@ from jobs_service.broker import broker
 from jobs_service.core.ids import new_run_id
 from jobs_service.gateway import create_app
 from jobs_service.infrastructure.models import ScheduleFire
-from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.repositories import audit, runs
 from tests.conftest import serve_app
 from tests.support import webhook_events
 from tests.support.run_events import finished_event
@@ -74,6 +74,7 @@ async def test_cleanup_deletes_only_old_finished_runs(
     assert run["summary"] == {
         "deleted": 3,
         "events_deleted": 0,
+        "audit_deleted": 0,
         "retention_days": 30,
         "errors": 0,
     }
@@ -94,6 +95,7 @@ async def test_cleanup_uses_the_retention_setting(make_settings: Callable[..., S
     assert run["summary"] == {
         "deleted": 1,
         "events_deleted": 0,
+        "audit_deleted": 0,
         "retention_days": 3,
         "errors": 0,
     }
@@ -195,6 +197,62 @@ async def test_webhook_events_are_kept_eight_days_whatever_the_runs_retention(
         listed = (await client.get("/v1/webhooks/events?limit=500")).json()["items"]
     assert run["summary"]["events_deleted"] == 1
     assert [item["id"] for item in listed] == [ids["three-days"]]
+
+
+async def store_audit_entries(app: Any, ages_in_days: list[float]) -> None:
+    async with app.state.runtime.database.engine.begin() as connection:
+        await audit.insert_entries(
+            connection,
+            [
+                audit.NewAuditEntry(
+                    at=NOW - timedelta(days=days),
+                    actor="ops",
+                    action="POST /v1/tasks/{name}",
+                    target=f"{days}-days",
+                    outcome=202,
+                )
+                for days in ages_in_days
+            ],
+        )
+
+
+async def audit_targets(client: httpx.AsyncClient) -> set[str]:
+    items = (await client.get("/v1/audit?limit=500&actor=ops")).json()["items"]
+    return {item["target"] for item in items}
+
+
+async def test_audit_entries_follow_their_own_retention(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With ``audit.retention_days`` set, older entries go, whatever the runs'
+    retention; younger ones stay."""
+    app = create_app(
+        make_settings(runs={"retention_days": 1}, audit={"retention_days": 90}),
+        broker=broker,
+        embedded=True,
+        scheduler=False,
+    )
+    async with serve_app(app) as client:
+        await store_audit_entries(app, [200, 91, 89, 2])
+        run = await run_task(client, "cleanup_old_runs")
+        left = await audit_targets(client)
+    assert run["summary"]["audit_deleted"] == 2
+    assert left == {"89-days", "2-days"}
+
+
+async def test_audit_log_is_kept_for_good_without_a_retention(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Unset (the default), the audit log outlives any run retention."""
+    app = create_app(
+        make_settings(runs={"retention_days": 1}), broker=broker, embedded=True, scheduler=False
+    )
+    async with serve_app(app) as client:
+        await store_audit_entries(app, [3650, 40])
+        run = await run_task(client, "cleanup_old_runs")
+        left = await audit_targets(client)
+    assert run["summary"]["audit_deleted"] == 0
+    assert left == {"3650-days", "40-days"}
 
 
 async def test_health_check_counts_stuck_runs(make_settings: Callable[..., Settings]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from jobs_service.infrastructure.models import AuditEntry
 
@@ -15,7 +15,13 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-__all__ = ["AuditFilter", "NewAuditEntry", "insert_entries", "list_entries"]
+__all__ = [
+    "AuditFilter",
+    "NewAuditEntry",
+    "delete_entries_before",
+    "insert_entries",
+    "list_entries",
+]
 
 # Column widths of audit_log (migration 0005): longer values are cut, not refused.
 _ACTOR, _ACTION, _TARGET, _REQUEST_ID = 100, 100, 255, 64
@@ -97,3 +103,20 @@ async def list_entries(
         query = query.where(AuditEntry.id < after_id)
     query = query.order_by(AuditEntry.id.desc()).limit(limit + 1)
     return list((await session.execute(query)).scalars())
+
+
+async def delete_entries_before(session: AsyncSession, cutoff: datetime, *, batch_size: int) -> int:
+    """Delete up to ``batch_size`` of the oldest entries recorded before ``cutoff``;
+    returns the count. Oldest first, by id, so a batch reads the ``at`` index's start
+    and an interrupted cleanup leaves no gap in what is kept."""
+    found = await session.execute(
+        select(AuditEntry.id)
+        .where(AuditEntry.at < cutoff)
+        .order_by(AuditEntry.id)
+        .limit(batch_size)
+    )
+    ids = list(found.scalars())
+    if not ids:
+        return 0
+    result = await session.execute(delete(AuditEntry).where(AuditEntry.id.in_(ids)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
