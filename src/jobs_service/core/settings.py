@@ -508,6 +508,7 @@ class RunsSettings(_Section):
     retention_days: int = Field(
         30,
         ge=1,
+        le=36_500,
         description="`cleanup_old_runs` deletes finished runs older than this, and "
         "processed or failed webhook events (kept at least 8 days).",
     )

@@ -15,6 +15,7 @@ worker) racing on one run cannot both win.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, delete, func, literal_column, or_, select, update
@@ -36,7 +37,6 @@ from jobs_service.infrastructure.repositories.runs_bulk import (
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from datetime import datetime
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -410,6 +410,9 @@ async def requeue_finished(
 ) -> bool:
     """Move ``run`` (as read: failed, dead or cancelled) back to ``queued``, keeping its
     attempt number; False if it changed meanwhile. Its attempts stay in ``run_attempts``.
+
+    The webhook event it processes, if this run is still the event's, is ``enqueued``
+    again: a settled event is deletable once old, and the retried run needs its body.
     """
     result = await connection.execute(
         update(JobRun)
@@ -420,13 +423,17 @@ async def requeue_finished(
         )
         .values(status="queued", queued_at=queued_at, **dict.fromkeys(_OUTCOME_COLUMNS))
     )
-    return bool(result.rowcount)
+    if not result.rowcount:
+        return False
+    if run.webhook_event_id is not None:
+        await _set_event_status(connection, run, "enqueued", at=queued_at)
+    return True
 
 
 async def restore_finished(connection: AsyncConnection, run: JobRun) -> None:
     """Undo :func:`requeue_finished` (its message could not be sent), unless a worker
     has started the run meanwhile."""
-    await connection.execute(
+    result = await connection.execute(
         update(JobRun)
         .where(
             JobRun.run_id == run.run_id,
@@ -438,6 +445,20 @@ async def restore_finished(connection: AsyncConnection, run: JobRun) -> None:
             queued_at=run.queued_at,
             **{column: getattr(run, column) for column in _OUTCOME_COLUMNS},
         )
+    )
+    if result.rowcount and run.webhook_event_id is not None:
+        await _set_event_status(connection, run, "failed", at=datetime.now(UTC))
+
+
+async def _set_event_status(
+    connection: AsyncConnection, run: JobRun, status: str, *, at: datetime
+) -> None:
+    """Set the status of ``run``'s webhook event, if it still points to ``run`` (a
+    replay gives an event a new run)."""
+    await connection.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == run.webhook_event_id, WebhookEvent.run_id == run.run_id)
+        .values(status=status, updated_at=at)
     )
 
 
@@ -477,19 +498,22 @@ async def delete_finished_before(
     Deleting in batches keeps each transaction (and PostgreSQL's locks and WAL) small,
     so a first cleanup of a large backlog does not stall the workers' writes.
     """
-    found = await session.execute(
-        select(JobRun.id, JobRun.run_id)
-        .where(JobRun.status.in_(TERMINAL_STATUSES), JobRun.finished_at < cutoff)
-        .limit(batch_size)
-    )
-    rows = found.all()
-    if not rows:
+    old_enough = JobRun.status.in_(TERMINAL_STATUSES) & (JobRun.finished_at < cutoff)
+    found = await session.execute(select(JobRun.id).where(old_enough).limit(batch_size))
+    ids = list(found.scalars())
+    if not ids:
         return 0
-    run_ids = [row[1] for row in rows]
-    await session.execute(delete(Delivery).where(Delivery.run_id.in_(run_ids)))
-    await session.execute(delete(RunAttempt).where(RunAttempt.run_id.in_(run_ids)))
-    result = await session.execute(delete(JobRun).where(JobRun.id.in_([row[0] for row in rows])))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    # The DELETE checks again: a retry committed since the SELECT made the run queued
+    # (PostgreSQL re-evaluates the condition on a row another transaction changed).
+    deleted = await session.execute(
+        delete(JobRun).where(JobRun.id.in_(ids), old_enough).returning(JobRun.run_id)
+    )
+    run_ids = list(deleted.scalars())
+    if run_ids:
+        await session.execute(delete(Delivery).where(Delivery.run_id.in_(run_ids)))
+        await session.execute(delete(RunAttempt).where(RunAttempt.run_id.in_(run_ids)))
+    # A batch cut short by such a race ends this cleanup early; the next one goes on.
+    return len(run_ids)
 
 
 async def fail_unfinished(

@@ -272,15 +272,13 @@ async def delete_settled_before(session: AsyncSession, cutoff: datetime, *, batc
     accepted event may exist nowhere else. Batches keep each transaction small, as a
     body can be a megabyte.
     """
-    found = await session.execute(
-        select(WebhookEvent.id)
-        .where(WebhookEvent.status.in_(SETTLED_STATUSES), WebhookEvent.updated_at < cutoff)
-        .limit(batch_size)
-    )
+    old_enough = WebhookEvent.status.in_(SETTLED_STATUSES) & (WebhookEvent.updated_at < cutoff)
+    found = await session.execute(select(WebhookEvent.id).where(old_enough).limit(batch_size))
     ids = list(found.scalars())
     if not ids:
         return 0
-    result = await session.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(ids)))
+    # Checked again: a replay or retry committed since the SELECT made the event live.
+    result = await session.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(ids), old_enough))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
