@@ -3,9 +3,10 @@
 
 The gateway, the CLI and applications all enqueue through :class:`JobsClient`. A run id
 is returned to a caller once the run's ``queued`` row is written and its message sent,
-so it is visible in the history. A run with an ``Idempotency-Key`` gets its row before
-its message is sent: the row's unique constraint claims the key atomically. (A run
-without one is sent first and recorded right after on PostgreSQL: see
+so it is visible in the history. A run with an ``Idempotency-Key`` is sent inside the
+transaction that inserts its row, so the key is claimed atomically and becomes visible
+only once the run is really queued (see ``JobsClient._submit_claimed``). (A run without
+one is sent first and recorded right after on PostgreSQL: see
 ``JobsClient._submit_keyless``.) If the send fails the row is removed (or never
 written) and the error raised: the caller was told nothing was queued, so nothing
 half-queued is left behind.
@@ -46,6 +47,7 @@ from jobs_service.tasks.registry import InvalidKwargsError, TaskInfo, find_task
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
+    from sqlalchemy.ext.asyncio import AsyncTransaction
     from taskiq import AsyncBroker
     from taskiq.message import BrokerMessage
 
@@ -222,8 +224,7 @@ class JobsClient:
     def __init__(self, broker: AsyncBroker, runtime: Runtime) -> None:
         self._broker = broker
         self._database = runtime.database
-        self._queued_runs = runtime.queued_run_writer(durable=False)
-        self._claims = runtime.queued_run_writer(durable=True)
+        self._queued_runs = runtime.queued_run_writer()
         self._teams_channels = frozenset(runtime.settings.channels.teams)
         self._redis_prefix = runtime.settings.redis_prefix
 
@@ -253,17 +254,41 @@ class JobsClient:
             if existing is not None:
                 return existing
         wire = await self.serialise([request])  # a message that cannot be sent is never queued
-        if idempotency_key is None and self._queued_runs is not None:
+        if idempotency_key is not None:
+            return await self._submit_claimed(request, wire)
+        if self._queued_runs is not None:
             return await self._submit_keyless(self._queued_runs, request, wire)
         if not await self._record_queued(request):
-            # Lost a race with a concurrent request carrying the same key.
-            existing = await self._existing_for(request) if idempotency_key else None
-            if existing is None:
-                msg = f"run {request.run_id} could not be recorded: its row already exists"
-                raise EnqueueError(msg)
-            return existing
+            msg = f"run {request.run_id} could not be recorded: its row already exists"
+            raise EnqueueError(msg)
         await self.send_or_forget([request], wire)
         return Submission(request.run_id, "queued", replayed=False)
+
+    async def _submit_claimed(self, request: RunRequest, wire: Sequence[_Wire]) -> Submission:
+        """Claim the run's idempotency key and send the run, in one transaction.
+
+        The row is inserted, the message sent, then the row committed. Until the commit
+        no one else sees the key: a concurrent request with the same key waits on the
+        unique index, then replays a run that is really queued, or, if this send
+        failed and rolled the row back, claims the key itself. Committed first and
+        sent after, a repeat arriving during the send was told "queued" about a run
+        whose send then failed and whose row was deleted; and a process killed between
+        the two left a row that every repeat replayed and nothing ever sent. The
+        price: a database connection held while the broker takes the message (a
+        round trip; at most the broker's socket timeout), for keyed submits only.
+        """
+        async with self._database.engine.connect() as connection:
+            transaction = await connection.begin()  # rolled back on close unless committed
+            if await runs.claim_idempotency_key(connection, request.queued_row()):
+                await self.send([request], wire)
+                await self._commit_claim(transaction, request)
+                return Submission(request.run_id, "queued", replayed=False)
+        # The key was taken by a run that was queued (committed) meanwhile.
+        existing = await self._existing_for(request)
+        if existing is None:
+            msg = f"run {request.run_id} could not be recorded: its key was taken and freed"
+            raise EnqueueError(msg)
+        return existing
 
     async def _submit_keyless(
         self, writer: QueuedRunWriter, request: RunRequest, wire: Sequence[_Wire]
@@ -300,11 +325,23 @@ class JobsClient:
                 error=f"{type(exc).__name__}: {exc}",
             )
 
+    @staticmethod
+    async def _commit_claim(transaction: AsyncTransaction, request: RunRequest) -> None:
+        """Commit a claim whose run is already sent. Should the commit fail, the run is
+        still queued (its worker records it, without the key): that is logged, not
+        raised, as an error would invite a resend and run it twice."""
+        try:
+            await transaction.commit()
+        except Exception as exc:  # noqa: BLE001 - the run is queued; only its key is lost
+            _log.error(
+                "idempotency-key-unrecorded",
+                run_id=request.run_id,
+                task=request.info.name,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
     async def _record_queued(self, request: RunRequest) -> bool:
-        """Insert the run's ``queued`` row; False if its key (or id) is already taken."""
-        writer = self._queued_runs if request.idempotency_key is None else self._claims
-        if writer is not None:
-            return await writer.record(request.queued_row())
+        """Insert a keyless run's ``queued`` row (SQLite); False if its id is taken."""
         try:
             async with self._database.engine.begin() as connection:
                 await runs.insert_queued_runs(connection, [request.queued_row()])

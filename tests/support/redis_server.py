@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from typing import TYPE_CHECKING
@@ -62,6 +63,17 @@ class PrivateRedis:
                 time.sleep(0.05)
         msg = "private redis-server did not start"
         raise RuntimeError(msg)
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open and nothing is answered, as when
+        a server hangs."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on; what was sent meanwhile is answered."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop it (unless durable, its data is gone: it keeps nothing on disk)."""

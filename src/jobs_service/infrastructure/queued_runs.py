@@ -1,27 +1,22 @@
-"""Recording producers' ``queued`` rows: concurrent submits share one statement.
+"""Recording producers' keyless ``queued`` rows: concurrent submits share one statement.
 
 A submit returns once its ``queued`` row is written (the run id a caller gets back is in
-the history), and a row with an ``Idempotency-Key`` is committed before its message is
-sent (the row claims the key). Through the engine's pool a row costs a checkout with
-its liveness ping, BEGIN, INSERT, COMMIT and a reset: about seven round trips, 1.5 ms
-under load, for one row. Here submits go through a
+the history). Through the engine's pool a row costs a checkout with its liveness ping,
+BEGIN, INSERT, COMMIT and a reset: about seven round trips, 1.5 ms under load, for one
+row. Here submits go through a
 :class:`~jobs_service.infrastructure.group_commit.GroupCommit` on a connection kept
 between statements: a lone submit costs one INSERT round trip, and submits arriving
 together share it. The statement goes straight to the driver's connection
 (``HeldConnection.fetch``), which saves the producer's event loop most of the CPU a
-statement through SQLAlchemy costs it.
+statement through SQLAlchemy costs it. PostgreSQL only: the embedded SQLite database
+keeps the plain transaction per submit.
 
-A row that claims an idempotency key is inserted unless a row with its key exists
-(``ON CONFLICT DO NOTHING``); the caller learns which, so a key taken by a concurrent
-submit is answered with the run that took it, as before. PostgreSQL only: the embedded
-SQLite database keeps the plain transaction per submit.
-
-Rows without an idempotency key are committed asynchronously (``synchronous_commit =
-off``: the commit does not wait for the WAL flush, which under load is most of a
-submit's latency). A database crash within the WAL writer's delay (200 ms by default)
-can then lose such a row, and only the row: the run's message is in Redis, and the
-worker that runs it writes the full row itself. A row that claims an idempotency key
-is the claim, so those go through a second writer whose commits wait for the flush.
+These rows are committed asynchronously (``synchronous_commit = off``: the commit does
+not wait for the WAL flush, which under load is most of a submit's latency). A database
+crash within the WAL writer's delay (200 ms by default) can then lose such a row, and
+only the row: the run's message is in Redis, and the worker that runs it writes the
+full row itself. A row that claims an idempotency key is the claim, and is written in
+its own transaction around the run's send instead (``JobsClient._submit_claimed``).
 """
 
 from __future__ import annotations
@@ -39,7 +34,7 @@ if TYPE_CHECKING:
     from jobs_service.infrastructure.database import Database
     from jobs_service.infrastructure.repositories.runs import QueuedRun
 
-__all__ = ["INSERT_QUEUED", "INSERT_QUEUED_OR_SKIP", "QueuedRunWriter"]
+__all__ = ["INSERT_QUEUED", "QueuedRunWriter"]
 
 _COLUMNS = (
     "run_id, task, kwargs, status, attempt, source, queued_at, idempotency_key, "
@@ -54,9 +49,6 @@ _INSERT = (
     f"INSERT INTO job_runs ({_COLUMNS}) SELECT {_COLUMNS} "  # noqa: S608 - constant columns
     "FROM json_populate_recordset(NULL::job_runs, $1::json) ORDER BY run_id"
 )
-#: Claims: rows that conflict on any unique column (run id, idempotency key) are
-#: skipped; the run ids actually inserted come back.
-INSERT_QUEUED_OR_SKIP = f"{_INSERT} ON CONFLICT DO NOTHING RETURNING run_id"
 #: Rows without a key: a fresh run id (UUIDv7) conflicts only with the row of its own
 #: run, written by a worker that ran it before this insert landed (the message is sent
 #: first; a database stall can hold the insert longer than a worker's flush). That row
@@ -67,11 +59,8 @@ INSERT_QUEUED = f"{_INSERT} ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
 class QueuedRunWriter:
     """Inserts ``queued`` rows for concurrent callers, one statement per batch."""
 
-    def __init__(self, database: Database, *, durable: bool, max_batch: int = 1000) -> None:
-        self._durable = durable
-        self._connection = database.hold(
-            autocommit=True, session=() if durable else ("SET synchronous_commit = off",)
-        )
+    def __init__(self, database: Database, *, max_batch: int = 1000) -> None:
+        self._connection = database.hold(autocommit=True, session=("SET synchronous_commit = off",))
         self._group: GroupCommit[QueuedRun, bool] = GroupCommit(self._write, max_batch=max_batch)
         #: Statements written so far (each holds every row submitted while the one
         #: before it ran).
@@ -103,5 +92,4 @@ class QueuedRunWriter:
         return [run.run_id in inserted for run in batch]
 
     async def _insert(self, document: str) -> set[str]:
-        statement = INSERT_QUEUED_OR_SKIP if self._durable else INSERT_QUEUED
-        return {row[0] for row in await self._connection.fetch(statement, document)}
+        return {row[0] for row in await self._connection.fetch(INSERT_QUEUED, document)}

@@ -61,16 +61,12 @@ class Runtime:
         """The resource ``name`` if some use built it, else None."""
         return self._resources.get(name)
 
-    def queued_run_writer(self, *, durable: bool) -> QueuedRunWriter | None:
-        """The shared writer of producers' ``queued`` rows (PostgreSQL); ``durable`` for
-        rows that claim an idempotency key. None on SQLite, where each submit keeps its
-        own short transaction."""
+    def queued_run_writer(self) -> QueuedRunWriter | None:
+        """The shared writer of producers' keyless ``queued`` rows (PostgreSQL). None on
+        SQLite, where each submit keeps its own short transaction."""
         if self.database.dialect != "postgresql":
             return None
-        return self.resource(
-            f"queued-run-writer-{'durable' if durable else 'fast'}",
-            lambda: QueuedRunWriter(self.database, durable=durable),
-        )
+        return self.resource("queued-run-writer", lambda: QueuedRunWriter(self.database))
 
     async def start(self) -> None:
         """Start background work (the recorder's flusher)."""

@@ -1,4 +1,4 @@
-"""Producers' queued rows: shared statements, idempotency claims, a dropped connection."""
+"""Producers' keyless queued rows: shared statements, a dropped connection."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def _stored(database: Database, run_ids: list[str]) -> int:
 
 async def test_concurrent_rows_share_statements_and_all_land(database: Database) -> None:
     """200 concurrent records: every row stored, in far fewer statements than rows."""
-    writer = QueuedRunWriter(database, durable=False)
+    writer = QueuedRunWriter(database)
     rows = [queued() for _ in range(200)]
     inserted = await asyncio.gather(*(writer.record(row) for row in rows))
     await writer.aclose()
@@ -61,19 +61,9 @@ async def test_concurrent_rows_share_statements_and_all_land(database: Database)
     assert writer.statements < 20
 
 
-async def test_a_taken_idempotency_key_is_reported_not_raised(database: Database) -> None:
-    """Two rows claiming one key at once: exactly one is inserted."""
-    writer = QueuedRunWriter(database, durable=True)
-    key = f"claim-{new_run_id()}"
-    first, second = queued(key), queued(key)
-    results = await asyncio.gather(writer.record(first), writer.record(second))
-    await writer.aclose()
-    assert sorted(results) == [False, True]
-
-
 async def test_a_connection_the_database_dropped_is_replaced(database: Database) -> None:
     """After the server ends the kept connection, the next record still lands."""
-    writer = QueuedRunWriter(database, durable=False)
+    writer = QueuedRunWriter(database)
     assert await writer.record(queued())
     async with writer._connection.begin() as kept:  # the connection to pull away
         pid = (await kept.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
@@ -102,7 +92,7 @@ async def test_a_row_a_worker_wrote_first_is_kept_and_its_batch_still_lands(
     )
     async with database.engine.begin() as connection:
         await runs.write_run_batch(connection, [recorder_row], [recorder_row.attempt_row()])
-    writer = QueuedRunWriter(database, durable=False)
+    writer = QueuedRunWriter(database)
     others = [queued() for _ in range(20)]
     inserted = await asyncio.gather(*(writer.record(row) for row in [first, *others]))
     await writer.aclose()
@@ -131,7 +121,7 @@ async def test_producers_and_workers_insert_runs_in_one_order(database: Database
     their batch came in: in opposite orders each waits for a key the other holds until
     PostgreSQL's deadlock check cancels one, a second later (seen in a latency benchmark:
     every submit stalled for that second)."""
-    writer = QueuedRunWriter(database, durable=False)
+    writer = QueuedRunWriter(database)
     batch = sorted((queued() for _ in range(6)), key=lambda run: run.run_id, reverse=True)
     await writer.record_many(batch)
     await writer.aclose()

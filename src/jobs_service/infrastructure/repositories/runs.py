@@ -44,6 +44,7 @@ __all__ = [
     "QueuedRun",
     "RunEvent",
     "RunFilter",
+    "claim_idempotency_key",
     "count_stuck_runs",
     "delete_finished_before",
     "fail_orphaned",
@@ -214,6 +215,19 @@ async def insert_queued_runs(connection: AsyncConnection, runs: Sequence[QueuedR
         index_elements=[JobRun.run_id]
     )
     await connection.execute(stmt, [run.row() for run in runs])
+
+
+async def claim_idempotency_key(connection: AsyncConnection, run: QueuedRun) -> bool:
+    """Insert ``run``'s ``queued`` row unless its idempotency key (or run id) is taken;
+    whether it was inserted. A key held by a transaction not yet committed makes this
+    wait for it (the unique index), so the answer is about committed runs only."""
+    stmt = (
+        _insert_for(connection.dialect.name)(JobRun)
+        .values(run.row())
+        .on_conflict_do_nothing()
+        .returning(JobRun.run_id)
+    )
+    return (await connection.execute(stmt)).first() is not None
 
 
 async def upsert_run_events(connection: AsyncConnection, events: Sequence[RunEvent]) -> None:
