@@ -143,4 +143,4 @@ broker = build_broker(settings)
 
 from jobs_service.tasks import load_task_modules  # noqa: E402 - tasks register on `broker`
 
-load_task_modules(settings.task_modules)
+load_task_modules(settings.task_modules, broker=broker)

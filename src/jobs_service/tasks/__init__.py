@@ -7,12 +7,14 @@ setting without forking the service.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.errors import TaskModuleError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
+
+    from taskiq import AsyncBroker
 
 __all__ = ["BUILTIN_TASK_MODULES", "load_task_modules"]
 
@@ -24,15 +26,19 @@ BUILTIN_TASK_MODULES = (
 )
 
 
-def load_task_modules(extra: Iterable[str] = ()) -> list[str]:
+def load_task_modules(extra: Iterable[str] = (), *, broker: AsyncBroker | None = None) -> list[str]:
     """Import the built-in and extra task modules; returns their names.
 
     An import failure is re-raised as :class:`TaskModuleError` naming the module and the
     setting, because the original traceback points into importlib rather than at the
-    configuration that caused it.
+    configuration that caused it. With ``broker``, a module that registers a task name
+    an earlier module registered is refused too: TaskIQ would silently replace the
+    earlier task (a team's ``cleanup_old_runs`` would take the built-in's place, and its
+    nightly schedule with it).
     """
     loaded = []
     for name in (*BUILTIN_TASK_MODULES, *extra):
+        before = dict(broker.get_all_tasks()) if broker is not None else {}
         try:
             importlib.import_module(name)
         except Exception as exc:
@@ -41,5 +47,23 @@ def load_task_modules(extra: Iterable[str] = ()) -> list[str]:
                 f"({type(exc).__name__}: {exc}); check JOBS_TASK_MODULES / task_modules"
             )
             raise TaskModuleError(msg) from exc
+        if broker is not None:
+            _refuse_replaced(name, before, broker.get_all_tasks())
         loaded.append(name)
     return loaded
+
+
+def _refuse_replaced(module: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    replaced = sorted(task for task, found in before.items() if after.get(task) is not found)
+    if replaced:
+        owners = sorted({_module_of(before[task]) for task in replaced})
+        msg = (
+            f"task module {module!r} registers {', '.join(map(repr, replaced))}, already "
+            f"registered by {', '.join(owners)}; task names must be unique"
+        )
+        raise TaskModuleError(msg)
+
+
+def _module_of(task: Any) -> str:
+    function = getattr(task, "original_func", None)
+    return str(getattr(function, "__module__", "another module"))

@@ -106,6 +106,23 @@ def test_a_broken_task_module_stops_a_plain_taskiq_worker(tmp_path: Path) -> Non
     assert "missing dependency x" in result.stderr
 
 
+def test_a_task_module_that_reuses_a_task_name_is_refused(tmp_path: Path) -> None:
+    """A team module registering ``cleanup_old_runs`` would silently replace the
+    built-in task (and drop its nightly schedule): the service refuses to start."""
+    (tmp_path / "team_jobs.py").write_text(
+        "from jobs_service.broker import broker\n"
+        "@broker.task(task_name='cleanup_old_runs')\n"
+        "async def cleanup_old_runs() -> None: ...\n"
+    )
+    result = jobsctl("check", env={"PYTHONPATH": str(tmp_path), "JOBS_TASK_MODULES": "team_jobs"})
+    assert result.returncode != 0
+    assert (
+        "task module 'team_jobs' registers 'cleanup_old_runs', already registered by "
+        "jobs_service.tasks.maintenance; task names must be unique"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_embedded_enqueue_runs_in_process_and_prints_the_summary(tmp_path: Path) -> None:
     """Without Redis, `enqueue` runs the task here, records it and prints the summary."""
     env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
