@@ -65,16 +65,8 @@ def audit_entry(scope: Scope, status: int, location: str | None) -> NewAuditEntr
     """
     path = str(scope["path"])
     template = getattr(scope.get("route"), "path", None)
-    params: dict[str, Any] = scope.get("path_params") or {}
-    if len(params) == 1:
-        target: str | None = str(next(iter(params.values())))
-    elif params:
-        target = ",".join(f"{name}={value}" for name, value in params.items())
-    elif location:
-        target = location.rstrip("/").rsplit("/", 1)[-1] or None
-    else:
-        target = None
     state: dict[str, Any] = scope.get("state") or {}
+    target = state.get("audit_target") or _target(scope.get("path_params") or {}, location)
     client = scope.get("client")
     detail: dict[str, Any] = {"path": path}
     if client:
@@ -90,6 +82,26 @@ def audit_entry(scope: Scope, status: int, location: str | None) -> NewAuditEntr
         request_id=state.get("request_id"),
         detail=detail,
     )
+
+
+def _target(params: dict[str, Any], location: str | None) -> str | None:
+    """The path parameter, numbers in their plain spelling (``/v1/schedules/01`` is
+    schedule 1), else the last segment of the ``Location`` of what was created. A
+    route that knows its target better (a run addressed by its numeric id) sets
+    ``request.state.audit_target`` instead."""
+    if len(params) == 1:
+        return _plain(str(next(iter(params.values()))))
+    if params:
+        return ",".join(f"{name}={_plain(str(value))}" for name, value in params.items())
+    if location:
+        return location.rstrip("/").rsplit("/", 1)[-1] or None
+    return None
+
+
+def _plain(value: str) -> str:
+    if value.isascii() and value.isdigit() and len(value) < 19:
+        return str(int(value))
+    return value
 
 
 class AuditWriter:

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 import pytest
 from fastapi import Depends
 from sqlalchemy import text
@@ -109,6 +110,46 @@ async def test_operator_actions_are_recorded_with_key_action_target_and_outcome(
     }
     at = datetime.fromisoformat(entries[0]["at"])
     assert abs(at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_one_resource_is_one_target_however_its_path_spells_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A run retried by its numeric id is recorded under its run id, and schedule
+    ``01`` under ``1``: a search by target finds every action on it, and only those."""
+    async with serve_app(_app(make_settings)) as client:
+        submitted = await client.post(
+            "/v1/tasks/fail_on_purpose", json={"kwargs": {}}, headers=auth(OPERATOR)
+        )
+        run_id = submitted.json()["run_id"]
+        for _ in range(200):
+            run = (await client.get(f"/v1/runs/{run_id}", headers=auth(READER))).json()
+            if run["status"] in ("failed", "dead"):
+                break
+            await anyio.sleep(0.02)
+        retried = await client.post(f"/v1/runs/{run['id']}/retry", headers=auth(OPERATOR))
+        created = await client.post(
+            "/v1/schedules",
+            json={
+                "name": "padded",
+                "task": "count_items",
+                "kwargs": {"items": []},
+                "schedule": {"type": "interval", "seconds": 3600},
+            },
+            headers=auth(OPERATOR),
+        )
+        padded = f"0{created.json()['id']}"
+        paused = await client.patch(
+            f"/v1/schedules/{padded}", json={"enabled": False}, headers=auth(OPERATOR)
+        )
+        by_run_id = await _audit(client, target=run_id)
+        by_schedule = await _audit(client, target=str(created.json()["id"]))
+    assert (retried.status_code, paused.status_code) == (202, 200)
+    assert [e["action"] for e in by_run_id] == ["POST /v1/runs/{run_id}/retry"]
+    assert [e["action"] for e in by_schedule] == [
+        "PATCH /v1/schedules/{schedule_id}",
+        "POST /v1/schedules",
+    ]
 
 
 async def test_refused_attempts_are_recorded_too(make_settings: Callable[..., Settings]) -> None:

@@ -178,6 +178,7 @@ async def retry_run(
     ``queued`` until a worker starts it. Earlier attempts stay listed in ``attempts``."""
     async with request.app.state.runtime.database.sessions() as session:
         found = await _find(session, run_id)
+    request.state.audit_target = found.run_id  # also when addressed by its numeric id
     try:
         queued = await client.retry(found.run_id)
     except (RunNotFoundError, RunStateError) as exc:
@@ -215,6 +216,7 @@ async def cancel_run(
     retried; ``POST /v1/runs/{run_id}/retry`` queues it again."""
     async with request.app.state.runtime.database.sessions() as session:
         found = await _find(session, run_id)
+    request.state.audit_target = found.run_id  # also when addressed by its numeric id
     try:
         await client.cancel(found.run_id, by=principal)
     except (RunNotFoundError, RunStateError) as exc:
