@@ -14,8 +14,10 @@ from jobs_service.core.redaction import redact_url
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Mapping
 
     from jobs_service.core.settings import Settings
+    from jobs_service.tasks.registry import TaskInfo
 
 __all__ = ["check", "migrate", "tasks"]
 
@@ -56,19 +58,44 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
     """
     del args
     from jobs_service.cli.config_check import (  # noqa: PLC0415
+        Finding,
         check_settings,
         describe_settings,
         environment_findings,
     )
     from jobs_service.tasks.registry import list_tasks  # noqa: PLC0415
 
-    names = [info.name for info in list_tasks(shared_broker())]
-    for line in describe_settings(settings, names):
+    try:
+        infos = {info.name: info for info in list_tasks(shared_broker())}
+    except CliError as exc:  # a task module fails: one problem among the others
+        infos, module_problems = None, [Finding("problem", "task_modules", str(exc))]
+    else:
+        module_problems = []
+    names = list(infos) if infos is not None else None
+    for line in describe_settings(settings, names or []):
         print(line)
-    findings = [*check_settings(settings, names), *environment_findings(os.environ)]
+    findings = [
+        *module_problems,
+        *check_settings(settings, names, takes_event=_event_taker(infos or {})),
+        *environment_findings(os.environ),
+    ]
     for finding in findings:
         sys.stderr.write(f"{finding}\n")
     return EXIT_FAILED if any(finding.level == "problem" for finding in findings) else 0
+
+
+def _event_taker(infos: Mapping[str, TaskInfo]) -> Callable[[str], str | None]:
+    """Why a task cannot be called as a webhook route's (``event_id`` alone), or None."""
+    from jobs_service.tasks.registry import InvalidKwargsError  # noqa: PLC0415
+
+    def reason(task: str) -> str | None:
+        try:
+            infos[task].validate_kwargs({"event_id": 1})
+        except InvalidKwargsError as exc:
+            return str(exc)
+        return None
+
+    return reason
 
 
 def tasks(args: argparse.Namespace, settings: Settings) -> int:

@@ -29,7 +29,7 @@ from jobs_service.core.settings import (
 from jobs_service.tasks.registry import TASK_NAME_PATTERN
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
     from pydantic import ValidationError
     from pydantic_core import ErrorDetails
@@ -250,16 +250,24 @@ def _count(items: Sequence[str], noun: str) -> str:
 # --- rules ---------------------------------------------------------------------------------
 
 
-def check_settings(settings: Settings, tasks: Collection[str]) -> list[Finding]:
+def check_settings(
+    settings: Settings,
+    tasks: Collection[str] | None,
+    *,
+    takes_event: Callable[[str], str | None] | None = None,
+) -> list[Finding]:
     """Rules across keys that validation alone cannot see; problems first.
 
     ``tasks`` are the registered task names: settings name tasks as strings, so only
-    the loaded registry can tell a typo from a task.
+    the loaded registry can tell a typo from a task (None: the registry could not be
+    loaded, and what depends on it is not checked). ``takes_event`` says why a task
+    cannot be a webhook route's (it is called with ``event_id`` alone), or None.
     """
+    registered = tasks if tasks is not None else ()
     findings = [
-        *_task_names(tasks),
+        *_task_names(registered),
         *_api_keys(settings),
-        *_webhook_routes(settings, tasks),
+        *(_webhook_routes(settings, tasks, takes_event) if tasks is not None else ()),
         *_webhook_schemes(settings),
         *_domain_api(settings),
         *_graph(settings),
@@ -290,17 +298,25 @@ def _api_keys(settings: Settings) -> Iterator[Finding]:
         yield _problem("api_keys", "production needs at least one [[api_keys]] entry")
 
 
-def _webhook_routes(settings: Settings, tasks: Collection[str]) -> Iterator[Finding]:
-    """A route to a missing task would fail every event of its type, so the gateway refuses."""
+def _webhook_routes(
+    settings: Settings, tasks: Collection[str], takes_event: Callable[[str], str | None] | None
+) -> Iterator[Finding]:
+    """A route to a missing task would fail every event of its type, so the gateway
+    refuses; so would a task that cannot be called with ``event_id`` alone."""
+
+    def route_problem(path: str, task: str) -> Iterator[Finding]:
+        if task not in tasks:
+            yield _problem(path, _unknown_task(task, tasks))
+        elif takes_event is not None and (reason := takes_event(task)) is not None:
+            yield _problem(path, f"task {task!r} cannot take a webhook event ({reason})")
+
     for name, source in settings.webhooks.sources.items():
         base = f"webhooks.sources.{_key(name)}"
         for event_type, route in source.routes.items():
             task = route.task if isinstance(route, WebhookRoute) else route
-            if task not in tasks:
-                yield _problem(f"{base}.routes.{_key(event_type)}", _unknown_task(task, tasks))
+            yield from route_problem(f"{base}.routes.{_key(event_type)}", task)
         if source.default_task is not None:
-            if source.default_task not in tasks:
-                yield _problem(f"{base}.default_task", _unknown_task(source.default_task, tasks))
+            yield from route_problem(f"{base}.default_task", source.default_task)
         elif _IMPLICIT_WEBHOOK_TASK not in tasks:
             yield _problem(
                 base,

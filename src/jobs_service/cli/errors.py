@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED", "EXIT_USAGE", "CliError", "is_schema_missing"]
+import traceback
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_PIPE_CLOSED",
+    "EXIT_USAGE",
+    "CliError",
+    "describe_failure",
+]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: What a shell reports for a command its reader stopped reading (128 + SIGPIPE).
+EXIT_PIPE_CLOSED = 141
+
+#: SQLSTATEs of a database that answers but lacks our schema, or part of it.
+_UNDEFINED_TABLE, _UNDEFINED_COLUMN = "42P01", "42703"
+_DATABASE_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3")
+_SCHEMA_MESSAGES = {
+    _UNDEFINED_TABLE: "the database has no Jobs Service tables yet: run `jobsctl migrate` "
+    "first (`jobsctl run` migrates by itself)",
+    _UNDEFINED_COLUMN: "the database is at an older revision than this release: run "
+    "`jobsctl migrate`",
+}
 
 
 class CliError(Exception):
@@ -16,13 +36,77 @@ class CliError(Exception):
         self.code = code
 
 
-def is_schema_missing(exc: BaseException) -> bool:
-    """The database answers but has none of our tables: not migrated yet (a new SQLite
-    file, an empty PostgreSQL database). Read from the error itself, so that ``jobsctl``
-    need not import SQLAlchemy to tell."""
+def describe_failure(exc: BaseException) -> str | None:
+    """One line for an error an operator causes or meets (no schema, a database or
+    broker out of reach, a refusal of the service's own), or None for a bug, whose
+    traceback is then the useful report. Never the driver's full text: SQLAlchemy's
+    appends the statement and its parameters."""
+    from jobs_service.core.errors import JobsError  # noqa: PLC0415
+
+    schema = _schema_error(exc)
+    if schema is not None:
+        return _SCHEMA_MESSAGES[schema]
+    if isinstance(exc, JobsError):
+        return str(exc)
+    if _is_database_error(exc):
+        return f"the database refused or could not be reached ({_driver_reason(exc)})"
+    if _is_broker_error(exc):
+        return f"cannot reach the broker ({type(exc).__name__}: {exc})"
+    if isinstance(exc, OSError):
+        return f"a connection failed ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _schema_error(exc: BaseException) -> str | None:
+    """``42P01`` (no such table) or ``42703`` (no such column), on either database."""
     if not type(exc).__module__.startswith("sqlalchemy"):
-        return False
-    cause = getattr(exc, "orig", None)
-    text = str(cause if cause is not None else exc).lower()
-    # Tables, not columns: a database at an older revision is another matter.
-    return "no such table" in text or type(cause).__name__ == "UndefinedTableError"
+        return None
+    for cause in _causes(exc):
+        state = getattr(cause, "sqlstate", None)
+        if state in (_UNDEFINED_TABLE, _UNDEFINED_COLUMN):
+            return str(state)
+        text = str(cause).lower()
+        if "no such table" in text:
+            return _UNDEFINED_TABLE
+        if "no such column" in text or "has no column named" in text:
+            return _UNDEFINED_COLUMN
+    return None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The error, what SQLAlchemy wrapped (``orig``) and what that was raised from."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found and len(found) < 8:
+        found.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return found
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    if type(exc).__module__.startswith(_DATABASE_MODULES):
+        return True
+    # A refused or unresolvable connection surfaces as a bare OSError from the driver.
+    return isinstance(exc, OSError) and _raised_in(exc, ("asyncpg", "aiosqlite", "sqlalchemy"))
+
+
+def _is_broker_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("redis") or (
+        isinstance(exc, OSError) and _raised_in(exc, ("redis", "taskiq"))
+    )
+
+
+def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.split(".", maxsplit=1)[0] in packages:
+            return True
+    return False
+
+
+def _driver_reason(exc: BaseException) -> str:
+    """The innermost cause's type and first line, without SQLAlchemy's statement."""
+    cause = _causes(exc)[-1]
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else 'no detail'}"

@@ -6,7 +6,13 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from jobs_service.cli.errors import EXIT_FAILED, EXIT_USAGE, CliError, is_schema_missing
+from jobs_service.cli.errors import (
+    EXIT_FAILED,
+    EXIT_PIPE_CLOSED,
+    EXIT_USAGE,
+    CliError,
+    describe_failure,
+)
 from jobs_service.cli.parser import build_parser
 
 if TYPE_CHECKING:
@@ -102,19 +108,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
         if args.command != "check":  # check lists them among its findings
             _warn_unknown_environment()
-        return _handler(args.command)(args, settings)
+        code = _handler(args.command)(args, settings)
+        sys.stdout.flush()  # a reader gone shows here, not in Python's flush at exit
+        return code
     except CliError as exc:
         sys.stderr.write(f"jobsctl {args.command}: {exc}\n")
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``jobsctl runs | head``): nothing more to say to it, and
+        # Python's own flush at exit must not fail on the closed pipe either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     except Exception as exc:
-        if not is_schema_missing(exc):
+        message = describe_failure(exc)
+        if message is None:
             raise
-        sys.stderr.write(
-            f"jobsctl {args.command}: the database has no Jobs Service tables yet: run "
-            "`jobsctl migrate` first (`jobsctl run` migrates by itself)\n"
-        )
+        sys.stderr.write(f"jobsctl {args.command}: {message}\n")
         return EXIT_FAILED
 
 

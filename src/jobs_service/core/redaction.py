@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "REDACTED",
@@ -54,10 +54,23 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
 
 
 def redact_url(url: str) -> str:
-    """Hide the password of a URL such as ``postgresql://user:pw@host/db``."""
+    """Hide the secrets of a URL: the password in ``postgresql://user:pw@host/db``, and
+    query parameters that carry one (``?password=…``, ``?sslpassword=…``, ``?token=…``),
+    which drivers accept as well."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{netloc}"))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(_is_secret_parameter(name) for name, _ in query)
+    if parts.password is None and not secret_query:
+        return url  # as given: rebuilt, ``sqlite:///./x.db`` would lose its empty host
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{netloc}")
+    if secret_query:
+        hidden = [(name, REDACTED if _is_secret_parameter(name) else v) for name, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="[]"))
+    return urlunsplit(parts)
+
+
+def _is_secret_parameter(name: str) -> bool:
+    lowered = name.lower()
+    return "pass" in lowered or "pwd" in lowered or _SENSITIVE.search(lowered) is not None

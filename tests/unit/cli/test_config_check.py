@@ -98,7 +98,7 @@ COMPLETE = f"""
     scheme = "standard"
     secrets = ["{SECRETS[1]}"]
     default_task = "record_webhook"
-    routes = {{ "invoice.paid" = "record_webhook", refund = {{ task = "count_items" }} }}
+    routes = {{ "invoice.paid" = "record_webhook", refund = {{ task = "process_webhook_event" }} }}
 
     [webhooks.sources.github]
     scheme = "none"
@@ -265,7 +265,8 @@ def test_a_missing_config_file_stays_one_line(
 
 
 def test_routes_to_unregistered_tasks_are_problems(jobsctl: Run) -> None:
-    """Each route and default task must name a registered task; close names are suggested."""
+    """Each route and default task must name a registered task that can be called with
+    ``event_id`` alone (as every webhook run is); close names are suggested."""
     result = jobsctl(f"""
         [webhooks.sources.billing]
         scheme = "standard"
@@ -278,6 +279,8 @@ def test_routes_to_unregistered_tasks_are_problems(jobsctl: Run) -> None:
     assert result.code == 1
     assert result.out == summary(webhooks="1 source (billing)")
     assert result.err == [
+        "problem: webhooks.sources.billing.routes.\"invoice.paid\": task 'count_items' cannot "
+        "take a webhook event (invalid kwargs for count_items: items: Field required)",
         "problem: webhooks.sources.billing.routes.\"invoice.void\": task 'count_itemz' is not "
         "registered (did you mean 'count_items'?)",
         "problem: webhooks.sources.billing.routes.refund: task 'refund_invoice' is not registered",

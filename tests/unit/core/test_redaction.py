@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jobs_service.core.redaction import REDACTED, redact_headers, redact_url
 
 
@@ -36,3 +38,25 @@ def test_url_passwords_are_redacted() -> None:
         f"postgresql+asyncpg://app:{REDACTED}@db:5432/jobs"
     )
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+asyncpg://jobs@db/jobs?password=hunter2&ssl=require",
+            f"postgresql+asyncpg://jobs@db/jobs?password={REDACTED}&ssl=require",
+        ),
+        (
+            "postgresql+asyncpg://jobs:pw@db/jobs?sslpassword=k3y",
+            f"postgresql+asyncpg://jobs:{REDACTED}@db/jobs?sslpassword={REDACTED}",
+        ),
+        ("redis://cache:6379/0?token=abc&db=1", f"redis://cache:6379/0?token={REDACTED}&db=1"),
+        ("redis://cache:6379/0?socket_timeout=5", "redis://cache:6379/0?socket_timeout=5"),
+        ("sqlite+aiosqlite:///./var/jobs.db", "sqlite+aiosqlite:///./var/jobs.db"),
+    ],
+)
+def test_secrets_in_a_url_query_are_redacted(url: str, shown: str) -> None:
+    """Drivers also take a password as a query parameter; ``jobsctl check`` and the
+    start-up log print URLs."""
+    assert redact_url(url) == shown

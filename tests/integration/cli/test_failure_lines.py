@@ -1,0 +1,95 @@
+"""What an operator meets at the CLI when the database is not what the release needs:
+one line naming the cause and the fix, exit 1, never a traceback with SQL in it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from jobs_service.infrastructure.migrate import head_revision
+from tests.support.processes import JOBSCTL, ROOT, free_port, jobsctl
+
+NO_TABLES = "the database has no Jobs Service tables yet: run `jobsctl migrate` first"
+
+
+def _only_one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("jobsctl ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("runs",),
+        ("runs", "cancel", "0190f0c4e5b27a1c9d3e4f5a6b7c8d9e"),
+        ("runs", "retry", "0190f0c4e5b27a1c9d3e4f5a6b7c8d9e"),
+        ("schedules", "list"),
+        ("schedules", "trigger", "1"),
+        ("webhooks", "list"),
+    ],
+)
+def test_an_unmigrated_postgresql_database_is_named(
+    empty_pg_url: str, command: tuple[str, ...]
+) -> None:
+    """PostgreSQL wraps "no such table" differently from SQLite: every command still
+    says to migrate."""
+    result = jobsctl(*command, env={"JOBS_DATABASE_URL": empty_pg_url})
+    assert NO_TABLES in _only_one_line(result)
+
+
+def test_a_database_at_an_older_revision_is_named(empty_pg_url: str) -> None:
+    """New code on a database not yet migrated to it (a missing column)."""
+    env = {"JOBS_DATABASE_URL": empty_pg_url}
+    assert jobsctl("migrate", "--revision", "0003", env=env).returncode == 0
+    line = _only_one_line(jobsctl("runs", env=env))
+    assert "is at an older revision than this release: run `jobsctl migrate`" in line
+    assert head_revision() != "0003"
+
+
+@pytest.mark.parametrize(
+    ("host_and_port", "reason"),
+    [
+        (f"127.0.0.1:{free_port()}", "Connection refused"),
+        ("nonexistent.invalid:5432", "gaierror"),
+    ],
+)
+def test_an_unreachable_database_is_one_line(host_and_port: str, reason: str) -> None:
+    url = f"postgresql+asyncpg://jobs:s3cret@{host_and_port}/jobs"
+    for command in (("schedules", "list"), ("runs", "retry", "abc"), ("webhooks", "list")):
+        line = _only_one_line(jobsctl(*command, env={"JOBS_DATABASE_URL": url}))
+        assert "the database refused or could not be reached" in line
+        assert reason in line
+        assert "s3cret" not in line
+
+
+def test_a_database_that_refuses_the_connection_is_one_line(pg_url: str) -> None:
+    url = pg_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    line = _only_one_line(jobsctl("runs", env={"JOBS_DATABASE_URL": url}))
+    assert 'database "no_such_database_here" does not exist' in line
+    assert "SELECT" not in line
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
+    """``jobsctl tasks | head -1``: the closed pipe is the reader's choice, not an
+    error worth a traceback; the shell's usual 141 says what happened."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [*JOBSCTL, "tasks"],
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == ""
