@@ -20,6 +20,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+_LARGEST = 2**63 - 1
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -27,6 +30,8 @@ def _positive(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if number > _LARGEST:  # ids are 64-bit; the databases refuse anything larger
+        raise argparse.ArgumentTypeError(f"{value} is too large (at most {_LARGEST})")
     return number
 
 
@@ -221,15 +226,17 @@ def _add_webhooks(commands: Any) -> None:
 def _since(value: str) -> datetime:
     """``--since``: ISO 8601 (UTC unless it has an offset) or an age such as 30m, 12h, 7d."""
     units = {"m": 60, "h": 3600, "d": 86_400}
-    if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
     try:
+        if value[-1:] in units and value[:-1].isdigit():
+            return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
         moment = datetime.fromisoformat(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is neither an ISO 8601 time nor an age like 30m, 12h or 7d"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 1000000d, or a time at year 1 with an offset
+        raise argparse.ArgumentTypeError(f"{value!r} reaches beyond the calendar") from None
 
 
 def _add_audit(commands: Any) -> None:
