@@ -117,8 +117,8 @@ def test_a_task_module_that_reuses_a_task_name_is_refused(tmp_path: Path) -> Non
     result = jobsctl("check", env={"PYTHONPATH": str(tmp_path), "JOBS_TASK_MODULES": "team_jobs"})
     assert result.returncode == 1  # check reports it as a problem among the others
     assert (
-        "problem: task_modules: task module 'team_jobs' registers 'cleanup_old_runs', already registered by "
-        "jobs_service.tasks.maintenance; task names must be unique"
+        "problem: task_modules: task module 'team_jobs' registers 'cleanup_old_runs', "
+        "already registered by jobs_service.tasks.maintenance; task names must be unique"
     ) in result.stderr
     assert "Traceback" not in result.stderr
 
