@@ -176,3 +176,5 @@ def test_stopping_the_api_ends_its_event_streams_instead_of_waiting_for_them(
     assert stream_ended_s < 5, stream_ended_s
     assert exited_s < 10, exited_s
     assert "graceful shutdown exceeded" not in api_log.read_text()
+    # The stop's last lines reach the log before the process ends on the signal.
+    assert "Finished server process" in api_log.read_text()
