@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.cli.context import shared_broker
-from jobs_service.cli.errors import CliError
+from jobs_service.cli.errors import EXIT_FAILED, CliError
 from jobs_service.core.settings import is_loopback_host
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
         check_gateway_security(settings)
     except ConfigurationError as exc:
         raise CliError(str(exc)) from None
+    listening = _listen(host, port)
     app = create_app(settings, broker=shared_broker(), embedded=embedded)
     config = uvicorn.Config(
         app,
@@ -65,8 +68,30 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
     # Measured on webhook ingestion, young and full collections otherwise took half of
     # the gateway's CPU and paused it up to a quarter of a second.
     settle_heap()
-    server.run()
+    server.run(sockets=[listening])
     return 0 if server.started else 1
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before anything starts: a port in use is one line and
+    exit 1, before ``jobsctl run`` migrates and starts its scheduler (uvicorn, binding
+    last, logged the error and exited 3 after all that)."""
+    address = host.strip("[]")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port} ({exc})", EXIT_FAILED) from None
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind(where)
+    except OSError as exc:
+        listening.close()
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise CliError(f"cannot listen on {host}:{port}: {reason}", EXIT_FAILED) from None
+    return listening
 
 
 def _announce(settings: Settings, host: str, port: int) -> None:

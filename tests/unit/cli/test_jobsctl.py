@@ -311,3 +311,21 @@ def test_schedules_list_shows_every_schedule_past_a_page(tmp_path: Path) -> None
     assert listed.returncode == 0, listed.stderr
     names = [row["name"] for row in json.loads(listed.stdout)]
     assert names == [f"bulk-{n:04d}" for n in range(1001)]
+
+
+@pytest.mark.parametrize("command", ["api", "run"])
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, command: str) -> None:
+    """Exit 1 with the reason, and ``jobsctl run`` has not migrated (no database file)
+    nor started its scheduler by then."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = jobsctl(command, "--port", str(port), env={}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"jobsctl {command}: cannot listen on 127.0.0.1:{port}: the port is in use"
+    )
+    assert not (tmp_path / "var" / "jobs.db").exists()
