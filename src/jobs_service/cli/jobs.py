@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from jobs_service.cli.audit_trail import cli_actor
 from jobs_service.cli.context import run_async, shared_broker
 from jobs_service.cli.errors import EXIT_FAILED, CliError
 from jobs_service.cli.output import print_table
@@ -228,7 +228,7 @@ def _act_on_run(action: str, run_id: str, settings: Settings) -> int:
                     sys.stderr.write("embedded mode: running the retried attempt here\n")
                     await client.wait_for(run_id, timeout_s=settings.worker.shutdown_timeout_s)
             else:
-                run = await client.cancel(run_id, by=_cli_actor())
+                run = await client.cancel(run_id, by=cli_actor())
                 if embedded and run.worker:
                     sys.stderr.write(
                         "embedded mode: the run is recorded cancelled, but a run executing in "
@@ -248,11 +248,3 @@ def _act_on_run(action: str, run_id: str, settings: Settings) -> int:
         raise CliError(f"run {run_id} did not finish in time", EXIT_FAILED) from None
     print(json.dumps(result, indent=2))
     return 0
-
-
-def _cli_actor() -> str:
-    """Who cancels from the command line, for the run's error and the logs."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):  # no user name in this environment
-        return "cli"

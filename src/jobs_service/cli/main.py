@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobs_service.cli.serve import exit_on_sigterm  # noqa: PLC0415
 
         signal.signal(signal.SIGTERM, exit_on_sigterm)
+    settings: Settings | None = None
     try:
         settings = _load_settings(args)
         from jobs_service.core.logging import configure_logging  # noqa: PLC0415
@@ -110,23 +111,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             _warn_unknown_environment()
         code = _handler(args.command)(args, settings)
         sys.stdout.flush()  # a reader gone shows here, not in Python's flush at exit
-        return code
     except CliError as exc:
         sys.stderr.write(f"jobsctl {args.command}: {exc}\n")
-        return exc.code
+        code = exc.code
     except KeyboardInterrupt:
-        return 130
+        code = 130
     except BrokenPipeError:
         # The reader went away (``jobsctl runs | head``): nothing more to say to it, and
         # Python's own flush at exit must not fail on the closed pipe either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_PIPE_CLOSED
+        code = EXIT_PIPE_CLOSED
     except Exception as exc:
         message = describe_failure(exc)
         if message is None:
             raise
         sys.stderr.write(f"jobsctl {args.command}: {message}\n")
-        return EXIT_FAILED
+        code = EXIT_FAILED
+    if settings is not None:
+        from jobs_service.cli.audit_trail import record_command  # noqa: PLC0415
+
+        record_command(args, settings, code)
+    return code
 
 
 def _warn_unknown_environment() -> None:

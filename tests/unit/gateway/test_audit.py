@@ -397,6 +397,31 @@ async def test_jobsctl_audit_lists_what_the_api_recorded(
     assert "neither an ISO 8601 time nor an age" in bad.stderr
 
 
+def test_actions_taken_with_jobsctl_are_audited_with_their_exit_codes(tmp_path: Path) -> None:
+    """The CLI changes the database directly, past the gateway's middleware: its queue,
+    cancel, pause and replay commands record their own entries (a refused one too, with
+    its exit code); reads record nothing."""
+    import getpass  # noqa: PLC0415
+
+    env = {"JOBS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
+    assert jobsctl("migrate", env=env, cwd=tmp_path).returncode == 0
+    queued = jobsctl("enqueue", "check_system_health", "--wait", env=env, cwd=tmp_path)
+    run_id = json.loads(queued.stdout)["run_id"]
+    assert jobsctl("runs", run_id, env=env, cwd=tmp_path).returncode == 0
+    refused = jobsctl("runs", "cancel", run_id, env=env, cwd=tmp_path)
+    missing = jobsctl("schedules", "pause", "999", env=env, cwd=tmp_path)
+    listed = jobsctl("audit", "--json", env=env, cwd=tmp_path)
+    assert (queued.returncode, refused.returncode, missing.returncode) == (0, 1, 1)
+    actor = f"cli:{getpass.getuser()}"
+    assert [
+        (e["actor"], e["action"], e["target"], e["outcome"]) for e in json.loads(listed.stdout)
+    ] == [
+        (actor, "jobsctl schedules pause", "999", 1),
+        (actor, "jobsctl runs cancel", run_id, 1),
+        (actor, "jobsctl enqueue", "check_system_health", 0),
+    ]
+
+
 def test_jobsctl_audit_on_an_unmigrated_database_says_so(tmp_path: Path) -> None:
     """No audit_log table: one line pointing at `jobsctl migrate`, exit code 1."""
     env = {"JOBS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"}
