@@ -569,7 +569,9 @@ class Settings(BaseSettings):
         description="`production` refuses to start without API keys or with unsafe options.",
     )
     config_file: Path | None = Field(
-        None, description="TOML file with settings; environment variables override it."
+        None,
+        description="TOML file with settings; environment variables override it. Named by "
+        "`JOBS_CONFIG_FILE` or `jobsctl --config`, never inside the file itself.",
     )
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
@@ -703,9 +705,16 @@ class Settings(BaseSettings):
         if path is None:
             return (init_settings, env_settings)
         if not path.is_file():
-            msg = f"config file {path} does not exist (named by JOBS_CONFIG_FILE)"
+            msg = f"config file {path} does not exist (named by --config or JOBS_CONFIG_FILE)"
             raise ConfigurationError(msg)
         toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        if "config_file" in toml.toml_data:
+            # It would be read and ignored: the file is already chosen by then.
+            msg = (
+                f"{path}: config_file cannot be set inside the config file; name the file "
+                "with --config or JOBS_CONFIG_FILE"
+            )
+            raise ConfigurationError(msg)
         return (init_settings, env_settings, toml)
 
 

@@ -261,7 +261,17 @@ def test_a_missing_config_file_stays_one_line(
     err = capsys.readouterr().err.splitlines()
     assert code == 2
     assert len(err) == 1
-    assert err[0].endswith("does not exist (named by JOBS_CONFIG_FILE)")
+    assert err[0].endswith("does not exist (named by --config or JOBS_CONFIG_FILE)")
+
+
+def test_config_file_inside_the_config_file_is_refused(jobsctl: Run) -> None:
+    """It could only be ignored (the file is chosen before it is read): say so."""
+    result = jobsctl('config_file = "other.toml"\n')
+    assert result.code == 2
+    assert result.err[-1].endswith(
+        "config_file cannot be set inside the config file; name the file with --config or "
+        "JOBS_CONFIG_FILE"
+    )
 
 
 def test_routes_to_unregistered_tasks_are_problems(jobsctl: Run) -> None:
