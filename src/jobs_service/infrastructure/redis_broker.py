@@ -143,21 +143,22 @@ class StreamBroker(RedisStreamBroker):
         self.held.clear()
 
     async def startup(self) -> None:
-        """Start; a producer (the gateway) tolerates Redis being down at boot.
+        """Start, also while Redis is down (it often starts after the service, or
+        restarts): the process waits for it instead of crash-looping.
 
-        The gateway then serves and reports 503 on ``/ready`` until Redis answers, and
-        sends fail with a clear 503, instead of the process crash-looping. A worker
-        cannot do anything without Redis, so it still fails at start.
+        The gateway serves and reports 503 on ``/ready`` until Redis answers, and sends
+        fail with a clear 503. A worker's reads retry with backoff, and the first one
+        that finds Redis creates the consumer group, which is the step that failed.
         """
         try:
             await super().startup()
         except REDIS_UNREACHABLE as exc:
-            if self.is_worker_process:
-                raise
             _log.warning(
                 "broker-unreachable",
                 error=str(exc)[:300],
-                message="starting anyway; /ready reports the broker down",
+                message="waiting for Redis: reads retry with backoff"
+                if self.is_worker_process
+                else "starting anyway; /ready reports the broker down",
             )
 
     async def shutdown(self) -> None:

@@ -18,10 +18,12 @@ from jobs_service.infrastructure.receiver import JobsReceiver
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.results import PipelinedResultBackend
 from jobs_service.middlewares.run_context import RunContextMiddleware
+from tests.support.redis_server import PrivateRedis
 from tests.support.services import redis_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -361,3 +363,50 @@ async def test_a_runs_duration_ends_when_its_function_returns_not_at_its_bookkee
     assert 0.02 <= ended < 0.2
     held, _ = seen["hold_the_loop"]
     assert held >= 0.3
+
+
+async def test_a_worker_started_before_redis_waits_for_it_then_works(tmp_path: Path) -> None:
+    """Redis not up yet when the worker starts (a deployment's usual race): the worker
+    does not crash (it crash-looped with a traceback each time); it reads once Redis
+    answers, creating its group then, and runs what was queued."""
+    server = PrivateRedis(tmp_path)
+
+    def stream_broker() -> StreamBroker:
+        made = StreamBroker(
+            url=server.url,
+            queue_name="late:tasks",
+            consumer_group_name="late:workers",
+            consumer_id="0",
+            xread_block=100,
+            reclaim_interval_s=60,
+        ).with_serializer(ORJSONSerializer())
+        assert isinstance(made, StreamBroker)
+        return made
+
+    worker = stream_broker()
+    worker.is_worker_process = True
+    ran = asyncio.Event()
+
+    @worker.task(task_name="note_arrival")
+    async def note_arrival() -> None:
+        ran.set()
+
+    await worker.startup()  # Redis is not running: must not raise
+    receiver = JobsReceiver(worker, max_async_tasks=2, max_prefetch=0, run_startup=False)
+    finish = asyncio.Event()
+    listening = asyncio.create_task(receiver.listen(finish))
+    try:
+        await asyncio.sleep(0.5)
+        assert not listening.done()
+        server.start()
+        producer = stream_broker()
+        producer.register_task(note_arrival.original_func, "note_arrival")
+        await producer.startup()
+        await producer.find_task("note_arrival").kiq()  # type: ignore[union-attr]
+        await asyncio.wait_for(ran.wait(), timeout=20)
+        await producer.shutdown()
+    finally:
+        finish.set()
+        await asyncio.wait_for(listening, timeout=20)
+        await worker.shutdown()
+        server.stop()
