@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from jobs_service.infrastructure.repositories import audit, runs, schedules, webhooks
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from jobs_service.infrastructure.database import Database
     from jobs_service.infrastructure.models import JobRun
 
@@ -22,6 +24,12 @@ FIRE_CLAIMS_KEPT = timedelta(days=8)
 EVENTS_KEPT_AT_LEAST = timedelta(days=8)
 
 
+class _BatchDelete(Protocol):
+    async def __call__(
+        self, session: AsyncSession, cutoff: datetime, *, batch_size: int
+    ) -> int: ...
+
+
 class DatabaseRunHistory:
     """:class:`~jobs_service.core.ports.RunHistory` over ``job_runs``."""
 
@@ -31,13 +39,7 @@ class DatabaseRunHistory:
 
     async def delete_finished_before(self, cutoff: datetime) -> int:
         """Delete in batches of ``delete_batch_size``, one transaction each."""
-        total = 0
-        while True:
-            async with self._database.sessions.begin() as session:
-                deleted = await runs.delete_finished_before(session, cutoff, batch_size=self._batch)
-            total += deleted
-            if deleted < self._batch:
-                break
+        total = await self._delete_in_batches(runs.delete_finished_before, cutoff)
         # Fire claims must outlive the longest catch-up window (7 days) so a restarted
         # scheduler cannot fire a time twice, whatever the runs' retention (as short as
         # a day); beyond that they are just volume.
@@ -51,23 +53,20 @@ class DatabaseRunHistory:
         before :data:`EVENTS_KEPT_AT_LEAST` ago if that is earlier; one transaction per
         batch of ``delete_batch_size``."""
         cutoff = min(cutoff, datetime.now(UTC) - EVENTS_KEPT_AT_LEAST)
-        total = 0
-        while True:
-            async with self._database.sessions.begin() as session:
-                deleted = await webhooks.delete_settled_before(
-                    session, cutoff, batch_size=self._batch
-                )
-            total += deleted
-            if deleted < self._batch:
-                return total
+        return await self._delete_in_batches(webhooks.delete_settled_before, cutoff)
 
     async def delete_audit_entries_before(self, cutoff: datetime) -> int:
         """Delete audit entries recorded before ``cutoff``; one transaction per batch
         of ``delete_batch_size``, so gateways writing entries meanwhile never wait long."""
+        return await self._delete_in_batches(audit.delete_entries_before, cutoff)
+
+    async def _delete_in_batches(self, delete_batch: _BatchDelete, cutoff: datetime) -> int:
+        """Run ``delete_batch`` in transactions of its own until a batch comes back
+        short: small transactions keep locks and WAL small on big tables."""
         total = 0
         while True:
             async with self._database.sessions.begin() as session:
-                deleted = await audit.delete_entries_before(session, cutoff, batch_size=self._batch)
+                deleted = await delete_batch(session, cutoff, batch_size=self._batch)
             total += deleted
             if deleted < self._batch:
                 return total
