@@ -109,6 +109,9 @@ def _changed(setting: SettingDoc) -> tuple[str, Any]:
     default = field.get_default(call_default_factory=True)
     if isinstance(default, bool):
         return ("false" if default else "true"), not default
+    if default is None:  # unset by default (audit.retention_days): any allowed value
+        lower = next((meta.ge for meta in field.metadata if hasattr(meta, "ge")), 0)
+        return str(lower + 1), lower + 1
     upper = next((meta.le for meta in field.metadata if hasattr(meta, "le")), None)
     value = default - 1 if upper is not None and default + 1 > upper else default + 1
     return str(value), value
