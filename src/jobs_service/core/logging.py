@@ -204,7 +204,9 @@ def configure_logging(
         renderer: Processor = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         logger_factory: Any = structlog.BytesLoggerFactory(_STDERR)  # type: ignore[arg-type]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=_console_traceback()
+        )
         logger_factory = structlog.PrintLoggerFactory(sys.stderr)
 
     structlog.configure(
@@ -253,6 +255,18 @@ def configure_logging(
     for name in ("uvicorn", "uvicorn.error", "taskiq"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def _console_traceback() -> structlog.typing.ExceptionRenderer:
+    """Tracebacks without local variables: structlog's default (rich, or
+    better-exceptions) prints every frame's locals, and a frame of the request path
+    holds the raw headers, a webhook's signature or an ``Authorization`` key among them,
+    which the redaction of log fields never sees."""
+    try:
+        import rich  # noqa: F401, PLC0415 - only to learn whether it is installed
+    except ImportError:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False)
 
 
 def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from jobs_service.core.logging import configure_logging, get_logger
 from jobs_service.core.redaction import REDACTED, redact_headers, redact_url
 
 
@@ -60,3 +63,32 @@ def test_secrets_in_a_url_query_are_redacted(url: str, shown: str) -> None:
     """Drivers also take a password as a query parameter; ``jobsctl check`` and the
     start-up log print URLs."""
     assert redact_url(url) == shown
+
+
+def _verify_signature(headers: dict[str, str]) -> None:
+    signature = headers["x-hub-signature-256"]
+    raise ValueError("signature does not match " + signature[:0])
+
+
+def test_a_console_traceback_shows_no_local_variables(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On a terminal a traceback used to list every frame's locals, and the request
+    path's frames hold raw headers: a signature or an API key in clear, which the
+    redaction of log fields never sees."""
+    # Built at run time: the traceback quotes source lines, which must not count.
+    signature, api_key = "sha256=" + "5ec7e7" * 8, "key-" + "0a1b" * 4
+    headers = {"x-hub-signature-256": signature, "authorization": f"Bearer {api_key}"}
+    configure_logging("console", "info")
+    try:
+        try:
+            _verify_signature(headers)
+        except ValueError:
+            get_logger("jobs_service.gateway.http").exception("unhandled-error")
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        output = capsys.readouterr().err
+    finally:
+        configure_logging("json", "info")
+    assert output.count("_verify_signature") >= 2  # both tracebacks were written
+    assert signature not in output
+    assert api_key not in output
