@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 import structlog
+from starlette.requests import ClientDisconnect
 
 from jobs_service.core.ids import random_bytes
 from jobs_service.core.logging import HotPathLogger, get_logger
@@ -17,10 +18,13 @@ from jobs_service.gateway.problems import PROBLEM_JSON, problem_body, unexpected
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestLogMiddleware"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "RequestLogMiddleware"]
 
 
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+#: The status logged for a request whose client went away before it was answered
+#: (nginx's "client closed request"): nobody is left to answer, and nothing failed here.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class RequestLogMiddleware:
@@ -62,6 +66,10 @@ class RequestLogMiddleware:
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            if not response_started:
+                status = CLIENT_CLOSED_REQUEST
+            self._log.info("client-disconnected", method=scope["method"], path=scope["path"])
         except Exception as exc:  # noqa: BLE001 - last line of defence: answer, log once
             status = await self._answer_unhandled(
                 exc, scope, request_id, send_with_id, response_started=response_started

@@ -7,7 +7,8 @@ from prometheus_client import Counter
 __all__ = ["WEBHOOK_EVENTS", "count_webhook"]
 
 #: One count per request outcome: accepted, duplicate, rejected, malformed, too_large,
-#: unknown_source. Sources are the configured names, so the label set stays small.
+#: unknown_source, disconnected (the sender went away before its body was read).
+#: Sources are the configured names, so the label set stays small.
 WEBHOOK_EVENTS = Counter(
     "jobs_webhook_requests",
     "Webhook requests by source and outcome",

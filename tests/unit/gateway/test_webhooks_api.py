@@ -477,3 +477,56 @@ async def test_a_signature_header_named_anything_is_redacted(
     assert events[1].headers["x-acme-auth"] == "[redacted]"
     for signature in signatures:
         assert signature not in logged.out + logged.err
+
+
+async def test_a_sender_gone_mid_body_is_logged_as_a_client_event(
+    billing: tuple[FastAPI, httpx.AsyncClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sender that disconnects before its body has arrived is nobody's error: it was
+    logged as ``unhandled-error`` with a traceback and counted as a 500. Now the request
+    log says 499, nothing is answered (nobody is listening), nothing is stored, and the
+    source's metric counts it ``disconnected``."""
+    from prometheus_client import REGISTRY  # noqa: PLC0415
+
+    def disconnected() -> float:
+        labels = {"source": "billing", "outcome": "disconnected"}
+        return REGISTRY.get_sample_value("jobs_webhook_requests_total", labels) or 0.0
+
+    app, _ = billing
+    before = disconnected()
+    arriving: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"type": "invoice.', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    answered: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return arriving.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        answered.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/billing",
+        "raw_path": b"/webhooks/billing",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"transfer-encoding", b"chunked")],
+        "client": ("203.0.113.9", 40000),
+        "server": ("gateway", 80),
+    }
+    await app(scope, receive, send)
+    events, _ = await _rows(app)
+    logged = capsys.readouterr().err.splitlines()
+    requests = [json.loads(line) for line in logged if '"http-request"' in line]
+    assert answered == []
+    assert [line["status"] for line in requests] == [499]
+    assert not [line for line in logged if "unhandled-error" in line or "Traceback" in line]
+    assert any('"client-disconnected"' in line for line in logged)
+    assert events == []
+    assert disconnected() - before == 1

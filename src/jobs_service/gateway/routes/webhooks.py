@@ -110,6 +110,9 @@ async def receive_webhook(source: str, request: Request) -> Response:
     except Problem:
         count_webhook(source, "too_large")
         raise
+    except ClientDisconnect:
+        count_webhook(source, "disconnected")
+        raise
     headers = {
         name.decode("latin-1").lower(): value.decode("latin-1")
         for name, value in request.scope["headers"]
