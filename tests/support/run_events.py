@@ -35,6 +35,7 @@ def finished_event(
     duration_ms: int = 1,
     summary: dict[str, int] | None = None,
     queued_at: datetime | None = None,
+    webhook_event_id: int | None = None,
 ) -> RunEvent:
     """Attempt 1 of a ``count_items`` run (a new run id unless given), queued, started and
     finished at ``at`` (now unless given)."""
@@ -52,4 +53,5 @@ def finished_event(
         finished_at=at,
         duration_ms=duration_ms,
         summary=summary,
+        webhook_event_id=webhook_event_id,
     )

@@ -52,6 +52,18 @@ async def record_webhook(event_id: int) -> Summary:
     return make_summary(events=1 if event_id > 0 else 0)
 
 
+#: The gates ``hold_webhook`` runs wait at, by event id: a test sets one to let that
+#: event's run end (until then it is running, as a slow handler would be).
+WEBHOOK_GATES: dict[int, asyncio.Event] = {}
+
+
+@broker.task(task_name="hold_webhook", category="testing")
+async def hold_webhook(event_id: int) -> Summary:
+    """Handle one webhook event once the test opens its gate."""
+    await WEBHOOK_GATES.setdefault(event_id, asyncio.Event()).wait()
+    return make_summary(events=1)
+
+
 @broker.task(task_name="fail_until_attempt", category="testing", retry_on_error=True, max_retries=2)
 async def fail_until_attempt(succeed_at: int, permanent: bool = False) -> Summary:
     """Fail (retryably, or permanently) until attempt ``succeed_at``."""

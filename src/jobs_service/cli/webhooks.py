@@ -26,7 +26,10 @@ def webhooks(args: argparse.Namespace, settings: Settings) -> int:
         WebhookEventOut,
     )
     from jobs_service.infrastructure.repositories import webhooks as repo  # noqa: PLC0415
-    from jobs_service.webhooks.inbox import UnknownEventError  # noqa: PLC0415
+    from jobs_service.webhooks.inbox import (  # noqa: PLC0415
+        EventInProgressError,
+        UnknownEventError,
+    )
 
     broker = shared_broker()
 
@@ -56,7 +59,7 @@ def webhooks(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         result = run_async(act())
-    except UnknownEventError as exc:
+    except (UnknownEventError, EventInProgressError) as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     except EnqueueError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from jobs_service.infrastructure.models import WebhookEvent
     from jobs_service.webhooks.events import IncomingEvent
 
-__all__ = ["Accepted", "UnknownEventError", "WebhookInbox"]
+__all__ = ["Accepted", "EventInProgressError", "UnknownEventError", "WebhookInbox"]
 
 _log = get_logger("jobs_service.webhooks")
 #: Rounds of insert-then-look-up for events reported neither new nor found (an event
@@ -56,6 +56,25 @@ class UnknownEventError(PermanentError):
 
     def __init__(self, event_id: int) -> None:
         super().__init__(f"no webhook event {event_id}")
+
+
+class EventInProgressError(PermanentError):
+    """The event's run has not ended: a replay now would leave that run behind (never
+    relayed, or its outcome never recorded), so it is refused."""
+
+    def __init__(self, event_id: int, status: str, run_id: str | None) -> None:
+        where = (
+            "has not reached the broker yet (the relay sends it once the broker answers)"
+            if status == "accepted"
+            else "is queued or running"
+        )
+        super().__init__(
+            f"webhook event {event_id} is {status}: its run {run_id} {where}; replay the "
+            "event once it is processed or failed, or cancel that run first"
+        )
+        self.event_id = event_id
+        self.status = status
+        self.run_id = run_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,11 +322,15 @@ class WebhookInbox:
         """Process a stored event again with a new run of its route's task; the event
         keeps its history (earlier runs stay in ``job_runs``). Returns the run id.
 
-        The new run delivers its result where the event's route says now (a replay often
-        follows a fixed address or a renamed channel), or, when the source or the route
-        to that task is gone, where the event's last run did.
+        Only a ``processed`` or ``failed`` event is replayed; one whose run has not ended
+        raises :class:`EventInProgressError`. The new run delivers its result where the
+        event's route says now (a replay often follows a fixed address or a renamed
+        channel), or, when the source or the route to that task is gone, where the
+        event's last run did.
         """
         event = await self.load(event_id)
+        if event.status not in repo.SETTLED_STATUSES:
+            raise EventInProgressError(event.id, event.status, event.run_id)
         request = self._client.prepare(
             event.task,
             {"event_id": event.id},
@@ -316,8 +339,14 @@ class WebhookInbox:
             deliver_to=await self._replay_delivery(event),
         )
         async with self._database.engine.begin() as connection:
-            await runs.insert_queued_runs(connection, [request.queued_row()])
-            await repo.point_to_run(connection, event.id, request.run_id, datetime.now(UTC))
+            pointed = await repo.point_to_run(
+                connection, event.id, request.run_id, datetime.now(UTC)
+            )
+            if pointed:
+                await runs.insert_queued_runs(connection, [request.queued_row()])
+        if not pointed:  # replayed (or retried) by someone else since it was read
+            latest = await self.load(event_id)
+            raise EventInProgressError(latest.id, latest.status, latest.run_id)
         await self._send([request])
         _log.info("webhook-replayed", event_id=event.id, run_id=request.run_id)
         return request.run_id

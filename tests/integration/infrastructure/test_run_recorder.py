@@ -432,6 +432,7 @@ async def test_a_flush_is_one_statement_with_its_webhook_outcomes_and_no_transac
     sqlalchemy_event.listen(database.engine.sync_engine, "connect", log_queries)
     recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
     now = datetime.now(UTC)
+    good, bad, plain = new_run_id(), new_run_id(), new_run_id()
     async with database.sessions() as session:
         events = [
             WebhookEvent(
@@ -440,11 +441,12 @@ async def test_a_flush_is_one_statement_with_its_webhook_outcomes_and_no_transac
                 headers={},
                 body="{}",
                 task="count_items",
+                run_id=run_id,
                 status="enqueued",
                 received_at=now,
                 updated_at=now,
             )
-            for _ in range(2)
+            for run_id in (good, bad)
         ]
         session.add_all(events)
         await session.commit()
@@ -452,7 +454,6 @@ async def test_a_flush_is_one_statement_with_its_webhook_outcomes_and_no_transac
     await recorder.flush()  # opens the recorder's connection
     await asyncio.sleep(0.05)  # the driver calls query loggers soon after, not at once
     sent.clear()
-    good, bad, plain = new_run_id(), new_run_id(), new_run_id()
     for run_id, hook, status in ((good, events[0], "succeeded"), (bad, events[1], "dead")):
         finished = event(run_id, status, finished=True, summary={"errors": 0})
         finished.webhook_event_id = hook.id

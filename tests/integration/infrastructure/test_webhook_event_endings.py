@@ -1,6 +1,10 @@
-"""A webhook event's run that ends without a worker recording it (cancelled before it
-started, its worker lost, an embedded process stopped) still ends its event, against
-the real PostgreSQL: otherwise the event stayed `enqueued`, and retention never took it."""
+"""How a webhook event's runs end it, against the real PostgreSQL (and SQLite where the
+writes differ).
+
+A run that ends without a worker recording it (cancelled before it started, its worker
+lost, an embedded process stopped) still ends its event: otherwise the event stayed
+`enqueued`, and retention never took it. A run ends only the event that still points
+to it: after a replay the event belongs to the new run."""
 
 from __future__ import annotations
 
@@ -10,12 +14,15 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import select, update
 
+from jobs_service.core.ids import new_run_id
 from jobs_service.core.settings import DatabaseSettings
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.models import JobRun, WebhookEvent
 from jobs_service.infrastructure.repositories import runs, webhooks
-from tests.support.webhook_events import store_events
+from jobs_service.infrastructure.run_recorder import RunRecorder
+from tests.support.run_events import finished_event
+from tests.support.webhook_events import StoredEvent, store_events
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -31,6 +38,116 @@ async def database(empty_pg_url: str) -> AsyncIterator[Database]:
     await migrate.upgrade(db)
     yield db
     await db.close()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def either_database(
+    request: pytest.FixtureRequest, empty_pg_url: str, sqlite_url: str
+) -> AsyncIterator[Database]:
+    """PostgreSQL (outcomes written in the recorder's single statement) or SQLite (in a
+    transaction of updates)."""
+    url = empty_pg_url if request.param == "postgresql" else sqlite_url
+    db = Database(url, DatabaseSettings())
+    await migrate.upgrade(db)
+    yield db
+    await db.close()
+
+
+async def _replayed_event(database: Database, name: str) -> tuple[StoredEvent, str]:
+    """An event processed by a first run that failed, replayed: it points to a new run.
+    Returns the event (with its first run's id) and the new run's id."""
+    async with database.engine.begin() as connection:
+        [event] = (await store_events(connection, {name: ("failed", datetime.now(UTC))})).values()
+    replay = new_run_id()
+    async with database.engine.begin() as connection:
+        assert await webhooks.point_to_run(connection, event.id, replay, datetime.now(UTC))
+    return event, replay
+
+
+async def _event_row(database: Database, event_id: int) -> WebhookEvent:
+    async with database.sessions() as session:
+        row = await session.get(WebhookEvent, event_id)
+    assert row is not None
+    return row
+
+
+async def test_an_earlier_run_ending_leaves_a_replayed_event_to_its_new_run(
+    either_database: Database,
+) -> None:
+    """The first run retried after the replay ends: it used to overwrite the event
+    (status, and the run it points to), so the replay's run was never relayed or its
+    outcome was lost. Now only the replay's run ends the event, even when both end in
+    one flush, the earlier run recorded last."""
+    database = either_database
+    event, replay = await _replayed_event(database, "replayed")
+    recorder = RunRecorder(database, batch_size=100, flush_interval_s=10)
+    failed = {"type": "RuntimeError", "message": "still broken"}
+    first_run = finished_event(event.run_id, status="failed", webhook_event_id=event.id)
+    first_run.error = failed
+    recorder.record(first_run)
+    await recorder.flush()
+    after_first = await _event_row(database, event.id)
+    recorder.record(finished_event(replay, webhook_event_id=event.id))
+    recorder.record(first_run)
+    await recorder.flush()
+    await recorder.stop()
+    after_both = await _event_row(database, event.id)
+    assert (after_first.status, after_first.run_id) == ("accepted", replay)
+    assert (after_both.status, after_both.run_id, after_both.error) == (
+        "processed",
+        replay,
+        None,
+    )
+
+
+async def test_a_replay_is_refused_while_the_event_is_in_progress(
+    either_database: Database,
+) -> None:
+    """Pointing an accepted or enqueued event to another run is refused (two replays at
+    once: the second loses), so the run it has is never orphaned."""
+    database = either_database
+    event, replay = await _replayed_event(database, "twice")
+    async with database.engine.begin() as connection:
+        again = await webhooks.point_to_run(connection, event.id, new_run_id(), datetime.now(UTC))
+        await webhooks.mark_enqueued(connection, [event.id], datetime.now(UTC))
+        while_enqueued = await webhooks.point_to_run(
+            connection, event.id, new_run_id(), datetime.now(UTC)
+        )
+    row = await _event_row(database, event.id)
+    assert (again, while_enqueued) == (False, False)
+    assert (row.status, row.run_id) == ("enqueued", replay)
+
+
+async def test_cancelling_an_earlier_run_leaves_a_replayed_event_alone(
+    database: Database,
+) -> None:
+    """An earlier run of a replayed event, queued again and then cancelled, used to mark
+    the event failed while its new run was still to run."""
+    event, replay = await _replayed_event(database, "cancelled-earlier")
+    now = datetime.now(UTC)
+    async with database.engine.begin() as connection:
+        await webhooks.mark_enqueued(connection, [event.id], now)
+        await runs.insert_queued_runs(
+            connection,
+            [
+                runs.QueuedRun(
+                    run_id=event.run_id,
+                    task="process_webhook_event",
+                    kwargs={"event_id": event.id},
+                    source="webhook",
+                    queued_at=now,
+                    webhook_event_id=event.id,
+                )
+            ],
+        )
+    async with database.sessions() as session:
+        earlier = await runs.get_run(session, run_id=event.run_id)
+    assert earlier is not None
+    error = {"type": "Cancelled", "message": "cancelled by ops"}
+    async with database.engine.begin() as connection:
+        assert await runs.mark_cancelled(connection, earlier, attempt=1, error=error, at=now)
+    row = await _event_row(database, event.id)
+    assert (row.status, row.run_id, row.error) == ("enqueued", replay, None)
 
 
 async def _event_with_run(database: Database, name: str, queued_at: datetime) -> str:

@@ -223,7 +223,8 @@ def test_schedules_list_show_pause_resume_trigger(tmp_path: Path) -> None:
 
 
 def test_webhooks_list_show_replay(tmp_path: Path) -> None:
-    """The inbox commands read the embedded database and replay an event."""
+    """The inbox commands read the embedded database and replay an event whose run has
+    ended; one whose run has not is refused, saying why."""
     import asyncio  # noqa: PLC0415
 
     from jobs_service.core.settings import Settings  # noqa: PLC0415
@@ -237,18 +238,24 @@ def test_webhooks_list_show_replay(tmp_path: Path) -> None:
         settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/var/jobs.db")
         database = Database(settings.database_url, settings.database)
         await migrate.upgrade(database)
-        event = repo.NewEvent(
-            source="billing",
-            external_id="evt-1",
-            event_type="paid",
-            headers={"webhook-signature": "[redacted]"},
-            body='{"type": "paid"}',
-            task="record_webhook",
-            run_id="f" * 32,
-            received_at=datetime.now(UTC),
-        )
+        events = [
+            repo.NewEvent(
+                source="billing",
+                external_id=f"evt-{n}",
+                event_type="paid",
+                headers={"webhook-signature": "[redacted]"},
+                body='{"type": "paid"}',
+                task="record_webhook",
+                run_id=letter * 32,
+                received_at=datetime.now(UTC),
+            )
+            for n, letter in ((1, "f"), (2, "e"))
+        ]
         async with database.engine.begin() as connection:
-            await repo.insert_events(connection, [event])
+            ids = await repo.insert_events(connection, events)
+            await repo.mark_finished(
+                connection, [(ids["f" * 32], "failed", "f" * 32, None)], datetime.now(UTC)
+            )
         await database.close()
 
     asyncio.run(prepare())
@@ -266,6 +273,11 @@ def test_webhooks_list_show_replay(tmp_path: Path) -> None:
         "record_webhook",
         {"event_id": 1},
         "succeeded",
+    )
+    in_progress = jobsctl("webhooks", "replay", "2", env=env, cwd=tmp_path)
+    assert in_progress.returncode == 1
+    assert in_progress.stderr.startswith(
+        "jobsctl webhooks: webhook event 2 is accepted: its run " + "e" * 32
     )
     missing = jobsctl("webhooks", "show", "42", env=env, cwd=tmp_path)
     assert missing.returncode == 1

@@ -228,6 +228,8 @@ async def test_webhook_ingestion_is_not_an_operator_action_but_replay_is(
     async with serve_app(app) as client:
         received = await client.post("/webhooks/billing", content=body, headers=headers)
         event_id = received.json()["event_id"]
+        await broker.wait_all()  # type: ignore[attr-defined]
+        await app.state.runtime.recorder.wait_flushed()  # a replay waits for the run's end
         before = await _audit(client)
         replayed = await client.post(
             f"/v1/webhooks/events/{event_id}/replay", headers=auth(OPERATOR)

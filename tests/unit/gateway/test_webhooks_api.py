@@ -530,3 +530,104 @@ async def test_a_sender_gone_mid_body_is_logged_as_a_client_event(
     assert any('"client-disconnected"' in line for line in logged)
     assert events == []
     assert disconnected() - before == 1
+
+
+async def _event_in(client: httpx.AsyncClient, event_id: int, status: str) -> dict[str, Any]:
+    """The event as the inbox shows it, once it is in ``status``."""
+    event: dict[str, Any] = {}
+    for _ in range(300):
+        event = (await client.get(f"/v1/webhooks/events/{event_id}")).json()
+        if event["status"] == status:
+            return event
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"event {event_id} stayed {event.get('status')}")
+
+
+async def _runs_of_event(app: FastAPI, event_id: int) -> dict[str, str]:
+    """``run_id → status`` of every run of the event."""
+    await _settled(app)
+    async with app.state.runtime.database.sessions() as session:
+        rows = await session.execute(
+            select(JobRun.run_id, JobRun.status).where(JobRun.webhook_event_id == event_id)
+        )
+        return {str(run_id): str(status) for run_id, status in rows}
+
+
+async def test_an_event_whose_run_is_running_is_not_replayed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A replay used to point the event at a new run while its run still ran; that run
+    then overwrote the replay's state when it ended. It is a 409 naming the run to wait
+    for, nothing changes, and once the run has ended the replay is accepted."""
+    from tests.support.sample_tasks import WEBHOOK_GATES  # noqa: PLC0415
+
+    sources = {"billing": {**SOURCES["billing"], "routes": {"invoice.paid": "hold_webhook"}}}
+    app = await _service(make_settings, sources=sources)
+    body = json.dumps({"type": "invoice.paid"}).encode()
+    async with serve_app(app) as client:
+        event_id = (
+            await client.post("/webhooks/billing", content=body, headers=standard(body))
+        ).json()["event_id"]
+        running = await _event_in(client, event_id, "enqueued")
+        refused = await client.post(f"/v1/webhooks/events/{event_id}/replay")
+        unchanged = (await client.get(f"/v1/webhooks/events/{event_id}")).json()
+        WEBHOOK_GATES.setdefault(event_id, asyncio.Event()).set()
+        await _settled(app)
+        ended = await _event_in(client, event_id, "processed")
+        replayed = await client.post(f"/v1/webhooks/events/{event_id}/replay")
+        runs = await _runs_of_event(app, event_id)
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["type"] == "urn:jobs-service:problem:webhook-event-in-progress"
+    assert (problem["event_status"], problem["run_id"]) == ("enqueued", running["run_id"])
+    assert running["run_id"] in problem["detail"]
+    assert "processed or failed" in problem["detail"]
+    assert (unchanged["status"], unchanged["run_id"]) == ("enqueued", running["run_id"])
+    assert ended["run_id"] == running["run_id"]
+    assert replayed.status_code == 202
+    assert set(runs) == {running["run_id"], replayed.json()["run_id"]}
+
+
+async def test_an_event_waiting_for_the_relay_is_not_replayed(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event stored while the broker was down still waits for its run to be relayed;
+    a replay then left that first run queued for good (the relay followed the event to
+    the new run). It is a 409 saying the relay will send it, and the relay does."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from jobs_service.client import EnqueueError  # noqa: PLC0415
+
+    app, client = billing
+    real_send = app.state.client.send
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise EnqueueError("broker down")
+
+    monkeypatch.setattr(app.state.client, "send", refuse)
+    body = json.dumps({"type": "invoice.paid"}).encode()
+    event_id = (
+        await client.post("/webhooks/billing", content=body, headers=standard(body))
+    ).json()["event_id"]
+    async with asgi_client(app) as operator:
+        refused = await operator.post(f"/v1/webhooks/events/{event_id}/replay")
+    monkeypatch.setattr(app.state.client, "send", real_send)
+    async with app.state.runtime.database.engine.begin() as connection:  # time passes
+        await connection.execute(
+            update(WebhookEvent).values(updated_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    relayed = await app.state.webhook_inbox.relay()
+    events, _ = await _rows(app)
+    runs = await _runs_of_event(app, event_id)
+    assert refused.status_code == 409
+    assert refused.json()["event_status"] == "accepted"
+    assert "relay" in refused.json()["detail"]
+    assert relayed == 1
+    assert (events[0].status, list(runs.items())) == (
+        "processed",
+        [(events[0].run_id, "succeeded")],
+    )

@@ -18,7 +18,7 @@ from jobs_service.gateway.schemas import (
 )
 from jobs_service.gateway.security import require_scope
 from jobs_service.infrastructure.repositories import webhooks as repo
-from jobs_service.webhooks.inbox import UnknownEventError
+from jobs_service.webhooks.inbox import EventInProgressError, UnknownEventError
 
 router = APIRouter(prefix="/v1/webhooks/events", tags=["webhooks"])
 EventId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -73,16 +73,33 @@ async def get_event(
 
 
 @router.post(
-    "/{event_id}/replay", status_code=202, summary="Process an event again", responses=_PROBLEMS
+    "/{event_id}/replay",
+    status_code=202,
+    summary="Process an event again",
+    responses={
+        **_PROBLEMS,
+        **problem_responses({409: "The event's run has not ended (accepted or enqueued)"}),
+    },
 )
 async def replay_event(
     event_id: EventId,
     request: Request,
     _: Annotated[str, Depends(require_scope("operate"))],
 ) -> ReplayOut:
-    """A new run of the event's route task; earlier runs stay in the history."""
+    """A new run of the event's route task; earlier runs stay in the history. Only a
+    processed or failed event is replayed: one whose run is still to be sent, queued or
+    running is a 409 ``webhook-event-in-progress`` (``event_status`` and ``run_id`` say
+    which run to wait for, or to cancel first)."""
     try:
         run_id = await request.app.state.webhook_inbox.replay(event_id)
     except UnknownEventError as exc:
         raise Problem(404, "unknown-webhook-event", str(exc)) from None
+    except EventInProgressError as exc:
+        raise Problem(
+            409,
+            "webhook-event-in-progress",
+            str(exc),
+            event_status=exc.status,
+            run_id=exc.run_id,
+        ) from None
     return ReplayOut(event_id=event_id, run_id=run_id, status="queued")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, delete, func, literal_column, or_, select, update
+from sqlalchemy import Select, delete, func, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs_service.infrastructure.models import (
@@ -547,13 +547,14 @@ async def _fail_webhook_events(
 ) -> None:
     """Mark ``failed`` the webhook events, still accepted or enqueued, of the runs
     ``runs_where`` selects: runs ended without a worker recording them, so nothing else
-    would, and their events would never become deletable."""
+    would, and their events would never become deletable. An event replayed since (it
+    points to a newer run) is the newer run's to end."""
     await connection.execute(
         update(WebhookEvent)
         .where(
             WebhookEvent.status.in_(("accepted", "enqueued")),
-            WebhookEvent.id.in_(
-                select(JobRun.webhook_event_id).where(
+            tuple_(WebhookEvent.id, WebhookEvent.run_id).in_(
+                select(JobRun.webhook_event_id, JobRun.run_id).where(
                     runs_where, JobRun.webhook_event_id.is_not(None)
                 )
             ),

@@ -195,11 +195,13 @@ WRITE_RUN_BATCH = (
 )
 
 
-#: ``webhooks.mark_finished`` as a CTE: ``$4`` a JSON array of webhook_events rows.
+#: ``webhooks.mark_finished`` as a CTE: ``$4`` a JSON array of webhook_events rows,
+#: each written only while its event is still processed by that run (not replayed since).
 _MARK_WEBHOOKS = (
     "webhooks_finished AS (UPDATE webhook_events w SET status = o.status, "
-    "run_id = o.run_id, error = o.error, updated_at = o.updated_at "
-    "FROM json_populate_recordset(NULL::webhook_events, $4::json) o WHERE w.id = o.id "
+    "error = o.error, updated_at = o.updated_at "
+    "FROM json_populate_recordset(NULL::webhook_events, $4::json) o "
+    "WHERE w.id = o.id AND w.run_id = o.run_id "
     "RETURNING 1), "
 )
 #: :data:`WRITE_RUN_BATCH` that also records the outcomes of webhook events whose runs
@@ -214,15 +216,16 @@ def run_batch_statement(
     at: datetime,
 ) -> tuple[str, ...]:
     """A recorder flush as one statement and its parameters: ``runs.write_run_batch``
-    and ``webhooks.mark_finished`` of ``outcomes`` (the last one of an event wins, as
-    when they were written one by one)."""
+    and ``webhooks.mark_finished`` of ``outcomes`` (the last one of a run wins, as when
+    they were written one by one; of two runs of one event, the one the event points
+    to is written)."""
     parameters = _batch_parameters(events, attempts)
     if not outcomes:
         return (WRITE_RUN_BATCH, *parameters)
-    last = {event_id: (status, run_id, error) for event_id, status, run_id, error in outcomes}
+    last = {(event_id, run_id): (status, error) for event_id, status, run_id, error in outcomes}
     rows = [
         {"id": event_id, "status": status, "run_id": run_id, "error": error, "updated_at": at}
-        for event_id, (status, run_id, error) in last.items()
+        for (event_id, run_id), (status, error) in last.items()
     ]
     return (WRITE_RUN_BATCH_WITH_WEBHOOKS, *parameters, _document(rows))
 

@@ -250,12 +250,14 @@ async def mark_finished(
     outcomes: Sequence[WebhookOutcome],
     at: datetime,
 ) -> None:
-    """Record each ``(event_id, status, run_id, error)`` a finished run reported."""
+    """Record each ``(event_id, status, run_id, error)`` a finished run reported, on
+    events still processed by that run: once a replay gave an event a new run, an
+    earlier run ending (a retry of it, say) must not overwrite the new run's state."""
     for event_id, status, run_id, error in outcomes:
         await connection.execute(
             update(WebhookEvent)
-            .where(WebhookEvent.id == event_id)
-            .values(status=status, run_id=run_id, error=error, updated_at=at)
+            .where(WebhookEvent.id == event_id, WebhookEvent.run_id == run_id)
+            .values(status=status, error=error, updated_at=at)
         )
 
 
@@ -321,10 +323,13 @@ async def get_event(session: AsyncSession, event_id: int) -> WebhookEvent | None
 
 async def point_to_run(
     connection: AsyncConnection, event_id: int, run_id: str, at: datetime
-) -> None:
-    """A replay: the event is processed again by a new run."""
-    await connection.execute(
+) -> bool:
+    """A replay: the event is processed again by a new run. Only a settled event moves
+    on (False otherwise): the run of an ``accepted`` or ``enqueued`` one has not ended,
+    and would be left behind, never relayed or never recorded on the event."""
+    result = await connection.execute(
         update(WebhookEvent)
-        .where(WebhookEvent.id == event_id)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status.in_(SETTLED_STATUSES))
         .values(status="accepted", run_id=run_id, error=None, updated_at=at)
     )
+    return bool(result.rowcount)
