@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from jobs_service.webhooks.exact_json import loads_exact
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -356,9 +358,9 @@ class WebhookEventDetailOut(WebhookEventOut):
 
     @classmethod
     def of(cls, event: WebhookEvent) -> WebhookEventDetailOut:
-        """Serialise a row, parsing the stored body."""
+        """Serialise a row, parsing the stored body (its numbers exactly)."""
         try:
-            body: Any = orjson.loads(event.body)
+            body: Any = loads_exact(event.body)
         except orjson.JSONDecodeError:
             body = event.body
         base = WebhookEventOut.of(event).model_dump()

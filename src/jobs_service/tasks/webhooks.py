@@ -81,10 +81,15 @@ async def process_webhook_event(
 
 
 def _event_payload(event: WebhookEvent) -> dict[str, Any]:
+    """The event as the domain action gets it; a JSON body goes as the sender wrote it
+    (parsed and written again, an integer beyond 64 bits would lose digits)."""
+    body: Any = event.body
     try:
-        body: Any = orjson.loads(event.body)
+        orjson.loads(body)
     except orjson.JSONDecodeError:
-        body = event.body
+        pass
+    else:
+        body = orjson.Fragment(body)
     return {
         "id": event.id,
         "source": event.source,

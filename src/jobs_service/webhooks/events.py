@@ -1,18 +1,20 @@
 """From a verified request to the events it carries: id, type and payload of each.
 
 The event id is what makes retries of the same delivery a duplicate, so every event
-needs one. Where a sender provides none (a generic HMAC sender without an id field, a
-Graph notification), the id is the SHA-256 of the event's canonical JSON: the same
-content is the same event.
+needs one. Where a sender provides none (a generic HMAC sender without an id field), the
+id is the SHA-256 of the raw body, the bytes the sender signed: a retry sends the same
+bytes, and any difference, down to the last digit of a number, makes another event.
+Bodies and located ids are read exactly (:mod:`~jobs_service.webhooks.exact_json`):
+an integer beyond 64 bits keeps every digit.
 
-A Graph notification's id is the hash of the notification *as stored*, its
-``clientState`` redacted. Hashed with it, the id would let anyone who can read stored
-ids test guesses of the shared secret offline; without it, the id still covers every
-field Graph sends (subscription, change type, resource, resource data with its etag,
-tenant), so two distinct changes keep two ids while a retry of one is a duplicate. A
-subset of those fields (subscription, change type, resource id) would merge two updates
-of the same item, the second lost as a "duplicate". It also keeps one id across a
-``clientState`` rotation, and anyone can recompute it from the stored body.
+A Graph notification, one of several in a body, has as id the hash of its canonical
+JSON *as stored*, its ``clientState`` redacted. Hashed with it, the id would let anyone
+who can read stored ids test guesses of the shared secret offline; without it, the id
+still covers every field Graph sends (subscription, change type, resource, resource
+data with its etag, tenant), so two distinct changes keep two ids while a retry of one
+is a duplicate. A subset of those fields (subscription, change type, resource id) would
+merge two updates of the same item, the second lost as a "duplicate". It also keeps one
+id across a ``clientState`` rotation, and anyone can recompute it from the stored body.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import orjson
 from sqlalchemy import String
 
 from jobs_service.infrastructure.models import WebhookEvent
+from jobs_service.webhooks.exact_json import dumps_exact, loads_exact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -122,10 +125,8 @@ def _bounded_type(value: str | None) -> str | None:
     return value[:MAX_EVENT_TYPE] if value else value
 
 
-def _content_id(document: Any) -> str:
-    return (
-        "sha256:" + hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    )
+def _content_id(content: bytes) -> str:
+    return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
 def split_events(
@@ -136,7 +137,7 @@ def split_events(
     ``headers`` must have lowercase names. Raises :class:`MalformedEventError`.
     """
     try:
-        document = orjson.loads(body)
+        document = loads_exact(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedEventError(f"body is not valid JSON ({exc})") from None
     default_id, default_type = DEFAULT_LOCATORS[source.scheme]
@@ -152,16 +153,15 @@ def split_events(
             events.append(
                 IncomingEvent(
                     external_id=_bounded_id(
-                        _locate(id_locator, headers, item) or _content_id(stored)
+                        _locate(id_locator, headers, item)
+                        or _content_id(dumps_exact(stored, sort_keys=True))
                     ),
                     event_type=_bounded_type(_locate(type_locator, headers, item)),
-                    body=orjson.dumps(stored).decode(),
+                    body=dumps_exact(stored).decode(),
                 )
             )
         return events
-    external_id = (
-        verified.event_id or _locate(id_locator, headers, document) or _content_id(document)
-    )
+    external_id = verified.event_id or _locate(id_locator, headers, document) or _content_id(body)
     event_type = verified.event_type or _locate(type_locator, headers, document)
     return [
         IncomingEvent(

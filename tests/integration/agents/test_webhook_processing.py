@@ -160,3 +160,25 @@ async def test_a_teams_failure_retries_the_run_and_sends_one_card(
     assert len(outside.teams.cards("sales")) == 1
     calls = outside.domain.calls_of("crm/create-lead")
     assert [c.idempotency_key for c in calls] == [run_id, run_id]
+
+
+async def test_a_number_beyond_64_bits_reaches_the_action_with_every_digit(
+    make_settings: Callable[..., Settings], outside: Outside
+) -> None:
+    """The event's body went to the domain action parsed and written again, which turned
+    an integer beyond 64 bits into a float (an amount in wei lost its last digits); it
+    now goes as the sender wrote it."""
+    app = create_app(
+        _settings(make_settings, outside), broker=broker, embedded=True, scheduler=False
+    )
+    amount = 10**20 + 1
+    body = json.dumps({"type": "customer_signed_up", "amount_wei": amount}).encode()
+    async with serve_app(app, client_host="203.0.113.9") as client:
+        response = await client.post("/webhooks/crm", content=body, headers=standard(body, "m2"))
+        await _settle(app)
+    assert response.status_code == 202, response.text
+    [call] = outside.domain.calls_of("crm/create-lead")
+    assert call.body["payload"]["event"]["body"] == {
+        "type": "customer_signed_up",
+        "amount_wei": amount,
+    }

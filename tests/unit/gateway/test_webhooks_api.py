@@ -631,3 +631,40 @@ async def test_an_event_waiting_for_the_relay_is_not_replayed(
         "processed",
         [(events[0].run_id, "succeeded")],
     )
+
+
+async def test_events_differing_only_in_a_big_number_are_both_accepted(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A sender without event ids: two transfers whose amounts differ beyond 64 bits of
+    precision were one event (the second answered duplicate and dropped). Both are
+    accepted and run, and the inbox shows each amount to the last digit."""
+    sources = {
+        "acme": {
+            "scheme": "hmac-sha256",
+            "secrets": ["acme-secret"],
+            "signature_header": "X-Acme-Signature",
+            "default_task": "record_webhook",
+        }
+    }
+    app = await _service(make_settings, sources=sources)
+    amounts = [10**20 + 1, 10**20 + 2]
+    answers = []
+    async with serve_app(app, client_host="203.0.113.9") as client:
+        for amount in amounts:
+            body = b'{"type":"transfer","amount_wei":%d}' % amount
+            signature = hmac.new(b"acme-secret", body, hashlib.sha256).hexdigest()
+            answers.append(
+                await client.post(
+                    "/webhooks/acme", content=body, headers={"X-Acme-Signature": signature}
+                )
+            )
+        _, runs = await _rows(app)
+        async with asgi_client(app) as operator:
+            shown = [
+                (await operator.get(f"/v1/webhooks/events/{a.json()['event_id']}")).json()
+                for a in answers
+            ]
+    assert [a.json()["status"] for a in answers] == ["accepted", "accepted"]
+    assert len(runs) == 2
+    assert [event["body"]["amount_wei"] for event in shown] == amounts

@@ -4,6 +4,7 @@ stable across retries and reveal nothing of the clientState."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import orjson
@@ -70,3 +71,42 @@ def test_distinct_graph_changes_keep_distinct_ids() -> None:
     )
     assert len(set(_ids(first, second))) == 2
     assert _ids(first) == _ids(first)
+
+
+HMAC = WebhookSource(scheme="hmac-sha256", secrets=["s"], signature_header="X-Signature")
+
+
+def test_bodies_differing_only_in_a_big_integer_are_two_events() -> None:
+    """Without an id field the id is the hash of the body. It was the hash of the body
+    as orjson read it, an integer beyond 64 bits as a float, so two transfers differing
+    in their last digits had one id and the second was dropped as a duplicate."""
+    first = b'{"type":"transfer","amount_wei":100000000000000000001}'
+    second = b'{"type":"transfer","amount_wei":100000000000000000002}'
+    [one] = split_events(HMAC, first, {}, NOTHING)
+    [other] = split_events(HMAC, second, {}, NOTHING)
+    assert one.external_id == "sha256:" + hashlib.sha256(first).hexdigest()
+    assert other.external_id == "sha256:" + hashlib.sha256(second).hexdigest()
+    assert one.body == first.decode()
+
+
+def test_an_event_id_beyond_64_bits_keeps_every_digit() -> None:
+    """A numeric id located in the body is the number as sent, not a float's rounding
+    (which made two ids alike in their first 17 digits one event)."""
+    ids = [
+        split_events(HMAC, b'{"id": %d, "type": "t"}' % number, {}, NOTHING)[0].external_id
+        for number in (123456789012345678901234, 123456789012345678901235)
+    ]
+    assert ids == ["123456789012345678901234", "123456789012345678901235"]
+
+
+def test_a_graph_notification_keeps_its_big_numbers() -> None:
+    """Notifications are stored as written again from the parsed body, so an integer
+    beyond 64 bits is kept exact in the stored body and in the id."""
+    body = orjson.dumps({"value": [_notification("cs-old-secret")]}).replace(
+        b'"tenantId"', b'"sequence":18446744073709551616001,"tenantId"'
+    )
+    [event] = split_events(GRAPH, body, {}, NOTHING)
+    stored = json.loads(event.body)
+    canonical = json.dumps(stored, sort_keys=True, separators=(",", ":")).encode()
+    assert stored["sequence"] == 18446744073709551616001
+    assert event.external_id == "sha256:" + hashlib.sha256(canonical).hexdigest()
