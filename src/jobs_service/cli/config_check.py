@@ -269,6 +269,7 @@ def check_settings(
         *_api_keys(settings),
         *(_webhook_routes(settings, tasks, takes_event) if tasks is not None else ()),
         *_webhook_schemes(settings),
+        *_unsigned_event_ids(settings),
         *_domain_api(settings),
         *_graph(settings),
         *_teams_channels(settings),
@@ -340,6 +341,30 @@ def _webhook_schemes(settings: Settings) -> Iterator[Finding]:
                 f"webhooks.sources.{_key(name)}.scheme",
                 "'none' accepts unsigned calls from anyone; not allowed in production",
             )
+
+
+#: The headers a scheme's signature covers besides its own: only Standard Webhooks signs
+#: one (its id). Graph and ``none`` sign nothing, so no locator makes them worse.
+_SIGNED_HEADERS = {"standard": frozenset({"webhook-id"})}
+_UNSIGNED_SCHEMES = ("graph", "none")
+
+
+def _unsigned_event_ids(settings: Settings) -> Iterator[Finding]:
+    """An event id read from a header the signature does not cover: anyone holding one
+    delivery can send it again under new ids, each a new event and a new run."""
+    for name, source in settings.webhooks.sources.items():
+        kind, _, header = (source.event_id or "").partition(":")
+        header = header.strip().lower()
+        if kind != "header" or source.scheme in _UNSIGNED_SCHEMES:
+            continue
+        if header in _SIGNED_HEADERS.get(source.scheme, frozenset()):
+            continue
+        yield _warning(
+            f"webhooks.sources.{_key(name)}.event_id",
+            f"the {source.scheme} signature does not cover {header}: a captured delivery "
+            "sent again under new ids is a new event each time; read the id from the "
+            "signed body (json:<pointer>) or leave event_id unset",
+        )
 
 
 def _is_set(value: str | SecretStr | None) -> bool:

@@ -61,7 +61,8 @@ MAX_EVENT_TYPE = _column_length("event_type")
 #: Where each scheme's senders put the event id and type, unless the source says.
 DEFAULT_LOCATORS: dict[str, tuple[str | None, str | None]] = {
     "standard": ("header:webhook-id", "json:/type"),
-    "github": ("header:X-GitHub-Delivery", "header:X-GitHub-Event"),
+    # The body is all GitHub signs: its hash, not X-GitHub-Delivery, is the event id.
+    "github": (None, "header:X-GitHub-Event"),
     "stripe": ("json:/id", "json:/type"),
     "hmac-sha256": ("json:/id", "json:/type"),
     "teams": ("json:/id", "json:/type"),

@@ -157,6 +157,13 @@ class GitHub:
 
     The legacy SHA-1 ``X-Hub-Signature`` is deliberately not accepted: GitHub sends both,
     and falling back to the weaker one would let a downgrade through.
+
+    Only the body is signed. ``X-GitHub-Delivery`` is therefore no event id: anyone who
+    captured one delivery could send it again under new delivery ids, each a new event
+    and a new run. The id is left to the body's hash (see
+    :mod:`~jobs_service.webhooks.events`); GitHub's redeliveries send the same bytes.
+    The event type can only come from ``X-GitHub-Event`` (GitHub's payloads do not name
+    their event), unsigned as well: the docs say what that allows.
     """
 
     name = "github"
@@ -176,9 +183,7 @@ class GitHub:
         if not _matches_any((_mac(key, body) for key in self._keys), (digest,)):
             raise VerificationError("bad_signature", "X-Hub-Signature-256 does not match")
         return Verified(
-            event_id=_optional(found, "X-GitHub-Delivery"),
-            event_type=_optional(found, "X-GitHub-Event"),
-            timestamp=None,
+            event_id=None, event_type=_optional(found, "X-GitHub-Event"), timestamp=None
         )
 
 

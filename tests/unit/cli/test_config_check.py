@@ -482,3 +482,29 @@ def test_other_commands_log_one_warning_for_unknown_variables(
     assert result.code == 0
     assert logged.count("settings-unknown-environment") == 1
     assert "JOBS_DATABASE_URL" in logged
+
+
+def test_an_event_id_from_an_unsigned_header_is_a_warning(jobsctl: Run) -> None:
+    """The signature of these schemes covers the body only: an id taken from another
+    header lets one captured delivery come back as new events. Standard Webhooks signs
+    its webhook-id, so reading the id there is fine."""
+    result = jobsctl(f"""
+        [webhooks.sources.shop]
+        scheme = "hmac-sha256"
+        secrets = ["{SECRETS[1]}"]
+        signature_header = "X-Signature"
+        event_id = "header:X-Event-Id"
+        default_task = "record_webhook"
+
+        [webhooks.sources.billing]
+        scheme = "standard"
+        secrets = ["{SECRETS[1]}"]
+        event_id = "header:webhook-id"
+        default_task = "record_webhook"
+    """)
+    assert result.code == 0
+    assert result.err == [
+        "warning: webhooks.sources.shop.event_id: the hmac-sha256 signature does not cover "
+        "x-event-id: a captured delivery sent again under new ids is a new event each "
+        "time; read the id from the signed body (json:<pointer>) or leave event_id unset",
+    ]

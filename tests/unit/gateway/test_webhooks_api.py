@@ -190,25 +190,63 @@ async def test_refusals_before_verification(billing: tuple[FastAPI, httpx.AsyncC
     assert events == []
 
 
-async def test_github_uses_its_delivery_id_and_event_header(
+def github(body: bytes, delivery: str, event: str) -> dict[str, str]:
+    """A GitHub delivery's headers, signed as GitHub signs (the body only)."""
+    signature = "sha256=" + hmac.new(GH_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "X-Hub-Signature-256": signature,
+        "X-GitHub-Delivery": delivery,
+        "X-GitHub-Event": event,
+    }
+
+
+async def test_github_events_are_known_by_their_body_and_typed_by_their_header(
     billing: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
-    """GitHub: X-GitHub-Delivery is the id, X-GitHub-Event the type."""
+    """GitHub signs the body only: its SHA-256 is the event id, X-GitHub-Event the type,
+    and the delivery id stays visible in the stored headers."""
     app, client = billing
     body = b'{"action": "opened"}'
-    signature = "sha256=" + hmac.new(GH_SECRET.encode(), body, hashlib.sha256).hexdigest()
     response = await client.post(
-        "/webhooks/gh",
-        content=body,
-        headers={
-            "X-Hub-Signature-256": signature,
-            "X-GitHub-Delivery": "d-42",
-            "X-GitHub-Event": "pull_request",
-        },
+        "/webhooks/gh", content=body, headers=github(body, "d-42", "pull_request")
     )
     events, _ = await _rows(app)
     assert response.status_code == 202
-    assert (events[0].external_id, events[0].event_type) == ("d-42", "pull_request")
+    assert (events[0].external_id, events[0].event_type) == (
+        "sha256:" + hashlib.sha256(body).hexdigest(),
+        "pull_request",
+    )
+    assert events[0].headers["x-github-delivery"] == "d-42"
+
+
+async def test_a_captured_github_delivery_sent_again_starts_nothing(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """X-GitHub-Delivery and X-GitHub-Event are not signed: one captured delivery, sent
+    again with new delivery ids (and another event type to reach another route), was a
+    new event and a new run each time. The body decides: each is a duplicate of the
+    stored event, which keeps its type and its one run."""
+    routes = {"push": "record_webhook", "issues": "process_webhook_event"}
+    sources = {"gh": {**SOURCES["gh"], "routes": routes}}
+    app = await _service(make_settings, sources=sources)
+    body = b'{"ref": "refs/heads/main", "after": "0a1b2c"}'
+    async with serve_app(app, client_host="203.0.113.9") as client:
+        genuine = await client.post(
+            "/webhooks/gh", content=body, headers=github(body, "d-1", "push")
+        )
+        again = [
+            await client.post(
+                "/webhooks/gh", content=body, headers=github(body, f"forged-{n}", "issues")
+            )
+            for n in range(3)
+        ]
+        events, runs = await _rows(app)
+    assert genuine.json()["status"] == "accepted"
+    assert [a.json() for a in again] == [
+        {"event_id": genuine.json()["event_id"], "status": "duplicate"}
+    ] * 3
+    assert [(e.event_type, e.task) for e in events] == [("push", "record_webhook")]
+    assert len(runs) == 1
 
 
 async def test_graph_handshake_and_batches(billing: tuple[FastAPI, httpx.AsyncClient]) -> None:
