@@ -13,22 +13,34 @@ Up to ``writers`` batches are written at once, so one batch's round trips to the
 database overlap with the next one's instead of holding it up.
 
 If ``write`` raises, every caller of that batch gets the exception — nothing of a
-failed batch was answered as done. A caller that stops waiting (its request was
-cancelled) does not stop the batch: the others still get their answers.
+failed batch was answered as done. A ``write`` that can tell one item's failure from the
+others' success (writing them one by one after the batch was refused) returns
+:class:`Failed` for that item: its caller gets the error, the others their results. A
+caller that stops waiting (its request was cancelled) does not stop the batch: the
+others still get their answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = ["GroupCommit"]
+__all__ = ["Failed", "GroupCommit"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """What ``write`` returns for an item that failed on its own: its caller gets
+    ``error`` raised."""
+
+    error: Exception
 
 
 class GroupCommit(Generic[T, R]):
@@ -36,14 +48,15 @@ class GroupCommit(Generic[T, R]):
     a time.
 
     ``write`` gets the items of a batch in submission order and returns one result per
-    item, in the same order. With ``writers`` > 1 a batch starts while another waits on
-    the database: its round trips overlap instead of queueing (``write`` must then be
-    safe to run concurrently with itself).
+    item, in the same order (a :class:`Failed` for an item that failed alone). With
+    ``writers`` > 1 a batch starts while another waits on the database: its round trips
+    overlap instead of queueing (``write`` must then be safe to run concurrently with
+    itself).
     """
 
     def __init__(
         self,
-        write: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        write: Callable[[Sequence[T]], Awaitable[Sequence[R | Failed]]],
         *,
         max_batch: int = 500,
         writers: int = 1,
@@ -116,5 +129,9 @@ class GroupCommit(Generic[T, R]):
                     future.set_exception(error)
             return
         for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(result, Failed):
+                future.set_exception(result.error)
+            else:
                 future.set_result(result)

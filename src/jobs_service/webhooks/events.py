@@ -130,6 +130,17 @@ def _content_id(content: bytes) -> str:
     return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
+def _incoming(external_id: str, event_type: str | None, body: str) -> IncomingEvent:
+    """The event as it will be stored: id and type fitted to their columns. A NUL
+    character (``\\u0000`` in JSON) is refused: PostgreSQL text cannot hold one, and the
+    refusal would fail the whole batch the event is written in."""
+    for what, value in (("id", external_id), ("type", event_type)):
+        if value is not None and "\x00" in value:
+            msg = f"the event {what} contains a NUL character (\\u0000), which cannot be stored"
+            raise MalformedEventError(msg)
+    return IncomingEvent(_bounded_id(external_id), _bounded_type(event_type), body)
+
+
 def split_events(
     source: WebhookSource, body: bytes, headers: Mapping[str, str], verified: Verified
 ) -> list[IncomingEvent]:
@@ -151,26 +162,15 @@ def split_events(
         events = []
         for item in items:
             stored = _without_client_state(item)
-            events.append(
-                IncomingEvent(
-                    external_id=_bounded_id(
-                        _locate(id_locator, headers, item)
-                        or _content_id(dumps_exact(stored, sort_keys=True))
-                    ),
-                    event_type=_bounded_type(_locate(type_locator, headers, item)),
-                    body=dumps_exact(stored).decode(),
-                )
+            external_id = _locate(id_locator, headers, item) or _content_id(
+                dumps_exact(stored, sort_keys=True)
             )
+            event_type = _locate(type_locator, headers, item)
+            events.append(_incoming(external_id, event_type, dumps_exact(stored).decode()))
         return events
     external_id = verified.event_id or _locate(id_locator, headers, document) or _content_id(body)
     event_type = verified.event_type or _locate(type_locator, headers, document)
-    return [
-        IncomingEvent(
-            _bounded_id(external_id),
-            _bounded_type(event_type),
-            body.decode("utf-8", "replace"),
-        )
-    ]
+    return [_incoming(external_id, event_type, body.decode("utf-8", "replace"))]
 
 
 def _without_client_state(item: Any) -> Any:

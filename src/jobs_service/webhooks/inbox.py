@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from jobs_service.client import EnqueueError, RunRequest
 from jobs_service.core.errors import JobsError, PermanentError
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import get_logger
-from jobs_service.infrastructure.group_commit import GroupCommit
+from jobs_service.infrastructure.group_commit import Failed, GroupCommit
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import webhooks as repo
 from jobs_service.webhooks.enqueued_marks import EnqueuedMarks
@@ -171,7 +171,31 @@ class WebhookInbox:
                 self._routes[key] = found
         return found[0], copy.deepcopy(found[1]) if found[1] is not None else None
 
-    async def _write(self, deliveries: Sequence[list[_Incoming]]) -> list[list[Accepted]]:
+    async def _write(self, deliveries: Sequence[list[_Incoming]]) -> list[list[Accepted] | Failed]:
+        """One batch of deliveries (requests), written together; if the database refuses
+        the batch's data, each delivery is written on its own, so that one bad event
+        fails its own request only, not every request that arrived with it."""
+        try:
+            return list(await self._write_together(deliveries))
+        except DataError as exc:
+            if len(deliveries) == 1:
+                raise
+            _log.warning(
+                "webhook-batch-refused",
+                deliveries=len(deliveries),
+                error=str(exc.orig or exc)[:300],
+                message="writing its deliveries one by one",
+            )
+        return [await self._write_alone(delivery) for delivery in deliveries]
+
+    async def _write_alone(self, delivery: list[_Incoming]) -> list[Accepted] | Failed:
+        try:
+            [answers] = await self._write_together([delivery])
+        except DataError as exc:
+            return Failed(exc)
+        return answers
+
+    async def _write_together(self, deliveries: Sequence[list[_Incoming]]) -> list[list[Accepted]]:
         """One batch: one transaction for every event and run, one send for the runs."""
         incoming = [item for delivery in deliveries for item in delivery]
         # From before the commit until their marks are queued, the relay (in this

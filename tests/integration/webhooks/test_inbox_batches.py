@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError
 
 from jobs_service.broker import stream_names
 from jobs_service.core.settings import Settings
@@ -82,10 +83,16 @@ def _admin_dsn(pg_url: str) -> str:
     return make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+#: What the poison trigger does to an event it catches.
+_KILL_SESSION = "PERFORM pg_terminate_backend(pg_backend_pid());"
+_REFUSE_DATA = "RAISE EXCEPTION 'refused value' USING ERRCODE = 'character_not_in_repertoire';"
+
+
 @asynccontextmanager
-async def _poisoned(pg_url: str, prefix: str) -> AsyncIterator[None]:
+async def _poisoned(pg_url: str, prefix: str, action: str = _KILL_SESSION) -> AsyncIterator[None]:
     """While inside: a transaction storing an event whose id starts with ``prefix`` loses
-    its connection (the server ends the session mid-statement, as in a crash)."""
+    its connection (the server ends the session mid-statement, as in a crash), or with
+    ``_REFUSE_DATA`` is refused as bad data (as a value the column cannot hold is)."""
     name = f"poison_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(_admin_dsn(pg_url))
     try:
@@ -94,7 +101,7 @@ async def _poisoned(pg_url: str, prefix: str) -> AsyncIterator[None]:
             CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
               IF NEW.external_id LIKE '{prefix}%' THEN
-                PERFORM pg_terminate_backend(pg_backend_pid());
+                {action}
               END IF;
               RETURN NEW;
             END $$;
@@ -170,6 +177,40 @@ async def test_a_database_failure_fails_the_whole_batch_and_stores_none_of_it(
     assert stored_meanwhile == {}
     assert [answers[0].status for answers in retried] == ["accepted"] * 5
     assert runs == 5
+
+
+async def test_data_the_database_refuses_fails_only_the_delivery_that_carries_it(
+    pg_url: str,
+) -> None:
+    """Five good events and one the database refuses as bad data, written as one batch:
+    the statement fails, and the deliveries are then written one by one, so the five
+    are accepted with their runs and only the sixth gets the error."""
+    settings = _settings(pg_url)
+    app = create_app(settings, broker=_redis_broker(settings))
+    tag = uuid.uuid4().hex[:8]
+    good = [f"good-{tag}-{n}" for n in range(5)]
+    source = settings.webhooks.sources["billing"]
+
+    def accept(msg_id: str) -> Any:
+        event = IncomingEvent(msg_id, "invoice.paid", json.dumps({"id": msg_id}))
+        return app.state.webhook_inbox.accept("billing", source, [event], {})
+
+    async with serve_app(app):
+        async with _poisoned(pg_url, f"refused-{tag}", _REFUSE_DATA):
+            # Submitted before any writer runs: one batch (see GroupCommit.submit).
+            outcomes = await asyncio.gather(
+                *[accept(msg_id) for msg_id in [*good[:2], f"refused-{tag}", *good[2:]]],
+                return_exceptions=True,
+            )
+        stored = await _stored(app, [*good, f"refused-{tag}"])
+        runs = await _runs_of(app, [event_id for event_id, _ in stored.values()])
+        queued = await _queued_messages(settings)
+    refused = outcomes.pop(2)
+    assert isinstance(refused, DataError), refused
+    assert [answers[0].status for answers in outcomes] == ["accepted"] * 5  # type: ignore[index]
+    assert set(stored) == set(good)
+    assert runs == 5
+    assert queued == 5
 
 
 async def test_database_failure_is_503_for_its_requests_and_nothing_answered_is_lost(

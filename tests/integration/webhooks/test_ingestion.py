@@ -199,3 +199,29 @@ async def test_over_long_ids_and_types_are_stored_without_failing_their_batch(
     assert all(len(external_id) <= 255 for external_id in ids)
     assert sum(external_id.startswith("id-sha256:") for external_id in ids) == 2
     assert {event_type for _, event_type in stored} == {"invoice.paid", long_type[:200]}
+
+
+async def test_a_nul_in_one_delivery_fails_only_that_delivery(
+    pg_url: str,
+    redis_prefix: str,
+) -> None:
+    """PostgreSQL text cannot hold a NUL: an event type with one failed the statement of
+    its whole batch, every concurrent request a 500. It is a 400 of its own now, and the
+    deliveries that arrived with it are accepted."""
+    _, app = _gateway(pg_url, redis_prefix)
+    poison = b'{"type": "invoice.\\u0000paid"}'
+    goods = [json.dumps({"type": "invoice.paid", "n": n}).encode() for n in range(20)]
+    async with serve_app(app, client_host="203.0.113.9") as client:
+        answers = await asyncio.gather(
+            *[
+                client.post(
+                    "/webhooks/billing", content=body, headers=standard(body, uuid.uuid4().hex)
+                )
+                for body in [*goods[:10], poison, *goods[10:]]
+            ]
+        )
+    refused = answers.pop(10)
+    assert refused.status_code == 400
+    assert refused.json()["type"] == "urn:jobs-service:problem:malformed-webhook"
+    assert [a.status_code for a in answers] == [202] * 20
+    assert {a.json()["status"] for a in answers} == {"accepted"}

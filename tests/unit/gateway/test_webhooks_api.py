@@ -706,3 +706,18 @@ async def test_events_differing_only_in_a_big_number_are_both_accepted(
     assert [a.json()["status"] for a in answers] == ["accepted", "accepted"]
     assert len(runs) == 2
     assert [event["body"]["amount_wei"] for event in shown] == amounts
+
+
+async def test_a_nul_in_an_event_type_is_a_malformed_webhook(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """A NUL character in the type (or id) cannot be stored on PostgreSQL: 400
+    malformed-webhook naming it, and nothing stored, on every database alike."""
+    app, client = billing
+    body = b'{"type": "invoice.\\u0000paid"}'
+    response = await client.post("/webhooks/billing", content=body, headers=standard(body))
+    events, _ = await _rows(app)
+    assert response.status_code == 400
+    assert response.json()["type"] == "urn:jobs-service:problem:malformed-webhook"
+    assert "NUL" in response.json()["detail"]
+    assert events == []

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from jobs_service.infrastructure.group_commit import GroupCommit
+from jobs_service.infrastructure.group_commit import Failed, GroupCommit
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -172,3 +172,24 @@ async def test_submit_many_raises_the_error_of_a_failed_batch_and_others_still_w
         await many
     assert await lone == "done 10"
     assert await commits.submit_many([]) == []
+
+
+async def test_an_item_that_failed_alone_fails_only_its_caller() -> None:
+    """A write that reports one item as Failed (the others written): that caller gets
+    the error, every other caller of the batch its result."""
+
+    async def write(items: Sequence[int]) -> list[str | Failed]:
+        refused = ValueError("refused by the database")
+        return [Failed(refused) if item == 3 else f"done {item}" for item in items]
+
+    commits: GroupCommit[int, str] = GroupCommit(write)
+    results = await asyncio.gather(*[commits.submit(n) for n in range(6)], return_exceptions=True)
+    assert [str(r) for r in results] == [
+        "done 0",
+        "done 1",
+        "done 2",
+        "refused by the database",
+        "done 4",
+        "done 5",
+    ]
+    assert isinstance(results[3], ValueError)

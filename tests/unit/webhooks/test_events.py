@@ -8,9 +8,10 @@ import json
 from typing import Any
 
 import orjson
+import pytest
 
 from jobs_service.core.settings import WebhookSource
-from jobs_service.webhooks.events import split_events
+from jobs_service.webhooks.events import MalformedEventError, split_events
 from jobs_service.webhooks.verification import Verified
 
 GRAPH = WebhookSource(scheme="graph", secrets=["cs-old-secret", "cs-new-secret"])
@@ -110,3 +111,14 @@ def test_a_graph_notification_keeps_its_big_numbers() -> None:
     canonical = json.dumps(stored, sort_keys=True, separators=(",", ":")).encode()
     assert stored["sequence"] == 18446744073709551616001
     assert event.external_id == "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"id": "evt\\u0000-1", "type": "paid"}', b'{"id": "evt-1", "type": "pa\\u0000id"}'],
+)
+def test_a_nul_in_an_event_id_or_type_is_malformed(body: bytes) -> None:
+    """PostgreSQL text cannot hold a NUL: stored, it failed the batch of every request
+    written with it. It is refused as malformed before anything is written."""
+    with pytest.raises(MalformedEventError, match="NUL"):
+        split_events(HMAC, body, {}, NOTHING)
