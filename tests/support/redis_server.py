@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import redis
@@ -13,6 +15,7 @@ import redis
 from tests.support.processes import free_port
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 __all__ = ["PrivateRedis"]
@@ -64,16 +67,19 @@ class PrivateRedis:
         msg = "private redis-server did not start"
         raise RuntimeError(msg)
 
-    def pause(self) -> None:
-        """Freeze it (SIGSTOP): connections stay open and nothing is answered, as when
-        a server hangs."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """Let a paused server go on; what was sent meanwhile is answered."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGCONT)
+    @contextmanager
+    def hung(self) -> Iterator[None]:
+        """While inside, the server is frozen (SIGSTOP): connections stay open and
+        nothing answers, as with a partition or a stalled host (no reset to react to).
+        It runs on, with what it received meanwhile, when the block ends."""
+        if self._process is None:
+            msg = "the private redis-server is not running"
+            raise RuntimeError(msg)
+        os.kill(self._process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self._process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop it (unless durable, its data is gone: it keeps nothing on disk)."""

@@ -368,6 +368,14 @@ class WebhookSettings(_Section):
         description="An accepted event not enqueued after this long (the broker "
         "was down) is enqueued by the relay.",
     )
+    send_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        le=8,
+        description="How long a webhook request waits for its runs to reach the broker "
+        "before it is answered 202 anyway (the events are stored; the send goes on, and "
+        "the relay covers a send that fails). Senders time out at 10 s (GitHub).",
+    )
 
     @model_validator(mode="after")
     def _default_actions(self) -> WebhookSettings:

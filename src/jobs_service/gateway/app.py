@@ -210,6 +210,7 @@ async def _start_runtime(
             app.state.client,
             relay_after_s=settings.webhooks.relay_after_s,
             sources=settings.webhooks.sources,
+            send_timeout_s=settings.webhooks.send_timeout_s,
         ),
     )
     broker.state.runtime = runtime

@@ -9,8 +9,10 @@ duplicate: same event id, no second run.
 Requests arriving together are written together (a
 :class:`~jobs_service.infrastructure.group_commit.GroupCommit`): one transaction stores
 the events of every waiting request and their runs, one pipelined send enqueues the
-runs, then each request gets its own answers. Marking the events ``enqueued`` happens
-afterwards, in the background (:mod:`~jobs_service.webhooks.enqueued_marks`).
+runs, then each request gets its own answers. A request waits for that send for
+``webhooks.send_timeout_s`` at most (:mod:`~jobs_service.webhooks.run_sends`). Marking
+the events ``enqueued`` happens afterwards, in the background
+(:mod:`~jobs_service.webhooks.enqueued_marks`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DataError, DBAPIError
 
-from jobs_service.client import EnqueueError, RunRequest
+from jobs_service.client import EnqueueError
 from jobs_service.core.errors import JobsError, PermanentError
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import get_logger
@@ -31,11 +33,12 @@ from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import webhooks as repo
 from jobs_service.webhooks.enqueued_marks import EnqueuedMarks
 from jobs_service.webhooks.event_ids import EventIdPool
+from jobs_service.webhooks.run_sends import RunSends
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-    from jobs_service.client import JobsClient
+    from jobs_service.client import JobsClient, RunRequest
     from jobs_service.core.settings import WebhookSource
     from jobs_service.infrastructure.database import Database
     from jobs_service.infrastructure.held_connection import HeldConnection
@@ -49,6 +52,8 @@ _log = get_logger("jobs_service.webhooks")
 #: deleted between the two, by retention, is inserted again in the next round).
 _ROUNDS = 3
 _ROUTES_REMEMBERED = 1000
+#: How long a webhook request waits for its runs to reach the broker, unless configured.
+DEFAULT_SEND_TIMEOUT_S = 1.0
 
 
 class UnknownEventError(PermanentError):
@@ -106,6 +111,7 @@ class WebhookInbox:
         sources: Mapping[str, WebhookSource] | None = None,
         max_batch: int = 500,
         writers: int = 2,
+        send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
     ) -> None:
         self._database = database
         self._client = client
@@ -116,6 +122,7 @@ class WebhookInbox:
             self._write, max_batch=max_batch, writers=writers
         )
         self._marks = EnqueuedMarks(database)
+        self._sends = RunSends(database, client, self._marks, timeout_s=send_timeout_s)
         # PostgreSQL writes a batch in one statement, its own transaction (see
         # _commit_at_once); SQLite in a transaction of several.
         self._at_once = database.dialect == "postgresql"
@@ -123,7 +130,6 @@ class WebhookInbox:
         # One kept connection per concurrent batch (see GroupCommit's writers).
         self._connections = [database.hold(autocommit=self._at_once) for _ in range(writers)]
         self._routes: dict[tuple[str, str | None], tuple[str, dict[str, Any] | None]] = {}
-        self._in_flight: set[str] = set()
 
     async def accept(
         self,
@@ -198,29 +204,16 @@ class WebhookInbox:
     async def _write_together(self, deliveries: Sequence[list[_Incoming]]) -> list[list[Accepted]]:
         """One batch: one transaction for every event and run, one send for the runs."""
         incoming = [item for delivery in deliveries for item in delivery]
-        # From before the commit until their marks are queued, the relay (in this
-        # process) leaves these runs alone however stale they look: it would send them
-        # a second time while this batch is still sending them.
-        in_flight = {item.event.run_id for item in incoming}
-        self._in_flight |= in_flight
-        connection = self._connections.pop()
+        # From before the commit until their send is over, the relay (in this process)
+        # leaves these runs alone however stale they look: it would send them a second
+        # time while this batch is still sending them.
+        held = self._sends.hold(item.event.run_id for item in incoming)
         try:
-            try:
-                stored, existing, requests = await self._commit(connection, incoming)
-            except DBAPIError as exc:
-                # The kept connection died while idle (a database restart): what
-                # pre-ping would have caught. Once, on a new connection; if the first
-                # COMMIT did land, the retry finds the events stored and the relay
-                # sends their runs.
-                if not (exc.connection_invalidated and connection.reused):
-                    raise
-                stored, existing, requests = await self._commit(connection, incoming)
-            finally:
-                self._connections.append(connection)
-            if await self._send(requests, mark_now=False):
-                self._marks.add(r.webhook_event_id or 0 for r in requests)
-        finally:
-            self._in_flight -= in_flight
+            stored, existing, requests = await self._commit_batch(incoming)
+        except BaseException:
+            self._sends.release(held)
+            raise
+        await self._sends.send_committed(requests, held)
         return [
             [
                 Accepted(stored[e.run_id], e.external_id, "accepted")
@@ -230,6 +223,25 @@ class WebhookInbox:
             ]
             for delivery in deliveries
         ]
+
+    async def _commit_batch(
+        self, incoming: list[_Incoming]
+    ) -> tuple[dict[str, int], dict[tuple[str, str], int], list[RunRequest]]:
+        """:meth:`_commit` on a kept connection of this inbox's."""
+        connection = self._connections.pop()
+        try:
+            try:
+                return await self._commit(connection, incoming)
+            except DBAPIError as exc:
+                # The kept connection died while idle (a database restart): what
+                # pre-ping would have caught. Once, on a new connection; if the first
+                # COMMIT did land, the retry finds the events stored and the relay
+                # sends their runs.
+                if not (exc.connection_invalidated and connection.reused):
+                    raise
+                return await self._commit(connection, incoming)
+        finally:
+            self._connections.append(connection)
 
     async def _commit(
         self, held: HeldConnection, incoming: list[_Incoming]
@@ -307,29 +319,11 @@ class WebhookInbox:
             requests.append(request)
         return requests, unroutable
 
-    async def _send(self, requests: list[RunRequest], *, mark_now: bool = True) -> bool:
-        if not requests:
-            return True
-        try:
-            await self._client.send(requests)
-        except EnqueueError as exc:
-            _log.warning(
-                "webhook-enqueue-deferred",
-                events=len(requests),
-                error=str(exc),
-                message="events are stored; the relay will enqueue them",
-            )
-            return False
-        if mark_now:
-            async with self._database.engine.begin() as connection:
-                await repo.mark_enqueued(
-                    connection, [r.webhook_event_id or 0 for r in requests], datetime.now(UTC)
-                )
-        return True
-
     async def aclose(self) -> None:
-        """Write the pending ``enqueued`` marks and give the kept connection back (the
-        runtime calls this as it stops, after the last request)."""
+        """Let sends under way finish, write the pending ``enqueued`` marks and give the
+        kept connections back (the runtime calls this as it stops, after the last
+        request)."""
+        await self._sends.aclose()
         await self._marks.aclose()
         for connection in self._connections:
             await connection.aclose()
@@ -371,7 +365,7 @@ class WebhookInbox:
         if not pointed:  # replayed (or retried) by someone else since it was read
             latest = await self.load(event_id)
             raise EventInProgressError(latest.id, latest.status, latest.run_id)
-        await self._send([request])
+        await self._sends.send([request])
         _log.info("webhook-replayed", event_id=event.id, run_id=request.run_id)
         return request.run_id
 
@@ -406,7 +400,7 @@ class WebhookInbox:
             stale = [
                 event
                 for event in stale
-                if event.run_id not in self._in_flight and event.id not in unmarked
+                if event.run_id not in self._sends.in_flight and event.id not in unmarked
             ]
         if not stale:
             return 0

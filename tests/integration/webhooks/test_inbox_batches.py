@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections import defaultdict
 from contextlib import asynccontextmanager
@@ -290,6 +291,52 @@ async def test_broker_down_every_request_is_accepted_and_the_relay_sends_each_on
     assert len(while_down) == 10
     assert statuses == {"enqueued"}
     assert queued == 10
+
+
+async def test_a_hung_broker_delays_no_answer_and_each_run_is_queued_once(
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    """Redis stops answering without resetting anything: every webhook waited for the
+    client's socket timeouts and retries (about 14 s, longer than GitHub waits). The
+    answer now comes after webhooks.send_timeout_s (1 s), 202 accepted; the send goes
+    on, and once Redis answers again each run is in the stream once and its event
+    enqueued, although the relay looked at the events meanwhile."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    settings = _settings(pg_url, server.url, relay_after_s=0.2)
+    app = create_app(settings, broker=_redis_broker(settings))
+    tag = uuid.uuid4().hex[:8]
+    msg_ids = [f"hung-{tag}-{n}" for n in range(5)]
+    try:
+        async with serve_app(app) as client:
+            body, headers = _delivery(f"warm-{tag}")
+            await client.post("/webhooks/billing", content=body, headers=headers)
+            with server.hung():
+                started = time.monotonic()
+                responses = await asyncio.gather(
+                    *[
+                        client.post("/webhooks/billing", content=body, headers=headers)
+                        for body, headers in map(_delivery, msg_ids)
+                    ]
+                )
+                waited = time.monotonic() - started
+                await asyncio.sleep(1)  # the relay runs every 0.2 s meanwhile
+            statuses: set[str] = set()
+            for _ in range(100):
+                statuses = {status for _, status in (await _stored(app, msg_ids)).values()}
+                if statuses == {"enqueued"}:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # a later relay pass must not send them either
+            queued = await _queued_messages(settings, server.url)
+    finally:
+        server.stop()
+    assert [r.status_code for r in responses] == [202] * 5
+    assert {r.json()["status"] for r in responses} == {"accepted"}
+    assert waited < 3, f"answered after {waited:.1f} s"
+    assert statuses == {"enqueued"}
+    assert queued == 1 + 5
 
 
 async def test_the_relay_does_not_send_again_runs_sent_but_not_yet_marked(pg_url: str) -> None:
