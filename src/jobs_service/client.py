@@ -131,10 +131,12 @@ class RunOptions(TypedDict, total=False):
 
 @dataclass(frozen=True, slots=True)
 class Resent:
-    """What :meth:`JobsClient.resend` did."""
+    """What :meth:`JobsClient.resend` did: the runs sent, those a worker had started, and
+    those that cannot be sent, with why (their row is gone, or their task)."""
 
     sent: list[str]
     started: list[str]
+    unsendable: dict[str, JobsError] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,7 +548,8 @@ class JobsClient:
 
         For outboxes: a run recorded in a transaction whose message may not have reached
         the broker (the sender died, or the broker refused or timed out). Runs a worker
-        already started are reported, not sent; runs whose task is gone are skipped.
+        already started are reported, not sent; runs that can never be sent (their row
+        was deleted, their task is no longer registered) are reported with the error.
         Raises :class:`EnqueueError` if the broker refuses.
         """
         async with self._database.sessions() as session:
@@ -557,13 +560,18 @@ class JobsClient:
             )
         pending: list[RunRequest] = []
         started: list[str] = []
+        found = {run.run_id for run in rows}
+        unsendable: dict[str, JobsError] = {
+            run_id: RunNotFoundError(run_id) for run_id in run_ids if run_id not in found
+        }
         for run in rows:
             if run.status != "queued":
                 started.append(run.run_id)
                 continue
             try:
                 info = self.task(run.task)
-            except JobsError:
+            except JobsError as exc:
+                unsendable[run.run_id] = exc
                 continue
             pending.append(
                 RunRequest(
@@ -582,7 +590,7 @@ class JobsClient:
             )
         if pending:
             await self.send(pending)
-        return Resent(sent=[r.run_id for r in pending], started=started)
+        return Resent(sent=[r.run_id for r in pending], started=started, unsendable=unsendable)
 
     async def retry(self, run_id: str) -> JobRun:
         """Queue a failed, dead or cancelled run again: same run id, attempt N+1, its

@@ -3,8 +3,8 @@
 Each new event is stored (``accepted``, with the run id it will be processed by) in the
 same transaction as that run's ``queued`` row; only then is the run sent. If the broker
 is down the sender still gets 202 — the event is safe in the database — and the relay
-sends the same run once the broker answers. A repeat of an event already stored is a
-duplicate: same event id, no second run.
+(:mod:`~jobs_service.webhooks.relay`) sends the same run once the broker answers. A
+repeat of an event already stored is a duplicate: same event id, no second run.
 
 Requests arriving together are written together (a
 :class:`~jobs_service.infrastructure.group_commit.GroupCommit`): one transaction stores
@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DataError, DBAPIError
 
-from jobs_service.client import EnqueueError
 from jobs_service.core.errors import JobsError, PermanentError
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.logging import get_logger
@@ -33,6 +32,7 @@ from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import webhooks as repo
 from jobs_service.webhooks.enqueued_marks import EnqueuedMarks
 from jobs_service.webhooks.event_ids import EventIdPool
+from jobs_service.webhooks.relay import Relay
 from jobs_service.webhooks.run_sends import RunSends
 
 if TYPE_CHECKING:
@@ -117,12 +117,14 @@ class WebhookInbox:
         self._client = client
         #: The configured sources, for a replay's delivery targets (the route's now).
         self._sources = dict(sources or {})
-        self._relay_after = timedelta(seconds=relay_after_s)
         self._batches: GroupCommit[list[_Incoming], list[Accepted]] = GroupCommit(
             self._write, max_batch=max_batch, writers=writers
         )
         self._marks = EnqueuedMarks(database)
         self._sends = RunSends(database, client, self._marks, timeout_s=send_timeout_s)
+        self._relay = Relay(
+            database, client, marks=self._marks, sends=self._sends, after_s=relay_after_s
+        )
         # PostgreSQL writes a batch in one statement, its own transaction (see
         # _commit_at_once); SQLite in a transaction of several.
         self._at_once = database.dialect == "postgresql"
@@ -390,33 +392,9 @@ class WebhookInbox:
         return dict(found) if isinstance(found, dict) else None
 
     async def relay(self) -> int:
-        """Send the runs of events accepted but not enqueued for a while; returns how many."""
-        # Runs this process sent (or is sending) are not stale, however old their event
-        # looks: still being committed or sent (in flight), or sent and not yet marked.
-        async with self._marks.settled() as unmarked:
-            cutoff = datetime.now(UTC) - self._relay_after
-            async with self._database.engine.begin() as connection:
-                stale = await repo.stale_accepted(connection, cutoff)
-            stale = [
-                event
-                for event in stale
-                if event.run_id not in self._sends.in_flight and event.id not in unmarked
-            ]
-        if not stale:
-            return 0
-        try:
-            result = await self._client.resend([event.run_id for event in stale])
-        except EnqueueError as exc:
-            _log.warning("webhook-relay-failed", events=len(stale), error=str(exc))
-            return 0
-        done = set(result.sent) | set(result.started)
-        async with self._database.engine.begin() as connection:
-            await repo.mark_enqueued(
-                connection, [e.id for e in stale if e.run_id in done], datetime.now(UTC)
-            )
-        if result.sent:
-            _log.info("webhook-relayed", events=len(result.sent))
-        return len(result.sent)
+        """Send the runs of events accepted but not enqueued for a while; returns how
+        many (see :mod:`~jobs_service.webhooks.relay`)."""
+        return await self._relay.run()
 
 
 async def _store(

@@ -721,3 +721,59 @@ async def test_a_nul_in_an_event_type_is_a_malformed_webhook(
     assert response.json()["type"] == "urn:jobs-service:problem:malformed-webhook"
     assert "NUL" in response.json()["detail"]
     assert events == []
+
+
+async def test_the_relay_fails_events_whose_run_can_never_be_sent(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stored while the broker was down, then a deploy removed their task (or their run
+    was deleted): the relay skipped such events and left them accepted, so they came
+    back every time, and 500 of them filled its page for good. They are failed with the
+    reason, their runs too, and the relay goes on with the others."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from sqlalchemy import delete, update  # noqa: PLC0415
+
+    from jobs_service.client import EnqueueError  # noqa: PLC0415
+
+    app, client = billing
+    real_send = app.state.client.send
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise EnqueueError("broker down")
+
+    monkeypatch.setattr(app.state.client, "send", refuse)
+    ids = []
+    for n in range(3):
+        body = json.dumps({"type": "invoice.paid", "n": n}).encode()
+        answer = await client.post(
+            "/webhooks/billing", content=body, headers=standard(body, f"relay-{n}")
+        )
+        ids.append(answer.json()["event_id"])
+    gone_task, gone_run, sendable = ids
+    monkeypatch.setattr(app.state.client, "send", real_send)
+    async with app.state.runtime.database.engine.begin() as connection:
+        await connection.execute(
+            update(JobRun).where(JobRun.webhook_event_id == gone_task).values(task="renamed_away")
+        )
+        await connection.execute(delete(JobRun).where(JobRun.webhook_event_id == gone_run))
+        await connection.execute(  # time passes
+            update(WebhookEvent).values(updated_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    relayed = await app.state.webhook_inbox.relay()
+    again = await app.state.webhook_inbox.relay()
+    events, runs = await _rows(app)
+    by_id = {event.id: event for event in events}
+    run_of_gone_task = next(run for run in runs if run.webhook_event_id == gone_task)
+    assert (relayed, again) == (1, 0)
+    assert by_id[gone_task].status == "failed"
+    assert by_id[gone_task].error == {
+        "type": "UnknownTaskError",
+        "message": "no task named 'renamed_away' is registered",
+    }
+    assert (run_of_gone_task.status, run_of_gone_task.error) == ("failed", by_id[gone_task].error)
+    assert by_id[gone_run].status == "failed"
+    assert by_id[gone_run].error is not None
+    assert by_id[gone_run].error["type"] == "RunNotFoundError"
+    assert by_id[sendable].status == "processed"

@@ -49,6 +49,7 @@ __all__ = [
     "delete_finished_before",
     "fail_orphaned",
     "fail_unfinished",
+    "fail_unsendable",
     "get_run",
     "get_run_by_idempotency_key",
     "insert_queued_runs",
@@ -540,6 +541,19 @@ async def fail_unfinished(
         update(JobRun).where(unfinished).values(status="failed", error=error, finished_at=before)
     )
     return int(result.rowcount or 0)
+
+
+async def fail_unsendable(
+    connection: AsyncConnection, run_ids: Sequence[str], *, error: dict[str, str], at: datetime
+) -> None:
+    """Mark ``failed`` with ``error`` the runs, still ``queued``, that can never be sent
+    (their task is no longer registered), and their webhook events: no worker will ever
+    record them."""
+    never_sent = JobRun.run_id.in_(list(run_ids)) & (JobRun.status == "queued")
+    await _fail_webhook_events(connection, never_sent, error=error, at=at)
+    await connection.execute(
+        update(JobRun).where(never_sent).values(status="failed", error=error, finished_at=at)
+    )
 
 
 async def _fail_webhook_events(

@@ -234,15 +234,15 @@ async def stale_accepted(
     enqueued (for the relay)."""
     query = (
         select(WebhookEvent.id, WebhookEvent.run_id)
-        .where(WebhookEvent.status == "accepted", WebhookEvent.updated_at < accepted_before)
+        .where(
+            WebhookEvent.status == "accepted",
+            WebhookEvent.updated_at < accepted_before,
+            WebhookEvent.run_id.is_not(None),
+        )
         .order_by(WebhookEvent.id)
         .limit(limit)
     )
-    return [
-        StaleEvent(int(i), str(r))
-        for i, r in (await connection.execute(query)).all()
-        if r is not None
-    ]
+    return [StaleEvent(int(i), str(r)) for i, r in (await connection.execute(query)).all()]
 
 
 async def mark_finished(
