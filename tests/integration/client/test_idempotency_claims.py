@@ -67,20 +67,22 @@ async def test_a_repeat_during_the_send_replays_once_the_run_is_queued(
     try:
         async with client_for(pg_url, server.url, prefix) as client:
             await client.broker.startup()
-            server.pause()
-            first = asyncio.create_task(client.submit("count_items", KWARGS, idempotency_key=key))
-            await asyncio.sleep(0.3)  # the first is sending, into a server that hangs
-            repeat = asyncio.create_task(client.submit("count_items", KWARGS, idempotency_key=key))
-            await asyncio.sleep(0.5)
-            answered_while_sending = repeat.done()
-            server.resume()
+            with server.hung():
+                first = asyncio.create_task(
+                    client.submit("count_items", KWARGS, idempotency_key=key)
+                )
+                await asyncio.sleep(0.3)  # the first is sending, into a server that hangs
+                repeat = asyncio.create_task(
+                    client.submit("count_items", KWARGS, idempotency_key=key)
+                )
+                await asyncio.sleep(0.5)
+                answered_while_sending = repeat.done()
             first_answer, repeat_answer = await asyncio.wait_for(
                 asyncio.gather(first, repeat), timeout=20
             )
             run = await client.get_run(first_answer.run_id)
         messages = await _stream_length(server.url, prefix)
     finally:
-        server.resume()
         server.stop()
     assert not answered_while_sending
     assert not first_answer.replayed
