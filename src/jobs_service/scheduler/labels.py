@@ -3,10 +3,16 @@
 Run when a scheduler starts: a schedule per (task, cron) is added or updated to match
 the code, and label schedules whose task or cron left the code are disabled with a note
 (they come back enabled if the code brings them back). Operators' pauses survive.
+
+A label schedule is named after its task (``<task>``, ``<task>#2``…) and names are
+unique across sources, so the API refuses those names; a name an API schedule took
+before its task got a label (or before that rule) is logged and that one label schedule
+is left out, never the whole sync, which every scheduler start runs.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -21,20 +27,39 @@ from jobs_service.scheduler.specs import timing_for
 from jobs_service.tasks.registry import list_tasks
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from sqlalchemy.ext.asyncio import AsyncSession
     from taskiq import AsyncBroker
 
     from jobs_service.core.settings import Settings
     from jobs_service.infrastructure.database import Database
 
-__all__ = ["REMOVED_NOTE", "configured_services", "label_schedule_name", "sync_label_schedules"]
+__all__ = [
+    "REMOVED_NOTE",
+    "configured_services",
+    "label_schedule_name",
+    "split_label_schedule_name",
+    "sync_label_schedules",
+]
 
 REMOVED_NOTE = "label removed from the code"
+_NUMBERED_NAME = re.compile(r"(?P<task>.+)#(?P<number>[0-9]+)")
 _log = get_logger("jobs_service.scheduler")
 
 
 def label_schedule_name(task: str, index: int) -> str:
     """``check_system_health`` for a task's first cron, ``name#2`` for the second…"""
     return task if index == 0 else f"{task}#{index + 1}"
+
+
+def split_label_schedule_name(name: str) -> tuple[str, int | None]:
+    """``(task, n)`` for a name spelt ``<task>#<n>``, else ``(name, None)``: the task
+    whose label schedules would use the name (its first cron's is the bare name)."""
+    match = _NUMBERED_NAME.fullmatch(name)
+    if match is None:
+        return name, None
+    return match["task"], int(match["number"])
 
 
 def configured_services(settings: Settings) -> frozenset[str]:
@@ -64,13 +89,40 @@ def _wanted(broker: AsyncBroker, available: frozenset[str]) -> dict[str, tuple[s
     return wanted
 
 
+async def _names_taken(session: AsyncSession, names: Collection[str]) -> dict[str, int]:
+    """Names among ``names`` that schedules of another source hold, with their ids."""
+    if not names:
+        return {}
+    rows = await session.execute(
+        select(Schedule.name, Schedule.id).where(
+            Schedule.name.in_(names), Schedule.source != "label"
+        )
+    )
+    return {name: int(schedule_id) for name, schedule_id in rows.all()}
+
+
+def _log_name_taken(name: str, task: str, cron: str, holder: int) -> None:
+    _log.error(
+        "label-schedule-name-taken",
+        schedule=name,
+        task=task,
+        cron=cron,
+        taken_by=holder,
+        message=(
+            f"schedule {holder} (an API schedule) is named {name!r}: this label schedule "
+            "is left out until that schedule is renamed or deleted"
+        ),
+    )
+
+
 async def sync_label_schedules(
     database: Database, broker: AsyncBroker, available: frozenset[str] = frozenset()
 ) -> dict[str, int]:
     """Make label schedules match the task registry; returns counts of what changed.
 
-    Replicas starting together may race to insert the same schedule; the loser's
-    transaction fails on the unique name and simply runs the sync again.
+    Replicas starting together may race to insert the same schedule (or an API
+    schedule may take its name meanwhile); the loser's transaction fails on the unique
+    name and simply runs the sync again, which then finds the name taken.
     """
     for attempt in range(3):
         try:
@@ -79,6 +131,27 @@ async def sync_label_schedules(
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _new_label_schedule(name: str, task: str, cron: str, zone: str, now: datetime) -> Schedule:
+    schedule = Schedule(
+        name=name,
+        task=task,
+        kwargs={},
+        kind="cron",
+        cron=cron,
+        timezone=zone,
+        anchor_at=now,
+        enabled=True,
+        overlap="skip",
+        catchup_window_s=0,
+        source="label",
+        created_by="labels",
+        created_at=now,
+        updated_at=now,
+    )
+    schedule.next_fire_at = timing_for(schedule).next_after(now)
+    return schedule
 
 
 async def _sync(
@@ -94,27 +167,14 @@ async def _sync(
                 await session.execute(select(Schedule).where(Schedule.source == "label"))
             ).scalars()
         }
+        taken = await _names_taken(session, [name for name in wanted if name not in existing])
+        for name, holder in taken.items():
+            task, cron, _ = wanted.pop(name)
+            _log_name_taken(name, task, cron, holder)
         for name, (task, cron, zone) in wanted.items():
             schedule = existing.get(name)
             if schedule is None:
-                schedule = Schedule(
-                    name=name,
-                    task=task,
-                    kwargs={},
-                    kind="cron",
-                    cron=cron,
-                    timezone=zone,
-                    anchor_at=now,
-                    enabled=True,
-                    overlap="skip",
-                    catchup_window_s=0,
-                    source="label",
-                    created_by="labels",
-                    created_at=now,
-                    updated_at=now,
-                )
-                schedule.next_fire_at = timing_for(schedule).next_after(now)
-                session.add(schedule)
+                session.add(_new_label_schedule(name, task, cron, zone, now))
                 counts["added"] += 1
                 continue
             changed = (schedule.task, schedule.cron, schedule.timezone) != (task, cron, zone)

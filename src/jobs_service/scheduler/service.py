@@ -1,9 +1,11 @@
 """The rules of schedules, shared by the HTTP API and ``jobsctl schedules``.
 
 Label schedules belong to the code: operators may pause and resume them, never edit or
-delete them (a 409 says so). Resuming computes the next fire from now, so a long pause
-does not replay what it skipped. Every scheduler replica sees a change at its next tick,
-because each tick reads the due schedules from the database.
+delete them (a 409 says so), nor give an API schedule a name a label schedule uses or
+could use (a registered task's name, or ``<task>#<n>``). Resuming computes the next
+fire from now, so a long pause does not replay what it skipped. Every scheduler replica
+sees a change at its next tick, because each tick reads the due schedules from the
+database.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from jobs_service.core.errors import JobsError
 from jobs_service.core.timing import upcoming
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import schedules as repo
+from jobs_service.scheduler.labels import split_label_schedule_name
 from jobs_service.scheduler.specs import (
     OnceSpec,
     ScheduleDraft,
@@ -25,7 +28,7 @@ from jobs_service.scheduler.specs import (
     spec_columns,
     timing_for,
 )
-from jobs_service.tasks.registry import UnknownTaskError
+from jobs_service.tasks.registry import TASK_NAME_PATTERN, UnknownTaskError
 
 if TYPE_CHECKING:
     from jobs_service.client import JobsClient
@@ -103,8 +106,35 @@ class ScheduleService:
         async with self._database.sessions() as session:
             return await repo.recent_runs(session, schedule_id, limit)
 
+    def _refuse_label_names(self, name: str) -> None:
+        """409 for a name a label schedule uses or could use: the scheduler syncs label
+        schedules under their task's name (``<task>#<n>`` from the second cron on), and
+        names are unique across sources."""
+        task, number = split_label_schedule_name(name)
+        if number is not None and (TASK_NAME_PATTERN.fullmatch(task) or self._is_task(task)):
+            msg = (
+                f"the name {name!r} has the form <task>#<n>, which is kept for the label "
+                "schedules of tasks; choose another name"
+            )
+            raise ScheduleConflictError(msg)
+        if number is None and self._is_task(name):
+            msg = (
+                f"the name {name!r} is kept for the label schedule of task {name}; "
+                "choose another name"
+            )
+            raise ScheduleConflictError(msg)
+
+    def _is_task(self, name: str) -> bool:
+        try:
+            self._client.task(name)
+        except UnknownTaskError:
+            return False
+        return True
+
     async def create(self, draft: ScheduleDraft, *, created_by: str | None) -> Schedule:
-        """Validate task, kwargs and timing, then store; 409 on a duplicate name."""
+        """Validate name, task, kwargs and timing, then store; 409 on a duplicate name or
+        one kept for label schedules."""
+        self._refuse_label_names(draft.name)
         try:
             request = self._client.prepare(
                 draft.task, draft.kwargs, source="schedule", deliver_to=draft.deliver_to
@@ -190,6 +220,8 @@ class ScheduleService:
                 f"and can only be paused or resumed here (not: {fields})"
             )
             raise ScheduleConflictError(msg)
+        if "name" in changes and changes["name"] != schedule.name:
+            self._refuse_label_names(changes["name"])
         if "kwargs" in changes or "deliver_to" in changes:
             self._apply_arguments(schedule, changes, patch)
         if patch.schedule is not None:

@@ -139,6 +139,33 @@ async def test_duplicate_names_are_409(make_settings: Callable[..., Settings]) -
     assert second.json()["type"].endswith("schedule-conflict")
 
 
+@pytest.mark.parametrize(
+    ("name", "detail"),
+    [
+        ("check_system_health", "kept for the label schedule of task check_system_health"),
+        ("count_items", "kept for the label schedule of task count_items"),
+        ("count_items#2", "has the form <task>#<n>"),
+        ("export_orders#3", "has the form <task>#<n>"),
+    ],
+)
+async def test_names_label_schedules_use_or_could_use_are_409(
+    make_settings: Callable[..., Settings], name: str, detail: str
+) -> None:
+    """A scheduler syncs label schedules under their task's name (``<task>#<n>`` for the
+    second cron on), and names are unique: an API schedule holding one would stop that
+    sync, so the name is refused when it is given, by create or by rename."""
+    async with serve_app(await _app(make_settings)) as client:
+        created = await create(client, name=name, schedule=cron())
+        other = (await create(client, name="nightly_export", schedule=cron())).json()
+        renamed = await client.patch(f"/v1/schedules/{other['id']}", json={"name": name})
+    for refused in (created, renamed):
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith("schedule-conflict")
+        assert detail in refused.json()["detail"]
+    assert other["name"] == "nightly_export"  # a task-like name no task has is free
+
+
 async def test_label_schedules_are_listed_and_can_only_be_paused(
     make_settings: Callable[..., Settings],
 ) -> None:

@@ -1,4 +1,5 @@
-"""Label schedules follow the code; operators' pauses survive a sync."""
+"""Label schedules follow the code; operators' pauses survive a sync; a name taken by an
+API schedule leaves that one label schedule out, never the whole sync."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.scheduler.labels import REMOVED_NOTE, sync_label_schedules
+from tests.support.logs import logged_lines
+from tests.support.scheduling import harness
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -93,3 +96,36 @@ async def test_an_operator_pause_survives_a_sync(make_settings: Callable[..., Se
         assert (await _labels(database))["check_system_health"].enabled is False
     finally:
         await database.close()
+
+
+async def test_a_label_schedule_whose_name_an_api_schedule_holds_is_left_out(
+    make_settings: Callable[..., Settings], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An API schedule took the name before a deploy gave that task a label (or before
+    the API refused such names): every scheduler start syncs labels, so the sync logs
+    the clash and leaves that one label schedule out instead of failing the start."""
+    name = "send_weekly_report"
+    async with harness(make_settings()) as h:
+        api = await h.create(
+            name=name,
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "interval", "seconds": 60},
+        )
+        broker.register_task(_report, name, schedule=["0 9 * * 1", "0 17 * * 5"])
+        try:
+            counts = await sync_label_schedules(h.database, broker)
+            again = await sync_label_schedules(h.database, broker)
+            labels = await _labels(h.database)
+            kept = await h.reload(api.id)
+        finally:
+            broker.local_task_registry.pop(name, None)
+    assert name not in labels
+    assert labels[f"{name}#2"].cron == "0 17 * * 5"
+    assert "check_system_health" in labels
+    assert counts["added"] == len(labels)
+    assert again == {"added": 0, "updated": 0, "disabled": 0}
+    assert (kept.source, kept.task) == ("api", "count_items")
+    taken = [line for line in logged_lines(capfd) if "label-schedule-name-taken" in line]
+    assert len(taken) == 2  # logged at each start while it lasts
+    assert f"schedule {api.id} (an API schedule) is named '{name}'" in taken[0]
