@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobs_service.core.errors import JobsError
 from jobs_service.core.logging import get_logger
+from jobs_service.core.timezones import require_portable_timezone
 from jobs_service.core.timing import CronTiming
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.scheduler.specs import timing_for
@@ -81,6 +82,7 @@ def _wanted(broker: AsyncBroker, available: frozenset[str]) -> dict[str, tuple[s
             continue
         for index, cron in enumerate(info.schedules):
             try:
+                require_portable_timezone(info.timezone)
                 CronTiming(cron, info.timezone)
             except JobsError as exc:
                 _log.error("label-schedule-invalid", task=info.name, cron=cron, error=str(exc))

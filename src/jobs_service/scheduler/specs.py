@@ -19,13 +19,13 @@ from pydantic import (
     model_validator,
 )
 
+from jobs_service.core.timezones import require_portable_timezone
 from jobs_service.core.timing import (
     CronTiming,
     IntervalTiming,
     InvalidScheduleError,
     OnceTiming,
     Timing,
-    validate_timezone,
 )
 
 if TYPE_CHECKING:
@@ -52,7 +52,8 @@ class _Strict(BaseModel):
 
 
 class CronSpec(_Strict):
-    """Five-field cron in an IANA timezone (UTC by default)."""
+    """Five-field cron in an IANA timezone (UTC by default): one of the zones every host
+    reads the same way (not ``localtime``, ``posix/…``, ``right/…``, ``Factory``)."""
 
     type: Literal["cron"]
     cron: str = Field(max_length=200, examples=["0 9 * * 1"])
@@ -62,7 +63,7 @@ class CronSpec(_Strict):
     @classmethod
     def _zone(cls, value: str) -> str:
         try:
-            validate_timezone(value)
+            require_portable_timezone(value)
         except InvalidScheduleError as exc:
             raise ValueError(str(exc)) from None
         return value

@@ -129,3 +129,25 @@ async def test_a_label_schedule_whose_name_an_api_schedule_holds_is_left_out(
     taken = [line for line in logged_lines(capfd) if "label-schedule-name-taken" in line]
     assert len(taken) == 2  # logged at each start while it lasts
     assert f"schedule {api.id} (an API schedule) is named '{name}'" in taken[0]
+
+
+async def test_a_label_in_a_zone_hosts_read_differently_is_left_out(
+    make_settings: Callable[..., Settings], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``localtime`` is each scheduler host's own zone, so replicas on hosts in other
+    zones would fire it at different instants: the sync logs it and leaves it out."""
+    settings = make_settings()
+    database = Database(settings.database_url, settings.database)
+    await migrate.upgrade(database)
+    broker.register_task(_report, "send_local_report", schedule="0 9 * * *", timezone="localtime")
+    try:
+        await sync_label_schedules(database, broker)
+        labels = await _labels(database)
+    finally:
+        broker.local_task_registry.pop("send_local_report", None)
+        await database.close()
+    assert "send_local_report" not in labels
+    assert "check_system_health" in labels
+    invalid = [line for line in logged_lines(capfd) if "label-schedule-invalid" in line]
+    assert len(invalid) == 1
+    assert "timezone 'localtime' is not a place" in invalid[0]
