@@ -37,6 +37,7 @@ def schedules(args: argparse.Namespace, settings: Settings) -> int:
         ScheduleNotFoundError,
         ScheduleService,
         next_fires,
+        timing_problem,
     )
     from jobs_service.scheduler.specs import SchedulePatch  # noqa: PLC0415
 
@@ -68,6 +69,7 @@ def schedules(args: argparse.Namespace, settings: Settings) -> int:
                         RunOut.of(run).model_dump(mode="json")
                         for run in await service.recent_runs(schedule.id)
                     ],
+                    "timing_error": timing_problem(schedule),
                 }
             if args.action == "trigger":
                 return {"run_id": await service.trigger(args.schedule_id)}

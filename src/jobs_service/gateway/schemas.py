@@ -320,6 +320,14 @@ class ScheduleDetailOut(ScheduleOut):
 
     next_fires: list[FireTime]
     recent_runs: list[RunOut]
+    timing_error: str | None = Field(
+        None,
+        description=(
+            "Why the next fires are unknown: this host cannot read the schedule's timing "
+            "(e.g. a timezone its tz database lacks); the scheduler does not fire it "
+            "until the timing is fixed"
+        ),
+    )
 
 
 class TriggerOut(BaseModel):

@@ -9,8 +9,9 @@ Every tick (once a second, on the second) a replica:
 3. in one transaction, reads the schedules that are due now (one indexed query, so a
    schedule created, paused or re-timed a moment ago is seen as it is now; a copy kept
    between ticks would let a fire due soon after an API change wait for the copy's next
-   refresh), decides the fire (fires older than ``max(catchup_window_s, grace_s)`` are
-   *missed*; of the rest only the newest runs, *coalesced*), applies the overlap policy,
+   refresh), decides each one on its own (:mod:`~jobs_service.scheduler.decide`; one
+   this host cannot read is reported and left out, the others go on), applies the
+   overlap policy,
    claims the fire by inserting ``(schedule_id, fire_time)`` into ``schedule_fires``
    together with the run's ``queued`` row, and moves ``next_fire_at`` on. The unique
    key makes a fire that another replica (or an earlier life of this one) claimed a
@@ -33,27 +34,29 @@ from jobs_service.infrastructure.column_types import UTCDateTime
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import schedules as repo
+from jobs_service.scheduler.decide import MAX_MISSED_COUNTED, Decision, decide
 from jobs_service.scheduler.metrics import count_fire, count_misses, count_skip
-from jobs_service.scheduler.specs import timing_for
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from jobs_service.core.timing import Timing
     from jobs_service.infrastructure.database import Database
 
 __all__ = ["FireDispatcher", "TickReport"]
 
-#: Missed fires counted one by one before the rest are skipped over in one jump.
-_MAX_MISSED_COUNTED = 1000
-#: Fires walked inside a catch-up window before giving up on finding the newest.
-_MAX_WINDOW_STEPS = 20_000
 #: TaskIQ's loop wakes on the wall-clock second, but it sleeps on the monotonic clock and
 #: may wake a fraction of a millisecond early; a fire due that close counts as due.
 _LOOKAHEAD = timedelta(milliseconds=50)
 #: An unsent claim younger than this may still be on its way from the replica that made
 #: it; older ones are re-sent.
 _OUTBOX_DELAY = timedelta(seconds=2)
+#: A schedule this host cannot read is reported (logged, counted) at most this often by
+#: each replica: it stays due, and a report every second would bury the rest of the log.
+_UNREADABLE_REPORT_EVERY = timedelta(minutes=1)
+#: What reading a stored schedule's timing raises when the row cannot work on this host.
+_UNREADABLE = (JobsError, ValueError, OverflowError)
 _log = get_logger("jobs_service.scheduler")
 
 
@@ -65,15 +68,6 @@ class TickReport:
     skipped: list[tuple[int, datetime, str]] = field(default_factory=list)
     missed: int = 0
     resent: int = 0
-
-
-@dataclass(slots=True)
-class _Decision:
-    schedule: Schedule
-    fire_time: datetime | None
-    missed: int
-    missed_range: tuple[datetime, datetime] | None
-    next_fire_at: datetime | None
 
 
 class FireDispatcher:
@@ -92,6 +86,7 @@ class FireDispatcher:
         self._replica = replica
         self._grace_s = grace_s
         self._sent_at = datetime.now(UTC)  # when the last batch reached the broker
+        self._unreadable_reported: dict[int, datetime] = {}  # schedule id -> last report
 
     async def tick(self, now: datetime | None = None) -> TickReport:
         """Fire whatever is due at ``now`` (default: the current time)."""
@@ -104,45 +99,46 @@ class FireDispatcher:
 
     # -- deciding -----------------------------------------------------------------------
 
-    def _decide(self, schedule: Schedule, horizon: datetime) -> _Decision:
-        timing = timing_for(schedule)
-        window_start = horizon - timedelta(
-            seconds=max(float(schedule.catchup_window_s), self._grace_s)
-        )
-        current = schedule.next_fire_at
-        missed, first_missed, last_missed = 0, None, None
-        while current is not None and current < window_start:
-            if missed == _MAX_MISSED_COUNTED:  # a long outage: jump to the window
-                current = timing.next_after(window_start - timedelta(microseconds=1))
-                break
-            first_missed = first_missed or current
-            last_missed = current
-            missed += 1
-            current = timing.next_after(current)
-        latest = self._latest_due(timing, current, horizon)
-        missed_range = (first_missed, last_missed) if first_missed and last_missed else None
-        return _Decision(schedule, latest, missed, missed_range, timing.next_after(horizon))
+    def _decide_each(
+        self, due: Sequence[Schedule], horizon: datetime, now: datetime, report: TickReport
+    ) -> list[Decision]:
+        """A decision per schedule; one this host cannot read is reported and left out,
+        so it cannot stop the others from firing."""
+        decisions = []
+        for schedule in due:
+            try:
+                decisions.append(decide(schedule, horizon, self._grace_s))
+            except _UNREADABLE as exc:
+                self._report_unreadable(schedule, exc, now, report)
+            else:
+                self._unreadable_reported.pop(schedule.id, None)
+        return decisions
 
-    @staticmethod
-    def _latest_due(timing: Timing, first: datetime | None, horizon: datetime) -> datetime | None:
-        """The newest fire in ``[first, horizon]`` (coalescing), or None."""
-        if first is None or first > horizon:
-            return None
-        shortcut = getattr(timing, "last_at_or_before", None)
-        if shortcut is not None:
-            on_grid: datetime | None = shortcut(horizon)
-            return on_grid if on_grid is not None and on_grid > first else first
-        latest = first
-        current = timing.next_after(first)
-        for _ in range(_MAX_WINDOW_STEPS):
-            if current is None or current > horizon:
-                break
-            latest = current
-            current = timing.next_after(current)
-        return latest
+    def _report_unreadable(
+        self, schedule: Schedule, error: Exception, now: datetime, report: TickReport
+    ) -> None:
+        """Log and count a schedule whose timing cannot be read (an unknown zone, a bad
+        cron), once a minute while it lasts; a paused one would not fire anyway."""
+        last = self._unreadable_reported.get(schedule.id)
+        if not schedule.enabled or (last is not None and now - last < _UNREADABLE_REPORT_EVERY):
+            return
+        self._unreadable_reported[schedule.id] = now
+        due_at = schedule.next_fire_at or now
+        report.skipped.append((schedule.id, due_at, "invalid_timing"))
+        count_skip(schedule.name, "invalid_timing")
+        _log.error(
+            "schedule-invalid",
+            schedule_id=schedule.id,
+            schedule=schedule.name,
+            task=schedule.task,
+            reason="invalid_timing",
+            error=str(error)[:300],
+            due_at=due_at.isoformat(),
+            message="not fired until its timing is fixed (PATCH it) or this host can read it",
+        )
 
     def _claims(
-        self, decisions: list[_Decision], active: dict[int, int], buffered: set[int]
+        self, decisions: list[Decision], active: dict[int, int], buffered: set[int]
     ) -> tuple[list[repo.FireClaim], dict[tuple[int, datetime], RunRequest]]:
         claims: list[repo.FireClaim] = []
         requests: dict[tuple[int, datetime], RunRequest] = {}
@@ -190,7 +186,11 @@ class FireDispatcher:
             )
         except JobsError as exc:
             _log.error(
-                "schedule-invalid", schedule_id=schedule.id, task=schedule.task, error=str(exc)
+                "schedule-invalid",
+                schedule_id=schedule.id,
+                task=schedule.task,
+                reason="invalid_task",
+                error=str(exc),
             )
             return None
 
@@ -201,7 +201,7 @@ class FireDispatcher:
             due = await repo.due_schedules(session, horizon)
             if not due:
                 return
-            decisions = [self._decide(s, horizon) for s in due]
+            decisions = self._decide_each(due, horizon, now, report)
             connection = await session.connection()
             active = await repo.active_run_counts(
                 connection,
@@ -228,7 +228,7 @@ class FireDispatcher:
     async def _advance(
         self,
         connection: AsyncConnection,
-        decisions: list[_Decision],
+        decisions: list[Decision],
         won: set[tuple[int, datetime]],
         now: datetime,
     ) -> None:
@@ -363,7 +363,7 @@ class FireDispatcher:
 
     def _report(
         self,
-        decisions: list[_Decision],
+        decisions: list[Decision],
         *,
         claims: list[repo.FireClaim],
         won: set[tuple[int, datetime]],
@@ -383,7 +383,7 @@ class FireDispatcher:
                     schedule=schedule.name,
                     task=schedule.task,
                     missed=decision.missed,
-                    more=decision.missed >= _MAX_MISSED_COUNTED,
+                    more=decision.missed >= MAX_MISSED_COUNTED,
                     first=first.isoformat(),
                     last=last.isoformat(),
                     catchup_window_s=schedule.catchup_window_s,

@@ -8,6 +8,9 @@ kwargs) or *missed* (older than the catch-up window). A fire another replica cla
 that replica's to count. Misses and a paused schedule's skips are claimed by nobody: each
 replica that comes to them counts them, so with replicas they may count twice (they are
 signals to alert on, not exact tallies; claiming them would cost the tick a write each).
+A schedule whose timing this host cannot read has no fire times to decide: it counts as
+one ``invalid_timing`` skip per replica when first seen, then once a minute while it
+lasts.
 The label is the schedule's name (unique, and what operators read; schedules are few, so
 the label set stays small).
 
@@ -33,7 +36,7 @@ __all__ = [
 SCHEDULE_FIRES = Counter("jobs_schedule_fires", "Fire times that queued a run", ["schedule"])
 SCHEDULE_SKIPS = Counter(
     "jobs_schedule_skips",
-    "Fire times that queued no run (overlap, paused, invalid_task)",
+    "Fire times that queued no run (overlap, paused, invalid_task, invalid_timing)",
     ["schedule", "reason"],
 )
 SCHEDULE_MISSES = Counter(

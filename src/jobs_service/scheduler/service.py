@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 
 from jobs_service.core.errors import JobsError
-from jobs_service.core.timing import upcoming
+from jobs_service.core.timing import InvalidScheduleError, upcoming, validate_timezone
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import schedules as repo
 from jobs_service.scheduler.labels import split_label_schedule_name
@@ -31,7 +30,10 @@ from jobs_service.scheduler.specs import (
 from jobs_service.tasks.registry import TASK_NAME_PATTERN, UnknownTaskError
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from jobs_service.client import JobsClient
+    from jobs_service.core.timing import Timing
     from jobs_service.infrastructure.database import Database
     from jobs_service.infrastructure.models import JobRun
 
@@ -41,6 +43,7 @@ __all__ = [
     "ScheduleNotFoundError",
     "ScheduleService",
     "next_fires",
+    "timing_problem",
 ]
 
 _LABEL_EDITABLE = frozenset({"enabled", "paused_note"})
@@ -58,19 +61,39 @@ class ScheduleInvalidError(JobsError):
     """The schedule cannot work as submitted (e.g. a one-off time in the past)."""
 
 
+def _readable_timing(schedule: Schedule) -> tuple[Timing, ZoneInfo]:
+    """The schedule's timing and zone, or :class:`InvalidScheduleError` when this host
+    cannot read them (a zone its tz database lacks, a row another version wrote)."""
+    return timing_for(schedule), validate_timezone(schedule.timezone)
+
+
+def timing_problem(schedule: Schedule) -> str | None:
+    """Why this host cannot work out the schedule's fires, or None: such a schedule does
+    not fire here (the scheduler logs ``schedule-invalid``) and shows no next fires."""
+    try:
+        _readable_timing(schedule)
+    except InvalidScheduleError as exc:
+        return str(exc)
+    return None
+
+
 def next_fires(
     schedule: Schedule, *, now: datetime | None = None, count: int = 5
 ) -> list[dict[str, str]]:
     """The next fires as ``{"utc", "local"}`` ISO 8601 strings (local: the schedule's
-    zone); empty for a paused or finished schedule."""
+    zone); empty for a paused or finished schedule, or one whose timing this host cannot
+    read (see :func:`timing_problem`)."""
     if not schedule.enabled or schedule.finished_at is not None:
         return []
+    try:
+        timing, zone = _readable_timing(schedule)
+    except InvalidScheduleError:
+        return []
     now = now or datetime.now(UTC)
-    zone = ZoneInfo(schedule.timezone)
     start = schedule.next_fire_at
-    fires = upcoming(timing_for(schedule), now, count)
+    fires = upcoming(timing, now, count)
     if start is not None and start <= now:  # due right now: show it first
-        fires = [start, *upcoming(timing_for(schedule), start, count - 1)]
+        fires = [start, *upcoming(timing, start, count - 1)]
     return [
         {"utc": fire.isoformat().replace("+00:00", "Z"), "local": fire.astimezone(zone).isoformat()}
         for fire in fires[:count]
@@ -78,8 +101,11 @@ def next_fires(
 
 
 def _first_fire(schedule: Schedule, now: datetime) -> datetime:
-    """The next fire, or a clear error for a timing that can never fire."""
-    fire = timing_for(schedule).next_after(now)
+    """The next fire, or a clear error for a timing that cannot fire (or be read)."""
+    try:
+        fire = timing_for(schedule).next_after(now)
+    except InvalidScheduleError as exc:
+        raise ScheduleInvalidError(f"schedule: {exc}") from None
     if fire is None:
         msg = "the schedule would never fire (no future time matches its timing)"
         raise ScheduleInvalidError(msg)

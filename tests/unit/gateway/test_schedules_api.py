@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import update
 
 from jobs_service.broker import broker
 from jobs_service.gateway import create_app
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.models import Schedule
 from jobs_service.scheduler.labels import sync_label_schedules
 from tests.conftest import serve_app
 
@@ -169,6 +171,35 @@ async def test_names_label_schedules_use_or_could_use_are_409(
         assert refused.json()["type"].endswith("schedule-conflict")
         assert detail in refused.json()["detail"]
     assert other["name"] == "nightly_export"  # a task-like name no task has is free
+
+
+async def test_a_schedule_this_host_cannot_read_is_shown_with_no_next_fires(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A row whose zone this host's tz database lacks (written by a host with a newer
+    one) is shown, with no next fires and the reason, instead of a 500; fixing its
+    timing makes it whole again."""
+    app = await _app(make_settings)
+    async with serve_app(app) as client:
+        created = (await create(client, schedule=cron("0 9 * * 1", "Europe/Berlin"))).json()
+        path = f"/v1/schedules/{created['id']}"
+        async with app.state.runtime.database.engine.begin() as connection:
+            await connection.execute(
+                update(Schedule)
+                .where(Schedule.id == created["id"])
+                .values(timezone="America/Nowhere")
+            )
+        unreadable = await client.get(path)
+        fixed = await client.patch(path, json={"schedule": cron("0 9 * * 1", "Europe/Berlin")})
+    assert unreadable.status_code == 200, unreadable.text
+    assert unreadable.json()["next_fires"] == []
+    assert unreadable.json()["timing_error"] == (
+        "unknown timezone 'America/Nowhere' (use an IANA name such as Europe/Berlin)"
+    )
+    assert created["timing_error"] is None
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["timing_error"] is None
+    assert len(fixed.json()["next_fires"]) == 5
 
 
 async def test_label_schedules_are_listed_and_can_only_be_paused(

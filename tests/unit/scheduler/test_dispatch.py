@@ -1,4 +1,5 @@
-"""The fire dispatcher with a controlled clock: claims, catch-up, overlap, pause, once."""
+"""The fire dispatcher with a controlled clock: claims, catch-up, overlap, pause, once,
+and one schedule's trouble (unreadable timing, a pause or delete mid-tick) kept to it."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import update
 
 from jobs_service.broker import broker
 from jobs_service.client import EnqueueError
+from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.scheduler.specs import SchedulePatch
+from tests.support.logs import logged_lines
 from tests.support.scheduling import harness
 
 if TYPE_CHECKING:
@@ -348,3 +352,59 @@ async def test_overlap_skip_with_a_real_slow_task(make_settings: Callable[..., S
     assert [r.status for r in runs_after_first] == ["succeeded"]
     assert len(after.fired) == 1
     assert [r.scheduled_for for r in runs] == [T0, T0 + timedelta(minutes=2)]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "error"),
+    [
+        ("timezone", "America/Nowhere", "unknown timezone 'America/Nowhere'"),
+        ("cron", "61 * * * *", "minute 61 is out of range"),
+    ],
+)
+async def test_a_schedule_this_host_cannot_read_does_not_stop_the_others(
+    make_settings: Callable[..., Settings],
+    capfd: pytest.CaptureFixture[str],
+    column: str,
+    value: str,
+    error: str,
+) -> None:
+    """A row this host cannot turn into fire times (a zone its tz database lacks, a cron
+    another version accepted) is logged and skipped, once a minute while it lasts; the
+    other schedules due in the same ticks fire."""
+    async with harness(make_settings()) as h:
+        healthy = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},
+            overlap="allow",
+        )
+        broken = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *", "timezone": "Europe/Berlin"},
+        )
+        for schedule in (healthy, broken):
+            await h.set_next_fire(schedule.id, T0)
+        async with h.database.engine.begin() as connection:
+            await connection.execute(
+                update(Schedule).where(Schedule.id == broken.id).values({column: value})
+            )
+        dispatcher = h.dispatcher()
+        reports = [
+            await dispatcher.tick(T0 + timedelta(seconds=second, milliseconds=10))
+            for second in (0, 1, 2, 61)
+        ]
+        healthy_runs = await h.runs_of(healthy.id)
+        stored = await h.reload(broken.id)
+    assert [len(report.fired) for report in reports] == [1, 0, 0, 1]
+    assert [run.scheduled_for for run in healthy_runs] == [T0, T0 + timedelta(minutes=1)]
+    assert [report.skipped for report in reports] == [
+        [(broken.id, T0, "invalid_timing")],
+        [],
+        [],
+        [(broken.id, T0, "invalid_timing")],
+    ]
+    assert stored.next_fire_at == T0  # left as it was, for a host that can read it
+    logged = [line for line in logged_lines(capfd) if "schedule-invalid" in line]
+    assert len(logged) == 2
+    assert error in logged[0]

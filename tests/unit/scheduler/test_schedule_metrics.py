@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import update
 
+from jobs_service.infrastructure.models import Schedule
 from jobs_service.scheduler.specs import SchedulePatch
 from tests.support.scheduling import harness
 
@@ -64,6 +66,34 @@ async def test_missed_fire_times_are_counted_each(
         await h.dispatcher().tick(T0 + timedelta(minutes=10, seconds=30))
     assert _count("misses", schedule="metrics-missed") == 11
     assert _count("fires", schedule="metrics-missed") == 0
+
+
+async def test_an_unreadable_schedule_is_an_invalid_timing_skip_once_a_minute(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A schedule this host cannot read stays due at every tick; it is counted when
+    first seen and then once a minute, so an alert on it neither floods nor goes quiet
+    while the problem lasts."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            name="metrics-unreadable",
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *", "timezone": "Europe/Berlin"},
+        )
+        await h.set_next_fire(schedule.id, T0)
+        async with h.database.engine.begin() as connection:
+            await connection.execute(
+                update(Schedule).where(Schedule.id == schedule.id).values(timezone="Mars/Base")
+            )
+        dispatcher = h.dispatcher()
+        for second in range(3):
+            await dispatcher.tick(T0 + timedelta(seconds=second))
+        first_minute = _count("skips", schedule="metrics-unreadable", reason="invalid_timing")
+        await dispatcher.tick(T0 + timedelta(minutes=1))
+    assert first_minute == 1
+    assert _count("skips", schedule="metrics-unreadable", reason="invalid_timing") == 2
+    assert _count("misses", schedule="metrics-unreadable") == 0
 
 
 async def test_an_overlap_skip_is_counted_with_its_reason(

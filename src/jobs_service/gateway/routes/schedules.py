@@ -20,7 +20,7 @@ from jobs_service.gateway.schemas import (
 )
 from jobs_service.gateway.security import require_scope
 from jobs_service.infrastructure.repositories import schedules as repo
-from jobs_service.scheduler.service import ScheduleService, next_fires
+from jobs_service.scheduler.service import ScheduleService, next_fires, timing_problem
 from jobs_service.scheduler.specs import ScheduleDraft, SchedulePatch
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
@@ -54,6 +54,7 @@ async def _detail(svc: ScheduleService, schedule_id: int) -> ScheduleDetailOut:
         **ScheduleOut.of(schedule).model_dump(),
         next_fires=[FireTime(**fire) for fire in next_fires(schedule)],
         recent_runs=[RunOut.of(run) for run in recent],
+        timing_error=timing_problem(schedule),
     )
 
 
@@ -98,7 +99,8 @@ async def get_schedule(
     svc: Service,
     _: Annotated[str, Depends(require_scope("read"))],
 ) -> ScheduleDetailOut:
-    """``next_fires``: the next five, in UTC and in the schedule's zone."""
+    """``next_fires``: the next five, in UTC and in the schedule's zone (none, with
+    ``timing_error`` saying why, for a timing this host cannot read)."""
     return await _detail(svc, schedule_id)
 
 
