@@ -14,19 +14,21 @@ from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.models import JobRun, Schedule, ScheduleFire
 from jobs_service.infrastructure.repositories import runs as runs_repo
+from jobs_service.infrastructure.repositories import schedules as schedules_repo
 from jobs_service.scheduler.dispatch import FireDispatcher
 from jobs_service.scheduler.service import ScheduleService
 from jobs_service.scheduler.specs import ScheduleDraft
 from tests.support.run_events import finished_event
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from fastapi import FastAPI
+    from sqlalchemy.ext.asyncio import AsyncSession
 
     from jobs_service.core.settings import Settings
 
-__all__ = ["Harness", "harness"]
+__all__ = ["Harness", "committing_after_the_read", "harness"]
 
 
 class Harness:
@@ -109,3 +111,18 @@ async def harness(settings: Settings) -> AsyncIterator[Harness]:
     async with app.router.lifespan_context(app):
         yield Harness(app)
         await broker.wait_all()  # type: ignore[attr-defined]
+
+
+def committing_after_the_read(
+    change: Callable[[], Awaitable[object]],
+) -> Callable[[AsyncSession, datetime], Awaitable[list[Schedule]]]:
+    """A ``due_schedules`` (patch it into the repository) that lets an operator's change
+    commit right after a tick read the due schedules, before it claims any fire."""
+    read = schedules_repo.due_schedules
+
+    async def read_then_change(session: AsyncSession, horizon: datetime) -> list[Schedule]:
+        due = await read(session, horizon)
+        await change()
+        return due
+
+    return read_then_change

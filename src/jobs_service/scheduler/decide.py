@@ -40,6 +40,11 @@ class Decision:
     #: The first fire after the horizon; None when the schedule has no more fires.
     next_fire_at: datetime | None
 
+    @property
+    def wants_claim(self) -> bool:
+        """An enabled schedule with a fire to run now."""
+        return self.fire_time is not None and self.schedule.enabled
+
 
 def decide(schedule: Schedule, horizon: datetime, grace_s: float) -> Decision:
     """Decide a due schedule at ``horizon``.

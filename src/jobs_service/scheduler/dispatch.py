@@ -10,12 +10,14 @@ Every tick (once a second, on the second) a replica:
    schedule created, paused or re-timed a moment ago is seen as it is now; a copy kept
    between ticks would let a fire due soon after an API change wait for the copy's next
    refresh), decides each one on its own (:mod:`~jobs_service.scheduler.decide`; one
-   this host cannot read is reported and left out, the others go on), applies the
-   overlap policy,
-   claims the fire by inserting ``(schedule_id, fire_time)`` into ``schedule_fires``
-   together with the run's ``queued`` row, and moves ``next_fire_at`` on. The unique
-   key makes a fire that another replica (or an earlier life of this one) claimed a
-   no-op; rows are touched in schedule-id order so concurrent replicas cannot deadlock;
+   this host cannot read is reported and left out, the others go on), moves
+   ``next_fire_at`` on where the row is still as read (a pause, edit or delete
+   committed in between wins, and its schedule is left out of the rest of the tick),
+   applies the overlap policy and claims the fire by inserting ``(schedule_id,
+   fire_time)`` into ``schedule_fires`` together with the run's ``queued`` row. The
+   unique key makes a fire that another replica (or an earlier life of this one)
+   claimed a no-op; rows are touched in schedule-id order so concurrent replicas cannot
+   deadlock;
 4. sends the won runs in one pipelined round trip and marks their claims sent.
 """
 
@@ -25,13 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, case, func, update
-
 from jobs_service.client import EnqueueError, JobsClient, RunRequest
 from jobs_service.core.errors import JobsError
 from jobs_service.core.logging import get_logger
-from jobs_service.infrastructure.column_types import UTCDateTime
-from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import schedules as repo
 from jobs_service.scheduler.decide import MAX_MISSED_COUNTED, Decision, decide
@@ -40,9 +38,8 @@ from jobs_service.scheduler.metrics import count_fire, count_misses, count_skip
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
     from jobs_service.infrastructure.database import Database
+    from jobs_service.infrastructure.models import Schedule
 
 __all__ = ["FireDispatcher", "TickReport"]
 
@@ -137,6 +134,18 @@ class FireDispatcher:
             message="not fired until its timing is fixed (PATCH it) or this host can read it",
         )
 
+    @staticmethod
+    def _advance(decision: Decision, now: datetime) -> repo.Advance:
+        schedule = decision.schedule
+        return repo.Advance(
+            schedule_id=schedule.id,
+            read_next_fire_at=schedule.next_fire_at,
+            read_updated_at=schedule.updated_at,
+            next_fire_at=decision.next_fire_at,
+            last_fire_at=decision.fire_time if decision.wants_claim else schedule.last_fire_at,
+            finished_at=now if decision.next_fire_at is None else None,
+        )
+
     def _claims(
         self, decisions: list[Decision], active: dict[int, int], buffered: set[int]
     ) -> tuple[list[repo.FireClaim], dict[tuple[int, datetime], RunRequest]]:
@@ -144,7 +153,7 @@ class FireDispatcher:
         requests: dict[tuple[int, datetime], RunRequest] = {}
         for decision in decisions:
             schedule, fire_time = decision.schedule, decision.fire_time
-            if fire_time is None or not schedule.enabled:
+            if fire_time is None or not decision.wants_claim:
                 continue  # nothing due, or paused: its fires pass without a claim
             busy = active.get(schedule.id, 0) > 0
             if busy and schedule.overlap == "skip":
@@ -201,70 +210,30 @@ class FireDispatcher:
             due = await repo.due_schedules(session, horizon)
             if not due:
                 return
-            decisions = self._decide_each(due, horizon, now, report)
             connection = await session.connection()
+            decisions = self._decide_each(due, horizon, now, report)
+            claiming = [d for d in decisions if d.wants_claim]
             active = await repo.active_run_counts(
-                connection,
-                [
-                    d.schedule.id
-                    for d in decisions
-                    if d.fire_time is not None and d.schedule.overlap != "allow"
-                ],
+                connection, [d.schedule.id for d in claiming if d.schedule.overlap != "allow"]
             )
             buffered = (
                 {fire.schedule_id for fire in await repo.buffered_fires(connection)}
-                if any(d.schedule.overlap == "buffer_one" for d in decisions)
+                if any(d.schedule.overlap == "buffer_one" for d in claiming)
                 else set()
             )
-            claims, requests = self._claims(decisions, active, buffered)
+            # Reads done: from here the advanced rows stay locked until the commit.
+            advances = [self._advance(decision, now) for decision in decisions]
+            held = await repo.advance_schedules(connection, advances)
+            decisions = [d for d in decisions if d.schedule.id in held]
+            claims, requests = self._claims(
+                [d for d in decisions if d.wants_claim], active, buffered
+            )
             won = await repo.claim_fires(connection, claims, self._replica, now)
             sent = [requests[key] for key in sorted(won) if key in requests]
             await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])
-            await self._advance(connection, decisions, won, now)
         if not await self._send(sent, now):
             requests = {}  # claimed, in the outbox: reported when re-sent
         self._report(decisions, claims=claims, won=won, requests=requests, report=report)
-
-    async def _advance(
-        self,
-        connection: AsyncConnection,
-        decisions: list[Decision],
-        won: set[tuple[int, datetime]],
-        now: datetime,
-    ) -> None:
-        """Move ``next_fire_at`` on where the row still is as read (an operator's edit,
-        pause or resume in between wins; a second replica's advance is a no-op)."""
-        if not decisions:
-            return
-        rows = []
-        for d in decisions:
-            claimed = d.fire_time is not None and (d.schedule.id, d.fire_time) in won
-            rows.append(
-                {
-                    "b_id": d.schedule.id,
-                    "b_old": d.schedule.next_fire_at,
-                    "b_updated": d.schedule.updated_at,
-                    "b_next": d.next_fire_at,
-                    "b_last": d.fire_time if claimed else d.schedule.last_fire_at,
-                    "b_finished": now if d.next_fire_at is None else None,
-                }
-            )
-        finished = bindparam("b_finished", type_=UTCDateTime())
-        stmt = (
-            update(Schedule)
-            .where(
-                Schedule.id == bindparam("b_id"),
-                Schedule.next_fire_at == bindparam("b_old"),
-                Schedule.updated_at == bindparam("b_updated"),
-            )
-            .values(
-                next_fire_at=bindparam("b_next"),
-                last_fire_at=bindparam("b_last"),
-                finished_at=func.coalesce(finished, Schedule.finished_at),
-                enabled=case((finished.is_not(None), False), else_=Schedule.enabled),
-            )
-        )
-        await connection.execute(stmt, rows)
 
     async def _send(self, requests: list[RunRequest], now: datetime) -> bool:
         """Send and mark sent; on failure the claims stay in the outbox."""

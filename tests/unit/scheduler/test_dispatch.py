@@ -13,9 +13,10 @@ from jobs_service.broker import broker
 from jobs_service.client import EnqueueError
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import runs as runs_repo
+from jobs_service.infrastructure.repositories import schedules as schedules_repo
 from jobs_service.scheduler.specs import SchedulePatch
 from tests.support.logs import logged_lines
-from tests.support.scheduling import harness
+from tests.support.scheduling import committing_after_the_read, harness
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -408,3 +409,54 @@ async def test_a_schedule_this_host_cannot_read_does_not_stop_the_others(
     logged = [line for line in logged_lines(capfd) if "schedule-invalid" in line]
     assert len(logged) == 2
     assert error in logged[0]
+
+
+async def test_a_pause_committed_during_a_tick_is_respected(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's pause was acknowledged before the tick claimed the fire: no run."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items", kwargs={"items": []}, schedule={"type": "interval", "seconds": 60}
+        )
+        await h.set_next_fire(schedule.id, T0)
+
+        async def pause() -> None:
+            await h.service.update(schedule.id, SchedulePatch(enabled=False))
+
+        monkeypatch.setattr(schedules_repo, "due_schedules", committing_after_the_read(pause))
+        report = await h.dispatcher().tick(T0 + timedelta(milliseconds=10))
+        runs = await h.runs_of(schedule.id)
+        fires = await h.fires_of(schedule.id)
+        stored = await h.reload(schedule.id)
+    assert report.fired == []
+    assert runs == []
+    assert fires == []
+    assert stored.enabled is False
+
+
+async def test_a_delete_committed_during_a_tick_leaves_the_other_fires_alone(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schedule deleted between the tick's read and its claims is not claimed (its
+    claim would break the foreign key and with it the whole tick); the others fire."""
+    async with harness(make_settings()) as h:
+        doomed, healthy = [
+            await h.create(
+                task="count_items",
+                kwargs={"items": []},
+                schedule={"type": "interval", "seconds": 60},
+            )
+            for _ in range(2)
+        ]
+        for schedule in (doomed, healthy):
+            await h.set_next_fire(schedule.id, T0)
+
+        async def delete() -> None:
+            await h.service.delete(doomed.id)
+
+        monkeypatch.setattr(schedules_repo, "due_schedules", committing_after_the_read(delete))
+        report = await h.dispatcher().tick(T0 + timedelta(milliseconds=10))
+        runs = await h.runs_of(healthy.id)
+    assert [(sid, at) for sid, at, _ in report.fired] == [(healthy.id, T0)]
+    assert [run.scheduled_for for run in runs] == [T0]

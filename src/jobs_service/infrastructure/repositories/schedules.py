@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from jobs_service.infrastructure.column_types import UTCDateTime
 from jobs_service.infrastructure.models import ACTIVE_STATUSES, JobRun, Schedule, ScheduleFire
 
 if TYPE_CHECKING:
@@ -17,11 +18,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 __all__ = [
+    "Advance",
     "BufferedFire",
     "FireClaim",
     "ScheduleFilter",
     "UnsentClaim",
     "active_run_counts",
+    "advance_schedules",
     "buffered_fires",
     "claim_fires",
     "delete_fires_before",
@@ -174,6 +177,69 @@ async def claim_fires(
     )
     rows = (await connection.execute(stmt, [c.row(claimed_by, now) for c in claims])).all()
     return {(int(sid), fire_time) for sid, fire_time in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """Moving one due schedule on past a tick, as the tick read it."""
+
+    schedule_id: int
+    read_next_fire_at: datetime | None
+    read_updated_at: datetime
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    #: Set when the schedule has no more fires: it is finished (and disabled).
+    finished_at: datetime | None
+
+    def row(self) -> dict[str, Any]:
+        """Bind values for :func:`advance_schedules`."""
+        return {
+            "b_id": self.schedule_id,
+            "b_old": self.read_next_fire_at,
+            "b_updated": self.read_updated_at,
+            "b_next": self.next_fire_at,
+            "b_last": self.last_fire_at,
+            "b_finished": self.finished_at,
+        }
+
+
+async def advance_schedules(connection: AsyncConnection, advances: Sequence[Advance]) -> set[int]:
+    """Move ``next_fire_at`` on where a row is still as read; returns the ids of the rows
+    that are now as advanced, the only ones a tick may claim fires of.
+
+    A change committed since the read wins: an operator's edit, pause or resume (each
+    sets ``updated_at``) or a delete leaves its row out, so no fire is claimed for a
+    paused or deleted schedule. The UPDATE locks the rows it changes (in id order, the
+    order every replica uses) until the caller's transaction ends, so such a change
+    waits for the tick instead. A row another replica advanced the same way counts as
+    advanced: its claims then lose on the unique fire key.
+    """
+    if not advances:
+        return set()
+    finished = bindparam("b_finished", type_=UTCDateTime())
+    stmt = (
+        update(Schedule)
+        .where(
+            Schedule.id == bindparam("b_id"),
+            Schedule.next_fire_at == bindparam("b_old"),
+            Schedule.updated_at == bindparam("b_updated"),
+        )
+        .values(
+            next_fire_at=bindparam("b_next"),
+            last_fire_at=bindparam("b_last"),
+            finished_at=func.coalesce(finished, Schedule.finished_at),
+            enabled=case((finished.is_not(None), False), else_=Schedule.enabled),
+        )
+    )
+    ordered = sorted(advances, key=lambda advance: advance.schedule_id)
+    await connection.execute(stmt, [advance.row() for advance in ordered])
+    wanted = {a.schedule_id: (a.next_fire_at, a.read_updated_at) for a in ordered}
+    now_stored = await connection.execute(
+        select(Schedule.id, Schedule.next_fire_at, Schedule.updated_at).where(
+            Schedule.id.in_(list(wanted))
+        )
+    )
+    return {int(i) for i, nxt, upd in now_stored.all() if wanted[int(i)] == (nxt, upd)}
 
 
 async def schedules_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[Schedule]:
