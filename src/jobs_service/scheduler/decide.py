@@ -2,7 +2,9 @@
 
 Pure: a stored schedule and the tick's horizon in, a :class:`Decision` out; the
 dispatcher claims, advances and reports it. Fires older than the catch-up window (at
-least the grace) are *missed*; of the rest only the newest runs (*coalesced*).
+least the grace) are *missed*; of the rest only the newest runs (*coalesced*). A paused
+schedule's fires are neither run nor missed: it only moves on, so the fires a pause
+passed over (through a scheduler restart, say) are not reported as missed.
 """
 
 from __future__ import annotations
@@ -55,7 +57,10 @@ def decide(schedule: Schedule, horizon: datetime, grace_s: float) -> Decision:
     timing = timing_for(schedule)
     window = max(float(schedule.catchup_window_s), grace_s)
     window_start = horizon - timedelta(seconds=window)
-    first, missed, missed_range = _walk_missed(timing, schedule.next_fire_at, window_start)
+    if schedule.enabled:
+        first, missed, missed_range = _walk_missed(timing, schedule.next_fire_at, window_start)
+    else:
+        first, missed, missed_range = _skip_to(timing, schedule.next_fire_at, window_start), 0, None
     latest = _latest_due(timing, first, horizon)
     return Decision(schedule, latest, missed, missed_range, timing.next_after(horizon))
 
@@ -75,6 +80,13 @@ def _walk_missed(
         current = timing.next_after(current)
     missed_range = (first_missed, last_missed) if first_missed and last_missed else None
     return current, missed, missed_range
+
+
+def _skip_to(timing: Timing, current: datetime | None, window_start: datetime) -> datetime | None:
+    """The first fire inside the window, without counting the ones before it."""
+    if current is None or current >= window_start:
+        return current
+    return timing.next_after(window_start - _JUST_BEFORE)
 
 
 def _latest_due(timing: Timing, first: datetime | None, horizon: datetime) -> datetime | None:

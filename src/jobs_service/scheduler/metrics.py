@@ -4,13 +4,13 @@ Every fire time a replica decides ends in exactly one of them: *fired* (a run wa
 claimed and queued; a buffered fire counts when its run starts, a fire whose send
 failed when it was claimed, since the outbox re-sends that same run), *skipped* (no run:
 the overlap policy, a paused schedule, a task that no longer takes the schedule's
-kwargs) or *missed* (older than the catch-up window). A fire another replica claimed is
-that replica's to count. Misses and a paused schedule's skips are claimed by nobody: each
-replica that comes to them counts them, so with replicas they may count twice (they are
-signals to alert on, not exact tallies; claiming them would cost the tick a write each).
-A schedule whose timing this host cannot read has no fire times to decide: it counts as
-one ``invalid_timing`` skip per replica when first seen, then once a minute while it
-lasts.
+kwargs) or *missed* (older than the catch-up window; a paused schedule misses nothing).
+A fire another replica claimed is that replica's to count. Misses and a paused
+schedule's skips are claimed by nobody: each replica that comes to them counts them, so
+with replicas they may count twice (they are signals to alert on, not exact tallies;
+claiming them would cost the tick a write each). A schedule whose timing this host
+cannot read has no fire times to decide: it counts as one ``invalid_timing`` skip per
+replica when first seen, then once a minute while it lasts.
 The label is the schedule's name (unique, and what operators read; schedules are few, so
 the label set stays small).
 

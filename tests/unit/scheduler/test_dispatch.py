@@ -411,6 +411,29 @@ async def test_a_schedule_this_host_cannot_read_does_not_stop_the_others(
     assert error in logged[0]
 
 
+async def test_a_paused_schedule_moves_on_without_misses_after_downtime(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Scheduler away for three minutes while a schedule was paused: nothing was due to
+    run, so nothing is missed (no JobsScheduleMissed alert); its next fire moves on."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},
+        )
+        await h.service.update(schedule.id, SchedulePatch(enabled=False, paused_note="on hold"))
+        await h.set_next_fire(schedule.id, T0)
+        report = await h.dispatcher().tick(T0 + timedelta(minutes=3, milliseconds=10))
+        stored = await h.reload(schedule.id)
+        runs = await h.runs_of(schedule.id)
+    assert report.missed == 0
+    assert report.fired == []
+    assert report.skipped == [(schedule.id, T0 + timedelta(minutes=3), "paused")]
+    assert stored.next_fire_at == T0 + timedelta(minutes=4)
+    assert runs == []
+
+
 async def test_a_pause_committed_during_a_tick_is_respected(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,6 +68,25 @@ async def test_missed_fire_times_are_counted_each(
     assert _count("fires", schedule="metrics-missed") == 0
 
 
+async def test_a_paused_schedule_counts_no_misses_after_downtime(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A paused schedule had nothing to run while the schedulers were away, so nothing
+    it passed over counts as missed (JobsScheduleMissed fires on any miss)."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            name="metrics-paused-downtime",
+            task="count_items",
+            kwargs={"items": []},
+            schedule=EVERY_MINUTE,
+        )
+        await h.service.update(schedule.id, SchedulePatch(enabled=False))
+        await h.set_next_fire(schedule.id, T0)
+        await h.dispatcher().tick(T0 + timedelta(minutes=3, milliseconds=10))
+    assert _count("misses", schedule="metrics-paused-downtime") == 0
+    assert _count("skips", schedule="metrics-paused-downtime", reason="paused") == 1
+
+
 async def test_an_unreadable_schedule_is_an_invalid_timing_skip_once_a_minute(
     make_settings: Callable[..., Settings],
 ) -> None:
