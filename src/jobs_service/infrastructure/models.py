@@ -170,6 +170,8 @@ class ScheduleFire(Base):
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     claimed_by: Mapped[str] = mapped_column(String(200))
+    #: When the fire was claimed (a buffered one: when it started), or last leased by an
+    #: outbox re-send; the outbox leaves an unsent claim alone for two seconds after it.
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     #: When the run's message reached the broker; NULL on an ``enqueued`` claim means
     #: "committed but not sent yet" (the outbox the scheduler re-sends from).

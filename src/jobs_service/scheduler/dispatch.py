@@ -3,8 +3,9 @@
 Every tick (once a second, on the second) a replica:
 
 1. re-sends the *outbox*: claims committed with their run but not yet sent (the replica
-   that made them died, or the broker refused or answered ambiguously). The same run id
-   is sent again, so a fire is neither lost nor claimed twice;
+   that made them died, or the broker refused or answered ambiguously). It first leases
+   them (one UPDATE), so each is sent again by one replica, with the same run id: a
+   fire is neither lost nor claimed twice;
 2. starts buffered fires (``buffer_one``) whose schedule has no active run any more;
 3. in one transaction, reads the schedules that are due now (one indexed query, so a
    schedule created, paused or re-timed a moment ago is seen as it is now; a copy kept
@@ -47,7 +48,7 @@ __all__ = ["FireDispatcher", "TickReport"]
 #: may wake a fraction of a millisecond early; a fire due that close counts as due.
 _LOOKAHEAD = timedelta(milliseconds=50)
 #: An unsent claim younger than this may still be on its way from the replica that made
-#: it; older ones are re-sent.
+#: (or last leased) it; older ones are re-sent.
 _OUTBOX_DELAY = timedelta(seconds=2)
 #: A schedule this host cannot read is reported (logged, counted) at most this often by
 #: each replica: it stays due, and a report every second would bury the rest of the log.
@@ -256,7 +257,7 @@ class FireDispatcher:
 
     async def _resend_unsent(self, now: datetime, report: TickReport) -> None:
         async with self._database.engine.begin() as connection:
-            unsent = await repo.unsent_claims(connection, now - _OUTBOX_DELAY)
+            unsent = await repo.lease_unsent_claims(connection, now - _OUTBOX_DELAY, now)
         if not unsent:
             return
         try:
@@ -306,7 +307,7 @@ class FireDispatcher:
                     await repo.drop_buffered(connection, fire.schedule_id)
                     dropped.append((schedule.name, "invalid_task"))
                     continue
-                if await repo.take_buffered_fire(connection, fire.id, request.run_id):
+                if await repo.take_buffered_fire(connection, fire.id, request.run_id, now):
                     sent.append(request)
                     started.append(schedule.name)
             await runs.insert_queued_runs(connection, [r.queued_row() for r in sent])

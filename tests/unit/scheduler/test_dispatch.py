@@ -4,13 +4,13 @@ and one schedule's trouble (unreadable timing, a pause or delete mid-tick) kept 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import update
 
 from jobs_service.broker import broker
-from jobs_service.client import EnqueueError
+from jobs_service.client import EnqueueError, JobsClient
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.infrastructure.repositories import schedules as schedules_repo
@@ -19,8 +19,9 @@ from tests.support.logs import logged_lines
 from tests.support.scheduling import committing_after_the_read, harness
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
+    from jobs_service.client import RunRequest
     from jobs_service.core.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -432,6 +433,44 @@ async def test_a_paused_schedule_moves_on_without_misses_after_downtime(
     assert report.skipped == [(schedule.id, T0 + timedelta(minutes=3), "paused")]
     assert stored.next_fire_at == T0 + timedelta(minutes=4)
     assert runs == []
+
+
+async def test_a_released_buffered_fire_is_left_to_the_replica_sending_it(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buffered fire waited minutes; the replica that starts it is still sending when
+    another replica ticks. The fire counts as claimed when it was taken, not when it
+    was buffered, so the other replica's outbox does not send the same run again."""
+    async with harness(make_settings()) as h:
+        schedule = await h.create(
+            task="count_items",
+            kwargs={"items": []},
+            schedule={"type": "cron", "cron": "* * * * *"},  # no other fire before T0+60s
+            overlap="buffer_one",
+        )
+        await h.set_next_fire(schedule.id, T0)
+        await h.add_active_run(schedule.id, "d" * 32, T0 - timedelta(seconds=30))
+        starter, other = h.dispatcher("replica-1"), h.dispatcher("replica-2")
+        await starter.tick(T0 + timedelta(milliseconds=10))
+        await h.finish_run("d" * 32, T0 + timedelta(seconds=20))
+        released_at = T0 + timedelta(seconds=21)
+        sent: list[str] = []
+        real_send = JobsClient.send
+
+        async def send_while_the_other_ticks(
+            client: JobsClient, requests: Sequence[RunRequest], wire: Any = None
+        ) -> None:
+            sent.extend(request.run_id for request in requests)
+            if len(sent) == 1:
+                await other.tick(released_at + timedelta(milliseconds=5))
+            await real_send(client, requests, wire)
+
+        monkeypatch.setattr(JobsClient, "send", send_while_the_other_ticks)
+        released = await starter.tick(released_at)
+        runs = await h.runs_of(schedule.id)
+    assert [at for _, at, _ in released.fired] == [T0]
+    assert len(sent) == 1
+    assert [run.run_id for run in runs] == ["d" * 32, *sent]
 
 
 async def test_a_pause_committed_during_a_tick_is_respected(

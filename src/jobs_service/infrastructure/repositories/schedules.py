@@ -32,12 +32,12 @@ __all__ = [
     "drop_buffered",
     "due_schedules",
     "get_schedule",
+    "lease_unsent_claims",
     "list_schedules",
     "mark_sent",
     "recent_runs",
     "schedules_by_ids",
     "take_buffered_fire",
-    "unsent_claims",
 ]
 
 
@@ -264,12 +264,19 @@ class UnsentClaim:
     run_id: str
 
 
-async def unsent_claims(
-    connection: AsyncConnection, claimed_before: datetime, limit: int = 500
+async def lease_unsent_claims(
+    connection: AsyncConnection, claimed_before: datetime, now: datetime, limit: int = 500
 ) -> list[UnsentClaim]:
-    """Enqueued claims without ``sent_at`` older than ``claimed_before`` (the outbox)."""
-    query = (
-        select(ScheduleFire.id, ScheduleFire.run_id)
+    """Take the outbox: enqueued claims without ``sent_at`` whose ``claimed_at`` is older
+    than ``claimed_before``, leased to the caller by setting ``claimed_at`` to ``now``.
+
+    One statement, so two replicas never take the same claim: on PostgreSQL a claim
+    another replica is leasing is skipped (``SKIP LOCKED``), and one it has leased no
+    longer matches; SQLite runs one writer at a time. The lease lasts as long as a fresh
+    claim is left alone; a claim whose send failed is taken again after that.
+    """
+    oldest = (
+        select(ScheduleFire.id)
         .where(
             ScheduleFire.outcome == "enqueued",
             ScheduleFire.sent_at.is_(None),
@@ -277,12 +284,16 @@ async def unsent_claims(
         )
         .order_by(ScheduleFire.claimed_at)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return [
-        UnsentClaim(int(i), str(r))
-        for i, r in (await connection.execute(query)).all()
-        if r is not None
-    ]
+    lease = (
+        update(ScheduleFire)
+        .where(ScheduleFire.id.in_(oldest.scalar_subquery()))
+        .values(claimed_at=now)
+        .returning(ScheduleFire.id, ScheduleFire.run_id)
+    )
+    rows = (await connection.execute(lease)).all()
+    return [UnsentClaim(int(i), str(r)) for i, r in rows if r is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,11 +326,15 @@ async def drop_buffered(connection: AsyncConnection, schedule_id: int) -> None:
     )
 
 
-async def take_buffered_fire(connection: AsyncConnection, fire_id: int, run_id: str) -> bool:
-    """Atomically turn a buffered fire into an enqueued one; False if another replica did."""
+async def take_buffered_fire(
+    connection: AsyncConnection, fire_id: int, run_id: str, now: datetime
+) -> bool:
+    """Atomically turn a buffered fire into an enqueued one claimed ``now`` (so the
+    outbox leaves it to this caller's send, as it does a fresh claim); False if another
+    replica did."""
     result = await connection.execute(
         update(ScheduleFire)
         .where(ScheduleFire.id == fire_id, ScheduleFire.outcome == "buffered")
-        .values(outcome="enqueued", run_id=run_id)
+        .values(outcome="enqueued", run_id=run_id, claimed_at=now)
     )
     return bool(result.rowcount)
