@@ -62,6 +62,7 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
         check_settings,
         describe_settings,
         environment_findings,
+        label_schedule_findings,
     )
     from jobs_service.tasks.registry import list_tasks  # noqa: PLC0415
 
@@ -74,11 +75,15 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
     names = list(infos) if infos is not None else None
     for line in describe_settings(settings, names or []):
         print(line)
-    findings = [
-        *module_problems,
-        *check_settings(settings, names, takes_event=_event_taker(infos or {})),
-        *environment_findings(os.environ),
-    ]
+    findings = sorted(
+        [
+            *module_problems,
+            *check_settings(settings, names, takes_event=_event_taker(infos or {})),
+            *label_schedule_findings(list((infos or {}).values())),
+            *environment_findings(os.environ),
+        ],
+        key=lambda finding: finding.level != "problem",
+    )
     for finding in findings:
         sys.stderr.write(f"{finding}\n")
     return EXIT_FAILED if any(finding.level == "problem" for finding in findings) else 0

@@ -35,12 +35,14 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
     from jobs_service.core.settings import DomainApiSettings, GraphSettings
+    from jobs_service.tasks.registry import TaskInfo
 
 __all__ = [
     "Finding",
     "check_settings",
     "describe_settings",
     "environment_findings",
+    "label_schedule_findings",
     "toml_error_message",
     "validation_findings",
 ]
@@ -276,6 +278,19 @@ def check_settings(
         *_plain_http(settings),
     ]
     return sorted(findings, key=lambda finding: finding.level != "problem")
+
+
+def label_schedule_findings(tasks: Sequence[TaskInfo]) -> list[Finding]:
+    """Schedule labels the scheduler would leave out (a cron or zone that cannot be a
+    schedule) or whose every fire would be skipped (required arguments): at start-up
+    they are only log lines, so ``check`` makes them problems a developer sees."""
+    from jobs_service.scheduler.labels import label_schedule_problems  # noqa: PLC0415
+
+    return [
+        _problem("task_modules", f"task {info.name!r}: {problem}")
+        for info in tasks
+        for problem in label_schedule_problems(info)
+    ]
 
 
 def environment_findings(environ: Mapping[str, str]) -> list[Finding]:

@@ -25,7 +25,7 @@ from jobs_service.core.timezones import require_portable_timezone
 from jobs_service.core.timing import CronTiming
 from jobs_service.infrastructure.models import Schedule
 from jobs_service.scheduler.specs import timing_for
-from jobs_service.tasks.registry import list_tasks
+from jobs_service.tasks.registry import InvalidKwargsError, list_tasks
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -35,11 +35,13 @@ if TYPE_CHECKING:
 
     from jobs_service.core.settings import Settings
     from jobs_service.infrastructure.database import Database
+    from jobs_service.tasks.registry import TaskInfo
 
 __all__ = [
     "REMOVED_NOTE",
     "configured_services",
     "label_schedule_name",
+    "label_schedule_problems",
     "split_label_schedule_name",
     "sync_label_schedules",
 ]
@@ -63,6 +65,39 @@ def split_label_schedule_name(name: str) -> tuple[str, int | None]:
     return match["task"], int(match["number"])
 
 
+def _timing_problem(cron: str, zone: str) -> str | None:
+    """Why a schedule label cannot become a schedule, or None."""
+    try:
+        require_portable_timezone(zone)
+        CronTiming(cron, zone)
+    except JobsError as exc:
+        return str(exc)
+    return None
+
+
+def _arguments_problem(info: TaskInfo) -> str | None:
+    """Why the task cannot run with no arguments (every label fire has none), or None."""
+    try:
+        info.validate_kwargs({})
+    except InvalidKwargsError as exc:
+        return str(exc)
+    return None
+
+
+def label_schedule_problems(info: TaskInfo) -> list[str]:
+    """What is wrong with a task's ``schedule`` labels, for ``jobsctl check``: a cron or
+    zone that cannot be a schedule (the scheduler leaves it out), or required arguments
+    (a label fire passes none, so every fire would be skipped)."""
+    problems = [
+        f"schedule label {cron!r}: {problem}"
+        for cron in info.schedules
+        if (problem := _timing_problem(cron, info.timezone)) is not None
+    ]
+    if info.schedules and (problem := _arguments_problem(info)) is not None:
+        problems.append(f"schedule label fires with no arguments, but {problem}")
+    return problems
+
+
 def configured_services(settings: Settings) -> frozenset[str]:
     """What a task's ``needs`` label may name and this deployment has configured."""
     available = set()
@@ -81,13 +116,19 @@ def _wanted(broker: AsyncBroker, available: frozenset[str]) -> dict[str, tuple[s
             # Firing it would only fail every time with a configuration error.
             continue
         for index, cron in enumerate(info.schedules):
-            try:
-                require_portable_timezone(info.timezone)
-                CronTiming(cron, info.timezone)
-            except JobsError as exc:
-                _log.error("label-schedule-invalid", task=info.name, cron=cron, error=str(exc))
+            problem = _timing_problem(cron, info.timezone)
+            if problem is not None:
+                _log.error("label-schedule-invalid", task=info.name, cron=cron, error=problem)
                 continue
             wanted[label_schedule_name(info.name, index)] = (info.name, cron, info.timezone)
+        problem = _arguments_problem(info) if info.schedules else None
+        if problem is not None:
+            _log.error(
+                "label-schedule-invalid",
+                task=info.name,
+                error=problem,
+                message="its fires are skipped until the task runs with no arguments",
+            )
     return wanted
 
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from jobs_service.cli.config_check import Finding, check_settings, validation_findings
 from jobs_service.cli.main import main
 from jobs_service.core.settings import Settings
+from jobs_service.core.summary import Summary, make_summary
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -435,6 +436,40 @@ def test_task_names_must_be_verb_noun(make_settings: Callable[..., Settings]) ->
             "tenant_id (or token_url), client_secret, sender not set; "
             "the jobs that use Graph will fail",
         ),
+    ]
+
+
+async def _sync_account(account: str) -> Summary:
+    """A task that cannot run without an argument."""
+    del account
+    return make_summary()
+
+
+def test_schedule_labels_that_cannot_work_are_problems(jobsctl: Run) -> None:
+    """A label cron or zone the scheduler would leave out, and a label on a task with
+    required arguments (every fire would be skipped), fail the check by name; the
+    scheduler would only log them when it starts."""
+    from jobs_service.broker import broker  # noqa: PLC0415
+
+    broker.register_task(_sync_account, "sync_account", schedule=["*/5 * * * *", "0 25 * * *"])
+    broker.register_task(
+        _sync_account, "sync_local_account", schedule="0 9 * * *", timezone="UTC+2"
+    )
+    try:
+        result = jobsctl("")
+    finally:
+        broker.local_task_registry.pop("sync_account", None)
+        broker.local_task_registry.pop("sync_local_account", None)
+    assert result.code == 1
+    assert result.err == [
+        "problem: task_modules: task 'sync_account': schedule label '0 25 * * *': "
+        "cron '0 25 * * *': hour 25 is out of range 0-23",
+        "problem: task_modules: task 'sync_account': schedule label fires with no "
+        "arguments, but invalid kwargs for sync_account: account: Field required",
+        "problem: task_modules: task 'sync_local_account': schedule label '0 9 * * *': "
+        "unknown timezone 'UTC+2' (use an IANA name such as Europe/Berlin)",
+        "problem: task_modules: task 'sync_local_account': schedule label fires with no "
+        "arguments, but invalid kwargs for sync_local_account: account: Field required",
     ]
 
 

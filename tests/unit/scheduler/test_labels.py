@@ -1,5 +1,5 @@
-"""Label schedules follow the code; operators' pauses survive a sync; a name taken by an
-API schedule leaves that one label schedule out, never the whole sync."""
+"""Label schedules follow the code; operators' pauses survive a sync; a label that cannot
+become a working schedule is named, and never stops the sync."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ from jobs_service.core.summary import Summary, make_summary
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.models import Schedule
-from jobs_service.scheduler.labels import REMOVED_NOTE, sync_label_schedules
+from jobs_service.scheduler.labels import (
+    REMOVED_NOTE,
+    label_schedule_problems,
+    sync_label_schedules,
+)
+from jobs_service.tasks.registry import find_task
 from tests.support.logs import logged_lines
 from tests.support.scheduling import harness
 
@@ -27,6 +32,12 @@ pytestmark = pytest.mark.anyio
 
 async def _report() -> Summary:
     """A task whose labels the test rewrites."""
+    return make_summary()
+
+
+async def _sync_account(account: str) -> Summary:
+    """A task that cannot run without an argument."""
+    del account
     return make_summary()
 
 
@@ -151,3 +162,47 @@ async def test_a_label_in_a_zone_hosts_read_differently_is_left_out(
     invalid = [line for line in logged_lines(capfd) if "label-schedule-invalid" in line]
     assert len(invalid) == 1
     assert "timezone 'localtime' is not a place" in invalid[0]
+
+
+def test_label_problems_name_the_cron_the_zone_and_required_arguments() -> None:
+    """What ``jobsctl check`` reports for schedule labels that could never fire or
+    whose every fire would be skipped (a label fire passes no arguments)."""
+    broker.register_task(_sync_account, "sync_account", schedule=["*/5 * * * *", "61 * * * *"])
+    broker.register_task(_report, "send_local_report", schedule="0 9 * * *", timezone="localtime")
+    try:
+        arguments = label_schedule_problems(find_task(broker, "sync_account"))
+        zone = label_schedule_problems(find_task(broker, "send_local_report"))
+    finally:
+        broker.local_task_registry.pop("sync_account", None)
+        broker.local_task_registry.pop("send_local_report", None)
+    assert arguments == [
+        "schedule label '61 * * * *': cron '61 * * * *': minute 61 is out of range 0-59",
+        "schedule label fires with no arguments, but invalid kwargs for sync_account: "
+        "account: Field required",
+    ]
+    assert zone == [
+        "schedule label '0 9 * * *': timezone 'localtime' is not a place and differs "
+        "between hosts (use an IANA name such as Europe/Berlin)"
+    ]
+    assert label_schedule_problems(find_task(broker, "check_system_health")) == []
+
+
+async def test_a_label_on_a_task_with_required_arguments_is_named_at_start(
+    make_settings: Callable[..., Settings], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A label fire passes no arguments, so every fire of this one will be skipped: the
+    start says so once, and the schedule is still synced, for operators to see."""
+    settings = make_settings()
+    database = Database(settings.database_url, settings.database)
+    await migrate.upgrade(database)
+    broker.register_task(_sync_account, "sync_account", schedule="*/5 * * * *")
+    try:
+        await sync_label_schedules(database, broker)
+        labels = await _labels(database)
+    finally:
+        broker.local_task_registry.pop("sync_account", None)
+        await database.close()
+    assert labels["sync_account"].cron == "*/5 * * * *"
+    invalid = [line for line in logged_lines(capfd) if "label-schedule-invalid" in line]
+    assert len(invalid) == 1
+    assert "invalid kwargs for sync_account: account: Field required" in invalid[0]
