@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfoNotFoundError
 
 from jobs_service.cli.context import run_async, shared_broker
 from jobs_service.cli.errors import EXIT_FAILED, CliError
 from jobs_service.cli.output import print_table
+from jobs_service.core.errors import JobsError
 
 if TYPE_CHECKING:
     import argparse
@@ -26,15 +28,26 @@ def _timing(schedule: Schedule) -> str:
     return f"once at {schedule.at.isoformat() if schedule.at else '?'}"
 
 
+def _one_line(exc: Exception) -> CliError:
+    """The line (and exit code) for an error of a schedules action: 1 when the schedule
+    is missing or the broker is down, 2 when the action cannot be done as asked (a
+    conflict, a finished one-off resumed, a task a deploy removed or changed)."""
+    from jobs_service.client import EnqueueError  # noqa: PLC0415
+    from jobs_service.scheduler.service import ScheduleNotFoundError  # noqa: PLC0415
+
+    if isinstance(exc, ZoneInfoNotFoundError):
+        return CliError(f"the schedule's timezone is unknown on this host: {exc}")
+    if isinstance(exc, ScheduleNotFoundError | EnqueueError):
+        return CliError(str(exc), EXIT_FAILED)
+    return CliError(str(exc))
+
+
 def schedules(args: argparse.Namespace, settings: Settings) -> int:
     """Dispatch the ``schedules`` actions."""
-    from jobs_service.client import EnqueueError  # noqa: PLC0415
     from jobs_service.gateway.app import create_app  # noqa: PLC0415
     from jobs_service.gateway.schemas import RunOut, ScheduleOut  # noqa: PLC0415
     from jobs_service.infrastructure.repositories import schedules as repo  # noqa: PLC0415
     from jobs_service.scheduler.service import (  # noqa: PLC0415
-        ScheduleConflictError,
-        ScheduleNotFoundError,
         ScheduleService,
         next_fires,
         timing_problem,
@@ -88,12 +101,8 @@ def schedules(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         result = run_async(act())
-    except ScheduleNotFoundError as exc:
-        raise CliError(str(exc), EXIT_FAILED) from None
-    except ScheduleConflictError as exc:
-        raise CliError(str(exc)) from None
-    except EnqueueError as exc:
-        raise CliError(str(exc), EXIT_FAILED) from None
+    except (JobsError, ZoneInfoNotFoundError) as exc:
+        raise _one_line(exc) from None
     if args.action != "list":
         print(json.dumps(result, indent=2))
         return 0

@@ -341,3 +341,69 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, comman
         f"jobsctl {command}: cannot listen on 127.0.0.1:{port}: the port is in use"
     )
     assert not (tmp_path / "var" / "jobs.db").exists()
+
+
+def test_schedules_actions_that_cannot_be_done_are_one_line(tmp_path: Path) -> None:
+    """Resuming a finished one-off, or triggering a schedule whose task a deploy removed
+    or changed, is one line and exit 2 (like `enqueue` of such a task), not a traceback;
+    a schedule whose zone this host lacks is shown, with no next fires and the reason."""
+    import asyncio  # noqa: PLC0415
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from jobs_service.core.settings import Settings  # noqa: PLC0415
+    from jobs_service.infrastructure import migrate  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+    from jobs_service.infrastructure.models import Schedule  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    rows = {
+        "finished-once": {"kind": "once", "at": now - timedelta(days=1), "finished_at": now},
+        "retired-task": {"kind": "interval", "interval_s": 60, "task": "retire_me"},
+        "changed-kwargs": {"kind": "interval", "interval_s": 60, "kwargs": {"items": 5}},
+        "unknown-zone": {"kind": "cron", "cron": "0 9 * * 1", "timezone": "America/Nowhere"},
+        "paused-unknown-zone": {"kind": "cron", "cron": "0 9 * * 1", "timezone": "Mars/Base"},
+    }
+
+    async def prepare() -> dict[str, int]:
+        settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/var/jobs.db")
+        database = Database(settings.database_url, settings.database)
+        await migrate.upgrade(database)
+        schedules = {
+            name: Schedule(
+                **{"task": "count_items", "kwargs": {"items": []}, **columns},
+                name=name,
+                enabled=name not in ("finished-once", "paused-unknown-zone"),
+                anchor_at=now,
+                source="api",
+                created_at=now,
+                updated_at=now,
+            )
+            for name, columns in rows.items()
+        }
+        async with database.sessions.begin() as session:
+            session.add_all(schedules.values())
+        await database.close()
+        return {name: schedule.id for name, schedule in schedules.items()}
+
+    ids = {name: str(sid) for name, sid in asyncio.run(prepare()).items()}
+    env = {"JOBS_TASK_MODULES": "tests.support.sample_tasks"}
+    refused = {
+        "resume finished-once": "the schedule would never fire",
+        "trigger retired-task": "no task named 'retire_me' is registered",
+        "trigger changed-kwargs": "invalid kwargs for count_items: items",
+        "resume paused-unknown-zone": "unknown timezone 'Mars/Base'",
+    }
+    for command, message in refused.items():
+        action, name = command.split()
+        result = jobsctl("schedules", action, ids[name], env=env, cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (command, result.stderr)
+        assert result.stderr.startswith("jobsctl schedules: "), command
+        assert message in result.stderr, command
+    shown = jobsctl("schedules", "show", ids["unknown-zone"], env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["next_fires"] == []
+    assert detail["timing_error"] == (
+        "unknown timezone 'America/Nowhere' (use an IANA name such as Europe/Berlin)"
+    )
