@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 import orjson
 from pydantic import ValidationError
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from taskiq import TaskiqMessage, TaskiqMiddleware
 from taskiq.utils import maybe_awaitable
 
@@ -47,7 +47,7 @@ from jobs_service.tasks.registry import InvalidKwargsError, TaskInfo, find_task
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-    from sqlalchemy.ext.asyncio import AsyncTransaction
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
     from taskiq import AsyncBroker
     from taskiq.message import BrokerMessage
 
@@ -76,6 +76,10 @@ FIRST_CHUNK = 100
 #: Runs an operator may retry, and runs an operator may cancel.
 RETRYABLE_STATUSES = ("failed", "dead", "cancelled")
 CANCELLABLE_STATUSES = ("queued", "running", "retrying")
+#: PostgreSQL's ``lock_not_available``: a ``lock_timeout`` ran out.
+_LOCK_NOT_AVAILABLE = "55P03"
+#: A repeat waits for the key this much longer than the holder's send may take.
+_CLAIM_WAIT_MARGIN_S = 2.0
 
 
 class EnqueueError(JobsError):
@@ -223,10 +227,17 @@ class RunRequest:
 class JobsClient:
     """Enqueues runs on ``broker`` and records them through ``runtime``'s database."""
 
+    #: How long a run with an Idempotency-Key may wait for its turn, for the broker, and
+    #: for another request holding its key (see :meth:`_submit_claimed`).
+    claim_timeout_s = 5.0
+
     def __init__(self, broker: AsyncBroker, runtime: Runtime) -> None:
         self._broker = broker
         self._database = runtime.database
         self._queued_runs = runtime.queued_run_writer()
+        # Runs with an Idempotency-Key each hold a pooled connection while they are sent
+        # (see _submit_claimed): never more than half the pool at once.
+        self._claiming = asyncio.Semaphore(max(1, runtime.settings.database.pool_size // 2))
         self._teams_channels = frozenset(runtime.settings.channels.teams)
         self._redis_prefix = runtime.settings.redis_prefix
 
@@ -275,14 +286,37 @@ class JobsClient:
         failed and rolled the row back, claims the key itself. Committed first and
         sent after, a repeat arriving during the send was told "queued" about a run
         whose send then failed and whose row was deleted; and a process killed between
-        the two left a row that every repeat replayed and nothing ever sent. The
-        price: a database connection held while the broker takes the message (a
-        round trip; at most the broker's socket timeout), for keyed submits only.
+        the two left a row that every repeat replayed and nothing ever sent.
+
+        The price is a database connection held while the broker takes the message, so
+        it is bounded: at most half the pool's connections claim at once (beyond
+        that a submit waits its turn, for ``claim_timeout_s`` at most), the send gets
+        ``claim_timeout_s``, and on PostgreSQL a repeat waits that long (and a little
+        more) for the key. Each bound ends in :class:`EnqueueError` (503, retry
+        later). A send that timed out may still have reached the broker: its run then
+        runs without the key's record, as after any ambiguous broker failure.
         """
+        try:
+            async with asyncio.timeout(self.claim_timeout_s):
+                await self._claiming.acquire()
+        except TimeoutError:
+            msg = "too many runs with an Idempotency-Key are waiting for the broker; retry later"
+            raise EnqueueError(msg) from None
+        try:
+            return await self._claim_and_send(request, wire)
+        finally:
+            self._claiming.release()
+
+    async def _claim_and_send(self, request: RunRequest, wire: Sequence[_Wire]) -> Submission:
         async with self._database.engine.connect() as connection:
             transaction = await connection.begin()  # rolled back on close unless committed
-            if await runs.claim_idempotency_key(connection, request.queued_row()):
-                await self.send([request], wire)
+            if await self._claim(connection, request):
+                try:
+                    async with asyncio.timeout(self.claim_timeout_s):
+                        await self.send([request], wire)
+                except TimeoutError:
+                    msg = f"the broker did not take the run within {self.claim_timeout_s:g} s"
+                    raise EnqueueError(msg) from None
                 await self._commit_claim(transaction, request)
                 return Submission(request.run_id, "queued", replayed=False)
         # The key was taken by a run that was queued (committed) meanwhile.
@@ -291,6 +325,23 @@ class JobsClient:
             msg = f"run {request.run_id} could not be recorded: its key was taken and freed"
             raise EnqueueError(msg)
         return existing
+
+    async def _claim(self, connection: AsyncConnection, request: RunRequest) -> bool:
+        """Insert the claim; False if the key is taken. On PostgreSQL the wait for a key
+        another request holds is bounded (``lock_timeout``)."""
+        if connection.dialect.name == "postgresql":
+            wait_ms = int((self.claim_timeout_s + _CLAIM_WAIT_MARGIN_S) * 1000)
+            await connection.exec_driver_sql(f"SET LOCAL lock_timeout = {wait_ms}")
+        try:
+            return await runs.claim_idempotency_key(connection, request.queued_row())
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            msg = (
+                f"another request with Idempotency-Key {request.idempotency_key!r} is still "
+                "queueing its run; retry shortly"
+            )
+            raise EnqueueError(msg) from None
 
     async def _submit_keyless(
         self, writer: QueuedRunWriter, request: RunRequest, wire: Sequence[_Wire]

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import TYPE_CHECKING
 
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import func, select
 
 from jobs_service.broker import broker as shared
 from jobs_service.broker import build_broker, stream_names
 from jobs_service.client import EnqueueError, JobsClient
 from jobs_service.core.settings import Settings
+from jobs_service.infrastructure.models import JobRun
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.tasks.registry import list_tasks
 from tests.support.redis_server import PrivateRedis
@@ -34,9 +37,11 @@ KWARGS = {"items": ["order-42"]}
 
 
 @contextlib.asynccontextmanager
-async def client_for(pg_url: str, redis_url: str, prefix: str) -> AsyncIterator[JobsClient]:
+async def client_for(
+    pg_url: str, redis_url: str, prefix: str, *, settings: Settings | None = None
+) -> AsyncIterator[JobsClient]:
     """A client on its own Redis and the shared test database."""
-    settings = Settings(database_url=pg_url, redis_url=redis_url, redis_prefix=prefix)
+    settings = settings or Settings(database_url=pg_url, redis_url=redis_url, redis_prefix=prefix)
     broker = build_broker(settings)
     for info in list_tasks(shared):
         broker.register_task(info.task.original_func, info.name, **info.task.labels)
@@ -141,3 +146,50 @@ async def test_a_repeat_during_a_send_that_fails_queues_the_run_itself(
     assert first_run is not None
     assert first_run.status == "queued"
     assert messages == 1
+
+
+async def test_claims_waiting_for_a_hung_broker_leave_the_pool_to_others(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Each keyed submit holds a connection while it sends. With Redis hung, six of
+    them at once take at most half of a four-connection pool, give up within their
+    bounds (EnqueueError: 503) and leave no claim behind, while reads keep getting
+    connections."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    prefix = f"claims-{uuid.uuid4().hex[:6]}"
+    keys = [f"order-{uuid.uuid4().hex}" for _ in range(6)]
+    settings = Settings(
+        database_url=pg_url,
+        redis_url=server.url,
+        redis_prefix=prefix,
+        database={"pool_size": 4, "max_overflow": 0},
+    )
+    try:
+        async with client_for(pg_url, server.url, prefix, settings=settings) as client:
+            client.claim_timeout_s = 1.0
+            await client.broker.startup()
+            with server.hung():
+                submits = [
+                    asyncio.create_task(client.submit("count_items", KWARGS, idempotency_key=k))
+                    for k in keys
+                ]
+                await asyncio.sleep(0.2)
+                started = time.monotonic()
+                reads = [await client.get_run("0" * 32) for _ in range(3)]
+                read_s = time.monotonic() - started
+                outcomes = await asyncio.gather(*submits, return_exceptions=True)
+            async with client._database.sessions() as session:
+                left = (
+                    await session.execute(
+                        select(func.count())
+                        .select_from(JobRun)
+                        .where(JobRun.idempotency_key.in_(keys))
+                    )
+                ).scalar_one()
+    finally:
+        server.stop()
+    assert reads == [None, None, None]
+    assert read_s < 1.0, read_s
+    assert all(isinstance(outcome, EnqueueError) for outcome in outcomes), outcomes
+    assert left == 0
