@@ -33,7 +33,13 @@ def loads_exact(data: bytes | str) -> Any:
     raw = data.encode() if isinstance(data, str) else data
     if raw.translate(_DIGITS_AS_ZEROS).find(_LONG_DIGITS) < 0:
         return document
-    return json.loads(raw)
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        # orjson takes 1024 levels, the standard library fewer: past its limit the
+        # body is refused as orjson refuses a deeper one, not failed as a bug.
+        msg = "nested too deeply to keep its long integers exact"
+        raise orjson.JSONDecodeError(msg, raw.decode("utf-8", "replace"), 0) from None
 
 
 def dumps_exact(value: Any, *, sort_keys: bool = False) -> bytes:

@@ -90,6 +90,14 @@ def test_bodies_differing_only_in_a_big_integer_are_two_events() -> None:
     assert one.body == first.decode()
 
 
+def test_a_body_too_deep_for_exact_numbers_is_malformed_not_a_crash() -> None:
+    """orjson reads 1,000 levels; the standard library, which keeps long integers
+    exact, cannot: such a body is refused (400), as a deeper one always was."""
+    deep = b'{"type": "t", "n": 1234567890123456789012, "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    with pytest.raises(MalformedEventError, match="nested too deeply"):
+        split_events(HMAC, deep, {}, NOTHING)
+
+
 def test_an_event_id_beyond_64_bits_keeps_every_digit() -> None:
     """A numeric id located in the body is the number as sent, not a float's rounding
     (which made two ids alike in their first 17 digits one event)."""
