@@ -19,7 +19,6 @@ EXIT_PIPE_CLOSED = 141
 
 #: SQLSTATEs of a database that answers but lacks our schema, or part of it.
 _UNDEFINED_TABLE, _UNDEFINED_COLUMN = "42P01", "42703"
-_DATABASE_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3")
 _SCHEMA_MESSAGES = {
     _UNDEFINED_TABLE: "the database has no Jobs Service tables yet: run `jobsctl migrate` "
     "first (`jobsctl run` migrates by itself)",
@@ -52,8 +51,6 @@ def describe_failure(exc: BaseException) -> str | None:
         return f"the database refused or could not be reached ({_driver_reason(exc)})"
     if _is_broker_error(exc):
         return f"cannot reach the broker ({type(exc).__name__}: {exc})"
-    if isinstance(exc, OSError):
-        return f"a connection failed ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -85,15 +82,30 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _is_database_error(exc: BaseException) -> bool:
-    if type(exc).__module__.startswith(_DATABASE_MODULES):
+    """What the driver said (SQLAlchemy's ``DBAPIError`` wraps it), not SQLAlchemy's own
+    errors about how it was used: those are bugs, and their traceback is the report."""
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
+    if isinstance(exc, DBAPIError) or _is_driver_error(exc):
         return True
     # A refused or unresolvable connection surfaces as a bare OSError from the driver.
-    return isinstance(exc, OSError) and _raised_in(exc, ("asyncpg", "aiosqlite", "sqlalchemy"))
+    return isinstance(exc, OSError) and _raised_in(exc, ("asyncpg", "aiosqlite"))
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    import sqlite3  # noqa: PLC0415
+
+    import asyncpg  # noqa: PLC0415
+
+    return isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | sqlite3.Error)
 
 
 def _is_broker_error(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith("redis") or (
-        isinstance(exc, OSError) and _raised_in(exc, ("redis", "taskiq"))
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
+    from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: PLC0415
+
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError) or (
+        isinstance(exc, OSError) and _raised_in(exc, ("redis",))
     )
 
 
