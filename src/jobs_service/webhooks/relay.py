@@ -10,7 +10,10 @@ It leaves alone what this process is still sending or has sent without having ma
 yet (:mod:`~jobs_service.webhooks.run_sends`, :mod:`~jobs_service.webhooks.enqueued_marks`).
 A run that can never be sent — its row deleted, its task no longer registered — ends its
 event ``failed`` with the reason: left ``accepted`` it came back to every pass, and a
-page of them (500) hid every later event from the relay for good.
+page of them (500) hid every later event from the relay for good. A task this process
+does not know may be one a newer release added (a rolling deploy: the relay runs in
+every gateway and worker), so such a run is left for :data:`UNKNOWN_TASK_GRACE`, to a
+process that knows it, before its event is failed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from jobs_service.client import EnqueueError
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.repositories import webhooks as repo
+from jobs_service.tasks.registry import UnknownTaskError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -32,9 +36,12 @@ if TYPE_CHECKING:
     from jobs_service.webhooks.enqueued_marks import EnqueuedMarks
     from jobs_service.webhooks.run_sends import RunSends
 
-__all__ = ["Relay"]
+__all__ = ["UNKNOWN_TASK_GRACE", "Relay"]
 
 _log = get_logger("jobs_service.webhooks")
+#: How long an accepted event whose task this process does not know waits for one that
+#: does (longer than a rolling deploy) before it is failed.
+UNKNOWN_TASK_GRACE = timedelta(hours=1)
 
 
 class Relay:
@@ -70,8 +77,9 @@ class Relay:
             await repo.mark_enqueued(
                 connection, [e.id for e in stale if e.run_id in done], datetime.now(UTC)
             )
-        if result.unsendable:
-            await self._fail_unsendable(stale, result.unsendable)
+        unsendable = self._past_grace(stale, result.unsendable)
+        if unsendable:
+            await self._fail_unsendable(stale, unsendable)
         if result.sent:
             _log.info("webhook-relayed", events=len(result.sent))
         return len(result.sent)
@@ -89,6 +97,29 @@ class Relay:
                 for event in stale
                 if event.run_id not in self._sends.in_flight and event.id not in unmarked
             ]
+
+    @staticmethod
+    def _past_grace(
+        stale: list[repo.StaleEvent], unsendable: Mapping[str, JobsError]
+    ) -> dict[str, JobsError]:
+        """The unsendable runs to fail now: all but those whose task is unknown here
+        and whose event was accepted within :data:`UNKNOWN_TASK_GRACE` (logged)."""
+        accepted = {event.run_id: event.accepted_at for event in stale}
+        oldest_kept = datetime.now(UTC) - UNKNOWN_TASK_GRACE
+        waiting = {
+            run_id
+            for run_id, exc in unsendable.items()
+            if isinstance(exc, UnknownTaskError) and accepted[run_id] > oldest_kept
+        }
+        if waiting:
+            _log.warning(
+                "webhook-relay-task-unknown",
+                events=len(waiting),
+                run_ids=sorted(waiting)[:20],
+                message="left for a process that knows the task; failed after "
+                f"{UNKNOWN_TASK_GRACE.total_seconds() / 3600:g} h",
+            )
+        return {run_id: exc for run_id, exc in unsendable.items() if run_id not in waiting}
 
     async def _fail_unsendable(
         self, stale: list[repo.StaleEvent], unsendable: Mapping[str, JobsError]

@@ -225,6 +225,7 @@ class StaleEvent:
 
     id: int
     run_id: str
+    accepted_at: datetime
 
 
 async def stale_accepted(
@@ -233,7 +234,7 @@ async def stale_accepted(
     """Events ``accepted`` (stored or replayed) before ``accepted_before`` and still not
     enqueued (for the relay)."""
     query = (
-        select(WebhookEvent.id, WebhookEvent.run_id)
+        select(WebhookEvent.id, WebhookEvent.run_id, WebhookEvent.updated_at)
         .where(
             WebhookEvent.status == "accepted",
             WebhookEvent.updated_at < accepted_before,
@@ -242,7 +243,7 @@ async def stale_accepted(
         .order_by(WebhookEvent.id)
         .limit(limit)
     )
-    return [StaleEvent(int(i), str(r)) for i, r in (await connection.execute(query)).all()]
+    return [StaleEvent(int(i), str(r), at) for i, r, at in (await connection.execute(query)).all()]
 
 
 async def mark_finished(
