@@ -68,29 +68,43 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
     # Measured on webhook ingestion, young and full collections otherwise took half of
     # the gateway's CPU and paused it up to a quarter of a second.
     settle_heap()
-    server.run(sockets=[listening])
+    server.run(sockets=listening)
     return 0 if server.started else 1
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The API's socket, bound before anything starts: a port in use is one line and
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """The API's sockets, bound before anything starts: a port in use is one line and
     exit 1, before ``jobsctl run`` migrates and starts its scheduler (uvicorn, binding
-    last, logged the error and exited 3 after all that)."""
+    last, logged the error and exited 3 after all that). One socket per address the
+    host resolves to (``localhost``: 127.0.0.1 and ::1), IPv6 ones IPv6-only, as
+    asyncio's own ``create_server`` binds them."""
     address = host.strip("[]")
     try:
-        family, kind, proto, _, where = socket.getaddrinfo(
-            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        listening = socket.socket(family, kind, proto)
+        found = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port} ({exc})", EXIT_FAILED) from None
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    bound: list[socket.socket] = []
+    for family, kind, proto, _, where in dict.fromkeys(found):
+        try:
+            bound.append(_bound(family, kind, proto, where))
+        except OSError as exc:
+            for listening in bound:
+                listening.close()
+            reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise CliError(f"cannot listen on {host}:{port}: {reason}", EXIT_FAILED) from None
+    return bound
+
+
+def _bound(family: int, kind: int, proto: int, where: Any) -> socket.socket:
+    listening = socket.socket(family, kind, proto)
     try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         listening.bind(where)
-    except OSError as exc:
+    except OSError:
         listening.close()
-        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise CliError(f"cannot listen on {host}:{port}: {reason}", EXIT_FAILED) from None
+        raise
     return listening
 
 

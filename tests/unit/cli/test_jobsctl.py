@@ -407,3 +407,25 @@ def test_schedules_actions_that_cannot_be_done_are_one_line(tmp_path: Path) -> N
     assert detail["timing_error"] == (
         "unknown timezone 'America/Nowhere' (use an IANA name such as Europe/Berlin)"
     )
+
+
+def test_the_api_listens_on_every_address_of_its_host() -> None:
+    """A host name with several addresses gets a socket each (uvicorn bound them all);
+    IPv6 ones are IPv6-only, so ``::`` and ``0.0.0.0`` can both be bound."""
+    import socket  # noqa: PLC0415
+
+    from jobs_service.cli.serve import _listen  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sockets = _listen("[::1]", port) + _listen("127.0.0.1", port)
+    try:
+        families = sorted(listening.family for listening in sockets)
+        v6 = next(listening for listening in sockets if listening.family == socket.AF_INET6)
+        v6_only = v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    finally:
+        for listening in sockets:
+            listening.close()
+    assert families == sorted([socket.AF_INET, socket.AF_INET6])
+    assert v6_only == 1
