@@ -40,9 +40,12 @@ WORKDIR /app
 # service's to write.
 COPY --from=builder --chown=root:root /app/.venv /app/.venv
 RUN install --directory --owner=jobs --group=jobs --mode=0750 /app/var
+# PYTHONTZPATH empty: zone rules come from the tzdata package locked with the service,
+# not the base image's database, so every replica computes the same fire times.
 ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONTZPATH=""
 # Numeric: Kubernetes' runAsNonRoot can only verify a numeric user.
 USER 10001:10001
 EXPOSE 8000 9464 9465

@@ -6,7 +6,9 @@
 one host is read by schedulers on others, so a zone must mean the same thing on all of
 them. The set offered is the one the ``tzdata`` package ships (a dependency, so every
 host has the same version of it, and ``ZoneInfo`` falls back to it for a zone the host
-lacks), less the names that are not places.
+lacks), less the names that are not places. That makes the names uniform; the rules
+are uniform only where the host's database is out of the way (``PYTHONTZPATH=""``, as
+the image sets it), since ``ZoneInfo`` reads a host's own file first.
 """
 
 from __future__ import annotations

@@ -47,6 +47,10 @@ __all__ = [
 ]
 
 REMOVED_NOTE = "label removed from the code"
+#: The start of the note of a label schedule paused because its label cannot work here
+#: (a zone or cron this release refuses).
+INVALID_NOTE = "label cannot be a schedule"
+_NOTE_LENGTH = 500  # schedules.paused_note
 _NUMBERED_NAME = re.compile(r"(?P<task>.+)#(?P<number>[0-9]+)")
 _log = get_logger("jobs_service.scheduler")
 
@@ -108,8 +112,13 @@ def configured_services(settings: Settings) -> frozenset[str]:
     return frozenset(available)
 
 
-def _wanted(broker: AsyncBroker, available: frozenset[str]) -> dict[str, tuple[str, str, str]]:
+def _wanted(
+    broker: AsyncBroker, available: frozenset[str]
+) -> tuple[dict[str, tuple[str, str, str]], dict[str, str]]:
+    """The label schedules to keep, by name; and those left out as unusable, with why
+    (their rows are paused with that reason, not as removed from the code)."""
     wanted: dict[str, tuple[str, str, str]] = {}
+    invalid: dict[str, str] = {}
     for info in list_tasks(broker):
         needs = info.labels.get("needs")
         if needs and str(needs) not in available:
@@ -119,6 +128,7 @@ def _wanted(broker: AsyncBroker, available: frozenset[str]) -> dict[str, tuple[s
             problem = _timing_problem(cron, info.timezone)
             if problem is not None:
                 _log.error("label-schedule-invalid", task=info.name, cron=cron, error=problem)
+                invalid[label_schedule_name(info.name, index)] = problem
                 continue
             wanted[label_schedule_name(info.name, index)] = (info.name, cron, info.timezone)
         problem = _arguments_problem(info) if info.schedules else None
@@ -129,7 +139,7 @@ def _wanted(broker: AsyncBroker, available: frozenset[str]) -> dict[str, tuple[s
                 error=problem,
                 message="its fires are skipped until the task runs with no arguments",
             )
-    return wanted
+    return wanted, invalid
 
 
 async def _names_taken(session: AsyncSession, names: Collection[str]) -> dict[str, int]:
@@ -200,7 +210,7 @@ def _new_label_schedule(name: str, task: str, cron: str, zone: str, now: datetim
 async def _sync(
     database: Database, broker: AsyncBroker, available: frozenset[str]
 ) -> dict[str, int]:
-    wanted = _wanted(broker, available)
+    wanted, invalid = _wanted(broker, available)
     now = datetime.now(UTC)
     counts = {"added": 0, "updated": 0, "disabled": 0}
     async with database.sessions.begin() as session:
@@ -221,7 +231,7 @@ async def _sync(
                 counts["added"] += 1
                 continue
             changed = (schedule.task, schedule.cron, schedule.timezone) != (task, cron, zone)
-            revived = not schedule.enabled and schedule.paused_note == REMOVED_NOTE
+            revived = not schedule.enabled and _paused_by_sync(schedule.paused_note)
             if changed or revived:
                 schedule.task, schedule.cron, schedule.timezone = task, cron, zone
                 if revived:
@@ -231,9 +241,16 @@ async def _sync(
                 counts["updated"] += 1
         for name, schedule in existing.items():
             if name not in wanted and schedule.enabled:
-                schedule.enabled, schedule.paused_note = False, REMOVED_NOTE
+                note = f"{INVALID_NOTE}: {invalid[name]}" if name in invalid else REMOVED_NOTE
+                schedule.enabled, schedule.paused_note = False, note[:_NOTE_LENGTH]
                 schedule.updated_at = now
                 counts["disabled"] += 1
     if any(counts.values()):
         _log.info("label-schedules-synced", **counts)
     return counts
+
+
+def _paused_by_sync(note: str | None) -> bool:
+    """Paused by a sync (removed, or unusable), not by an operator: a later sync whose
+    label is back and valid resumes it."""
+    return note == REMOVED_NOTE or (note or "").startswith(INVALID_NOTE)

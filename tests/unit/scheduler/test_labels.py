@@ -164,6 +164,38 @@ async def test_a_label_in_a_zone_hosts_read_differently_is_left_out(
     assert "timezone 'localtime' is not a place" in invalid[0]
 
 
+async def test_a_synced_label_that_becomes_unusable_is_paused_with_the_reason(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A label schedule stored earlier whose label this release refuses (its zone is
+    ``localtime``): its row is paused saying why, not as "removed from the code"; once
+    the label is usable again the next sync resumes it."""
+    settings = make_settings()
+    database = Database(settings.database_url, settings.database)
+    await migrate.upgrade(database)
+    try:
+        broker.register_task(_report, "send_local_report", schedule="0 9 * * *")
+        await sync_label_schedules(database, broker)
+        broker.register_task(
+            _report, "send_local_report", schedule="0 9 * * *", timezone="localtime"
+        )
+        await sync_label_schedules(database, broker)
+        paused = (await _labels(database))["send_local_report"]
+        broker.register_task(_report, "send_local_report", schedule="0 9 * * *")
+        await sync_label_schedules(database, broker)
+        resumed = (await _labels(database))["send_local_report"]
+    finally:
+        broker.local_task_registry.pop("send_local_report", None)
+        await database.close()
+    assert not paused.enabled
+    assert paused.paused_note is not None
+    assert paused.paused_note.startswith(
+        "label cannot be a schedule: timezone 'localtime' is not a place"
+    )
+    assert resumed.enabled
+    assert resumed.paused_note is None
+
+
 def test_label_problems_name_the_cron_the_zone_and_required_arguments() -> None:
     """What ``jobsctl check`` reports for schedule labels that could never fire or
     whose every fire would be skipped (a label fire passes no arguments)."""
