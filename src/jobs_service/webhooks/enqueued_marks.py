@@ -41,7 +41,8 @@ _log = get_logger("jobs_service.webhooks")
 
 
 class EnqueuedMarks:
-    """Collects ids of events whose runs were sent; writes them ``enqueued`` in batches."""
+    """Collects events whose runs were sent, as ``(event id, run id)``; writes them
+    ``enqueued`` in batches."""
 
     def __init__(
         self, database: Database, *, interval_s: float = 0.1, max_pending: int = 100_000
@@ -51,23 +52,24 @@ class EnqueuedMarks:
         self._connection = database.hold()
         self._interval = interval_s
         self._max_pending = max_pending
-        self._pending: set[int] = set()
+        self._pending: dict[int, str] = {}  # event id -> the run that was sent
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
     def pending(self) -> int:
-        """Ids waiting to be written."""
+        """Events waiting to be written."""
         return len(self._pending)
 
-    def add(self, event_ids: Iterable[int]) -> None:
-        """Queue ids for the next write (never blocks, never touches the database)."""
-        self._pending.update(event_ids)
+    def add(self, sent: Iterable[tuple[int, str]]) -> None:
+        """Queue ``(event id, run id)`` pairs for the next write (never blocks, never
+        touches the database)."""
+        self._pending.update(sent)
         if len(self._pending) > self._max_pending:
             dropped = len(self._pending) - self._max_pending
             for _ in range(dropped):
-                self._pending.pop()
+                self._pending.popitem()
             _log.warning(
                 "webhook-marks-dropped",
                 events=dropped,
@@ -114,12 +116,12 @@ class EnqueuedMarks:
         """Under the lock: one statement for every pending id."""
         if not self._pending:
             return
-        ids, self._pending = self._pending, set()
+        sent, self._pending = self._pending, {}
         try:
             async with self._connection.begin() as connection:
-                await repo.mark_enqueued(connection, sorted(ids), datetime.now(UTC))
+                await repo.mark_enqueued(connection, sorted(sent.items()), datetime.now(UTC))
         except BaseException:
-            self._pending |= ids
+            self._pending = sent | self._pending
             raise
 
     async def _run(self) -> None:

@@ -75,7 +75,7 @@ class Relay:
         done = set(result.sent) | set(result.started)
         async with self._database.engine.begin() as connection:
             await repo.mark_enqueued(
-                connection, [e.id for e in stale if e.run_id in done], datetime.now(UTC)
+                connection, [(e.id, e.run_id) for e in stale if e.run_id in done], datetime.now(UTC)
             )
         unsendable = self._past_grace(stale, result.unsendable)
         if unsendable:

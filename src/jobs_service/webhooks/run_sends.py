@@ -97,7 +97,7 @@ class RunSends:
     async def _send_and_mark(self, requests: list[RunRequest], held: set[str]) -> None:
         try:
             if await self.send(requests, mark_now=False):
-                self._marks.add(r.webhook_event_id or 0 for r in requests)
+                self._marks.add((r.webhook_event_id or 0, r.run_id) for r in requests)
         finally:
             self.release(held)
 
@@ -119,7 +119,9 @@ class RunSends:
         if mark_now:
             async with self._database.engine.begin() as connection:
                 await repo.mark_enqueued(
-                    connection, [r.webhook_event_id or 0 for r in requests], datetime.now(UTC)
+                    connection,
+                    [(r.webhook_event_id or 0, r.run_id) for r in requests],
+                    datetime.now(UTC),
                 )
         return True
 

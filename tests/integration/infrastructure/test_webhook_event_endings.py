@@ -109,13 +109,27 @@ async def test_a_replay_is_refused_while_the_event_is_in_progress(
     event, replay = await _replayed_event(database, "twice")
     async with database.engine.begin() as connection:
         again = await webhooks.point_to_run(connection, event.id, new_run_id(), datetime.now(UTC))
-        await webhooks.mark_enqueued(connection, [event.id], datetime.now(UTC))
+        await webhooks.mark_enqueued(connection, [(event.id, replay)], datetime.now(UTC))
         while_enqueued = await webhooks.point_to_run(
             connection, event.id, new_run_id(), datetime.now(UTC)
         )
     row = await _event_row(database, event.id)
     assert (again, while_enqueued) == (False, False)
     assert (row.status, row.run_id) == ("enqueued", replay)
+
+
+async def test_a_late_mark_of_an_earlier_run_leaves_a_replayed_event_accepted(
+    either_database: Database,
+) -> None:
+    """The "sent" mark of the event's first run, written late (marks go out in the
+    background), must not pass the replay's run, not yet sent, off as enqueued: the
+    relay would never send it, and the event could not be replayed again."""
+    database = either_database
+    event, replay = await _replayed_event(database, "late-mark")
+    async with database.engine.begin() as connection:
+        await webhooks.mark_enqueued(connection, [(event.id, event.run_id)], datetime.now(UTC))
+    row = await _event_row(database, event.id)
+    assert (row.status, row.run_id) == ("accepted", replay)
 
 
 async def test_cancelling_an_earlier_run_leaves_a_replayed_event_alone(
@@ -126,7 +140,7 @@ async def test_cancelling_an_earlier_run_leaves_a_replayed_event_alone(
     event, replay = await _replayed_event(database, "cancelled-earlier")
     now = datetime.now(UTC)
     async with database.engine.begin() as connection:
-        await webhooks.mark_enqueued(connection, [event.id], now)
+        await webhooks.mark_enqueued(connection, [(event.id, replay)], now)
         await runs.insert_queued_runs(
             connection,
             [
@@ -155,7 +169,7 @@ async def _event_with_run(database: Database, name: str, queued_at: datetime) ->
     async with database.engine.begin() as connection:
         [event] = (await store_events(connection, {name: ("accepted", queued_at)})).values()
         run_id = event.run_id
-        await webhooks.mark_enqueued(connection, [event.id], queued_at)
+        await webhooks.mark_enqueued(connection, [(event.id, run_id)], queued_at)
         await runs.insert_queued_runs(
             connection,
             [

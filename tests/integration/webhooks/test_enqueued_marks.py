@@ -20,7 +20,8 @@ from tests.support.processes import free_port
 pytestmark = pytest.mark.anyio
 
 
-async def _stored_events(database: Database, count: int) -> list[int]:
+async def _stored_events(database: Database, count: int) -> list[tuple[int, str]]:
+    """``(event id, run id)`` of ``count`` new accepted events."""
     now = datetime.now(UTC)
     tag = uuid.uuid4().hex[:8]
     events = [
@@ -30,7 +31,8 @@ async def _stored_events(database: Database, count: int) -> list[int]:
         for n in range(count)
     ]
     async with database.engine.begin() as connection:
-        return list((await repo.insert_events(connection, events)).values())
+        stored = await repo.insert_events(connection, events)
+    return [(event_id, run_id) for run_id, event_id in stored.items()]
 
 
 async def _statuses(database: Database, ids: list[int]) -> set[str]:
@@ -44,13 +46,14 @@ async def test_marks_are_written_in_the_background(pg_url: str) -> None:
     database = Database(pg_url, DatabaseSettings())
     marks = EnqueuedMarks(database, interval_s=0.02)
     try:
-        ids = await _stored_events(database, 3)
-        marks.add(ids)
-        for _ in range(100):
+        sent = await _stored_events(database, 3)
+        ids = [event_id for event_id, _ in sent]
+        marks.add(sent)
+        for _ in range(100):  # pending empties as a write starts: wait for its commit
             await asyncio.sleep(0.02)
-            if marks.pending == 0:
+            statuses = await _statuses(database, ids)
+            if statuses == {"enqueued"}:
                 break
-        statuses = await _statuses(database, ids)
     finally:
         await marks.aclose()
         await database.close()
@@ -65,7 +68,7 @@ async def test_marks_that_cannot_be_written_stay_pending() -> None:
         DatabaseSettings(connect_timeout_s=1),
     )
     marks = EnqueuedMarks(database, interval_s=60)
-    marks.add([1, 2, 3])
+    marks.add([(1, "r1"), (2, "r2"), (3, "r3")])
     try:
         with pytest.raises(ConnectionRefusedError):
             await marks.flush()

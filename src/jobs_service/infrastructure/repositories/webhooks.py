@@ -196,23 +196,30 @@ _CHUNK = 400
 
 
 _PG_MARK_ENQUEUED = """
-UPDATE webhook_events SET status = 'enqueued', updated_at = $2
-WHERE id = ANY($1::bigint[]) AND status = 'accepted'
+UPDATE webhook_events AS w SET status = 'enqueued', updated_at = $3
+FROM unnest($1::bigint[], $2::text[]) AS m(id, run_id)
+WHERE w.id = m.id AND w.run_id = m.run_id AND w.status = 'accepted'
 """
 
 
-async def mark_enqueued(connection: AsyncConnection, ids: Sequence[int], at: datetime) -> None:
-    """Their runs reached the broker (only ``accepted`` events move on)."""
-    if not ids:
+async def mark_enqueued(
+    connection: AsyncConnection, sent: Sequence[tuple[int, str]], at: datetime
+) -> None:
+    """Their runs reached the broker: each ``(event id, run id)``, if the event is still
+    ``accepted`` for that run. A mark that lands late, after the run ended and an
+    operator replayed the event, must not pass the replay's run off as sent."""
+    if not sent:
         return
     if connection.dialect.name == "postgresql":
-        await connection.exec_driver_sql(_PG_MARK_ENQUEUED, (list(ids), at))
+        ids, run_ids = zip(*sent, strict=True)
+        await connection.exec_driver_sql(_PG_MARK_ENQUEUED, (list(ids), list(run_ids), at))
         return
-    for start in range(0, len(ids), _CHUNK):
+    for start in range(0, len(sent), _CHUNK):
+        chunk = sent[start : start + _CHUNK]
         await connection.execute(
             update(WebhookEvent)
             .where(
-                WebhookEvent.id.in_(ids[start : start + _CHUNK]),
+                tuple_(WebhookEvent.id, WebhookEvent.run_id).in_(chunk),
                 WebhookEvent.status == "accepted",
             )
             .values(status="enqueued", updated_at=at)
