@@ -30,10 +30,12 @@ from tests.support.redis_server import PrivateRedis
 from tests.unit.gateway.test_webhooks_api import SOURCES, standard
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
     from fastapi import FastAPI
+
+    from jobs_service.webhooks.inbox import Accepted
 
 pytestmark = pytest.mark.anyio
 
@@ -52,6 +54,20 @@ def _settings(pg_url: str, redis_url: str = REDIS_URL, **webhooks: Any) -> Setti
 def _delivery(msg_id: str) -> tuple[bytes, dict[str, str]]:
     body = json.dumps({"type": "invoice.paid", "id": msg_id}).encode()
     return body, standard(body, msg_id)
+
+
+def _billing_inbox(pg_url: str) -> tuple[FastAPI, Callable[[str], Awaitable[list[Accepted]]]]:
+    """An app on PostgreSQL and Redis, and how to hand its inbox one ``billing`` event
+    (by its id) the way the webhook route does."""
+    settings = _settings(pg_url)
+    app = create_app(settings, broker=_redis_broker(settings))
+    source = settings.webhooks.sources["billing"]
+
+    def accept(msg_id: str) -> Awaitable[list[Accepted]]:
+        event = IncomingEvent(msg_id, "invoice.paid", json.dumps({"id": msg_id}))
+        return app.state.webhook_inbox.accept("billing", source, [event], {})  # type: ignore[no-any-return]
+
+    return app, accept
 
 
 async def _stored(app: FastAPI, external_ids: list[str]) -> dict[str, tuple[int, str]]:
@@ -135,7 +151,7 @@ async def test_concurrent_deliveries_with_duplicates_among_them(pg_url: str) -> 
         )
         stored = await _stored(app, msg_ids)
         runs = await _runs_of(app, [event_id for event_id, _ in stored.values()])
-        queued = await _queued_messages(settings)
+        queued = await _queued_messages(app.state.settings)
     answers: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for (msg_id, _, _), response in zip(sends, responses, strict=True):
         assert response.status_code == 202, response.text
@@ -154,15 +170,9 @@ async def test_a_database_failure_fails_the_whole_batch_and_stores_none_of_it(
     """Five good events and one whose insert kills the connection, written as one batch:
     all six fail with a database-down error; none is stored, so each good one is
     accepted (not a duplicate) when its sender retries."""
-    settings = _settings(pg_url)
-    app = create_app(settings, broker=_redis_broker(settings))
+    app, accept = _billing_inbox(pg_url)
     tag = uuid.uuid4().hex[:8]
     good = [f"good-{tag}-{n}" for n in range(5)]
-    source = settings.webhooks.sources["billing"]
-
-    def accept(msg_id: str) -> Any:
-        event = IncomingEvent(msg_id, "invoice.paid", json.dumps({"id": msg_id}))
-        return app.state.webhook_inbox.accept("billing", source, [event], {})
 
     async with serve_app(app):
         async with _poisoned(pg_url, f"poison-{tag}"):
@@ -186,15 +196,9 @@ async def test_data_the_database_refuses_fails_only_the_delivery_that_carries_it
     """Five good events and one the database refuses as bad data, written as one batch:
     the statement fails, and the deliveries are then written one by one, so the five
     are accepted with their runs and only the sixth gets the error."""
-    settings = _settings(pg_url)
-    app = create_app(settings, broker=_redis_broker(settings))
+    app, accept = _billing_inbox(pg_url)
     tag = uuid.uuid4().hex[:8]
     good = [f"good-{tag}-{n}" for n in range(5)]
-    source = settings.webhooks.sources["billing"]
-
-    def accept(msg_id: str) -> Any:
-        event = IncomingEvent(msg_id, "invoice.paid", json.dumps({"id": msg_id}))
-        return app.state.webhook_inbox.accept("billing", source, [event], {})
 
     async with serve_app(app):
         async with _poisoned(pg_url, f"refused-{tag}", _REFUSE_DATA):
@@ -205,7 +209,7 @@ async def test_data_the_database_refuses_fails_only_the_delivery_that_carries_it
             )
         stored = await _stored(app, [*good, f"refused-{tag}"])
         runs = await _runs_of(app, [event_id for event_id, _ in stored.values()])
-        queued = await _queued_messages(settings)
+        queued = await _queued_messages(app.state.settings)
     refused = outcomes.pop(2)
     assert isinstance(refused, DataError), refused
     assert [answers[0].status for answers in outcomes] == ["accepted"] * 5  # type: ignore[index]
@@ -356,7 +360,7 @@ async def test_the_relay_does_not_send_again_runs_sent_but_not_yet_marked(pg_url
         await asyncio.sleep(0.03)  # older than relay_after_s, before the marks' timer
         relayed = await app.state.webhook_inbox.relay()
         stored = await _stored(app, msg_ids)
-        queued = await _queued_messages(settings)
+        queued = await _queued_messages(app.state.settings)
     assert {r.json()["status"] for r in responses} == {"accepted"}
     assert relayed == 0
     assert {status for _, status in stored.values()} == {"enqueued"}
