@@ -303,9 +303,12 @@ async def test_a_worker_stops_even_when_a_read_swallows_its_cancellation(
             return []  # the cancellation is lost, as in that race
 
     broker.read = swallowing_read  # type: ignore[method-assign]
+    # Reads block for 3 s (not the fixture's 0.1 s): the stop must land inside one, not
+    # between two, whatever the machine's speed.
+    broker.block = 3000
     finish = asyncio.Event()
     listening = asyncio.create_task(JobsReceiver(broker, max_async_tasks=2).listen(finish))
-    await asyncio.sleep(0.3)  # reading, blocked on the empty stream
+    await asyncio.sleep(0.5)  # reading, blocked on the empty stream
     finish.set()
     await asyncio.wait_for(listening, timeout=5)
     assert swallowed  # the cancellation did reach the read, and was lost there
