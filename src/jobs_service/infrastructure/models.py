@@ -41,6 +41,7 @@ __all__ = [
     "Schedule",
     "ScheduleFire",
     "WebhookEvent",
+    "column_length",
 ]
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled")
@@ -298,3 +299,13 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, nullable=True)
 
     __table_args__ = (Index(None, "at"), Index(None, "actor", "id"))
+
+
+def column_length(model: type[Base], name: str) -> int:
+    """The width of a bounded string column of ``model``: values are cut to it where
+    they are written, since one the database refuses would fail its whole statement."""
+    column_type = model.__table__.c[name].type
+    if not isinstance(column_type, String) or column_type.length is None:  # pragma: no cover
+        msg = f"{model.__tablename__}.{name} is not a bounded string column"
+        raise TypeError(msg)
+    return column_type.length

@@ -23,7 +23,7 @@ from jobs_service.core.errors import JobsError
 from jobs_service.core.logging import get_logger
 from jobs_service.core.timezones import require_portable_timezone
 from jobs_service.core.timing import CronTiming
-from jobs_service.infrastructure.models import Schedule
+from jobs_service.infrastructure.models import Schedule, column_length
 from jobs_service.scheduler.specs import timing_for
 from jobs_service.tasks.registry import InvalidKwargsError, list_tasks
 
@@ -50,7 +50,8 @@ REMOVED_NOTE = "label removed from the code"
 #: The start of the note of a label schedule paused because its label cannot work here
 #: (a zone or cron this release refuses).
 INVALID_NOTE = "label cannot be a schedule"
-_NOTE_LENGTH = 500  # schedules.paused_note
+#: The column's own width, so the note is cut where the database would refuse it.
+_NOTE_LENGTH = column_length(Schedule, "paused_note")
 _NUMBERED_NAME = re.compile(r"(?P<task>.+)#(?P<number>[0-9]+)")
 _log = get_logger("jobs_service.scheduler")
 

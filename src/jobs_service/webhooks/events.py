@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import String
 
-from jobs_service.infrastructure.models import WebhookEvent
+from jobs_service.infrastructure.models import WebhookEvent, column_length
 from jobs_service.webhooks.exact_json import dumps_exact, loads_exact
 
 if TYPE_CHECKING:
@@ -45,18 +44,10 @@ __all__ = [
 ]
 
 
-def _column_length(name: str) -> int:
-    column_type = WebhookEvent.__table__.c[name].type
-    if not isinstance(column_type, String) or column_type.length is None:  # pragma: no cover
-        msg = f"webhook_events.{name} is not a bounded string column"
-        raise TypeError(msg)
-    return column_type.length
-
-
 #: The lengths of ``webhook_events.external_id`` and ``event_type``: a value the column
 #: cannot hold would fail the whole batch it is written in, on PostgreSQL.
-MAX_EVENT_ID = _column_length("external_id")
-MAX_EVENT_TYPE = _column_length("event_type")
+MAX_EVENT_ID = column_length(WebhookEvent, "external_id")
+MAX_EVENT_TYPE = column_length(WebhookEvent, "event_type")
 
 #: Where each scheme's senders put the event id and type, unless the source says.
 DEFAULT_LOCATORS: dict[str, tuple[str | None, str | None]] = {

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select
 
-from jobs_service.infrastructure.models import AuditEntry
+from jobs_service.infrastructure.models import AuditEntry, column_length
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,8 +23,10 @@ __all__ = [
     "list_entries",
 ]
 
-# Column widths of audit_log (migration 0005): longer values are cut, not refused.
-_ACTOR, _ACTION, _TARGET, _REQUEST_ID = 100, 100, 255, 64
+# Column widths of audit_log: longer values are cut, not refused.
+_ACTOR, _ACTION, _TARGET, _REQUEST_ID = (
+    column_length(AuditEntry, name) for name in ("actor", "action", "target", "request_id")
+)
 
 
 @dataclass(frozen=True, slots=True)
