@@ -40,8 +40,6 @@ def migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         revision = run_async(apply())
-    except OSError as exc:
-        raise CliError(f"cannot reach the database ({exc})", EXIT_FAILED) from None
     except Exception as exc:
         if type(exc).__module__.startswith(("alembic", "sqlalchemy", "asyncpg")):
             raise CliError(f"migration failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from None

@@ -40,8 +40,6 @@ def audit(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         entries = run_async(read())
-    except OSError as exc:
-        raise CliError(f"cannot reach the database ({exc})", EXIT_FAILED) from None
     except DBAPIError as exc:  # not str(exc): SQLAlchemy appends the statement
         raise CliError(
             f"cannot read the audit log ({type(exc.orig).__name__}: {exc.orig}); "

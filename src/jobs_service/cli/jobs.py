@@ -141,10 +141,7 @@ def runs(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await database.close()
 
-    try:
-        found = run_async(read())
-    except OSError as exc:
-        raise CliError(f"cannot reach the database ({exc})", EXIT_FAILED) from None
+    found = run_async(read())
     if run_id:
         if found is None:
             raise CliError(f"no run {run_id!r}", EXIT_FAILED)

@@ -31,10 +31,7 @@ __all__ = ["watch_run"]
 def watch_run(run_id: str, settings: Settings, *, as_json: bool) -> int:
     """Print the run's changes until it ends; 0 if it succeeded."""
     show = _json_line if as_json else _text_line
-    try:
-        final = run_async(_follow(run_id, settings, show))
-    except OSError as exc:
-        raise CliError(f"cannot reach the database ({exc})", EXIT_FAILED) from None
+    final = run_async(_follow(run_id, settings, show))
     if final is None:
         raise CliError(f"no run {run_id!r}", EXIT_FAILED)
     return 0 if final.status == "succeeded" else EXIT_FAILED
