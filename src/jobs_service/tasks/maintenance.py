@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated
 
 from pydantic import Field
-from taskiq import Context, TaskiqDepends
+from taskiq import AsyncBroker, Context, TaskiqDepends
 
 from jobs_service.agents import health_probe, run_history, runtime, settings
 from jobs_service.broker import broker
@@ -14,6 +15,7 @@ from jobs_service.core.logging import get_logger
 from jobs_service.core.ports import HealthProbe, RunHistory
 from jobs_service.core.settings import Settings
 from jobs_service.core.summary import Summary, make_summary
+from jobs_service.infrastructure.pending_runs import pending_runs
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.infrastructure.workers import LAST_SEEN_KEPT, live_workers, prune_last_seen
@@ -117,11 +119,12 @@ async def recover_orphaned_runs(
     """Fail runs left `running` by a worker that died after acknowledging them.
 
     Schedule: every minute. A killed worker's unacknowledged messages are re-run by
-    another worker (reclaim); what remains `running` on a worker without a heartbeat
-    long after that had its outcome lost in the instant between acknowledgement and
-    record. Such runs become `failed` (WorkerLost) and can be retried from the API. A
-    worker counts as dead once its last heartbeat is older than a reclaim takes.
-    Returns checked, recovered and errors.
+    another worker (reclaim), so a run whose message is still pending in the stream is
+    left alone, however long it waits for a slot. What remains `running` on a worker
+    without a heartbeat, its message gone, had its outcome lost between acknowledgement
+    and record (a worker outside the acknowledgement gate). Such runs become `failed`
+    (WorkerLost) and can be retried from the API. A worker counts as dead once its last
+    heartbeat is older than a reclaim takes. Returns checked, recovered and errors.
     """
     prefix = current.settings.redis_prefix
     workers = await live_workers(context.broker, prefix)
@@ -145,8 +148,25 @@ async def recover_orphaned_runs(
             if name not in alive and seen.get(name, 0) < (now - grace).timestamp()
         ]
         recovered = await runs.fail_orphaned(
-            connection, dead_workers=dead, started_before=now - grace, error=error, now=now
+            connection,
+            dead_workers=dead,
+            started_before=now - grace,
+            error=error,
+            now=now,
+            still_pending=partial(_still_pending, context.broker),
         )
     if recovered:
         _log.warning("runs-orphaned", runs=len(recovered), run_ids=recovered[:20])
     return make_summary(checked=len(workers), recovered=len(recovered))
+
+
+async def _still_pending(broker: AsyncBroker, run_ids: list[str]) -> set[str]:
+    pending = await pending_runs(broker, run_ids)
+    if pending:
+        _log.info(
+            "runs-orphaned-pending",
+            runs=len(pending),
+            run_ids=sorted(pending)[:20],
+            message="left running: their messages are pending and will run again",
+        )
+    return pending

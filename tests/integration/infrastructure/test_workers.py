@@ -7,15 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
+from taskiq import Context, TaskiqMessage
 
 from jobs_service.broker import build_broker
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.settings import DatabaseSettings, Settings
+from jobs_service.core.summary import Summary
 from jobs_service.infrastructure.database import Database
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.infrastructure.stream_upkeep import StreamUpkeep, last_seen_key
 from jobs_service.infrastructure.workers import LAST_SEEN_KEPT, live_workers, prune_last_seen
+from jobs_service.tasks.maintenance import recover_orphaned_runs
 from tests.support.services import redis_url
 
 pytestmark = pytest.mark.anyio
@@ -84,3 +88,71 @@ async def test_runs_on_dead_workers_are_failed_and_the_others_left_alone(pg_url:
     assert {"gone:1", "here:2"} <= set(candidates)
     assert failed == [events["ghost"].run_id]
     assert statuses == {"ghost": "failed", "alive": "running", "young": "running"}
+
+
+async def test_a_dead_workers_run_whose_message_is_still_pending_is_not_failed(
+    pg_url: str, redis_prefix: str
+) -> None:
+    """A run left ``running`` by a dead worker whose message is still pending (waiting
+    for a reclaim, or reclaimed and waiting for a slot) will run again: the recovery
+    leaves it alone, and fails it only once the message is gone. The run's entry sits
+    behind 600 others, past the first page of the pending list."""
+    prefix = f"{redis_prefix}-{uuid.uuid4().hex[:6]}"
+    settings = Settings(database_url=pg_url, redis_url=redis_url(), redis_prefix=prefix)
+    runtime = Runtime(settings)
+    await runtime.start()
+    broker = build_broker(settings)
+    assert isinstance(broker, StreamBroker)
+    broker.state.runtime = runtime
+    broker.name_this_process()  # as a worker process does
+    await broker.startup()
+    upkeep = StreamUpkeep(broker, prefix=prefix, max_lease_s=3600)
+    dead = "gone-host:1:0badf00d"
+    long_ago = datetime.now(UTC) - timedelta(minutes=10)
+    waiting, lost = new_run_id(), new_run_id()
+    stream, group = broker.queue_name, broker.consumer_group_name
+
+    def message(run_id: str) -> bytes:
+        taskiq = TaskiqMessage(task_id=run_id, task_name="t", labels={}, args=[], kwargs={})
+        return broker.formatter.dumps(taskiq).message
+
+    async def recover() -> tuple[Summary, dict[str, str]]:
+        context = Context(
+            TaskiqMessage(task_id="x", task_name="t", labels={}, args=[], kwargs={}), broker
+        )
+        summary = await recover_orphaned_runs.original_func(current=runtime, context=context)
+        async with runtime.database.sessions() as session:
+            rows = {
+                run_id: await runs.get_run(session, run_id=run_id) for run_id in (waiting, lost)
+            }
+        return summary, {run_id: row.status for run_id, row in rows.items() if row is not None}
+
+    try:
+        await upkeep.beat()  # this worker is alive, so the recovery judges others
+        async with Redis(connection_pool=broker.connection_pool) as redis:
+            filler = redis.pipeline(transaction=False)
+            for _ in range(600):
+                filler.xadd(stream, {b"data": message(new_run_id())})
+            await filler.execute()
+            waiting_id = await redis.xadd(stream, {b"data": message(waiting)})
+            await redis.xreadgroup(group, dead, {stream: ">"}, count=1000)
+        async with runtime.database.engine.begin() as connection:
+            await runs.upsert_run_events(
+                connection,
+                [
+                    runs.RunEvent(run_id, "t", {}, "api", "running", 1, dead, long_ago, long_ago)
+                    for run_id in (waiting, lost)
+                ],
+            )
+        # (The database is the session's: other tests' runs may be recovered too.)
+        summary, statuses = await recover()
+        assert statuses == {waiting: "running", lost: "failed"}, summary
+
+        async with Redis(connection_pool=broker.connection_pool) as redis:
+            await redis.xack(stream, group, waiting_id)
+        summary, statuses = await recover()
+        assert statuses == {waiting: "failed", lost: "failed"}, summary
+    finally:
+        await upkeep.stop()
+        await broker.shutdown()
+        await runtime.stop()

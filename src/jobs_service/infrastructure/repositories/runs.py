@@ -36,7 +36,7 @@ from jobs_service.infrastructure.repositories.runs_bulk import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -615,13 +615,14 @@ async def fail_orphaned(
     started_before: datetime,
     error: dict[str, str],
     now: datetime,
+    still_pending: Callable[[list[str]], Awaitable[Collection[str]]] | None = None,
 ) -> list[str]:
     """Fail runs still ``running`` on workers known to be dead; returns their run ids.
 
-    The caller decides who is dead (no heartbeat for longer than a reclaim takes), so
-    a message of a dead worker that was still pending has been reclaimed and restarted
-    elsewhere (the record names the new worker); what is left had its message
-    acknowledged and its outcome lost.
+    The caller decides who is dead (no heartbeat for longer than a reclaim takes).
+    ``still_pending`` names the runs among them whose message is still pending in the
+    stream: those will run again (reclaimed, perhaps waiting for a slot elsewhere) and
+    are left alone. What is left had its message acknowledged and its outcome lost.
     """
     if not dead_workers:
         return []
@@ -631,6 +632,9 @@ async def fail_orphaned(
         & JobRun.worker.in_(list(dead_workers))
     )
     run_ids = list((await connection.execute(select(JobRun.run_id).where(orphaned))).scalars())
+    if run_ids and still_pending is not None:
+        pending = set(await still_pending(run_ids))
+        run_ids = [run_id for run_id in run_ids if run_id not in pending]
     if run_ids:
         await _fail_webhook_events(connection, JobRun.run_id.in_(run_ids), error=error, at=now)
         await connection.execute(
