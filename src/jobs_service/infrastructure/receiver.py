@@ -154,7 +154,16 @@ class JobsReceiver(Receiver):
                 unfinished = self._running | self._finishing
                 await asyncio.wait(unfinished, timeout=self.wait_tasks_timeout)
             await broker.completions.drain(timeout_s=_SHUTDOWN_FLUSH_S)
-            if isinstance(runtime, Runtime):  # nothing is held back past this point
+            if self._running or self._finishing:
+                # Runs that outlived the wait keep the gate: one that ends while the
+                # process shuts down is acknowledged once its outcome is written, and
+                # otherwise stays pending for another worker, never acknowledged bare.
+                _log.warning(
+                    "worker-runs-unfinished",
+                    running=len(self._running | self._finishing),
+                    message="acknowledged only once recorded; otherwise run again elsewhere",
+                )
+            elif isinstance(runtime, Runtime):  # nothing is held back past this point
                 broker.completions.gate = None
                 runtime.recorder.on_written = None
         if reader.done() and not reader.cancelled() and reader.exception() is not None:

@@ -227,11 +227,17 @@ class StreamBroker(RedisStreamBroker):
         self._backoff = 0.2
         # The whole batch is held (its lease renewed) from now on: the receiver may
         # take a while to start the last of it.
-        return [
-            self._hold(redis_text(stream), redis_text(message_id), fields)
-            for stream, entries in fetched or []
-            for message_id, fields in entries
-        ]
+        batch: list[Delivery] = []
+        malformed: list[tuple[str, Any]] = []
+        for stream, entries in fetched or []:
+            for message_id, fields in entries:
+                if b"data" in fields:
+                    batch.append(self._hold(redis_text(stream), redis_text(message_id), fields))
+                else:
+                    malformed.append((redis_text(message_id), fields))
+        if malformed:
+            await self._set_all_aside(redis, malformed, held=batch)
+        return batch
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         """TaskIQ's interface (its own receiver): :meth:`read`, one message at a time.
@@ -267,20 +273,56 @@ class StreamBroker(RedisStreamBroker):
         """
         entries = await self._idle_entries(redis, count)
         claimed: list[Delivery] = []
-        for raw_id, fields in entries:
-            message_id = redis_text(raw_id)
-            if message_id in self.held:
-                continue  # our own, renewed late (a stalled loop): still running here
-            if not fields:  # trimmed away while pending
-                await redis.xack(self.queue_name, self.consumer_group_name, message_id)
-                continue
-            deliveries = await self._deliveries(redis, message_id, fields)
-            if deliveries is None:
-                continue
-            claimed.append(self._hold(self.queue_name, message_id, fields, deliveries))
+        try:
+            for raw_id, fields in entries:
+                message_id = redis_text(raw_id)
+                if message_id in self.held:
+                    continue  # our own, renewed late (a stalled loop): still running here
+                if not fields:  # trimmed away while pending
+                    await redis.xack(self.queue_name, self.consumer_group_name, message_id)
+                    continue
+                if b"data" not in fields:
+                    await self._set_all_aside(redis, [(message_id, fields)], held=[])
+                    continue
+                deliveries = await self._deliveries(redis, message_id, fields)
+                if deliveries is None:
+                    continue
+                claimed.append(self._hold(self.queue_name, message_id, fields, deliveries))
+        except BaseException:
+            # Redis went away halfway (or the read was cancelled): the messages taken so
+            # far are not handed over, so stop renewing them, or they would sit here
+            # until max_lease_s; the next reclaim takes them again, like the rest.
+            for delivery in claimed:
+                self.held.pop(delivery.message_id, None)
+            raise
         if claimed:
             _log.warning("broker-reclaimed", messages=len(claimed))
         return claimed
+
+    async def _set_all_aside(
+        self, redis: Redis, entries: list[tuple[str, Any]], *, held: list[Delivery]
+    ) -> None:
+        """Move entries that are no messages of ours (no ``data`` field: added by hand
+        or by another program) to the dead-letter stream, as they were, and acknowledge
+        them: each would stop every worker that read it, and nothing of it is lost. If
+        Redis fails meanwhile, the ``held`` messages read with them are let go."""
+        try:
+            for message_id, fields in entries:
+                pipe = redis.pipeline(transaction=True)
+                pipe.xadd(self.dead_letter_stream, {**fields, b"id": message_id})
+                pipe.xack(self.queue_name, self.consumer_group_name, message_id)
+                await pipe.execute()
+                _log.error(
+                    "message-malformed",
+                    message_id=message_id,
+                    fields=sorted(redis_text(name) for name in fields)[:20],
+                    dead_letters=self.dead_letter_stream,
+                    message="no data field: set aside in the dead-letter stream",
+                )
+        except BaseException:
+            for delivery in held:
+                self.held.pop(delivery.message_id, None)
+            raise
 
     async def _idle_entries(self, redis: Redis, count: int) -> list[Any]:
         """Up to ``count`` idle entries of the pending list, claimed for this consumer.

@@ -39,6 +39,12 @@ async def count_invoices() -> Summary:
     return make_summary(processed=1)
 
 
+async def report_slowly() -> Summary:
+    """A run that outlives a worker's wait for its runs at shutdown."""
+    await asyncio.sleep(1.0)
+    return make_summary(processed=1)
+
+
 async def _until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 15) -> None:
     async with asyncio.timeout(timeout_s):
         while not await condition():  # noqa: ASYNC110 - polls Redis and the database
@@ -79,6 +85,7 @@ async def deployment(empty_pg_url: str, redis_prefix: str) -> AsyncIterator[Depl
     assert isinstance(worker, StreamBroker)
     for broker in (producer, worker):
         broker.register_task(count_invoices, "count_invoices")
+        broker.register_task(report_slowly, "report_slowly")
         broker.state.runtime = runtime
         await broker.startup()
     locker = await asyncpg.connect(empty_pg_url.replace("postgresql+asyncpg", "postgresql"))
@@ -139,6 +146,53 @@ async def test_a_message_waits_for_its_runs_record_before_it_is_acknowledged(
         assert row is not None
         assert (row.status, row.summary) == ("succeeded", {"processed": 1, "errors": 0})
         assert worker.completions.held_back == 0
+
+
+async def test_a_run_that_outlives_the_stop_waits_for_its_record_before_its_acknowledgement(
+    deployment: Deployment,
+) -> None:
+    """SIGTERM while a run is longer than the worker waits for it: the run ends while
+    the process shuts down. With the database stalled its message stays pending (for
+    another worker, if this process exits first); once the outcome is written, it is
+    acknowledged. It is never acknowledged before its outcome is in the database."""
+    worker, runtime = deployment.worker, deployment.runtime
+    run_id = await deployment.client.enqueue("report_slowly", {})
+
+    async def pending() -> int:
+        async with Redis.from_url(redis_url()) as redis:
+            info = await redis.xpending(worker.queue_name, worker.consumer_group_name)
+        return int(info["pending"])
+
+    receiver = JobsReceiver(worker, max_async_tasks=2, max_prefetch=0, wait_tasks_timeout=0.2)
+    finish = asyncio.Event()
+    listening = asyncio.create_task(receiver.listen(finish))
+
+    async def running() -> bool:
+        return receiver.in_hand == 1
+
+    await _until(running)
+    lock = await deployment.stall_records()
+    try:
+        finish.set()
+        await asyncio.wait_for(listening, 15)  # returns with the run still going
+
+        async def finished_and_held_back() -> bool:
+            return worker.completions.held_back == 1
+
+        await _until(finished_and_held_back)
+        await asyncio.sleep(0.3)  # many acknowledgement windows
+        assert await pending() == 1
+    finally:
+        await lock.rollback()
+
+    async def acknowledged() -> bool:
+        return await pending() == 0
+
+    await _until(acknowledged)
+    async with runtime.database.sessions() as session:
+        row = await runs.get_run(session, run_id=run_id)
+    assert row is not None
+    assert row.status == "succeeded"
 
 
 async def test_a_worker_stopping_with_outcomes_unwritten_leaves_their_runs_to_run_again(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from jobs_service.broker import build_broker
 from jobs_service.core.settings import Settings
 from jobs_service.infrastructure.redis_broker import StreamBroker
+from jobs_service.infrastructure.redis_values import redis_text
 from jobs_service.infrastructure.stream_upkeep import StreamUpkeep, trim_acknowledged
 from tests.support.redis_server import PrivateRedis
 from tests.support.services import redis_url
@@ -206,3 +208,67 @@ async def test_a_dead_workers_message_is_reclaimed_behind_many_held_by_live_work
             assert await upkeep.renew_leases() == 120
             found = [d.data for d in await rescuer.read(1)]
     assert found == [b"orphan"]
+
+
+async def test_a_connection_lost_halfway_through_a_reclaim_strands_no_message(
+    make_worker: Callable[..., StreamBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reclaim takes a dead worker's three messages; the connection drops while it
+    reads the second one's delivery count. The first, already held, must not stay held
+    (renewed for hours) without being handed over: the retried read returns all three."""
+    dead = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    rescuer = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    await dead.startup()
+    await rescuer.startup()
+    await rescuer.kick_many([_message(b"m1"), _message(b"m2"), _message(b"m3")])
+    assert len(await dead.read(3)) == 3
+    await anyio.sleep(1.2)  # idle past the timeout: due for a reclaim
+
+    drops = iter([False, True])
+    xpending_range = Redis.xpending_range
+
+    async def drops_once(self: Redis, *args: Any, **kwargs: Any) -> Any:
+        if next(drops, False):
+            raise RedisConnectionError("Connection reset by peer")
+        return await xpending_range(self, *args, **kwargs)
+
+    monkeypatch.setattr(Redis, "xpending_range", drops_once)
+    upkeep = StreamUpkeep(rescuer, prefix="unused", max_lease_s=3600)
+    got: list[bytes] = []
+    with anyio.move_on_after(6):
+        while len(got) < 3:
+            await upkeep.renew_leases()  # what the worker's lease loop does meanwhile
+            with anyio.move_on_after(0.3):
+                got += [d.data for d in await rescuer.read(3)]
+    assert sorted(got) == [b"m1", b"m2", b"m3"]
+
+
+async def test_an_entry_that_is_no_message_is_set_aside_and_the_worker_goes_on(
+    make_worker: Callable[..., StreamBroker],
+) -> None:
+    """An entry without a ``data`` field (``XADD`` by hand, another program) is moved to
+    the dead-letter stream as it was and acknowledged, whether read or reclaimed; the
+    messages around it run, and the worker's read loop does not stop."""
+    first = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    rescuer = make_worker(idle_timeout_s=1, reclaim_interval_s=0.2)
+    await first.startup()
+    await rescuer.startup()
+    async with Redis.from_url(redis_url()) as redis:
+        stray = redis_text(await redis.xadd(first.queue_name, {b"task": b"count_invoices"}))
+        await first.kick_many([_message(b"good")])
+        [good] = await first.read(10)
+        assert good.data == b"good"
+        await good.ack()
+        # The same entry met by a reclaim: pending on a consumer that died on it.
+        await redis.xadd(first.queue_name, {b"note": b"by hand"})
+        await redis.xreadgroup(first.consumer_group_name, "gone", {first.queue_name: ">"})
+        await anyio.sleep(1.2)
+        with anyio.move_on_after(3):
+            assert await rescuer.read(10) == []
+        set_aside = await redis.xrange(first.dead_letter_stream)
+        pending = await redis.xpending(first.queue_name, first.consumer_group_name)
+    assert [fields for _, fields in set_aside] == [
+        {b"task": b"count_invoices", b"id": stray.encode()},
+        {b"note": b"by hand", b"id": set_aside[1][1][b"id"]},
+    ]
+    assert pending["pending"] == 0
