@@ -232,6 +232,25 @@ def test_the_json_schema_accepts_the_documented_example() -> None:
     Settings.model_validate(example)
 
 
+_DOCS = Path(__file__).parents[3] / "docs"
+_TOML_EXAMPLES = [
+    pytest.param(block.group(1), id=f"{page.relative_to(_DOCS.parent)}:{number}")
+    for page in [*sorted(_DOCS.rglob("*.md")), _DOCS.parent / "README.md"]
+    for number, block in enumerate(re.finditer(r"```toml\n(.*?)```", page.read_text(), re.DOTALL))
+]
+
+
+def test_the_docs_have_toml_examples() -> None:
+    assert len(_TOML_EXAMPLES) >= 10
+
+
+@pytest.mark.parametrize("example", _TOML_EXAMPLES)
+def test_every_toml_example_in_the_docs_is_a_valid_configuration(example: str) -> None:
+    """An operator who pastes an example into the config file gets a service that
+    starts: it is TOML, and the settings accept it as it stands."""
+    Settings.model_validate(tomllib.loads(example))
+
+
 @pytest.mark.parametrize(
     "mistake",
     [
