@@ -46,20 +46,41 @@ class ResultDeliveryMiddleware(TaskiqMiddleware):
         return self._queue_delivery(run)
 
     async def _queue_delivery(self, run: RunContext) -> None:
-        """Never raises (it must not block the ack): a failure is logged as
-        ``delivery-not-queued``, and ``deliver_run_result`` can be queued by hand."""
+        """Queue the follow-up under the run's idempotency key: one per run, even if
+        this attempt is delivered twice.
+
+        The key is claimed in the database. While the database is down (the run's own
+        record then waits too) the follow-up is queued without the key, which needs
+        only Redis: a second follow-up sends nothing twice, as ``deliver_run_result``
+        skips what was already sent, while a follow-up never queued is a result never
+        delivered. Never raises (it must not block the acknowledgement): when Redis
+        refuses too, ``delivery-not-queued`` is logged and ``deliver_run_result`` can be
+        queued by hand.
+        """
         from jobs_service.client import JobsClient  # noqa: PLC0415 - client imports tasks
 
+        # Not schedule_id: the follow-up must not count as the schedule's own run, or
+        # an overlap=skip schedule would skip fires while it retries.
+        kwargs, source = {"run_id": run.run_id}, run.source
         try:
             client = JobsClient(self.broker, runtime_of(self.broker))
-            await client.enqueue(
-                DELIVER_TASK,
-                {"run_id": run.run_id},
-                # Not schedule_id: the follow-up must not count as the schedule's own
-                # run, or an overlap=skip schedule would skip fires while it retries.
-                source=run.source,
-                # One follow-up per run, even if this attempt is delivered twice.
-                idempotency_key=f"deliver-run-result:{run.run_id}",
-            )
         except Exception as exc:  # noqa: BLE001 - must not block the ack
             _log.error("delivery-not-queued", error_type=type(exc).__name__, error=str(exc)[:300])
+            return
+        try:
+            key = f"deliver-run-result:{run.run_id}"
+            await client.enqueue(DELIVER_TASK, kwargs, source=source, idempotency_key=key)
+        except Exception as keyed:  # noqa: BLE001 - must not block the ack
+            try:
+                follow_up = await client.enqueue(DELIVER_TASK, kwargs, source=source)
+            except Exception as exc:  # noqa: BLE001 - must not block the ack
+                _log.error(
+                    "delivery-not-queued", error_type=type(exc).__name__, error=str(exc)[:300]
+                )
+            else:
+                _log.warning(
+                    "delivery-queued-without-key",
+                    follow_up_run_id=follow_up,
+                    error_type=type(keyed).__name__,
+                    error=str(keyed)[:300],
+                )
