@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from jobs_service.core.text import PortableText
+
 __all__ = [
     "CalendarTarget",
     "DeliverTo",
@@ -51,9 +53,11 @@ class _Strict(BaseModel):
 class EmailTarget(_Strict):
     """An email: recipients, copies and an optional subject."""
 
-    to: list[str] = Field(min_length=1, max_length=100, description="Recipient addresses.")
-    cc: list[str] = Field(default_factory=list, max_length=100, description="Copied addresses.")
-    subject: str | None = Field(
+    to: list[PortableText] = Field(min_length=1, max_length=100, description="Recipient addresses.")
+    cc: list[PortableText] = Field(
+        default_factory=list, max_length=100, description="Copied addresses."
+    )
+    subject: PortableText | None = Field(
         None, max_length=255, description="Subject line; default: the run's title."
     )
 
@@ -66,7 +70,7 @@ class EmailTarget(_Strict):
 class CalendarTarget(_Strict):
     """A calendar event in the sender's calendar, inviting ``attendees``."""
 
-    subject: str | None = Field(
+    subject: PortableText | None = Field(
         None, max_length=255, description="Event subject; default: the run's title."
     )
     start: datetime | None = Field(None, description="Absolute start (with a UTC offset).")
@@ -74,7 +78,7 @@ class CalendarTarget(_Strict):
         0, ge=0, le=525_600, description="Without start: minutes after delivery."
     )
     duration_minutes: int = Field(30, ge=1, le=1440, description="Length of the event.")
-    attendees: list[str] = Field(
+    attendees: list[PortableText] = Field(
         default_factory=list, max_length=500, description="Addresses invited to the event."
     )
 
@@ -104,7 +108,7 @@ class DeliveryTarget:
 class DeliverTo(_Strict):
     """Where a run's result goes; at least one destination."""
 
-    teams_channel: str | None = Field(
+    teams_channel: PortableText | None = Field(
         None,
         min_length=1,
         max_length=100,

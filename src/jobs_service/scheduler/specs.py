@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from jobs_service.core.text import PortableText
 from jobs_service.core.timezones import require_portable_timezone
 from jobs_service.core.timing import (
     CronTiming,
@@ -110,7 +111,7 @@ ScheduleSpec = Annotated[CronSpec | IntervalSpec | OnceSpec, Field(discriminator
 class ScheduleDraft(_Strict):
     """``POST /v1/schedules``."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: PortableText = Field(min_length=1, max_length=200)
     task: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     schedule: ScheduleSpec
@@ -118,7 +119,7 @@ class ScheduleDraft(_Strict):
     catchup_window_s: int = Field(0, ge=0, le=7 * 86_400)
     deliver_to: dict[str, Any] | None = None
     enabled: bool = True
-    description: str | None = Field(None, max_length=2000)
+    description: PortableText | None = Field(None, max_length=2000)
 
 
 def _document_not_nullable(schema: JsonDict) -> None:
@@ -137,15 +138,15 @@ class SchedulePatch(_Strict):
 
     model_config = ConfigDict(json_schema_extra=_document_not_nullable)
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: PortableText | None = Field(None, min_length=1, max_length=200)
     kwargs: dict[str, Any] | None = None
     schedule: ScheduleSpec | None = None
     overlap: Overlap | None = None
     catchup_window_s: int | None = Field(None, ge=0, le=7 * 86_400)
     deliver_to: dict[str, Any] | None = None
     enabled: bool | None = None
-    paused_note: str | None = Field(None, max_length=500)
-    description: str | None = Field(None, max_length=2000)
+    paused_note: PortableText | None = Field(None, max_length=500)
+    description: PortableText | None = Field(None, max_length=2000)
 
     @model_validator(mode="after")
     def _required_fields_are_not_null(self) -> SchedulePatch:

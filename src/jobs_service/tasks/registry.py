@@ -22,6 +22,7 @@ from taskiq_dependencies.dependency import Dependency
 
 from jobs_service.core.errors import JobsError
 from jobs_service.core.summary import Summary
+from jobs_service.core.text import UNPORTABLE_VALUE, unportable_text
 from jobs_service.infrastructure.wire import prepare_labels
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ class TaskInfo:
             validated = model.model_dump(mode="json", exclude_unset=True)
         except ValueError as exc:  # pydantic's own depth limit, below ours in a model
             raise InvalidKwargsError(
-                self.name, [{"loc": [], "msg": str(exc), "type": "unportable_value"}]
+                self.name, [{"loc": [], "msg": str(exc), "type": UNPORTABLE_VALUE}]
             ) from None
         # Again after conversion: "9223372036854775808" becomes an int out of range.
         self._check_portable(validated)
@@ -215,7 +216,7 @@ class TaskInfo:
         if problem is not None:
             loc, msg = problem
             raise InvalidKwargsError(
-                self.name, [{"loc": loc, "msg": msg, "type": "unportable_value"}]
+                self.name, [{"loc": loc, "msg": msg, "type": UNPORTABLE_VALUE}]
             )
 
     def takes(self, argument: str) -> bool:
@@ -261,22 +262,11 @@ def _unportable(value: Any, depth: int = 0) -> tuple[list[Any], str] | None:
 
 def _unportable_scalar(value: Any) -> str | None:
     if isinstance(value, str):
-        return _unportable_text(value)
+        return unportable_text(value)
     if isinstance(value, float):
         return _unportable_float(value)
     if isinstance(value, int) and not isinstance(value, bool) and not (-_INT64 <= value < _INT64):
         return "integer out of the 64-bit range"
-    return None
-
-
-def _unportable_text(value: str) -> str | None:
-    if "\x00" in value:
-        return "text must not contain NUL characters"
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "text is not valid Unicode (lone surrogate)"
     return None
 
 

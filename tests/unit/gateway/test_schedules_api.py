@@ -319,6 +319,42 @@ async def test_patch_refuses_null_for_required_fields(
     assert unchanged["name"] == created["name"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "nightly\x00"),
+        ("description", "d\x00"),
+        ("paused_note", "maintenance\x00"),
+        ("deliver_to", {"email": {"to": ["ops@example.com"], "subject": "KPIs\x00"}}),
+        ("deliver_to", {"email": ["ops\x00@example.com"]}),
+        ("deliver_to", {"calendar": {"subject": "review\x00"}}),
+    ],
+)
+async def test_text_a_database_cannot_store_is_422_on_create_and_patch(
+    make_settings: Callable[..., Settings], field: str, value: Any
+) -> None:
+    """A NUL character in a schedule's name, description, paused note or delivery
+    targets is refused like one in its kwargs: 422 naming the field, nothing stored or
+    changed (PostgreSQL would otherwise fail the write with a 500)."""
+    async with serve_app(await _app(make_settings)) as client:
+        created = (await create(client, name="kept", schedule=cron())).json()
+        path = f"/v1/schedules/{created['id']}"
+        answers = [await client.patch(path, json={field: value})]
+        if field != "paused_note":  # not a field of a new schedule
+            body = {"name": "new", "task": "count_items", "kwargs": {"items": []}}
+            body |= {"schedule": cron(), field: value}
+            answers.append(await client.post("/v1/schedules", json=body))
+        listed = (await client.get("/v1/schedules?source=api")).json()["items"]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        problem = answer.json()
+        assert field in problem["detail"]
+        assert "text must not contain NUL characters" in {e["msg"] for e in problem["errors"]}
+    assert [(s["name"], s["description"], s["paused_note"]) for s in listed] == [
+        ("kept", None, None)
+    ]
+
+
 async def test_a_new_deliver_to_reaches_the_fires_of_a_task_that_delivers_itself(
     make_settings: Callable[..., Settings],
 ) -> None:

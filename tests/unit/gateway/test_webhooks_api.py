@@ -723,6 +723,22 @@ async def test_a_nul_in_an_event_type_is_a_malformed_webhook(
     assert events == []
 
 
+async def test_a_nul_in_the_event_type_filter_is_a_422(
+    billing: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """``GET /v1/webhooks/events?type=%00`` is the caller's mistake: a 422 naming the
+    NUL, as for kwargs, on every database (PostgreSQL would otherwise fail the query)."""
+    app, _ = billing
+    async with asgi_client(app) as operator:
+        response = await operator.get("/v1/webhooks/events", params={"type": "invoice.\x00paid"})
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["type"] == "urn:jobs-service:problem:invalid-request"
+    assert problem["errors"][0]["loc"] == ["query", "type"]
+    assert problem["errors"][0]["type"] == "unportable_value"
+    assert problem["errors"][0]["msg"] == "text must not contain NUL characters"
+
+
 async def test_the_relay_fails_events_whose_run_can_never_be_sent(
     billing: tuple[FastAPI, httpx.AsyncClient],
     monkeypatch: pytest.MonkeyPatch,

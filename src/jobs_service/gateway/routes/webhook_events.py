@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from jobs_service.core.text import PortableText
 from jobs_service.gateway.problems import Problem, problem_responses
 from jobs_service.gateway.query import IsoDatetime, after_id, keyset_page, utc_param
 from jobs_service.gateway.schemas import (
@@ -39,7 +40,7 @@ async def list_events(
     _: Annotated[str, Depends(require_scope("read"))],
     source: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     status: Literal["accepted", "enqueued", "processed", "failed"] | None = None,
-    type: Annotated[str | None, Query(max_length=200)] = None,
+    type: Annotated[PortableText | None, Query(max_length=200)] = None,
     received_after: IsoDatetime | None = None,
     received_before: IsoDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
