@@ -30,8 +30,10 @@ __all__ = [
     "Page",
     "ProgressOut",
     "ReplayOut",
+    "RunActionOut",
     "RunOut",
     "RunStatus",
+    "ScheduleChangeOut",
     "ScheduleDetailOut",
     "ScheduleOut",
     "SubmitIn",
@@ -173,6 +175,23 @@ class RunOut(BaseModel):
     def of(cls, run: JobRun) -> RunOut:
         """Serialise a row."""
         return cls.model_validate(run, from_attributes=True)
+
+
+class RunActionOut(BaseModel):
+    """What a retry or cancel did, for a caller without the ``read`` scope (one with it
+    gets the run as ``GET /v1/runs/{run_id}`` shows it)."""
+
+    run_id: str
+    status: RunStatus = Field(description="`queued` after a retry, `cancelled` after a cancel")
+    attempt: int = Field(
+        description="The run's attempt number as the action left it (after a retry it "
+        "moves on when a worker starts the new attempt)"
+    )
+
+    @classmethod
+    def of(cls, run: JobRun) -> RunActionOut:
+        """The run's id, status and attempt, nothing it holds."""
+        return cls(run_id=run.run_id, status=run.status, attempt=run.attempt)  # type: ignore[arg-type]
 
 
 class DeliveryOut(BaseModel):
@@ -328,6 +347,14 @@ class ScheduleDetailOut(ScheduleOut):
             "until the timing is fixed"
         ),
     )
+
+
+class ScheduleChangeOut(BaseModel):
+    """What a change did, for a caller without the ``read`` scope (one with it gets the
+    schedule as ``GET /v1/schedules/{id}`` shows it)."""
+
+    id: int
+    changed: list[str] = Field(description="The fields the request set, by name")
 
 
 class TriggerOut(BaseModel):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from jobs_service.core.settings import Settings
 
-__all__ = ["LOCAL_PRINCIPAL", "authenticate", "require_scope"]
+__all__ = ["LOCAL_PRINCIPAL", "authenticate", "holds_scope", "require_scope"]
 
 LOCAL_PRINCIPAL = "local"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="jobs-service"'}
@@ -60,6 +60,7 @@ def authenticate(settings: Settings, request: Request, scope: Scope) -> str:
         raise Problem(401, "invalid-api-key", "the API key is not valid", headers=_CHALLENGE)
     # Known from here on, even if refused: the audit log names who tried.
     request.state.principal = key.name
+    request.state.api_key = key
     if not key.grants(scope):
         raise Problem(
             403,
@@ -68,6 +69,16 @@ def authenticate(settings: Settings, request: Request, scope: Scope) -> str:
             scope=scope,
         )
     return key.name
+
+
+def holds_scope(request: Request, scope: Scope) -> bool:
+    """Whether the caller of an authenticated request also holds ``scope``: an answer
+    carries no more than the caller could read (a loopback caller without configured
+    keys holds every scope)."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    if key is None:
+        return not request.app.state.settings.api_keys
+    return key.grants(scope)
 
 
 def require_scope(scope: Scope) -> Callable[[Request], Awaitable[str]]:

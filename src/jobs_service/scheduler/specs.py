@@ -150,6 +150,9 @@ class SchedulePatch(_Strict):
 
     @model_validator(mode="after")
     def _required_fields_are_not_null(self) -> SchedulePatch:
+        if not self.model_fields_set:
+            msg = "nothing to change: give at least one field"
+            raise ValueError(msg)
         nulls = sorted(
             name
             for name in _NOT_NULLABLE

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.anyio
 
 OPERATOR_KEY = "op-key-run-actions"
 READER_KEY = "read-key-run-actions"
+ACTOR_KEY = "act-key-run-actions"
 UNKNOWN_RUN = "0" * 32
 
 
@@ -40,6 +41,7 @@ def _keys() -> list[dict[str, Any]]:
         for name, key, scopes in (
             ("operator", OPERATOR_KEY, ["read", "operate"]),
             ("reader", READER_KEY, ["read"]),
+            ("actor", ACTOR_KEY, ["operate"]),
         )
     ]
 
@@ -295,3 +297,36 @@ async def test_finished_unknown_and_unauthorised_actions_are_problems(
     assert [r.status_code for r in unknown] == [404] * 6
     assert all(r.json()["type"] == "urn:jobs-service:problem:unknown-run" for r in unknown)
     assert reader.status_code == 403
+
+
+async def test_a_key_without_read_learns_only_what_its_retry_or_cancel_did(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """An operate-only key may retry and cancel, but cannot GET the run: its answers
+    hold the run id, status and attempt, never the run's kwargs, error, attempts or
+    deliveries (a key with read gets the run as GET shows it)."""
+    app = create_app(_settings(make_settings), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        submitted = await client.post(
+            "/v1/tasks/fail_until_attempt", json={"kwargs": {"succeed_at": 99}}, headers=_auth()
+        )
+        run_id = submitted.json()["run_id"]
+        await _until(client, run_id, ("dead",))
+        await _settled(app, client, run_id)
+        refused = await client.get(f"/v1/runs/{run_id}", headers=_auth(ACTOR_KEY))
+        retried = await client.post(f"/v1/runs/{run_id}/retry", headers=_auth(ACTOR_KEY))
+        await _until(client, run_id, ("dead",))
+        as_operator = await client.post(f"/v1/runs/{run_id}/retry", headers=_auth())
+        await _until(client, run_id, ("dead",))
+        queued = app.state.client.prepare("count_items", {"items": ["secret"]})
+        async with app.state.runtime.database.engine.begin() as connection:
+            await runs.insert_queued_runs(connection, [queued.queued_row()])
+        cancelled = await client.post(f"/v1/runs/{queued.run_id}/cancel", headers=_auth(ACTOR_KEY))
+    assert refused.status_code == 403
+    assert retried.status_code == 202, retried.text
+    assert retried.json() == {"run_id": run_id, "status": "queued", "attempt": 3}
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json() == {"run_id": queued.run_id, "status": "cancelled", "attempt": 1}
+    assert as_operator.status_code == 202, as_operator.text
+    assert as_operator.json()["kwargs"] == {"succeed_at": 99}
+    assert [a["status"] for a in as_operator.json()["attempts"]] == ["retrying"] * 2 + ["dead"] * 2

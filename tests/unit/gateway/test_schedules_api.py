@@ -41,11 +41,13 @@ def cron(expression: str = "0 9 * * 1", zone: str = "Asia/Singapore") -> dict[st
     return {"type": "cron", "cron": expression, "timezone": zone}
 
 
-async def create(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+async def create(
+    client: httpx.AsyncClient, headers: dict[str, str] | None = None, **body: Any
+) -> httpx.Response:
     body.setdefault("name", f"weekly-{datetime.now(UTC).timestamp()}")
     body.setdefault("task", "count_items")
     body.setdefault("kwargs", {"items": ["a"]})
-    return await client.post("/v1/schedules", json=body)
+    return await client.post("/v1/schedules", json=body, headers=headers)
 
 
 async def test_create_a_cron_schedule_and_see_its_next_fires(
@@ -300,6 +302,69 @@ async def test_schedules_need_scopes(make_settings: Callable[..., Settings]) -> 
     assert listed.status_code == 200
     assert created.status_code == 403
     assert anonymous.status_code == 401
+
+
+async def test_a_key_without_read_learns_only_what_its_change_did(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """An operate-only key may pause and edit a schedule but not GET it: its PATCH
+    answer is the schedule's id and the fields it set, never the kwargs, delivery
+    targets or recent runs (their kwargs, summaries and errors); a key with read and
+    operate still gets the whole schedule."""
+    import hashlib  # noqa: PLC0415
+
+    keys = [
+        {"name": name, "sha256": hashlib.sha256(key).hexdigest(), "scopes": scopes}
+        for name, key, scopes in (
+            ("op", b"op-key", ["operate"]),
+            ("rw", b"rw-key", ["read", "operate"]),
+        )
+    ]
+    app = create_app(make_settings(api_keys=keys), broker=broker, embedded=True, scheduler=False)
+    operate_only, read_write = (
+        {"Authorization": "Bearer op-key"},
+        {"Authorization": "Bearer rw-key"},
+    )
+    async with serve_app(app) as client:
+        created = await create(
+            client,
+            name="nightly",
+            kwargs={"items": ["secret"]},
+            schedule=cron(),
+            headers=read_write,
+        )
+        path = created.headers["location"]
+        await client.post(f"{path}/trigger", headers=read_write)
+        await broker.wait_all()  # type: ignore[attr-defined]
+        await app.state.runtime.recorder.wait_flushed()
+        refused = await client.get(path, headers=operate_only)
+        paused = await client.patch(
+            path, json={"enabled": False, "paused_note": "maintenance"}, headers=operate_only
+        )
+        resumed = await client.patch(path, json={"enabled": True}, headers=read_write)
+    assert refused.status_code == 403
+    assert paused.status_code == 200, paused.text
+    assert paused.json() == {"id": created.json()["id"], "changed": ["enabled", "paused_note"]}
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["kwargs"] == {"items": ["secret"]}
+    assert resumed.json()["enabled"] is True
+    assert [run["kwargs"] for run in resumed.json()["recent_runs"]] == [{"items": ["secret"]}]
+
+
+async def test_an_empty_patch_is_422_as_it_changes_nothing(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """``PATCH`` with ``{}`` is a mistake, not a no-op: 422 saying there is nothing to
+    change, and the schedule stays as it was."""
+    async with serve_app(await _app(make_settings)) as client:
+        created = (await create(client, schedule=cron())).json()
+        path = f"/v1/schedules/{created['id']}"
+        empty = await client.patch(path, json={})
+        unchanged = (await client.get(path)).json()
+    assert empty.status_code == 422, empty.text
+    assert empty.json()["type"] == "urn:jobs-service:problem:invalid-request"
+    assert "nothing to change" in empty.json()["detail"]
+    assert unchanged["updated_at"] == created["updated_at"]
 
 
 async def test_patch_refuses_null_for_required_fields(

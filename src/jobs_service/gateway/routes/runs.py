@@ -18,12 +18,13 @@ from jobs_service.gateway.schemas import (
     MAX_ID,
     NAME_PATTERN,
     Page,
+    RunActionOut,
     RunDetailOut,
     RunOut,
     RunSource,
     RunStatus,
 )
-from jobs_service.gateway.security import require_scope
+from jobs_service.gateway.security import holds_scope, require_scope
 from jobs_service.infrastructure.repositories import deliveries, runs
 
 if TYPE_CHECKING:
@@ -173,9 +174,10 @@ async def retry_run(
     request: Request,
     _: Annotated[str, Depends(require_scope("operate"))],
     client: Annotated[JobsClient, Depends(get_client)],
-) -> RunDetailOut:
+) -> RunDetailOut | RunActionOut:
     """The same run id runs again as its next attempt, with its kwargs and source; it is
-    ``queued`` until a worker starts it. Earlier attempts stay listed in ``attempts``."""
+    ``queued`` until a worker starts it. Earlier attempts stay listed in ``attempts``. A
+    key without the ``read`` scope gets only the run id, status and attempt."""
     async with request.app.state.runtime.database.sessions() as session:
         found = await _find(session, run_id)
     request.state.audit_target = found.run_id  # also when addressed by its numeric id
@@ -183,6 +185,8 @@ async def retry_run(
         queued = await client.retry(found.run_id)
     except (RunNotFoundError, RunStateError) as exc:
         raise _problem(exc) from None
+    if not holds_scope(request, "read"):
+        return RunActionOut.of(queued)
     # The run as this retry queued it: a worker may already have run the new attempt,
     # which GET /v1/runs/{run_id} shows.
     async with request.app.state.runtime.database.sessions() as session:
@@ -209,11 +213,12 @@ async def cancel_run(
     request: Request,
     principal: Annotated[str, Depends(require_scope("operate"))],
     client: Annotated[JobsClient, Depends(get_client)],
-) -> RunDetailOut:
+) -> RunDetailOut | RunActionOut:
     """A queued (or retrying) run never starts; a running async task is cancelled
     cooperatively (at its next ``await``). The run is ``cancelled`` at once, with the
     error ``{"type": "Cancelled", "message": "cancelled by <key name>"}``, and is not
-    retried; ``POST /v1/runs/{run_id}/retry`` queues it again."""
+    retried; ``POST /v1/runs/{run_id}/retry`` queues it again. A key without the
+    ``read`` scope gets only the run id, status and attempt."""
     async with request.app.state.runtime.database.sessions() as session:
         found = await _find(session, run_id)
     request.state.audit_target = found.run_id  # also when addressed by its numeric id
@@ -222,7 +227,10 @@ async def cancel_run(
     except (RunNotFoundError, RunStateError) as exc:
         raise _problem(exc) from None
     async with request.app.state.runtime.database.sessions() as session:
-        return await _detail(session, await _find(session, found.run_id))
+        cancelled = await _find(session, found.run_id)
+        if not holds_scope(request, "read"):
+            return RunActionOut.of(cancelled)
+        return await _detail(session, cancelled)
 
 
 async def _find(session: AsyncSession, run_id: str) -> JobRun:

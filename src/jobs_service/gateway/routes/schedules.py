@@ -14,11 +14,12 @@ from jobs_service.gateway.schemas import (
     FireTime,
     Page,
     RunOut,
+    ScheduleChangeOut,
     ScheduleDetailOut,
     ScheduleOut,
     TriggerOut,
 )
-from jobs_service.gateway.security import require_scope
+from jobs_service.gateway.security import holds_scope, require_scope
 from jobs_service.infrastructure.repositories import schedules as repo
 from jobs_service.scheduler.service import ScheduleService, next_fires, timing_problem
 from jobs_service.scheduler.specs import ScheduleDraft, SchedulePatch
@@ -110,12 +111,18 @@ async def get_schedule(
 async def update_schedule(
     schedule_id: ScheduleId,
     body: SchedulePatch,
+    request: Request,
     svc: Service,
     _: Annotated[str, Depends(require_scope("operate"))],
-) -> ScheduleDetailOut:
-    """Only the given fields change. ``{"enabled": false}`` pauses, ``{"enabled": true}``
-    resumes from now (missed fires are not replayed). Label schedules: pause/resume only."""
+) -> ScheduleDetailOut | ScheduleChangeOut:
+    """Only the given fields change (at least one: an empty body is a 422).
+    ``{"enabled": false}`` pauses, ``{"enabled": true}`` resumes from now (missed fires
+    are not replayed). Label schedules: pause/resume only. The answer is the schedule as
+    ``GET`` shows it; a key without the ``read`` scope gets only its id and the names of
+    the fields changed."""
     await svc.update(schedule_id, body)
+    if not holds_scope(request, "read"):
+        return ScheduleChangeOut(id=schedule_id, changed=sorted(body.model_fields_set))
     return await _detail(svc, schedule_id)
 
 
