@@ -1,4 +1,4 @@
-"""Query-parameter handling shared by the list endpoints."""
+"""Query- and path-parameter handling shared by the endpoints."""
 
 from __future__ import annotations
 
@@ -6,18 +6,21 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
+from fastapi import Path
 from pydantic import BeforeValidator
 
 from jobs_service.core.pagination import InvalidCursorError, decode_cursor, encode_cursor
 from jobs_service.gateway.problems import Problem
+from jobs_service.gateway.schemas import MAX_ID
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["IsoDatetime", "after_id", "keyset_page", "utc_param"]
+__all__ = ["DIGITS_ONLY", "IsoDatetime", "PathId", "after_id", "keyset_page", "utc_param"]
 
 T = TypeVar("T")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _iso_8601(value: Any) -> Any:
@@ -31,6 +34,24 @@ def _iso_8601(value: Any) -> Any:
 
 #: A timestamp query parameter: ISO 8601 only (then :func:`utc_param` wants an offset).
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
+
+
+def _digits_only(value: Any) -> Any:
+    """Pydantic reads "1.0", "+1", " 1" and "1_0" as integers too; an id is spelt in
+    ASCII digits only (leading zeros allowed), so each resource has one spelling and a
+    typo is refused, not taken for another id."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        msg = "must be a whole number written in digits, e.g. 12"
+        raise ValueError(msg)
+    return value
+
+
+#: Refuses a numeric id parameter not written in digits. It follows the parameter's
+#: ``Path``/``Query`` in ``Annotated``, which keeps their bounds in the Open API schema.
+DIGITS_ONLY = BeforeValidator(_digits_only)
+#: A numeric id in a path (``/v1/schedules/{schedule_id}``): digits only, 1 to MAX_ID;
+#: anything else is a 422.
+PathId = Annotated[int, Path(ge=1, le=MAX_ID), DIGITS_ONLY]
 
 
 def utc_param(value: datetime | None, name: str) -> datetime | None:

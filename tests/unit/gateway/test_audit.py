@@ -152,6 +152,44 @@ async def test_one_resource_is_one_target_however_its_path_spells_it(
     ]
 
 
+async def test_an_id_not_spelt_in_digits_is_refused_so_no_action_hides_under_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """``/v1/schedules/1.0``, ``+1``, `` 1`` or ``1_0`` are not schedule 1 (or 10): a
+    422 that changes nothing, so every action on schedule 1 is found under target ``1``.
+    Every numeric path id is read the same way (webhook events too)."""
+    async with serve_app(_app(make_settings)) as client:
+        created = await client.post(
+            "/v1/schedules",
+            json={
+                "name": "spelt",
+                "task": "count_items",
+                "kwargs": {"items": []},
+                "schedule": {"type": "interval", "seconds": 3600},
+            },
+            headers=auth(OPERATOR),
+        )
+        schedule_id = created.json()["id"]
+        refused = [
+            await client.patch(
+                f"/v1/schedules/{spelling}", json={"enabled": False}, headers=auth(OPERATOR)
+            )
+            for spelling in (f"{schedule_id}.0", f"+{schedule_id}", f"%20{schedule_id}", "1_0")
+        ]
+        replay = await client.post("/v1/webhooks/events/+1/replay", headers=auth(OPERATOR))
+        listed = await client.get(
+            "/v1/runs", params={"schedule_id": f"{schedule_id}.0"}, headers=auth(READER)
+        )
+        shown = await client.get(f"/v1/schedules/{schedule_id}", headers=auth(READER))
+        by_schedule = await _audit(client, target=str(schedule_id))
+    assert [r.status_code for r in refused] == [422] * 4
+    assert all(r.json()["type"] == "urn:jobs-service:problem:invalid-request" for r in refused)
+    assert "digits" in refused[0].json()["detail"]
+    assert (replay.status_code, listed.status_code) == (422, 422)
+    assert shown.json()["enabled"] is True
+    assert [e["action"] for e in by_schedule] == ["POST /v1/schedules"]
+
+
 async def test_refused_attempts_are_recorded_too(make_settings: Callable[..., Settings]) -> None:
     """No key, a wrong key and a key without the scope: each attempt is an entry with
     its 401/403. The actor is ``anonymous`` where no key was recognised, and the key's

@@ -11,7 +11,7 @@ from jobs_service.client import JobsClient, RunNotFoundError, RunStateError
 from jobs_service.core.ids import is_run_id
 from jobs_service.gateway.dependencies import get_client
 from jobs_service.gateway.problems import Problem, problem_responses
-from jobs_service.gateway.query import IsoDatetime, after_id, keyset_page, utc_param
+from jobs_service.gateway.query import DIGITS_ONLY, IsoDatetime, after_id, keyset_page, utc_param
 from jobs_service.gateway.run_events import END_ID, event_stream
 from jobs_service.gateway.run_feeds import RunFeeds, RunState
 from jobs_service.gateway.schemas import (
@@ -66,7 +66,7 @@ async def list_runs(
     task: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     status: RunStatus | None = None,
     source: RunSource | None = None,
-    schedule_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    schedule_id: Annotated[int | None, Query(ge=1, le=MAX_ID), DIGITS_ONLY] = None,
     queued_after: Annotated[IsoDatetime | None, Query(description="ISO 8601 with offset")] = None,
     queued_before: Annotated[IsoDatetime | None, Query(description="ISO 8601 with offset")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from jobs_service.gateway.problems import problem_responses
-from jobs_service.gateway.query import after_id, keyset_page
+from jobs_service.gateway.query import PathId, after_id, keyset_page
 from jobs_service.gateway.schemas import (
-    MAX_ID,
     NAME_PATTERN,
     FireTime,
     Page,
@@ -45,7 +44,6 @@ def service(request: Request) -> ScheduleService:
 
 
 Service = Annotated[ScheduleService, Depends(service)]
-ScheduleId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 async def _detail(svc: ScheduleService, schedule_id: int) -> ScheduleDetailOut:
@@ -96,7 +94,7 @@ async def create_schedule(
     "/{schedule_id}", summary="One schedule with next fires and recent runs", responses=_PROBLEMS
 )
 async def get_schedule(
-    schedule_id: ScheduleId,
+    schedule_id: PathId,
     svc: Service,
     _: Annotated[str, Depends(require_scope("read"))],
 ) -> ScheduleDetailOut:
@@ -109,7 +107,7 @@ async def get_schedule(
     "/{schedule_id}", summary="Change, pause or resume a schedule", responses=_BODY_PROBLEMS
 )
 async def update_schedule(
-    schedule_id: ScheduleId,
+    schedule_id: PathId,
     body: SchedulePatch,
     request: Request,
     svc: Service,
@@ -128,7 +126,7 @@ async def update_schedule(
 
 @router.delete("/{schedule_id}", status_code=204, summary="Delete a schedule", responses=_PROBLEMS)
 async def delete_schedule(
-    schedule_id: ScheduleId,
+    schedule_id: PathId,
     svc: Service,
     _: Annotated[str, Depends(require_scope("operate"))],
 ) -> Response:
@@ -141,7 +139,7 @@ async def delete_schedule(
     "/{schedule_id}/trigger", status_code=202, summary="Run now", responses=_TRIGGER_PROBLEMS
 )
 async def trigger_schedule(
-    schedule_id: ScheduleId,
+    schedule_id: PathId,
     svc: Service,
     _: Annotated[str, Depends(require_scope("operate"))],
 ) -> TriggerOut:

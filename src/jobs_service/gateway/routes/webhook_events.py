@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from jobs_service.core.text import PortableText
 from jobs_service.gateway.problems import Problem, problem_responses
-from jobs_service.gateway.query import IsoDatetime, after_id, keyset_page, utc_param
+from jobs_service.gateway.query import IsoDatetime, PathId, after_id, keyset_page, utc_param
 from jobs_service.gateway.schemas import (
-    MAX_ID,
     NAME_PATTERN,
     Page,
     ReplayOut,
@@ -22,7 +21,6 @@ from jobs_service.infrastructure.repositories import webhooks as repo
 from jobs_service.webhooks.inbox import EventInProgressError, UnknownEventError
 
 router = APIRouter(prefix="/v1/webhooks/events", tags=["webhooks"])
-EventId = Annotated[int, Path(ge=1, le=MAX_ID)]
 _PROBLEMS = problem_responses(
     {
         400: "Invalid cursor",
@@ -63,7 +61,7 @@ async def list_events(
 
 @router.get("/{event_id}", summary="One webhook event with headers and body", responses=_PROBLEMS)
 async def get_event(
-    event_id: EventId, request: Request, _: Annotated[str, Depends(require_scope("read"))]
+    event_id: PathId, request: Request, _: Annotated[str, Depends(require_scope("read"))]
 ) -> WebhookEventDetailOut:
     """Headers are stored with secrets and signatures redacted."""
     async with request.app.state.runtime.database.sessions() as session:
@@ -83,7 +81,7 @@ async def get_event(
     },
 )
 async def replay_event(
-    event_id: EventId,
+    event_id: PathId,
     request: Request,
     _: Annotated[str, Depends(require_scope("operate"))],
 ) -> ReplayOut:
