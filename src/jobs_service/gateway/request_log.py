@@ -14,21 +14,26 @@ from jobs_service.core.ids import random_bytes
 from jobs_service.core.logging import HotPathLogger, get_logger
 from jobs_service.core.redaction import redact_headers
 from jobs_service.gateway.problems import PROBLEM_JSON, problem_body, unexpected_problem
+from jobs_service.infrastructure.models import AuditEntry, column_length
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "RequestLogMiddleware"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "MAX_REQUEST_ID", "RequestLogMiddleware"]
 
 
-_SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+#: The longest client ``X-Request-ID`` kept: what the audit log's column holds, so an
+#: audit entry names its request by the very id the answer carried.
+MAX_REQUEST_ID = column_length(AuditEntry, "request_id")
+_SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,%d}$" % MAX_REQUEST_ID)
 #: The status logged for a request whose client went away before it was answered
 #: (nginx's "client closed request"): nobody is left to answer, and nothing failed here.
 CLIENT_CLOSED_REQUEST = 499
 
 
 class RequestLogMiddleware:
-    """Assigns ``request_id`` (or keeps a safe ``X-Request-ID``) and logs ``http-request``."""
+    """Assigns ``request_id`` (or keeps a client's ``X-Request-ID`` of up to
+    :data:`MAX_REQUEST_ID` letters, digits and ``._:-``) and logs ``http-request``."""
 
     def __init__(self, app: ASGIApp, *, enabled: bool = True) -> None:
         self.app = app

@@ -190,6 +190,31 @@ async def test_an_id_not_spelt_in_digits_is_refused_so_no_action_hides_under_it(
     assert [e["action"] for e in by_schedule] == ["POST /v1/schedules"]
 
 
+async def test_the_entry_names_its_request_by_the_id_the_answer_carried(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A client's X-Request-ID is kept when the audit log can hold it whole (64
+    characters); a longer one is replaced by a generated id, never cut: the entry's
+    ``request_id`` is always the answer's ``X-Request-ID``."""
+    fits, too_long = "req-" + "a" * 60, "req-" + "b" * 96
+    async with serve_app(_app(make_settings)) as client:
+        answers = [
+            await client.post(
+                "/v1/tasks/count_items",
+                json={"kwargs": {"items": []}},
+                headers={**auth(OPERATOR), "X-Request-ID": given},
+            )
+            for given in (fits, too_long)
+        ]
+        entries = await _audit(client, action="POST /v1/tasks/{name}")
+    assert [a.status_code for a in answers] == [202, 202]
+    assert answers[0].headers["x-request-id"] == fits
+    assert answers[1].headers["x-request-id"] not in (too_long, too_long[:64])
+    assert [e["request_id"] for e in reversed(entries)] == [
+        a.headers["x-request-id"] for a in answers
+    ]
+
+
 async def test_refused_attempts_are_recorded_too(make_settings: Callable[..., Settings]) -> None:
     """No key, a wrong key and a key without the scope: each attempt is an entry with
     its 401/403. The actor is ``anonymous`` where no key was recognised, and the key's
