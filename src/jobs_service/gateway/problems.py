@@ -174,6 +174,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         refusal = _refuse_unauthenticated(request) if exc.status_code == 400 else None
         if refusal is not None:
             return refusal
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # A JSON body (FastAPI decodes only those) whose bytes are not UTF-8.
+            return problem_response(
+                request, 400, "malformed-json", "the request body is not valid JSON (not UTF-8)"
+            )
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return problem_response(
             request, exc.status_code, slug, str(exc.detail), headers=dict(exc.headers or {})

@@ -200,6 +200,29 @@ async def test_malformed_json_is_400(make_settings: Callable[..., Settings]) -> 
     assert response.json()["type"].endswith("malformed-json")
 
 
+async def test_a_json_body_that_is_not_utf8_is_malformed_json(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A body sent as JSON whose bytes are not UTF-8 is not JSON either: 400
+    ``malformed-json`` like any unparsable body, nothing queued; without a valid key it
+    is still a 401 (the body's fault is not told to an unauthenticated caller)."""
+    app = create_app(make_settings(api_keys=keys()), broker=broker, embedded=True, scheduler=False)
+    body = b'{"kwargs": {"items": ["\xff"]}}'
+    json_type = {"content-type": "application/json"}
+    async with serve_app(app) as client:
+        response = await client.post(
+            "/v1/tasks/count_items", content=body, headers={**json_type, **auth(OPERATOR_KEY)}
+        )
+        anonymous = await client.post("/v1/tasks/count_items", content=body, headers=json_type)
+        runs = (await client.get("/v1/runs", headers=auth(READER_KEY))).json()["items"]
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:jobs-service:problem:malformed-json"
+    assert "UTF-8" in response.json()["detail"]
+    assert anonymous.status_code == 401
+    assert runs == []
+
+
 @pytest.mark.parametrize(
     ("headers", "status", "problem"),
     [
