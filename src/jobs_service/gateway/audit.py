@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.logging import get_logger
+from jobs_service.gateway.request_log import CLIENT_CLOSED_REQUEST
 from jobs_service.infrastructure.database import describe_database_error
 from jobs_service.infrastructure.repositories.audit import NewAuditEntry, insert_entries
 
@@ -226,7 +227,7 @@ class AuditMiddleware:
         if not is_operator_action(scope):
             await self.app(scope, receive, send)
             return
-        status = 500
+        status: int | None = None
         location: str | None = None
 
         async def send_and_note(message: Message) -> None:
@@ -243,6 +244,9 @@ class AuditMiddleware:
         except Exception:
             _record(scope, audit_entry(scope, 500, location))
             raise
+        if status is None:  # not answered: the client left first, or nothing answered
+            closed = (scope.get("state") or {}).get("client_closed")
+            status = CLIENT_CLOSED_REQUEST if closed else 500
         _record(scope, audit_entry(scope, status, location))
 
 

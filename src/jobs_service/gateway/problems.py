@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from jobs_service.client import EnqueueError, IdempotencyConflictError
 from jobs_service.core.errors import ConfigurationError
@@ -170,6 +171,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ClientDisconnect):
+            # FastAPI's 400 for a body the client stopped sending: nobody is left to
+            # answer; the request log records it as the client's (499).
+            raise exc.__cause__
         # FastAPI's 400 for a body it cannot read at all (e.g. not UTF-8).
         refusal = _refuse_unauthenticated(request) if exc.status_code == 400 else None
         if refusal is not None:

@@ -74,6 +74,7 @@ class RequestLogMiddleware:
         except ClientDisconnect:
             if not response_started:
                 status = CLIENT_CLOSED_REQUEST
+                scope["state"]["client_closed"] = True  # the audit records it so too
             self._log.info("client-disconnected", method=scope["method"], path=scope["path"])
         except Exception as exc:  # noqa: BLE001 - last line of defence: answer, log once
             status = await self._answer_unhandled(

@@ -1,4 +1,5 @@
-"""A client that leaves a run's event stream frees what it held, on a real uvicorn server."""
+"""Clients that leave before their answer, on a real uvicorn server: one that leaves a
+run's event stream frees what it held; one that leaves mid-body is logged as gone."""
 
 from __future__ import annotations
 
@@ -60,3 +61,54 @@ async def test_a_client_that_disconnects_stops_the_polling_of_its_run(
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(serving, 30)
+
+
+async def test_a_client_that_leaves_mid_body_is_logged_and_audited_as_gone_not_400(
+    make_settings: Callable[..., Settings], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A submit whose client closes the connection before its body has arrived is
+    answered to nobody: the request log says 499 (not FastAPI's 400 for an unreadable
+    body), the audit entry's outcome is 499, and no run is queued."""
+    settings = make_settings()
+    app = create_app(settings, broker=broker, embedded=True, scheduler=False, announce=False)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/tasks/count_items HTTP/1.1\r\nHost: gateway\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            b'{"kwargs": {"items": ['
+        )
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()  # gone before the rest of the body
+        await writer.wait_closed()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            logged = ""
+            for _ in range(100):  # the request's log line is written once it has ended
+                logged += capfd.readouterr().err
+                if '"http-request"' in logged:
+                    break
+                await asyncio.sleep(0.02)
+            audit = (await client.get("/v1/audit")).json()["items"]
+            queued = (await client.get("/v1/runs")).json()["items"]
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(serving, 30)
+    requests = [line for line in logged.splitlines() if '"http-request"' in line]
+    assert len(requests) == 1
+    assert '"path":"/v1/tasks/count_items"' in requests[0]
+    assert '"status":499' in requests[0], requests[0]
+    assert [(entry["action"], entry["outcome"]) for entry in audit] == [
+        ("POST /v1/tasks/{name}", 499)
+    ]
+    assert queued == []
