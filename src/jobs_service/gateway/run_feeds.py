@@ -128,6 +128,8 @@ class RunFeeds:
         self._interval = poll_interval_s
         self._feeds: dict[str, RunFeed] = {}
         self._poller: asyncio.Task[None] | None = None
+        #: Set when the last watcher leaves: wakes the poller from its rest to end.
+        self._unwatched = asyncio.Event()
         self._closing = False
 
     @property
@@ -151,6 +153,7 @@ class RunFeeds:
                 feed.close()
             elif not feed.finished:
                 self._feeds[run_id] = feed
+                self._unwatched.clear()
                 if not self.polling:
                     self._poller = start_detached(self._poll(), name="run-feeds")
         feed.watchers += 1
@@ -160,15 +163,20 @@ class RunFeeds:
             feed.watchers -= 1
             if feed.watchers == 0 and self._feeds.get(run_id) is feed:
                 del self._feeds[run_id]
-            if not self._feeds and self._poller is not None:
-                self._poller.cancel()
-                self._poller = None
+            if not self._feeds:
+                # The poller ends by itself: at once if it rests, after its read if it
+                # reads. Cancelling it mid-read would tear down its database connection
+                # (asyncpg drops a connection whose query was interrupted).
+                self._unwatched.set()
 
     async def _poll(self) -> None:
         delay = self._interval
         while self._feeds:
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unwatched.wait(), delay)
             run_ids = list(self._feeds)
+            if not run_ids:  # the last watcher left while it rested
+                return
             try:
                 async with self._database.sessions() as session:
                     rows = await read_live_states(session, run_ids)
@@ -202,8 +210,12 @@ class RunFeeds:
         for feed in self._feeds.values():
             feed.close()
 
-    async def aclose(self) -> None:
-        """Stop polling (the gateway is shutting down)."""
+    async def aclose(self, *, read_timeout_s: float = 5.0) -> None:
+        """Stop polling (the gateway is shutting down): a read under way may finish
+        (for up to ``read_timeout_s``) before the poller is cancelled."""
         self._feeds = {}
+        self._unwatched.set()
         poller, self._poller = self._poller, None
+        if poller is not None and not poller.done():
+            await asyncio.wait({poller}, timeout=read_timeout_s)
         await stop_task(poller)

@@ -1,19 +1,28 @@
-"""Clients that leave before their answer, on a real uvicorn server: one that leaves a
-run's event stream frees what it held; one that leaves mid-body is logged as gone."""
+"""Clients that leave before their answer, on a real uvicorn server and PostgreSQL: one
+that leaves a run's event stream frees what it held without cutting off a database
+read; one that leaves mid-body is logged as gone."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+import gc
+import random
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import uvicorn
 
 from jobs_service.broker import broker
+from jobs_service.core.ids import new_run_id
+from jobs_service.core.settings import DatabaseSettings
 from jobs_service.gateway import create_app
-from jobs_service.gateway.run_feeds import RunFeeds
+from jobs_service.gateway.run_events import event_stream
+from jobs_service.gateway.run_feeds import RunFeeds, RunState
+from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.repositories import runs
 from tests.support.processes import free_port
 
 if TYPE_CHECKING:
@@ -112,3 +121,41 @@ async def test_a_client_that_leaves_mid_body_is_logged_and_audited_as_gone_not_4
         ("POST /v1/tasks/{name}", 499)
     ]
     assert queued == []
+
+
+async def test_clients_leaving_run_streams_never_cut_off_a_postgresql_read(
+    pg_url: str,
+) -> None:
+    """300 clients of one run, one after another, each leaving at a random moment while
+    the poller (polling every 0.5 ms) is almost always inside its SELECT: no asyncpg
+    connection is torn down ("unexpected connection_lost() call") and no future is
+    left with an unretrieved exception."""
+    database = Database(pg_url, DatabaseSettings(pool_size=2, max_overflow=0))
+    run_id = new_run_id()
+    async with database.engine.begin() as connection:
+        await runs.insert_queued_runs(
+            connection, [runs.QueuedRun(run_id, "report_steps", {}, "api", datetime.now(UTC))]
+        )
+    async with database.sessions() as session:
+        found = await runs.get_run(session, run_id=run_id)
+    assert found is not None
+    state = RunState.of(found)
+    loop = asyncio.get_running_loop()
+    loop_errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: loop_errors.append(context))
+    feeds = RunFeeds(database, poll_interval_s=0.0005)
+    try:
+        for _ in range(300):
+            stream = event_stream(feeds, state, heartbeat_s=0.01, retry_ms=0)
+            await anext(stream)
+            await anext(stream)
+            await asyncio.sleep(random.random() * 0.004)
+            await stream.aclose()
+        await asyncio.sleep(0.2)
+    finally:
+        await feeds.aclose()
+        await database.close()
+        gc.collect()  # a never-retrieved exception is reported when its future is collected
+        await asyncio.sleep(0)
+        loop.set_exception_handler(None)
+    assert [str(context.get("exception") or context["message"]) for context in loop_errors] == []

@@ -78,11 +78,61 @@ async def test_two_clients_share_one_poll_and_leaving_stops_it(database: Databas
         await first.aclose()  # a client disconnects
         assert (feeds.watched, feeds.polling) == (1, True)
         await second.aclose()
-        assert (feeds.watched, feeds.polling) == (0, False)
+        assert feeds.watched == 0
+        await _stopped(feeds)
     finally:
         await first.aclose()
         await second.aclose()
         await feeds.aclose()
+
+
+async def _stopped(feeds: RunFeeds) -> None:
+    """Wait (up to 1 s) for the poller to end, as it does once nobody watches."""
+    for _ in range(100):
+        if not feeds.polling:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the poller still runs with nobody watching")
+
+
+async def test_the_last_watcher_leaving_lets_a_read_under_way_finish(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that leaves while the poller reads does not cancel the read (on
+    PostgreSQL, asyncpg drops a connection whose query is cut off): the read ends, its
+    result goes nowhere, and then the poller stops without another read."""
+    from jobs_service.gateway import run_feeds  # noqa: PLC0415
+
+    reading, release = asyncio.Event(), asyncio.Event()
+    reads: list[str] = []
+    read = run_feeds.read_live_states
+
+    async def slow_read(session: Any, run_ids: list[str]) -> Any:
+        reads.append("started")
+        reading.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            reads.append("cancelled")
+            raise
+        reads.append("finished")
+        return await read(session, run_ids)
+
+    monkeypatch.setattr(run_feeds, "read_live_states", slow_read)
+    feeds = RunFeeds(database, poll_interval_s=0.01)
+    stream = event_stream(feeds, await _queued(database), heartbeat_s=0.05, retry_ms=0)
+    try:
+        await anext(stream)
+        await _next_event(stream)
+        await asyncio.wait_for(reading.wait(), 5)
+        await stream.aclose()  # the client leaves mid-read
+        await asyncio.sleep(0.05)
+        release.set()
+        await _stopped(feeds)
+    finally:
+        await stream.aclose()
+        await feeds.aclose()
+    assert reads == ["started", "finished"]
 
 
 async def test_a_stream_ends_with_the_final_status_and_a_deleted_run_ends_it_quietly(
