@@ -74,7 +74,7 @@ async def test_the_stream_shows_each_progress_and_ends_with_the_final_status(
         final = (await client.get(f"/v1/runs/{run_id}", headers=_auth())).json()
     assert streamed.status_code == 200, streamed.text
     assert streamed.headers["content-type"].startswith("text/event-stream")
-    assert streamed.headers["cache-control"] == "no-cache"
+    assert streamed.headers["cache-control"] == "no-store"  # as every /v1/ answer
     assert streamed.text.startswith("retry: ")
     events = parse_events(streamed.text)
     progress = [event["data"]["percent"] for event in events if event["event"] == "progress"]

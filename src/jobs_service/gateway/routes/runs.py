@@ -148,9 +148,10 @@ async def follow_run(
         retry_ms=api.events_retry_ms,
         last_event_id=last_event_id,
     )
-    # no-cache: a cache must not hold the stream; X-Accel-Buffering: nginx must not
-    # buffer it (events would arrive in lumps).
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    # no-store, as every /v1/ answer: no cache may keep the stream (it carries the run's
+    # summary and error); X-Accel-Buffering: nginx must not buffer it (events would
+    # arrive in lumps).
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
