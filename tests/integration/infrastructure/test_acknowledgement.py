@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from asyncpg.transaction import Transaction
     from taskiq import AsyncBroker
 
+    from jobs_service.infrastructure.models import JobRun
+
 pytestmark = pytest.mark.anyio
 
 
@@ -61,6 +63,18 @@ class Deployment:
     worker: StreamBroker
     client: JobsClient
     locker: asyncpg.Connection
+
+    async def pending(self) -> int:
+        """Messages of the worker's stream not acknowledged yet."""
+        async with Redis.from_url(redis_url()) as redis:
+            info = await redis.xpending(self.worker.queue_name, self.worker.consumer_group_name)
+        return int(info["pending"])
+
+    async def run(self, run_id: str) -> JobRun:
+        async with self.runtime.database.sessions() as session:
+            row = await runs.get_run(session, run_id=run_id)
+        assert row is not None
+        return row
 
     async def stall_records(self) -> Transaction:
         """Lock ``job_runs`` until the returned transaction is rolled back."""
@@ -116,13 +130,8 @@ async def test_a_message_waits_for_its_runs_record_before_it_is_acknowledged(
     """While the database holds the recorder's write (a lock here; a slow or lost
     database alike), the finished run's message stays pending; once the outcome is
     written, it is acknowledged."""
-    worker, runtime = deployment.worker, deployment.runtime
+    worker = deployment.worker
     run_id = await deployment.client.enqueue("count_invoices", {})
-
-    async def pending() -> int:
-        async with Redis.from_url(redis_url()) as redis:
-            info = await redis.xpending(worker.queue_name, worker.consumer_group_name)
-        return int(info["pending"])
 
     lock = await deployment.stall_records()
     async with _listening(JobsReceiver(worker, max_async_tasks=4, max_prefetch=2)):
@@ -132,18 +141,16 @@ async def test_a_message_waits_for_its_runs_record_before_it_is_acknowledged(
 
         await _until(finished_and_held_back)
         await asyncio.sleep(0.3)  # many flush intervals and acknowledgement windows
-        assert await pending() == 1
+        assert await deployment.pending() == 1
         assert worker.completions.held_back == 1
 
         await lock.rollback()
 
         async def acknowledged() -> bool:
-            return await pending() == 0
+            return await deployment.pending() == 0
 
         await _until(acknowledged)
-        async with runtime.database.sessions() as session:
-            row = await runs.get_run(session, run_id=run_id)
-        assert row is not None
+        row = await deployment.run(run_id)
         assert (row.status, row.summary) == ("succeeded", {"processed": 1, "errors": 0})
         assert worker.completions.held_back == 0
 
@@ -155,13 +162,8 @@ async def test_a_run_that_outlives_the_stop_waits_for_its_record_before_its_ackn
     the process shuts down. With the database stalled its message stays pending (for
     another worker, if this process exits first); once the outcome is written, it is
     acknowledged. It is never acknowledged before its outcome is in the database."""
-    worker, runtime = deployment.worker, deployment.runtime
+    worker = deployment.worker
     run_id = await deployment.client.enqueue("report_slowly", {})
-
-    async def pending() -> int:
-        async with Redis.from_url(redis_url()) as redis:
-            info = await redis.xpending(worker.queue_name, worker.consumer_group_name)
-        return int(info["pending"])
 
     receiver = JobsReceiver(worker, max_async_tasks=2, max_prefetch=0, wait_tasks_timeout=0.2)
     finish = asyncio.Event()
@@ -181,18 +183,15 @@ async def test_a_run_that_outlives_the_stop_waits_for_its_record_before_its_ackn
 
         await _until(finished_and_held_back)
         await asyncio.sleep(0.3)  # many acknowledgement windows
-        assert await pending() == 1
+        assert await deployment.pending() == 1
     finally:
         await lock.rollback()
 
     async def acknowledged() -> bool:
-        return await pending() == 0
+        return await deployment.pending() == 0
 
     await _until(acknowledged)
-    async with runtime.database.sessions() as session:
-        row = await runs.get_run(session, run_id=run_id)
-    assert row is not None
-    assert row.status == "succeeded"
+    assert (await deployment.run(run_id)).status == "succeeded"
 
 
 async def test_a_worker_stopping_with_outcomes_unwritten_leaves_their_runs_to_run_again(
