@@ -48,8 +48,10 @@ async def pending_runs(broker: AsyncBroker, run_ids: Collection[str]) -> set[str
                 page = await redis.xpending_range(
                     broker.queue_name, broker.consumer_group_name, min=start, max="+", count=_PAGE
                 )
-            except ResponseError:  # NOGROUP: no stream or group yet, so nothing pending
-                return found
+            except ResponseError as exc:
+                if start == "-" and str(exc).startswith("NOGROUP"):
+                    return found  # no stream or group yet, so nothing is pending
+                raise  # an answer for part of the list must not pass for the whole
             if not page:
                 return found
             pipe = redis.pipeline(transaction=False)

@@ -29,7 +29,7 @@ from taskiq_redis import RedisStreamBroker
 
 from jobs_service.core.ids import process_name
 from jobs_service.core.logging import get_logger
-from jobs_service.infrastructure.completions import Completions
+from jobs_service.infrastructure.completions import Completions, RecordGate
 from jobs_service.infrastructure.redis_scripts import ADD_MESSAGES
 from jobs_service.infrastructure.redis_values import REDIS_UNREACHABLE, redis_text
 from jobs_service.infrastructure.unknown_tasks import (
@@ -113,6 +113,9 @@ class StreamBroker(RedisStreamBroker):
         self.reclaim_interval_s = reclaim_interval_s
         self.held: dict[str, Delivery] = {}
         self._completions: Completions | None = None
+        #: The gate a shut-down batcher still had: runs that outlived the worker's stop
+        #: (see JobsReceiver.listen) finish after shutdown and must still wait for it.
+        self._lingering_gate: RecordGate | None = None
         self._reader: Redis | None = None
         self._add: AsyncScript | None = None
         self._next_reclaim = 0.0
@@ -126,6 +129,7 @@ class StreamBroker(RedisStreamBroker):
             self._completions = Completions(
                 self.connection_pool, self.consumer_group_name, on_settled=self._release
             )
+            self._completions.gate = self._lingering_gate
         return self._completions
 
     def _release(self, message_id: str) -> None:
@@ -166,6 +170,7 @@ class StreamBroker(RedisStreamBroker):
         if self._completions is not None:
             await self._completions.drain(timeout_s=10)
             await self._completions.aclose()
+            self._lingering_gate = self._completions.gate
             self._completions = None
         if self._reader is not None:
             with contextlib.suppress(*REDIS_UNREACHABLE):
@@ -309,7 +314,10 @@ class StreamBroker(RedisStreamBroker):
         try:
             for message_id, fields in entries:
                 pipe = redis.pipeline(transaction=True)
-                pipe.xadd(self.dead_letter_stream, {**fields, b"id": message_id})
+                # Its fields as they were; its stream id under "id", as for poison
+                # messages (or "message_id", if the entry has an "id" of its own).
+                name = b"message_id" if b"id" in fields else b"id"
+                pipe.xadd(self.dead_letter_stream, {**fields, name: message_id})
                 pipe.xack(self.queue_name, self.consumer_group_name, message_id)
                 await pipe.execute()
                 _log.error(

@@ -177,6 +177,7 @@ async def test_a_run_that_outlives_the_stop_waits_for_its_record_before_its_ackn
     try:
         finish.set()
         await asyncio.wait_for(listening, 15)  # returns with the run still going
+        await worker.shutdown()  # as TaskIQ's worker does next, before the run ends
 
         async def finished_and_held_back() -> bool:
             return worker.completions.held_back == 1

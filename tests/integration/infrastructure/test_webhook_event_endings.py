@@ -233,3 +233,43 @@ async def test_runs_ended_without_a_worker_end_their_events(database: Database) 
         still = await runs.get_run(session, run_id=untouched)
     assert still is not None
     assert still.status == "queued"
+
+
+async def test_a_run_a_worker_ends_during_the_orphan_check_keeps_its_outcome_and_event(
+    database: Database,
+) -> None:
+    """The recovery reads the stream's pending list between choosing runs and failing
+    them. A run whose worker turns out alive and finishes it meanwhile (here: during
+    that read) keeps its outcome, and its webhook event is not failed either."""
+    now = datetime.now(UTC)
+    finishing = await _event_with_run(database, "finished-meanwhile", now)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            update(JobRun)
+            .where(JobRun.run_id == finishing)
+            .values(status="running", attempt=1, worker="slow:1:0badf00d", started_at=now)
+        )
+
+    async def finish_meanwhile(run_ids: list[str]) -> set[str]:
+        assert run_ids == [finishing]
+        async with database.engine.begin() as other:
+            await runs.upsert_run_events(
+                other, [finished_event(finishing, at=now, worker="slow:1:0badf00d")]
+            )
+        return set()
+
+    async with database.engine.begin() as connection:
+        recovered = await runs.fail_orphaned(
+            connection,
+            dead_workers=["slow:1:0badf00d"],
+            started_before=now + timedelta(seconds=1),
+            error=LOST,
+            now=now,
+            still_pending=finish_meanwhile,
+        )
+    assert recovered == []
+    async with database.sessions() as session:
+        run = await runs.get_run(session, run_id=finishing)
+    assert run is not None
+    assert run.status == "succeeded"
+    assert await _event_status(database, "finished-meanwhile") == ("enqueued", None)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from taskiq import Context, TaskiqMessage
 
 from jobs_service.broker import build_broker
@@ -14,6 +16,7 @@ from jobs_service.core.ids import new_run_id
 from jobs_service.core.settings import DatabaseSettings, Settings
 from jobs_service.core.summary import Summary
 from jobs_service.infrastructure.database import Database
+from jobs_service.infrastructure.pending_runs import pending_runs
 from jobs_service.infrastructure.redis_broker import StreamBroker
 from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.runtime import Runtime
@@ -156,3 +159,37 @@ async def test_a_dead_workers_run_whose_message_is_still_pending_is_not_failed(
         await upkeep.stop()
         await broker.shutdown()
         await runtime.stop()
+
+
+async def test_the_pending_list_is_read_whole_or_not_at_all(
+    redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No stream or group yet: nothing is pending. An error on a later page raises: a
+    run on a page never read must not pass for one whose message is gone."""
+    prefix = f"{redis_prefix}-{uuid.uuid4().hex[:6]}"
+    broker = build_broker(Settings(redis_url=redis_url(), redis_prefix=prefix))
+    assert isinstance(broker, StreamBroker)
+    try:
+        assert await pending_runs(broker, ["a" * 32]) == set()  # no group: NOGROUP
+        await broker.startup()
+        async with Redis(connection_pool=broker.connection_pool) as redis:
+            adds = redis.pipeline(transaction=False)
+            for _ in range(501):
+                adds.xadd(broker.queue_name, {b"data": b"{}"})
+            await adds.execute()
+            await redis.xreadgroup(
+                broker.consumer_group_name, "gone", {broker.queue_name: ">"}, count=1000
+            )
+        pages = iter([False, True])
+        xpending_range = Redis.xpending_range
+
+        async def fails_on_page_two(self: Redis, *args: Any, **kwargs: Any) -> Any:
+            if next(pages, False):
+                raise ResponseError("LOADING Redis is loading the dataset in memory")
+            return await xpending_range(self, *args, **kwargs)
+
+        monkeypatch.setattr(Redis, "xpending_range", fails_on_page_two)
+        with pytest.raises(ResponseError, match="LOADING"):
+            await pending_runs(broker, ["a" * 32])
+    finally:
+        await broker.shutdown()

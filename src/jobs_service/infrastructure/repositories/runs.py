@@ -635,11 +635,20 @@ async def fail_orphaned(
     if run_ids and still_pending is not None:
         pending = set(await still_pending(run_ids))
         run_ids = [run_id for run_id in run_ids if run_id not in pending]
-    if run_ids:
-        await _fail_webhook_events(connection, JobRun.run_id.in_(run_ids), error=error, at=now)
-        await connection.execute(
-            update(JobRun)
-            .where(orphaned, JobRun.run_id.in_(run_ids))
-            .values(status="failed", error=error, finished_at=now)
-        )
-    return run_ids
+    if not run_ids:
+        return []
+    # Only the runs still orphaned now: one a worker ended meanwhile is left, and so
+    # is its webhook event.
+    failed = list(
+        (
+            await connection.execute(
+                update(JobRun)
+                .where(orphaned, JobRun.run_id.in_(run_ids))
+                .values(status="failed", error=error, finished_at=now)
+                .returning(JobRun.run_id)
+            )
+        ).scalars()
+    )
+    if failed:
+        await _fail_webhook_events(connection, JobRun.run_id.in_(failed), error=error, at=now)
+    return failed
