@@ -295,7 +295,7 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(100))
     target: Mapped[str | None] = mapped_column(String(255), nullable=True)
     outcome: Mapped[int] = mapped_column(Integer)
-    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, nullable=True)
 
     __table_args__ = (Index(None, "at"), Index(None, "actor", "id"))
