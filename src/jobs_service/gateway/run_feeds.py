@@ -216,6 +216,8 @@ class RunFeeds:
         self._feeds = {}
         self._unwatched.set()
         poller, self._poller = self._poller, None
-        if poller is not None and not poller.done():
-            await asyncio.wait({poller}, timeout=read_timeout_s)
-        await stop_task(poller)
+        try:
+            if poller is not None and not poller.done():
+                await asyncio.wait({poller}, timeout=read_timeout_s)
+        finally:  # also when the shutdown itself is cancelled: no poller outlives it
+            await stop_task(poller)

@@ -135,6 +135,44 @@ async def test_the_last_watcher_leaving_lets_a_read_under_way_finish(
     assert reads == ["started", "finished"]
 
 
+async def test_a_shutdown_cancelled_while_a_read_finishes_still_stops_the_poller(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's shutdown gives a read under way time to finish; if the shutdown
+    itself is cancelled meanwhile (a second signal, a lifespan timeout), the poller is
+    stopped all the same instead of polling on with nobody to stop it."""
+    from jobs_service.gateway import run_feeds  # noqa: PLC0415
+
+    reading = asyncio.Event()
+    reads: list[str] = []
+
+    async def endless_read(session: Any, run_ids: list[str]) -> Any:
+        del session, run_ids
+        reads.append("started")
+        reading.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            reads.append("cancelled")
+            raise
+
+    monkeypatch.setattr(run_feeds, "read_live_states", endless_read)
+    feeds = RunFeeds(database, poll_interval_s=0.01)
+    stream = event_stream(feeds, await _queued(database), heartbeat_s=0.05, retry_ms=0)
+    try:
+        await anext(stream)
+        await _next_event(stream)
+        await asyncio.wait_for(reading.wait(), 5)
+        closing = asyncio.create_task(feeds.aclose(read_timeout_s=5))
+        await asyncio.sleep(0.05)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    finally:
+        await stream.aclose()
+    assert reads == ["started", "cancelled"]
+
+
 async def test_a_stream_ends_with_the_final_status_and_a_deleted_run_ends_it_quietly(
     database: Database,
 ) -> None:
