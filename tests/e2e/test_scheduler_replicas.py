@@ -155,7 +155,11 @@ def test_two_replicas_fire_each_interval_and_cron_time_exactly_once(
     assert {line["run_id"] for line in all_fired} >= {r["run_id"] for r in cron_runs}
     assert len(fired["two"]) >= 2
     assert all('"scheduler-started"' in logs[name].read_text() for name in ("one", "two"))
-    lateness = sorted(line["lateness_ms"] for line in all_fired)
+    # Only this test's schedules: the replicas also fire the built-in label schedules
+    # (and, on the session's database, other tests' schedules); a replica started a
+    # moment after a minute catches up that minute's fire, seconds late by design.
+    ours = {interval["id"], minutely["id"]}
+    lateness = sorted(line["lateness_ms"] for line in all_fired if line["schedule_id"] in ours)
     print(
         f"fires={len(all_fired)} one={len(fired['one'])} two={len(fired['two'])} "
         f"lateness_ms p50={lateness[len(lateness) // 2]} max={lateness[-1]}"
