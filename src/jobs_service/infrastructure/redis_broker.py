@@ -240,8 +240,12 @@ class StreamBroker(RedisStreamBroker):
                     batch.append(self._hold(redis_text(stream), redis_text(message_id), fields))
                 else:
                     malformed.append((redis_text(message_id), fields))
-        if malformed:
-            await self._set_all_aside(redis, malformed, held=batch)
+        try:
+            for message_id, fields in malformed:
+                await self._set_aside(redis, message_id, fields)
+        except BaseException:
+            _let_go(batch)  # not handed over: another read takes them after the timeout
+            raise
         return batch
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
@@ -265,8 +269,7 @@ class StreamBroker(RedisStreamBroker):
         finally:
             # Read but never started (the worker is stopping): stop renewing them, so
             # another worker takes them after the idle timeout.
-            for delivery in batch:
-                self.held.pop(delivery.message_id, None)
+            _let_go(batch)
 
     async def _reclaim(self, redis: Redis, count: int) -> list[Delivery]:
         """Take over messages idle longer than ``idle_timeout``: their worker is gone
@@ -287,7 +290,7 @@ class StreamBroker(RedisStreamBroker):
                     await redis.xack(self.queue_name, self.consumer_group_name, message_id)
                     continue
                 if b"data" not in fields:
-                    await self._set_all_aside(redis, [(message_id, fields)], held=[])
+                    await self._set_aside(redis, message_id, fields)
                     continue
                 deliveries = await self._deliveries(redis, message_id, fields)
                 if deliveries is None:
@@ -297,40 +300,33 @@ class StreamBroker(RedisStreamBroker):
             # Redis went away halfway (or the read was cancelled): the messages taken so
             # far are not handed over, so stop renewing them, or they would sit here
             # until max_lease_s; the next reclaim takes them again, like the rest.
-            for delivery in claimed:
-                self.held.pop(delivery.message_id, None)
+            _let_go(claimed)
             raise
         if claimed:
             _log.warning("broker-reclaimed", messages=len(claimed))
         return claimed
 
-    async def _set_all_aside(
-        self, redis: Redis, entries: list[tuple[str, Any]], *, held: list[Delivery]
-    ) -> None:
-        """Move entries that are no messages of ours (no ``data`` field: added by hand
-        or by another program) to the dead-letter stream, as they were, and acknowledge
-        them: each would stop every worker that read it, and nothing of it is lost. If
-        Redis fails meanwhile, the ``held`` messages read with them are let go."""
-        try:
-            for message_id, fields in entries:
-                pipe = redis.pipeline(transaction=True)
-                # Its fields as they were; its stream id under "id", as for poison
-                # messages (or "message_id", if the entry has an "id" of its own).
-                name = b"message_id" if b"id" in fields else b"id"
-                pipe.xadd(self.dead_letter_stream, {**fields, name: message_id})
-                pipe.xack(self.queue_name, self.consumer_group_name, message_id)
-                await pipe.execute()
-                _log.error(
-                    "message-malformed",
-                    message_id=message_id,
-                    fields=sorted(redis_text(name) for name in fields)[:20],
-                    dead_letters=self.dead_letter_stream,
-                    message="no data field: set aside in the dead-letter stream",
-                )
-        except BaseException:
-            for delivery in held:
-                self.held.pop(delivery.message_id, None)
-            raise
+    async def _set_aside(self, redis: Redis, message_id: str, fields: Any) -> None:
+        """Move an entry that is no message of ours (no ``data`` field: added by hand
+        or by another program) to the dead-letter stream as it was, its stream id under
+        "id" (or "message_id", if it has an "id" of its own), and acknowledge it: it
+        would stop every worker that read it, and nothing of it is lost."""
+        key = b"message_id" if b"id" in fields else b"id"
+        await self._dead_letter(redis, message_id, {**fields, key: message_id})
+        _log.error(
+            "message-malformed",
+            message_id=message_id,
+            fields=sorted(redis_text(name) for name in fields)[:20],
+            dead_letters=self.dead_letter_stream,
+            message="no data field: set aside in the dead-letter stream",
+        )
+
+    async def _dead_letter(self, redis: Redis, message_id: str, kept: Any) -> None:
+        """Add ``kept`` to the dead-letter stream and acknowledge the message, at once."""
+        pipe = redis.pipeline(transaction=True)
+        pipe.xadd(self.dead_letter_stream, kept)
+        pipe.xack(self.queue_name, self.consumer_group_name, message_id)
+        await pipe.execute()
 
     async def _idle_entries(self, redis: Redis, count: int) -> list[Any]:
         """Up to ``count`` idle entries of the pending list, claimed for this consumer.
@@ -366,10 +362,7 @@ class StreamBroker(RedisStreamBroker):
         deliveries = int(info[0]["times_delivered"]) if info else 1
         if deliveries <= MAX_DELIVERIES:
             return deliveries
-        pipe = redis.pipeline(transaction=True)
-        pipe.xadd(self.dead_letter_stream, {b"data": fields[b"data"], b"id": message_id})
-        pipe.xack(self.queue_name, self.consumer_group_name, message_id)
-        await pipe.execute()
+        await self._dead_letter(redis, message_id, {b"data": fields[b"data"], b"id": message_id})
         record_poison(self, message_id, fields[b"data"], deliveries, self.dead_letter_stream)
         return None
 
@@ -402,3 +395,10 @@ class StreamBroker(RedisStreamBroker):
         """Raise unless Redis answers."""
         async with Redis(connection_pool=self.connection_pool) as redis:
             await redis.ping()
+
+
+def _let_go(deliveries: list[Delivery]) -> None:
+    """Stop renewing messages held but never handed to the receiver: one idle timeout
+    later they are reclaimed, by this worker or another."""
+    for delivery in deliveries:
+        delivery.release()

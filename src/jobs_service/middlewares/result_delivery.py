@@ -62,25 +62,18 @@ class ResultDeliveryMiddleware(TaskiqMiddleware):
         # Not schedule_id: the follow-up must not count as the schedule's own run, or
         # an overlap=skip schedule would skip fires while it retries.
         kwargs, source = {"run_id": run.run_id}, run.source
+        key = f"deliver-run-result:{run.run_id}"
         try:
             client = JobsClient(self.broker, runtime_of(self.broker))
-        except Exception as exc:  # noqa: BLE001 - must not block the ack
-            _log.error("delivery-not-queued", error_type=type(exc).__name__, error=str(exc)[:300])
-            return
-        try:
-            key = f"deliver-run-result:{run.run_id}"
-            await client.enqueue(DELIVER_TASK, kwargs, source=source, idempotency_key=key)
-        except Exception as keyed:  # noqa: BLE001 - must not block the ack
             try:
+                await client.enqueue(DELIVER_TASK, kwargs, source=source, idempotency_key=key)
+            except Exception as keyed:  # noqa: BLE001 - the database, most likely: no key
                 follow_up = await client.enqueue(DELIVER_TASK, kwargs, source=source)
-            except Exception as exc:  # noqa: BLE001 - must not block the ack
-                _log.error(
-                    "delivery-not-queued", error_type=type(exc).__name__, error=str(exc)[:300]
-                )
-            else:
                 _log.warning(
                     "delivery-queued-without-key",
                     follow_up_run_id=follow_up,
                     error_type=type(keyed).__name__,
                     error=str(keyed)[:300],
                 )
+        except Exception as exc:  # noqa: BLE001 - must not block the ack
+            _log.error("delivery-not-queued", error_type=type(exc).__name__, error=str(exc)[:300])

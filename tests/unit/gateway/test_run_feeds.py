@@ -95,44 +95,59 @@ async def _stopped(feeds: RunFeeds) -> None:
     raise AssertionError("the poller still runs with nobody watching")
 
 
+class _HeldRead:
+    """Stands in for the poller's database read: it starts, then waits for
+    ``release`` (forever if never set), noting in ``reads`` how it ended."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from jobs_service.gateway import run_feeds  # noqa: PLC0415
+
+        self.reading, self.release = asyncio.Event(), asyncio.Event()
+        self.reads: list[str] = []
+        self._read = run_feeds.read_live_states
+        monkeypatch.setattr(run_feeds, "read_live_states", self)
+
+    async def __call__(self, session: Any, run_ids: list[str]) -> Any:
+        self.reads.append("started")
+        self.reading.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.reads.append("cancelled")
+            raise
+        self.reads.append("finished")
+        return await self._read(session, run_ids)
+
+
+async def _watching_mid_read(
+    database: Database, held: _HeldRead
+) -> tuple[RunFeeds, AsyncIterator[bytes]]:
+    """A feed with one client whose poller is inside its (held) read."""
+    feeds = RunFeeds(database, poll_interval_s=0.01)
+    stream = event_stream(feeds, await _queued(database), heartbeat_s=0.05, retry_ms=0)
+    await anext(stream)
+    await _next_event(stream)
+    await asyncio.wait_for(held.reading.wait(), 5)
+    return feeds, stream
+
+
 async def test_the_last_watcher_leaving_lets_a_read_under_way_finish(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client that leaves while the poller reads does not cancel the read (on
     PostgreSQL, asyncpg drops a connection whose query is cut off): the read ends, its
     result goes nowhere, and then the poller stops without another read."""
-    from jobs_service.gateway import run_feeds  # noqa: PLC0415
-
-    reading, release = asyncio.Event(), asyncio.Event()
-    reads: list[str] = []
-    read = run_feeds.read_live_states
-
-    async def slow_read(session: Any, run_ids: list[str]) -> Any:
-        reads.append("started")
-        reading.set()
-        try:
-            await release.wait()
-        except asyncio.CancelledError:
-            reads.append("cancelled")
-            raise
-        reads.append("finished")
-        return await read(session, run_ids)
-
-    monkeypatch.setattr(run_feeds, "read_live_states", slow_read)
-    feeds = RunFeeds(database, poll_interval_s=0.01)
-    stream = event_stream(feeds, await _queued(database), heartbeat_s=0.05, retry_ms=0)
+    held = _HeldRead(monkeypatch)
+    feeds, stream = await _watching_mid_read(database, held)
     try:
-        await anext(stream)
-        await _next_event(stream)
-        await asyncio.wait_for(reading.wait(), 5)
         await stream.aclose()  # the client leaves mid-read
         await asyncio.sleep(0.05)
-        release.set()
+        held.release.set()
         await _stopped(feeds)
     finally:
         await stream.aclose()
         await feeds.aclose()
-    assert reads == ["started", "finished"]
+    assert held.reads == ["started", "finished"]
 
 
 async def test_a_shutdown_cancelled_while_a_read_finishes_still_stops_the_poller(
@@ -141,28 +156,9 @@ async def test_a_shutdown_cancelled_while_a_read_finishes_still_stops_the_poller
     """The gateway's shutdown gives a read under way time to finish; if the shutdown
     itself is cancelled meanwhile (a second signal, a lifespan timeout), the poller is
     stopped all the same instead of polling on with nobody to stop it."""
-    from jobs_service.gateway import run_feeds  # noqa: PLC0415
-
-    reading = asyncio.Event()
-    reads: list[str] = []
-
-    async def endless_read(session: Any, run_ids: list[str]) -> Any:
-        del session, run_ids
-        reads.append("started")
-        reading.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            reads.append("cancelled")
-            raise
-
-    monkeypatch.setattr(run_feeds, "read_live_states", endless_read)
-    feeds = RunFeeds(database, poll_interval_s=0.01)
-    stream = event_stream(feeds, await _queued(database), heartbeat_s=0.05, retry_ms=0)
+    held = _HeldRead(monkeypatch)  # never released
+    feeds, stream = await _watching_mid_read(database, held)
     try:
-        await anext(stream)
-        await _next_event(stream)
-        await asyncio.wait_for(reading.wait(), 5)
         closing = asyncio.create_task(feeds.aclose(read_timeout_s=5))
         await asyncio.sleep(0.05)
         closing.cancel()
@@ -170,7 +166,7 @@ async def test_a_shutdown_cancelled_while_a_read_finishes_still_stops_the_poller
             await closing
     finally:
         await stream.aclose()
-    assert reads == ["started", "cancelled"]
+    assert held.reads == ["started", "cancelled"]
 
 
 async def test_a_stream_ends_with_the_final_status_and_a_deleted_run_ends_it_quietly(
