@@ -140,10 +140,17 @@ class CancellationRegistry:
                 self._interrupt(execution, known.by)
 
     def prune(self, now: float | None = None) -> None:
-        """Forget cancellations older than Redis keeps them."""
+        """Forget cancellations older than Redis keeps them, and executions whose
+        asyncio task ended without leaving (see :meth:`_interrupt`)."""
         moment = time.time() if now is None else now
         for run_id in [r for r, t in self._tokens.items() if t.expires_at <= moment]:
             del self._tokens[run_id]
+        for key in [k for k, e in self._running.items() if e.task.done()]:
+            self.leave(key)
+
+    def executing(self) -> int:
+        """How many executions are registered (for the worker's own checks)."""
+        return len(self._running)
 
     def enter(self, key: int, execution: _Execution) -> None:
         """An execution starts (``key`` identifies its message)."""
@@ -156,8 +163,19 @@ class CancellationRegistry:
             execution.active = False
         return execution
 
+    def _drop(self, execution: _Execution) -> None:
+        execution.active = False
+        for key in [k for k, e in self._running.items() if e is execution]:
+            del self._running[key]
+
     def _interrupt(self, execution: _Execution, by: str) -> None:
         if not execution.active or execution.cancelled_by is not None:
+            return
+        if execution.task.done():
+            # Its message never reached on_error/post_execute (a later middleware's
+            # pre_execute raised): nothing left to interrupt, and looking again would
+            # go on forever.
+            self._drop(execution)
             return
         if execution.code is None:
             _log.warning(

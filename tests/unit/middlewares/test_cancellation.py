@@ -194,3 +194,43 @@ async def test_an_attempt_refused_before_it_began_logs_no_job_start(
     lines = [json.loads(raw) for raw in capsys.readouterr().err.splitlines() if raw[:1] == "{"]
     events = [(line["event"], line.get("attempt")) for line in lines]
     assert events == [("job-cancelled", 1), ("job-start", 2)]
+
+
+async def test_an_execution_whose_message_never_finished_is_dropped_not_rechecked() -> None:
+    """A later middleware's pre_execute raised, so on_error/post_execute never ran for
+    this message: a cancellation of its run finds the asyncio task already ended, drops
+    the execution and schedules no further look (it used to look again every 50 ms for
+    ever); prune sweeps such leftovers too."""
+    registry = CancellationRegistry()
+    ended = asyncio.create_task(asyncio.sleep(0))
+    await ended
+    looks: list[Any] = []
+    loop = asyncio.get_running_loop()
+    real_call_later = loop.call_later
+
+    def counting_call_later(delay: float, callback: Any, *args: Any) -> Any:
+        looks.append(callback)
+        return real_call_later(delay, callback, *args)
+
+    registry.enter(1, _Execution("r1", 1, False, ended, _task_function.__code__))
+    registry.enter(2, _Execution("r2", 1, False, ended, _task_function.__code__))
+    loop.call_later = counting_call_later  # type: ignore[method-assign]
+    try:
+        registry.apply(token(1))
+        await asyncio.sleep(0.15)
+    finally:
+        loop.call_later = real_call_later  # type: ignore[method-assign]
+    assert registry._interrupt not in looks
+    assert registry.executing() == 1  # r1 dropped; r2 was never cancelled
+    registry.prune()
+    assert registry.executing() == 0
+
+
+async def test_prune_keeps_executions_still_running() -> None:
+    registry = CancellationRegistry()
+    running = asyncio.create_task(_task_function())
+    await asyncio.sleep(0)
+    registry.enter(1, _Execution("r1", 1, False, running, _task_function.__code__))
+    registry.prune()
+    assert registry.executing() == 1
+    running.cancel()
