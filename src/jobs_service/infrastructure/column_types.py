@@ -11,7 +11,8 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = ["BigIntPK", "JsonDocument", "UTCDateTime"]
 
-#: BIGINT on PostgreSQL; INTEGER on SQLite, where only ``INTEGER PRIMARY KEY`` autoincrements.
+#: BIGINT on PostgreSQL; INTEGER on SQLite, where only ``INTEGER PRIMARY KEY`` autoincrements
+#: (the tables add ``sqlite_autoincrement`` so that SQLite never hands out an id twice).
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
 #: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.

@@ -65,6 +65,14 @@ _NAMING = {
 }
 
 
+#: Table options of every table with a surrogate ``id``. SQLite gives a plain ``INTEGER
+#: PRIMARY KEY`` the largest id plus one, so the id of a deleted newest row would go to
+#: the next row (a deleted schedule's id to the next schedule, which would then show
+#: the old one's runs); with AUTOINCREMENT it never hands out an id twice. PostgreSQL's
+#: sequences never do, and ignore the option.
+_IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     quoted = ", ".join(f"'{value}'" for value in values)
     return f"{column} IN ({quoted})"
@@ -110,6 +118,7 @@ class JobRun(Base):
         Index(None, "status", "id"),
         Index(None, "schedule_id", "id"),
         Index(None, "finished_at"),
+        _IDS_NEVER_REUSED,
     )
 
 
@@ -149,6 +158,7 @@ class Schedule(Base):
         CheckConstraint("catchup_window_s >= 0", name="catchup_window"),
         CheckConstraint("interval_s IS NULL OR interval_s >= 1", name="interval"),
         Index(None, "enabled", "next_fire_at"),
+        _IDS_NEVER_REUSED,
     )
 
 
@@ -194,6 +204,7 @@ class ScheduleFire(Base):
             sqlite_where=text("outcome = 'buffered'"),
         ),
         Index(None, "fire_time"),
+        _IDS_NEVER_REUSED,
     )
 
 
@@ -224,6 +235,7 @@ class WebhookEvent(Base):
         CheckConstraint(_in("status", WEBHOOK_STATUSES), name="status"),
         Index(None, "status", "updated_at"),
         Index(None, "source", "id"),
+        _IDS_NEVER_REUSED,
     )
 
 
@@ -253,6 +265,7 @@ class Delivery(Base):
         UniqueConstraint("run_id", "channel", "target"),
         CheckConstraint(_in("channel", DELIVERY_CHANNELS), name="channel"),
         CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+        _IDS_NEVER_REUSED,
     )
 
 
@@ -281,6 +294,7 @@ class RunAttempt(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "attempt"),
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        _IDS_NEVER_REUSED,
     )
 
 
@@ -298,7 +312,7 @@ class AuditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, nullable=True)
 
-    __table_args__ = (Index(None, "at"), Index(None, "actor", "id"))
+    __table_args__ = (Index(None, "at"), Index(None, "actor", "id"), _IDS_NEVER_REUSED)
 
 
 def column_length(model: type[Base], name: str) -> int:

@@ -266,6 +266,26 @@ async def test_edit_trigger_and_delete(make_settings: Callable[..., Settings]) -
     assert history.status_code == 200
 
 
+async def test_a_deleted_schedules_id_is_not_given_to_the_next_one(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A schedule created after the newest one was deleted gets a new id, so it does
+    not inherit the deleted schedule's runs (they keep its id) or its audit entries."""
+    async with serve_app(await _app(make_settings)) as client:
+        first = (await create(client, schedule=cron())).json()
+        run_id = (await client.post(f"/v1/schedules/{first['id']}/trigger")).json()["run_id"]
+        for _ in range(100):
+            if (await client.get(f"/v1/runs/{run_id}")).json()["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.02)
+        deleted = await client.delete(f"/v1/schedules/{first['id']}")
+        second = (await create(client, schedule=cron())).json()
+        detail = (await client.get(f"/v1/schedules/{second['id']}")).json()
+    assert deleted.status_code == 204
+    assert second["id"] > first["id"]
+    assert detail["recent_runs"] == []
+
+
 async def test_a_triggered_run_is_delivered_like_a_fire(
     make_settings: Callable[..., Settings],
 ) -> None:

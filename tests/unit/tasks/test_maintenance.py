@@ -83,6 +83,22 @@ async def test_cleanup_deletes_only_old_finished_runs(
     assert len(remaining) == len(keep) + 2  # + the old queued run + the cleanup run itself
 
 
+async def test_a_run_deleted_by_retention_leaves_its_id_unused(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Once retention has deleted every run, the next run still gets a new numeric id,
+    not the deleted newest run's (which pages, links and log lines may still name)."""
+    app = create_app(make_settings(), broker=broker, embedded=True, scheduler=False)
+    async with serve_app(app) as client:
+        first = await run_task(client, "count_items", items=["a"])
+        async with app.state.runtime.database.sessions.begin() as session:
+            cutoff = datetime.now(UTC) + timedelta(seconds=1)
+            deleted = await runs.delete_finished_before(session, cutoff, batch_size=100)
+        second = await run_task(client, "count_items", items=["b"])
+    assert deleted == 1
+    assert second["id"] > first["id"]
+
+
 async def test_cleanup_uses_the_retention_setting(make_settings: Callable[..., Settings]) -> None:
     """Without an argument the runs.retention_days setting applies."""
     app = create_app(
