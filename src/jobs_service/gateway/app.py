@@ -35,6 +35,7 @@ from jobs_service.gateway.routes import (
 from jobs_service.gateway.security_headers import SecurityHeadersMiddleware
 from jobs_service.gateway.webhook_fast_path import WebhookFastPath
 from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.embedded_lock import EmbeddedLock, process_gone
 from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.webhooks.inbox import WebhookInbox
@@ -195,9 +196,14 @@ async def _start_runtime(
         check_gateway_security(settings)
         check_webhook_routes(settings, broker)
     runtime = Runtime(settings)
+    lock = None
+    if serving and isinstance(broker, InMemoryBroker):  # runs tasks on this database
+        lock = runtime.resource("embedded-lock", lambda: EmbeddedLock(settings.database_url))
     if embedded:
         await migrate.upgrade(runtime.database)
-        await _sweep_interrupted(runtime)
+        await _sweep_interrupted(runtime, lock)
+    if lock is not None:
+        lock.share()
     await runtime.start()
     app.state.runtime = runtime
     app.state.client = JobsClient(broker, runtime)
@@ -308,20 +314,48 @@ def _start_relay(inbox: WebhookInbox, settings: Settings) -> asyncio.Task[None]:
     return asyncio.create_task(loop(), name="webhook-relay")
 
 
-async def _sweep_interrupted(runtime: Runtime) -> None:
+async def _sweep_interrupted(runtime: Runtime, lock: EmbeddedLock | None) -> None:
     """The in-memory broker forgets its queue when the process ends: runs an earlier
-    embedded process left queued or running will never finish, so say so."""
-    async with runtime.database.engine.begin() as connection:
-        count = await runs_repo.fail_unfinished(
-            connection,
-            before=datetime.now(UTC),
-            error={
-                "type": "Interrupted",
-                "message": "the embedded process stopped before this run finished",
-            },
-        )
+    embedded process left queued or running will never finish, so say so. While
+    another process runs tasks on the same file (``jobsctl enqueue``), only the runs of
+    processes that are gone (see :mod:`~jobs_service.infrastructure.embedded_lock`)."""
+    error = {
+        "type": "Interrupted",
+        "message": "the embedded process stopped before this run finished",
+    }
+    alone = lock is None or lock.take_alone()
+    try:
+        async with runtime.database.engine.begin() as connection:
+            if alone:
+                count = await runs_repo.fail_unfinished(
+                    connection, before=datetime.now(UTC), error=error
+                )
+                left = 0
+            else:
+                unfinished = await runs_repo.unfinished_workers(connection)
+                gone = [
+                    run_id
+                    for run_id, status, worker in unfinished
+                    # A queued run is the queuing process's, which the history does not
+                    # name (an operator's retry keeps the last attempt's worker).
+                    if status != "queued" and worker is not None and process_gone(worker)
+                ]
+                count = await runs_repo.fail_unfinished(
+                    connection, before=datetime.now(UTC), error=error, run_ids=gone
+                )
+                left = len(unfinished) - len(gone)
+    finally:
+        if lock is not None:
+            lock.share()
     if count:
         _log.warning("runs-interrupted", count=count)
+    if left:
+        _log.info(
+            "runs-left-unfinished",
+            count=left,
+            reason="another process runs tasks on this database; queued runs and runs "
+            "of live processes are its to finish",
+        )
 
 
 def _start_scheduler(broker: AsyncBroker) -> asyncio.Task[None]:

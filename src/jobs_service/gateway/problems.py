@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +108,23 @@ def problem_response(
         request_id=getattr(request.state, "request_id", None),
         **extensions,
     )
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    return _ProblemResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+class _ProblemResponse(JSONResponse):
+    """A problem document that always renders.
+
+    A problem can quote what the caller sent (a kwargs key in ``errors[].loc``), and a
+    lone surrogate there has no UTF-8 form: the plain render would raise and the caller
+    would get a bare 500 instead of the 422 that names it. Such a document is written
+    with ``\\u`` escapes instead, which every JSON parser reads back as the same text.
+    """
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 def problem_body(

@@ -239,7 +239,9 @@ MAX_DEPTH = 64
 def _unportable(value: Any, depth: int = 0) -> tuple[list[Any], str] | None:
     """The first value JSON, orjson or PostgreSQL would reject or silently change, and
     where it is. Runs for every submitted run: the path is built only for a problem."""
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        # Tuples and sets too: a Python producer passes them, and pydantic's JSON dump
+        # would write a NaN inside one as null.
         if depth >= MAX_DEPTH:
             return [], f"nested more than {MAX_DEPTH} levels deep"
         items: Iterable[tuple[Any, Any]]

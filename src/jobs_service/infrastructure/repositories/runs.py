@@ -58,6 +58,7 @@ __all__ = [
     "mark_cancelled",
     "requeue_finished",
     "restore_finished",
+    "unfinished_workers",
     "upsert_attempts",
     "upsert_run_events",
     "workers_of_old_runs",
@@ -532,15 +533,32 @@ async def delete_finished_before(
 
 
 async def fail_unfinished(
-    connection: AsyncConnection, *, before: datetime, error: dict[str, str]
+    connection: AsyncConnection,
+    *,
+    before: datetime,
+    error: dict[str, str],
+    run_ids: Sequence[str] | None = None,
 ) -> int:
-    """Mark runs queued or running since before ``before`` as failed with ``error``."""
+    """Mark runs queued or running since before ``before`` as failed with ``error``
+    (only those of ``run_ids`` if given)."""
     unfinished = JobRun.status.in_(("queued", "running", "retrying")) & (JobRun.queued_at < before)
+    if run_ids is not None:
+        unfinished &= JobRun.run_id.in_(list(run_ids))
     await _fail_webhook_events(connection, unfinished, error=error, at=before)
     result = await connection.execute(
         update(JobRun).where(unfinished).values(status="failed", error=error, finished_at=before)
     )
     return int(result.rowcount or 0)
+
+
+async def unfinished_workers(connection: AsyncConnection) -> list[tuple[str, str, str | None]]:
+    """``(run_id, status, worker)`` of every run queued, running or retrying."""
+    rows = await connection.execute(
+        select(JobRun.run_id, JobRun.status, JobRun.worker).where(
+            JobRun.status.in_(("queued", "running", "retrying"))
+        )
+    )
+    return [(row.run_id, row.status, row.worker) for row in rows]
 
 
 async def fail_unsendable(
