@@ -44,8 +44,7 @@ class DatabaseRunHistory:
         # scheduler cannot fire a time twice, whatever the runs' retention (as short as
         # a day); beyond that they are just volume.
         claims_cutoff = datetime.now(UTC) - FIRE_CLAIMS_KEPT
-        async with self._database.sessions.begin() as session:
-            await schedules.delete_fires_before(session, claims_cutoff)
+        await self._delete_in_batches(schedules.delete_fires_before, claims_cutoff)
         return total
 
     async def delete_finished_events_before(self, cutoff: datetime) -> int:

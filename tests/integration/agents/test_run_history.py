@@ -15,8 +15,14 @@ from jobs_service.core.ids import new_run_id
 from jobs_service.core.settings import DatabaseSettings
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
-from jobs_service.infrastructure.models import AuditEntry, JobRun, WebhookEvent
-from jobs_service.infrastructure.repositories import audit, runs, webhooks
+from jobs_service.infrastructure.models import (
+    AuditEntry,
+    JobRun,
+    Schedule,
+    ScheduleFire,
+    WebhookEvent,
+)
+from jobs_service.infrastructure.repositories import audit, runs, schedules, webhooks
 from tests.support.run_events import finished_event
 from tests.support.webhook_events import StoredEvent, store_events
 
@@ -78,6 +84,53 @@ async def test_audit_entries_are_deleted_in_batches(empty_pg_url: str) -> None:
         await database.close()
     assert deleted == 5
     assert left == {"364", "1"}
+
+
+async def test_fire_claims_are_deleted_in_batches(empty_pg_url: str) -> None:
+    """A batch deletes at most its size of claims; the cleanup goes on batch after batch
+    until the old ones are gone, and keeps recent and buffered claims."""
+    database = Database(empty_pg_url, DatabaseSettings())
+    try:
+        await migrate.upgrade(database)
+        now = datetime.now(UTC).replace(microsecond=0)
+        async with database.sessions.begin() as session:
+            schedule = Schedule(
+                name="claims",
+                task="count_items",
+                kwargs={},
+                kind="interval",
+                interval_s=60,
+                anchor_at=now,
+                source="api",
+                next_fire_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(schedule)
+            await session.flush()
+            ages = {f"old-{n}": (20, "skipped") for n in range(5)}
+            ages |= {"recent": (2, "enqueued"), "buffered": (20, "buffered")}
+            session.add_all(
+                ScheduleFire(
+                    schedule_id=schedule.id,
+                    fire_time=now - timedelta(days=days, minutes=n),
+                    outcome=outcome,
+                    claimed_by=name,
+                    claimed_at=now,
+                )
+                for n, (name, (days, outcome)) in enumerate(ages.items())
+            )
+        async with database.sessions.begin() as session:
+            one_batch = await schedules.delete_fires_before(
+                session, now - timedelta(days=10), batch_size=2
+            )
+        await DatabaseRunHistory(database, delete_batch_size=2).delete_finished_before(now)
+        async with database.sessions() as session:
+            left = set((await session.execute(select(ScheduleFire.claimed_by))).scalars())
+    finally:
+        await database.close()
+    assert one_batch == 2
+    assert left == {"recent", "buffered"}
 
 
 async def _old_failed_webhook_run(database: Database, old: datetime) -> tuple[StoredEvent, JobRun]:
