@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "SOURCE_NAME_MAX",
     "ApiKey",
     "ApiSettings",
     "BrokerSettings",
@@ -277,6 +278,12 @@ class SchedulerSettings(_Section):
     )
 
 
+#: Longest webhook source name: the length of ``webhook_events.source``.
+SOURCE_NAME_MAX = 100
+_SOURCE_NAME = rf"[A-Za-z0-9][A-Za-z0-9._~-]{{0,{SOURCE_NAME_MAX - 1}}}"
+#: An HTTP header name (RFC 9110's token).
+_HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+
 WebhookScheme = Literal["standard", "github", "stripe", "hmac-sha256", "teams", "graph", "none"]
 
 
@@ -337,6 +344,19 @@ class WebhookSource(_Section):
             raise ValueError(msg)
         return value
 
+    @field_validator("signature_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        """The name as verification and redaction both use it: a stray space would be
+        stripped by one and not the other, and the signature stored in clear."""
+        if value is None:
+            return None
+        name = value.strip()
+        if not re.fullmatch(_HEADER_NAME, name):
+            msg = f"{value!r} is not an HTTP header name"
+            raise ValueError(msg)
+        return name
+
     @model_validator(mode="after")
     def _scheme_needs(self) -> WebhookSource:
         if self.scheme not in ("none",) and not self.secrets:
@@ -344,6 +364,14 @@ class WebhookSource(_Section):
             raise ValueError(msg)
         if self.scheme == "hmac-sha256" and not self.signature_header:
             msg = "scheme 'hmac-sha256' needs signature_header"
+            raise ValueError(msg)
+        if self.scheme == "graph" and (self.event_id or "").startswith("header:"):
+            # One POST carries many notifications and one set of headers: every one
+            # after the first would be a duplicate of the first, and dropped.
+            msg = (
+                "scheme 'graph': event_id must be read from each notification "
+                "('json:<JSON pointer>'), not from the request's headers"
+            )
             raise ValueError(msg)
         return self
 
@@ -376,6 +404,21 @@ class WebhookSettings(_Section):
         "before it is answered 202 anyway (the events are stored; the send goes on, and "
         "the relay covers a send that fails). Senders time out at 10 s (GitHub).",
     )
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, sources: dict[str, WebhookSource]) -> dict[str, WebhookSource]:
+        """A name is one URL path segment (``/webhooks/<name>``: a ``/`` would never be
+        routed) and fits ``webhook_events.source``."""
+        for name in sources:
+            if not re.fullmatch(_SOURCE_NAME, name):
+                msg = (
+                    f"source name {name!r}: 1 to {SOURCE_NAME_MAX} letters, digits, '.', "
+                    "'_', '~' and '-', starting with a letter or digit (it is the path "
+                    "segment of POST /webhooks/<name>)"
+                )
+                raise ValueError(msg)
+        return sources
 
     @model_validator(mode="after")
     def _default_actions(self) -> WebhookSettings:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 DIGEST = "0" * 64
 SECRETS = (
     "hunter2-db-password",
-    "whsec-billing-0123",
+    "whsec_YmlsbGluZy1zZWNyZXQtMDEyMw==",  # a Standard Webhooks secret: whsec_ + base64
     "domain-client-secret-4567",
     "graph-client-secret-89ab",
     "refresh-token-cdef",
