@@ -6,16 +6,31 @@ on PostgreSQL for what is the caller's mistake. Keyword arguments are checked wi
 :func:`unportable_text`; free-text fields of request bodies and query parameters are
 :data:`PortableText`, which refuses the same values with the same error
 (``unportable_value``, e.g. "text must not contain NUL characters").
+
+Text that is nobody's mistake to refuse — what a task returns, an outside system
+answers, an exception says — is made storable instead: :func:`portable` and
+:func:`portable_values` replace each such character with U+FFFD, the replacement
+character (``infrastructure.documents`` does so for everything it encodes).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["UNPORTABLE_VALUE", "PortableText", "unportable_text"]
+__all__ = [
+    "REPLACEMENT_CHARACTER",
+    "UNPORTABLE_VALUE",
+    "PortableText",
+    "portable",
+    "portable_values",
+    "unportable_text",
+]
+
+#: What :func:`portable` puts in place of a character no store keeps (U+FFFD).
+REPLACEMENT_CHARACTER = "\ufffd"
 
 #: The error type of a value the wire or a database would refuse or change.
 UNPORTABLE_VALUE = "unportable_value"
@@ -43,3 +58,32 @@ def _require_portable(value: str) -> str:
 #: A string field that reaches the database: refused (422) when it holds a NUL character
 #: or a lone surrogate.
 PortableText = Annotated[str, AfterValidator(_require_portable)]
+
+
+def portable(value: str) -> str:
+    """``value`` with each NUL character and lone surrogate replaced by U+FFFD."""
+    if "\x00" in value:
+        value = value.replace("\x00", REPLACEMENT_CHARACTER)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # UTF-16 passes surrogates through and its decoder pairs those that form
+            # a character; a lone one becomes U+FFFD.
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def portable_values(value: Any) -> Any:
+    """A JSON-like ``value`` with :func:`portable` applied to every string in it, the
+    keys of objects included; other values are returned as they are."""
+    if isinstance(value, str):
+        return portable(value)
+    if isinstance(value, dict):
+        return {
+            portable(key) if isinstance(key, str) else key: portable_values(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [portable_values(item) for item in value]
+    return value

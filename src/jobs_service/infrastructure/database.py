@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from jobs_service.core.errors import ConfigurationError
+from jobs_service.infrastructure.documents import column_json
 from jobs_service.infrastructure.held_connection import HeldConnection
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class Database:
                 max_overflow=settings.max_overflow,
                 pool_pre_ping=True,
                 connect_args={"timeout": settings.connect_timeout_s},
+                # NUL characters and lone surrogates in outside text (an error a
+                # provider answered) would make a row unstorable: see documents.
+                json_serializer=column_json,
             )
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import orjson
 from sqlalchemy.exc import DBAPIError
 
+from jobs_service.infrastructure.documents import document
 from jobs_service.infrastructure.group_commit import GroupCommit
 
 if TYPE_CHECKING:
@@ -79,17 +79,17 @@ class QueuedRunWriter:
         await self._connection.aclose()
 
     async def _write(self, batch: Sequence[QueuedRun]) -> list[bool]:
-        document = orjson.dumps([run.row() for run in batch]).decode()
+        rows = document([run.row() for run in batch])
         try:
-            inserted = await self._insert(document)
+            inserted = await self._insert(rows)
         except DBAPIError as exc:
             if not (exc.connection_invalidated and self._connection.reused):
                 raise
             # The kept connection died while idle (a database restart): what the pool's
             # ping would have caught. Once more, on a new one.
-            inserted = await self._insert(document)
+            inserted = await self._insert(rows)
         self.statements += 1
         return [run.run_id in inserted for run in batch]
 
-    async def _insert(self, document: str) -> set[str]:
-        return {row[0] for row in await self._connection.fetch(INSERT_QUEUED, document)}
+    async def _insert(self, rows: str) -> set[str]:
+        return {row[0] for row in await self._connection.fetch(INSERT_QUEUED, rows)}

@@ -165,6 +165,33 @@ async def test_progress_applies_to_a_row_behind_the_attempt_but_not_to_an_ended_
     assert await _progress(database, run.run_id) == {"percent": 5, "attempt": 2}
 
 
+async def test_a_nul_in_a_progress_message_is_written_and_the_run_still_ends(
+    database: Database, recorder: RunRecorder
+) -> None:
+    """A task's status line holding a NUL (copied from a file it reads) made PostgreSQL
+    refuse the progress write, and the run's final record, which carries the last
+    report. PostgreSQL now stores it with U+FFFD in place of the NUL (SQLite keeps it)."""
+    run = _context(new_run_id())
+    await _started(recorder, run)
+    run.record_progress(Progress(50, "row\x00 7"))
+    assert run.progress is not None
+    async with database.engine.begin() as connection:
+        changed = (await write_progress(connection, [(run.run_id, 1, run.progress)])).changed
+    written = await _progress(database, run.run_id)
+    recorder.record(_event(run, "succeeded", finished=True))
+    await recorder.flush()
+    async with database.sessions() as session:
+        row = await runs.get_run(session, run_id=run.run_id)
+    message = "row\ufffd 7" if database.dialect == "postgresql" else "row\x00 7"
+    assert changed == 1
+    assert written is not None
+    assert written["message"] == message
+    assert row is not None
+    assert row.status == "succeeded"
+    assert row.progress is not None
+    assert row.progress["message"] == message
+
+
 async def test_a_row_another_transaction_holds_is_skipped_and_written_once_free(
     pg_url: str,
 ) -> None:

@@ -279,9 +279,12 @@ async def test_attempts_survive_a_database_outage(empty_pg_url: str) -> None:
 
 
 async def test_an_attempt_postgresql_refuses_loses_only_its_own_run(database: Database) -> None:
+    """A duration beyond the integer column (SQLSTATE 22003) is refused for good."""
     recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
     good, bad = new_run_id(), new_run_id()
-    recorder.record(event(bad, "failed", error={"type": "E", "message": "bad\x00byte"}))
+    refused = event(bad, "failed", error={"type": "E", "message": "too long"})
+    refused.duration_ms = 2**40
+    recorder.record(refused)
     recorder.record(event(good, "retrying"))
     await recorder.flush()
     assert await attempts(database, good) == [(1, "retrying", "test:1")]

@@ -325,16 +325,63 @@ async def test_a_redelivered_copy_of_a_finished_attempt_cannot_change_its_outcom
 async def test_a_value_postgresql_rejects_is_dropped_not_retried_forever(
     database: Database,
 ) -> None:
-    """A NUL in an error message (JSONB refuses it: SQLSTATE 22P05) loses that event only."""
+    """A duration beyond the integer column (SQLSTATE 22003) loses that event only."""
     recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
     good, bad = new_run_id(), new_run_id()
     poisoned = event(bad, "failed", finished=True)
-    poisoned.error = {"type": "PermanentError", "message": "bad\x00byte"}
+    poisoned.duration_ms = 2**40
     recorder.record(poisoned)
     recorder.record(event(good, "running"))
     await recorder.flush()
     assert (await fetch(database, good)).status == "running"
     assert recorder._pending == {}
+
+
+async def test_text_postgresql_refuses_is_recorded_with_replacement_characters(
+    database: Database,
+) -> None:
+    """A NUL in a run's content, summary keys or error message (text from a domain
+    answer or an exception) made PostgreSQL refuse the run's record, which was dropped:
+    the run stayed running for ever. It is written with U+FFFD in its place, and so is
+    the error on the run's webhook event; a backslash followed by u0000 (text, not a
+    NUL) is kept as it was written."""
+    recorder = RunRecorder(database, batch_size=500, flush_interval_s=10)
+    now = datetime.now(UTC)
+    succeeded, failed = new_run_id(), new_run_id()
+    async with database.sessions() as session:
+        hook = WebhookEvent(
+            source="billing",
+            external_id=uuid.uuid4().hex,
+            headers={},
+            body="{}",
+            task="count_items",
+            run_id=failed,
+            status="enqueued",
+            received_at=now,
+            updated_at=now,
+        )
+        session.add(hook)
+        await session.commit()
+    done = event(succeeded, "succeeded", finished=True, summary={"rows\x00": 1, "errors": 0})
+    done.content = "Weekly KPIs\x00 from C:\\u0000"
+    broken = event(failed, "failed", finished=True)
+    broken.error = {"type": "RuntimeError", "message": "bad\x00byte"}
+    broken.webhook_event_id = hook.id
+    recorder.record(done)
+    recorder.record(broken)
+    await recorder.flush()
+    done_row, failed_row = await fetch(database, succeeded), await fetch(database, failed)
+    async with database.sessions() as session:
+        stored_hook = await session.get(WebhookEvent, hook.id)
+        attempts = await runs.list_attempts(session, failed_row)
+    assert done_row.status == "succeeded"
+    assert done_row.content == "Weekly KPIs\ufffd from C:\\u0000"
+    assert done_row.summary == {"rows\ufffd": 1, "errors": 0}
+    assert failed_row.status == "failed"
+    assert failed_row.error == {"type": "RuntimeError", "message": "bad\ufffdbyte"}
+    assert [attempt.error for attempt in attempts] == [failed_row.error]
+    assert stored_hook is not None
+    assert (stored_hook.status, stored_hook.error) == ("failed", failed_row.error)
 
 
 async def test_a_start_is_written_only_for_a_run_still_running_at_the_flush(

@@ -33,16 +33,22 @@ class FakeDomainApi:
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[ActionCall] = field(default_factory=list)
     executed: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _failures: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    _failures: dict[str, list[tuple[int, dict[str, str], str | None]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_next(
-        self, action: str, status: int, count: int = 1, retry_after: str | None = None
+        self,
+        action: str,
+        status: int,
+        count: int = 1,
+        retry_after: str | None = None,
+        detail: str | None = None,
     ) -> None:
-        """Answer the next ``count`` calls of ``action`` with ``status``."""
+        """Answer the next ``count`` calls of ``action`` with ``status`` (and a problem
+        ``detail``, "injected <status>" unless given)."""
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
         with self._lock:
-            self._failures.setdefault(action, []).extend([(status, headers)] * count)
+            self._failures.setdefault(action, []).extend([(status, headers, detail)] * count)
 
     def calls_of(self, action: str) -> list[ActionCall]:
         """The requests for one action, in arrival order."""
@@ -80,9 +86,9 @@ class FakeDomainApi:
             queue = self._failures.get(action)
             failure = queue.pop(0) if queue else None
         if failure is not None:
-            status, headers = failure
+            status, headers, detail = failure
             return JSONResponse(
-                {"title": "Unavailable", "detail": f"injected {status}"},
+                {"title": "Unavailable", "detail": detail or f"injected {status}"},
                 status_code=status,
                 headers=headers,
             )

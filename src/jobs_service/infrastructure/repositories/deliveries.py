@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from jobs_service.infrastructure.models import Delivery
+from jobs_service.core.text import portable
+from jobs_service.infrastructure.models import Delivery, column_length
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 __all__ = ["Claim", "claim", "delivery_key", "list_for_run", "mark_failed", "mark_sent"]
+
+_PROVIDER_ID_LENGTH = column_length(Delivery, "provider_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,11 @@ async def mark_sent(
     connection: AsyncConnection, claim: Claim, *, provider_id: str | None, now: datetime
 ) -> None:
     """The provider accepted the message (a sent message is sent, even if the lease
-    was taken over meanwhile: the other attempt then finds it sent)."""
+    was taken over meanwhile: the other attempt then finds it sent). The provider's id
+    is outside text: a NUL in it is replaced (``core.text.portable``) and it is cut to
+    the column, so that no answer can keep the send from being recorded."""
+    if provider_id is not None:
+        provider_id = portable(provider_id)[:_PROVIDER_ID_LENGTH]
     await connection.execute(
         update(Delivery)
         .where(Delivery.id == claim.row_id, Delivery.status != "sent")

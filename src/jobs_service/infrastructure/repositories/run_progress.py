@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import orjson
 from sqlalchemy import Integer, Row, bindparam, or_, select, update
 
+from jobs_service.infrastructure.documents import document
 from jobs_service.infrastructure.models import JobRun
 
 if TYPE_CHECKING:
@@ -92,13 +92,13 @@ async def write_progress(
     if not rows:
         return ProgressWritten(0, [])
     if connection.dialect.name == "postgresql":
-        document = orjson.dumps(
+        reports = document(
             [
                 {"run_id": run_id, "attempt": attempt, "progress": doc}
                 for run_id, attempt, doc in rows
             ]
-        ).decode()
-        result = await connection.exec_driver_sql(WRITE_PROGRESS_PG, (document,))
+        )
+        result = await connection.exec_driver_sql(WRITE_PROGRESS_PG, (reports,))
         row: Any = result.one()
         changed, busy = row
         return ProgressWritten(int(changed), list(busy))

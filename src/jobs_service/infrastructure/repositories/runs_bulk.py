@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
+from jobs_service.infrastructure.documents import document
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -248,8 +248,9 @@ def _starts_and_finishes(
 
 
 def _document(rows: list[dict[str, Any]]) -> str:
-    # Aware datetimes become RFC 3339 text, which PostgreSQL reads as timestamptz.
-    return orjson.dumps(rows).decode()
+    # Aware datetimes become RFC 3339 text, which PostgreSQL reads as timestamptz; text
+    # PostgreSQL refuses (a NUL in a run's content or error) is replaced (see documents).
+    return document(rows)
 
 
 async def upsert_run_events_bulk(connection: AsyncConnection, events: Sequence[RunEvent]) -> None:

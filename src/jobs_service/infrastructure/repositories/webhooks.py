@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import orjson
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from jobs_service.infrastructure.documents import document
 from jobs_service.infrastructure.models import WebhookEvent
 from jobs_service.infrastructure.repositories.runs_bulk import insert_queued
 
@@ -162,14 +162,14 @@ async def store_events_with_runs(
         [e.source for e in ordered],
         [e.external_id for e in ordered],
         [e.event_type for e in ordered],
-        [orjson.dumps(e.headers).decode() for e in ordered],
+        [document(e.headers) for e in ordered],
         [e.body for e in ordered],
         [e.task for e in ordered],
         [e.run_id for e in ordered],
         ["accepted" if error is None else "failed" for error in errors],
-        [None if error is None else orjson.dumps(error).decode() for error in errors],
+        [None if error is None else document(error) for error in errors],
         [e.received_at for e in ordered],
-        orjson.dumps([run.row() for run in runs]).decode(),
+        document([run.row() for run in runs]),
     )
     return {str(run_id): int(event_id) for run_id, event_id in rows}
 
