@@ -7,29 +7,38 @@ Each destination is claimed in ``deliveries`` before it is sent and marked after
 - every failure is on record with its error, and a later retry sends only what failed.
 
 Failures do not stop the other destinations: everything deliverable is delivered, then
-one error sums up what failed (retryable if any failure is).
+one error sums up what failed (retryable if any failure is). What each message says,
+and how big it may be, is :mod:`~jobs_service.agents.rendering`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html import escape
 from typing import TYPE_CHECKING
 
-import markdown as markdown_lib
-
 from jobs_service.agents.delivery_metrics import count_delivery
+from jobs_service.agents.rendering import (
+    MAX_TITLE_CHARS,
+    TEAMS_CONTENT_BYTES,
+    TEAMS_HTML_BYTES,
+    RunResult,
+    capped,
+    fitted_for_teams,
+    mail_html,
+    render_html,
+    teams_card,
+    teams_html,
+)
 from jobs_service.core.delivery import EmailTarget
 from jobs_service.core.errors import ConfigurationError, JobsError, PermanentError, RetryLater
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.repositories import deliveries
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
-    from jobs_service.agents.domain_api import Artifact
     from jobs_service.agents.graph import GraphAgent
     from jobs_service.agents.teams import TeamsWorkflows
     from jobs_service.core.delivery import CalendarTarget, DeliverTo, DeliveryTarget
@@ -51,24 +60,8 @@ _log = get_logger("jobs_service.delivery")
 _STALE_SENDING = timedelta(minutes=5)
 #: Tries to record a send before giving up (0.5 s, then 1 s between them).
 _MARK_SENT_TRIES = 3
-#: Content sent to Teams at most, in UTF-8 bytes: Teams refuses messages over about
-#: 28 KB, and the card or HTML around the content (a table's markup) adds to it.
-TEAMS_CONTENT_BYTES = 16_000
-#: A Teams channel message sent through Graph (HTML) at most, in UTF-8 bytes.
-TEAMS_HTML_BYTES = 24_000
 #: Records of sends finishing after their delivery was cut short (see ``deliver``).
 _RECORDING: set[asyncio.Future[None]] = set()
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """What a run produced, as delivered."""
-
-    run_id: str
-    title: str
-    summary: Mapping[str, int]
-    content: str | None = None
-    artifacts: tuple[Artifact, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,53 +75,6 @@ class DeliveryReport:
     def delivered(self) -> int:
         """Messages delivered in all, now or before."""
         return self.sent + self.already_sent
-
-
-def fitted_for_teams(result: RunResult) -> RunResult:
-    """The result with its content cut to :data:`TEAMS_CONTENT_BYTES`, saying so.
-
-    Teams refuses a message over about 28 KB with a 4xx, which would fail the run for
-    good after the domain's work was done; the whole content stays on the run.
-    """
-    content = result.content
-    if content is None or len(content.encode()) <= TEAMS_CONTENT_BYTES:
-        return result
-    return _cut_content(result, TEAMS_CONTENT_BYTES)
-
-
-def _html_for_teams(result: RunResult) -> str:
-    """:func:`render_html` within :data:`TEAMS_HTML_BYTES`: markdown can grow several
-    times over as HTML (a table, escaped code), so the content is cut by halves until
-    the whole message fits."""
-    html = render_html(result)
-    content = result.content or ""
-    budget = len(content.encode())
-    while len(html.encode()) > TEAMS_HTML_BYTES and budget > 0:
-        budget //= 2
-        html = render_html(_cut_content(result, budget))
-    return html
-
-
-def _cut_content(result: RunResult, limit: int) -> RunResult:
-    content = result.content or ""
-    kept = content.encode()[:limit].decode(errors="ignore")
-    note = f"\n\n*(cut to fit a Teams message: the whole result is on run {result.run_id})*"
-    return replace(result, content=kept + note)
-
-
-def render_html(result: RunResult) -> str:
-    """The result as HTML for mail and Graph channel posts: content, then the counts."""
-    parts = [f"<h2>{escape(result.title)}</h2>"]
-    if result.content:
-        parts.append(markdown_lib.markdown(result.content, extensions=["tables", "fenced_code"]))
-    if result.summary:
-        rows = "".join(
-            f"<tr><td>{escape(key)}</td><td>{value}</td></tr>"
-            for key, value in result.summary.items()
-        )
-        parts.append(f"<table>{rows}</table>")
-    parts.append(f"<p><small>Run {escape(result.run_id)}</small></p>")
-    return "\n".join(parts)
 
 
 class ResultDelivery:
@@ -245,29 +191,27 @@ class ResultDelivery:
         if channel is None:
             msg = f"no [channels.teams.{alias}] is configured (deliver_to.teams_channel)"
             raise ConfigurationError(msg)
-        result = fitted_for_teams(result)
         if channel.webhook_url is not None:
-            await self._teams.post(
-                channel.webhook_url.get_secret_value(),
-                title=result.title,
-                markdown=result.content,
-                summary=result.summary,
-            )
+            await self._teams.post(channel.webhook_url.get_secret_value(), teams_card(result))
             return None
+        # Off the event loop: rendering is CPU work (a few passes of up to 16 KB).
+        html = await asyncio.to_thread(teams_html, result)
         return await self._graph().post_channel_message(
             team_id=channel.team_id or "",
             channel_id=channel.channel_id or "",  # TeamsChannel requires both without a URL
-            html=_html_for_teams(result),
+            html=html,
         )
 
     async def _send_mail(self, spec: EmailTarget, result: RunResult, key: str) -> None:
         from jobs_service.agents.graph import MailAttachment  # noqa: PLC0415 - workers only
 
-        await self._graph().send_mail(
+        graph = self._graph()
+        html = await asyncio.to_thread(mail_html, result)
+        await graph.send_mail(
             to=spec.to,
             cc=spec.cc,
-            subject=spec.subject or result.title,
-            html=render_html(result),
+            subject=spec.subject or capped(result.title, MAX_TITLE_CHARS),
+            html=html,
             attachments=[
                 MailAttachment(item.name, item.content_type, item.content)
                 for item in result.artifacts
@@ -277,9 +221,11 @@ class ResultDelivery:
 
     async def _create_event(self, spec: CalendarTarget, result: RunResult, key: str) -> str:
         start = spec.start or datetime.now(UTC) + timedelta(minutes=spec.offset_minutes)
-        return await self._graph().create_event(
-            subject=spec.subject or result.title,
-            html=render_html(result),
+        graph = self._graph()
+        html = await asyncio.to_thread(mail_html, result)
+        return await graph.create_event(
+            subject=spec.subject or capped(result.title, MAX_TITLE_CHARS),
+            html=html,
             start=start,
             end=start + timedelta(minutes=spec.duration_minutes),
             attendees=spec.attendees,

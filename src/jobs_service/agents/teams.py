@@ -14,21 +14,30 @@ import httpx
 from jobs_service.infrastructure.http import check_response, unreachable
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Sequence
 
 __all__ = ["TeamsWorkflows", "adaptive_card"]
 
 
-def adaptive_card(title: str, markdown: str | None, summary: Mapping[str, int]) -> dict[str, Any]:
-    """The Workflows message: a title, the content (cards render markdown) and the counts."""
+def adaptive_card(
+    title: str,
+    markdown: str | None,
+    facts: Sequence[tuple[str, str]],
+    note: str | None = None,
+) -> dict[str, Any]:
+    """The Workflows message: a title, the content (cards render markdown), the counts
+    as facts and a closing note (counts left out)."""
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True}
     ]
     if markdown:
         body.append({"type": "TextBlock", "text": markdown, "wrap": True})
-    if summary:
-        facts = [{"title": key, "value": str(value)} for key, value in summary.items()]
-        body.append({"type": "FactSet", "facts": facts})
+    if facts:
+        body.append(
+            {"type": "FactSet", "facts": [{"title": name, "value": value} for name, value in facts]}
+        )
+    if note:
+        body.append({"type": "TextBlock", "text": note, "isSubtle": True, "wrap": True})
     return {
         "type": "message",
         "attachments": [
@@ -52,14 +61,13 @@ class TeamsWorkflows:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def post(
-        self, webhook_url: str, *, title: str, markdown: str | None, summary: Mapping[str, int]
-    ) -> None:
-        """Send one card; errors are RetryLater (5xx, 429, network) or PermanentError."""
+    async def post(self, webhook_url: str, message: bytes) -> None:
+        """Send one message (an encoded :func:`adaptive_card`, sent as measured); errors
+        are RetryLater (5xx, 429, network) or PermanentError."""
         provider = "Teams Workflows webhook"
         try:
             response = await self._http.post(
-                webhook_url, json=adaptive_card(title, markdown, summary)
+                webhook_url, content=message, headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
             # The URL carries a signature: name the kind of failure, never the URL.
