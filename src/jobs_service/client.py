@@ -123,7 +123,14 @@ class RunStateError(JobsError):
 
 
 class RunOptions(TypedDict, total=False):
-    """Where a run comes from and how it is deduplicated; every key is optional."""
+    """Where a run comes from and how it is deduplicated; every key is optional.
+
+    ``check_channels`` (default True) refuses a ``deliver_to`` whose Teams channel this
+    deployment does not configure, as invalid arguments. False lets the run go ahead and
+    leaves that delivery to fail, with a configuration error on the run's deliveries:
+    for a schedule's fire, whose alias was checked when the schedule was saved and may
+    have been renamed or removed since, so that only its delivery stops, not its work.
+    """
 
     source: str
     idempotency_key: str | None
@@ -131,6 +138,7 @@ class RunOptions(TypedDict, total=False):
     scheduled_for: datetime | None
     webhook_event_id: int | None
     deliver_to: Mapping[str, Any] | None
+    check_channels: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,13 +508,16 @@ class JobsClient:
             schedule_id=options.get("schedule_id"),
             scheduled_for=options.get("scheduled_for"),
             webhook_event_id=options.get("webhook_event_id"),
-            deliver_to=self._delivery_targets(info, deliver_to),
+            deliver_to=self._delivery_targets(
+                info, deliver_to, check_channels=options.get("check_channels", True)
+            ),
         )
 
     def _delivery_targets(
-        self, info: TaskInfo, value: Mapping[str, Any] | None
+        self, info: TaskInfo, value: Mapping[str, Any] | None, *, check_channels: bool
     ) -> dict[str, Any] | None:
-        """``deliver_to`` validated, its Teams channel known to this deployment."""
+        """``deliver_to`` validated, its Teams channel known to this deployment (unless
+        ``check_channels`` is False: see :class:`RunOptions`)."""
         if value is None:
             return None
         try:
@@ -518,7 +529,7 @@ class JobsClient:
             ]
             raise InvalidKwargsError(info.name, errors) from None
         alias = targets.teams_channel
-        if alias is not None and alias not in self._teams_channels:
+        if check_channels and alias is not None and alias not in self._teams_channels:
             known = ", ".join(sorted(self._teams_channels)) or "none configured"
             error = {
                 "loc": ["deliver_to", "teams_channel"],

@@ -189,7 +189,11 @@ class ResultDelivery:
     async def _send_teams(self, alias: str, result: RunResult) -> str | None:
         channel = self._channels.teams.get(alias)
         if channel is None:
-            msg = f"no [channels.teams.{alias}] is configured (deliver_to.teams_channel)"
+            msg = (
+                f"no [channels.teams.{alias}] is configured (deliver_to.teams_channel): "
+                "configure it, or change the deliver_to of the schedule or route that "
+                "sends here"
+            )
             raise ConfigurationError(msg)
         if channel.webhook_url is not None:
             await self._teams.post(channel.webhook_url.get_secret_value(), teams_card(result))

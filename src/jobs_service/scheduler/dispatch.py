@@ -184,7 +184,12 @@ class FireDispatcher:
 
     def _prepare(self, schedule: Schedule, fire_time: datetime) -> RunRequest | None:
         """The run for a fire, or None (logged) if the task or its kwargs no longer fit
-        the code, e.g. after a deploy renamed a parameter."""
+        the code, e.g. after a deploy renamed a parameter.
+
+        A Teams channel the configuration no longer has (renamed, removed, or missing
+        on this replica) does not stop the fire: the task runs, and only its delivery
+        there fails, on the run's deliveries (the scheduler warns of such schedules at
+        start-up)."""
         try:
             return self._client.prepare(
                 schedule.task,
@@ -193,6 +198,7 @@ class FireDispatcher:
                 schedule_id=schedule.id,
                 scheduled_for=fire_time,
                 deliver_to=schedule.deliver_to,
+                check_channels=False,
             )
         except JobsError as exc:
             _log.error(

@@ -21,6 +21,7 @@ from taskiq import ScheduledTask, ScheduleSource, TaskiqScheduler
 from jobs_service.client import JobsClient
 from jobs_service.core.logging import configure_logging, get_logger
 from jobs_service.core.settings import Settings
+from jobs_service.infrastructure.repositories import schedules as repo
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.scheduler.dispatch import FireDispatcher
 from jobs_service.scheduler.labels import configured_services, sync_label_schedules
@@ -28,10 +29,34 @@ from jobs_service.scheduler.labels import configured_services, sync_label_schedu
 if TYPE_CHECKING:
     from taskiq import AsyncBroker
 
-__all__ = ["DISPATCH_ID", "DatabaseScheduleSource", "JobsScheduler"]
+__all__ = ["DISPATCH_ID", "DatabaseScheduleSource", "JobsScheduler", "warn_of_unknown_channels"]
 
 DISPATCH_ID = "jobs-service:dispatch"
 _log = get_logger("jobs_service.scheduler")
+
+
+async def warn_of_unknown_channels(runtime: Runtime) -> list[int]:
+    """Log each schedule whose ``deliver_to`` names a Teams channel this configuration
+    does not have (renamed or removed since the schedule was saved, or missing on this
+    replica); their ids. Their fires still run the task, and each delivery to that
+    channel fails with a configuration error on the run's deliveries."""
+    aliases = runtime.settings.channels.teams
+    async with runtime.database.sessions() as session:
+        delivering = await repo.delivering_schedules(session)
+    unknown = []
+    for schedule_id, name, deliver_to in delivering:
+        alias = deliver_to.get("teams_channel")
+        if isinstance(alias, str) and alias not in aliases:
+            unknown.append(schedule_id)
+            _log.warning(
+                "schedule-unknown-channel",
+                schedule_id=schedule_id,
+                name=name,
+                teams_channel=alias,
+                message=f"its fires run, but no result reaches Teams until "
+                f"[channels.teams.{alias}] is configured or its deliver_to is changed",
+            )
+    return unknown
 
 
 class DatabaseScheduleSource(ScheduleSource):
@@ -92,6 +117,7 @@ class JobsScheduler(TaskiqScheduler):
         await sync_label_schedules(
             runtime.database, self.broker, configured_services(runtime.settings)
         )
+        await warn_of_unknown_channels(runtime)
         self.dispatcher = FireDispatcher(
             runtime.database, JobsClient(self.broker, runtime), replica=runtime.worker_name
         )

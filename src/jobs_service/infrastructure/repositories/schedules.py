@@ -29,6 +29,7 @@ __all__ = [
     "claim_fires",
     "delete_fires_before",
     "delete_schedule",
+    "delivering_schedules",
     "drop_buffered",
     "due_schedules",
     "get_schedule",
@@ -97,6 +98,20 @@ async def list_schedules(
         query = query.where(Schedule.id > after_id)
     query = query.order_by(Schedule.id).limit(limit + 1)
     return list((await session.execute(query)).scalars())
+
+
+async def delivering_schedules(session: AsyncSession) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(id, name, deliver_to)`` of the schedules that deliver their results."""
+    query = (
+        select(Schedule.id, Schedule.name, Schedule.deliver_to)
+        .where(Schedule.deliver_to.is_not(None))
+        .order_by(Schedule.id)
+    )
+    return [
+        (schedule_id, name, deliver_to)
+        for schedule_id, name, deliver_to in await session.execute(query)
+        if isinstance(deliver_to, dict)  # a JSON null on SQLite is not a target
+    ]
 
 
 async def due_schedules(session: AsyncSession, horizon: datetime) -> list[Schedule]:
