@@ -27,7 +27,7 @@ from jobs_service.core.settings import is_loopback_host
 from jobs_service.infrastructure.http import OAuth2Token, retry_after_s, unreachable
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from datetime import datetime
 
     from kiota_abstractions.api_error import APIError
@@ -178,7 +178,8 @@ class GraphAgent:
                 InternetMessageHeader(name=_DELIVERY_KEY_HEADER, value=idempotency_key)
             ]
         body = SendMailPostRequestBody(message=message, save_to_sent_items=True)
-        await self._call(client, client.sdk.users.by_user_id(sender).send_mail.post(body))
+        send_mail = client.sdk.users.by_user_id(sender).send_mail
+        await self._call(client, lambda: send_mail.post(body))
 
     async def create_event(
         self,
@@ -213,7 +214,9 @@ class GraphAgent:
             transaction_id=idempotency_key,
         )
         events = client.sdk.users.by_user_id(sender).events
-        return await self._create(client, events.to_post_request_information(event), "the event")
+        return await self._create(
+            client, lambda: events.to_post_request_information(event), "the event"
+        )
 
     async def post_channel_message(self, *, team_id: str, channel_id: str, html: str) -> str:
         """Post in a Teams channel as the user of ``[graph] delegated_refresh_token``; the
@@ -223,10 +226,9 @@ class GraphAgent:
         from msgraph.generated.models.chat_message import ChatMessage  # noqa: PLC0415
 
         messages = client.sdk.teams.by_team_id(team_id).channels.by_channel_id(channel_id).messages
+        message = ChatMessage(body=_html(html))
         return await self._create(
-            client,
-            messages.to_post_request_information(ChatMessage(body=_html(html))),
-            "the channel message",
+            client, lambda: messages.to_post_request_information(message), "the channel message"
         )
 
     async def aclose(self) -> None:
@@ -247,7 +249,14 @@ class GraphAgent:
         oauth = self._oauth(delegated=delegated)  # configuration errors before any import
         base_url = _no_clear_text(self._settings.base_url.rstrip("/"), "base_url")
         started = time.perf_counter()
-        await asyncio.to_thread(_import_sdk)
+        try:
+            await asyncio.to_thread(_import_sdk)
+        except ImportError as exc:  # a broken or partial install, not a bug to trace
+            msg = (
+                f"Microsoft Graph deliveries need msgraph-sdk, which cannot be imported "
+                f"({exc}); install jobs-service with its dependencies"
+            )
+            raise ConfigurationError(msg) from None
         client = self._clients.get(delegated)  # another caller may have built it meanwhile
         if client is None:
             credential = _Credential(oauth)
@@ -314,8 +323,10 @@ class GraphAgent:
             )
         return self._graph_http
 
-    async def _create(self, client: _Client, request: RequestInformation, what: str) -> str:
-        """POST what ``request`` describes; the id of what Graph created.
+    async def _create(
+        self, client: _Client, request: Callable[[], RequestInformation], what: str
+    ) -> str:
+        """POST what ``request()`` describes; the id of what Graph created.
 
         The answer is read as bytes, not as the SDK's model: the SDK parses any entity
         through its ``Entity`` base, whose deserializers import all ~1,200 entity classes
@@ -323,11 +334,14 @@ class GraphAgent:
         """
         from msgraph.generated.models.o_data_errors.o_data_error import ODataError  # noqa: PLC0415
 
-        sent = client.sdk.request_adapter.send_primitive_async(
-            request, "bytes", {"XXX": ODataError}
-        )
-        # The SDK types that answer by a type variable of the return type alone.
-        answer = await self._call(client, cast("Awaitable[bytes | None]", sent))
+        def send() -> Awaitable[bytes | None]:
+            sent = client.sdk.request_adapter.send_primitive_async(
+                request(), "bytes", {"XXX": ODataError}
+            )
+            # The SDK types that answer by a type variable of the return type alone.
+            return cast("Awaitable[bytes | None]", sent)
+
+        answer = await self._call(client, send)
         try:
             created = orjson.loads(answer or b"")
         except orjson.JSONDecodeError:
@@ -338,18 +352,30 @@ class GraphAgent:
             raise PermanentError(msg)
         return entity_id
 
-    async def _call(self, client: _Client, request: Awaitable[_T]) -> _T:
-        """Await one SDK request (its own retries included) and map what went wrong."""
+    async def _call(self, client: _Client, send: Callable[[], Awaitable[_T]]) -> _T:
+        """Send one SDK request and map what went wrong.
+
+        ``send`` builds the request anew each time: the SDK keeps the Authorization
+        header on a request it has sent. A 401 drops the token and sends once more with
+        a new one (Graph acted on nothing it refused); a new token refused as well is a
+        configuration error (the app registration, its tenant or its permissions), not
+        a RetryLater that would be retried until the run is dead.
+        """
         from kiota_abstractions.api_error import APIError  # noqa: PLC0415
 
-        try:
-            return await request
-        except httpx.HTTPError as exc:  # connect error, timeout, reset
-            raise unreachable(exc, provider=_PROVIDER) from None
-        except APIError as exc:
-            if exc.response_status_code == 401:
+        renewed = False
+        while True:
+            try:
+                return await send()
+            except httpx.HTTPError as exc:  # connect error, timeout, reset
+                raise unreachable(exc, provider=_PROVIDER) from None
+            except APIError as exc:
+                if exc.response_status_code != 401:
+                    raise _run_error(exc) from None
                 client.credential.drop()
-            raise _run_error(exc) from None
+                if renewed:
+                    raise _refused_fresh_token(exc) from None
+                renewed = True
 
 
 def _import_sdk() -> None:
@@ -388,17 +414,31 @@ def _build_sdk(
     return GraphServiceClient(request_adapter=adapter)
 
 
-def _run_error(exc: APIError) -> JobsError:
-    """What a Graph error answer means for the run (after the SDK's own retries)."""
+def _answered(exc: APIError) -> str:
+    """``Microsoft Graph answered HTTP <status> (<code>: <message>)``."""
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError  # noqa: PLC0415
 
-    status = exc.response_status_code
     detail = exc.message or type(exc).__name__
     if isinstance(exc, ODataError) and exc.error is not None:
         detail = f"{exc.error.code}: {exc.error.message}"
-    message = f"{_PROVIDER} answered HTTP {status} ({' '.join(detail.split())[:_MAX_DETAIL]})"
-    if status == 401:
-        return RetryLater(f"{message}; the token was dropped, the retry fetches a new one")
+    status = exc.response_status_code
+    return f"{_PROVIDER} answered HTTP {status} ({' '.join(detail.split())[:_MAX_DETAIL]})"
+
+
+def _refused_fresh_token(exc: APIError) -> ConfigurationError:
+    msg = (
+        f"{_answered(exc)} to a token just fetched: {_PROVIDER} refused a fresh token; "
+        "check that graph.tenant_id (or graph.token_url) and graph.client_id name the "
+        "app registration for this tenant, and graph.scope (graph.delegated_scope for "
+        "Teams channel posts)"
+    )
+    return ConfigurationError(msg)
+
+
+def _run_error(exc: APIError) -> JobsError:
+    """What a Graph error answer (not a 401) means for the run."""
+    status = exc.response_status_code
+    message = _answered(exc)
     if status is None or status in (408, 429) or status >= 500:
         headers = httpx.Headers(exc.response_headers or {})
         return RetryLater(message, retry_after=retry_after_s(headers))

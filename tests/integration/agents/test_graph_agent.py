@@ -183,21 +183,49 @@ async def test_a_400_is_permanent_and_names_graphs_code(
     assert len(graph.requests_to("/sendMail")) == 1  # a 400 is not retried
 
 
-async def test_a_401_drops_the_token_and_the_retry_gets_a_new_one(
+async def test_a_401_drops_the_token_and_the_call_is_sent_again_with_a_new_one(
     agent: GraphAgent, graph: FakeGraph, tokens: FakeTokenEndpoint
 ) -> None:
-    """A token Graph no longer accepts is RetryLater, and the next call fetches anew."""
+    """A token Graph no longer accepts (revoked, expired early) is dropped, and the call
+    is sent once more with a new one: Graph carried out nothing it refused."""
     await agent.send_mail(to=["ops@example.com"], subject="1", html="<p>1</p>")
     tokens.revoke_all()
-    with pytest.raises(RetryLater, match="InvalidAuthenticationToken"):
-        await agent.send_mail(to=["ops@example.com"], subject="2", html="<p>2</p>")
+    await agent.send_mail(to=["ops@example.com"], subject="2", html="<p>2</p>")
     await agent.send_mail(to=["ops@example.com"], subject="3", html="<p>3</p>")
     assert [request.token for request in graph.requests] == [
         "app-token-1",
         "app-token-1",
         "app-token-2",
+        "app-token-2",
     ]
-    assert [mail["message"]["subject"] for mail in graph.sent_mail] == ["1", "3"]
+    assert [mail["message"]["subject"] for mail in graph.sent_mail] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("call", ["mail", "event", "channel"])
+async def test_a_fresh_token_refused_too_is_a_configuration_error(
+    agent: GraphAgent, graph: FakeGraph, tokens: FakeTokenEndpoint, call: str
+) -> None:
+    """Graph refusing a token it was just given (another tenant's app, a wrong scope)
+    was RetryLater: each attempt fetched a new token, was refused again, and the run
+    ended dead after all its retries. It is now a configuration error after one new
+    token, naming the settings to check."""
+    graph.valid_token = lambda authorization: False
+    with pytest.raises(ConfigurationError, match="refused a fresh token") as caught:
+        await use(agent, call)
+    assert "InvalidAuthenticationToken" in str(caught.value)
+    assert "graph.tenant_id" in str(caught.value)
+    assert len(graph.requests) == 2
+    assert len(tokens.requests) == 2
+
+
+async def test_a_missing_msgraph_sdk_is_a_configuration_error(
+    agent: GraphAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install without msgraph-sdk failed each Graph delivery as an unexpected error
+    (PermanentError, with a traceback in the log); it names what to install instead."""
+    monkeypatch.setitem(sys.modules, "msgraph", None)  # import of msgraph now fails
+    with pytest.raises(ConfigurationError, match="need msgraph-sdk, which cannot be imported"):
+        await agent.send_mail(to=["ops@example.com"], subject="s", html="h")
 
 
 async def test_an_unreachable_graph_is_retry_later(token_url: str) -> None:
