@@ -15,6 +15,7 @@ import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -525,7 +526,8 @@ class TeamsChannel(_Section):
     webhook_url: SecretStr | None = Field(
         None,
         description="Teams Workflows webhook URL ('Post to a channel when a webhook "
-        "request is received'). It embeds a signature, so it is kept secret.",
+        "request is received'). It embeds a signature, so it is kept secret, and must be "
+        "https:// (plain http:// only to a loopback address, for a test server).",
     )
     team_id: str | None = Field(None, description="Team id, to post through Graph instead.")
     channel_id: str | None = Field(None, description="Channel id, with team_id.")
@@ -540,7 +542,15 @@ class TeamsChannel(_Section):
             msg = "needs webhook_url, or team_id and channel_id"
             raise ValueError(msg)
         if self.webhook_url is not None:
-            _check_http_url(self.webhook_url.get_secret_value())
+            url = self.webhook_url.get_secret_value()
+            _check_http_url(url)
+            if url.startswith("http://") and not _to_loopback(url):
+                # The URL carries the signature that lets anyone post to the channel.
+                msg = (
+                    "webhook_url must be https://: its signature would cross the network "
+                    "in clear text (plain http:// is only for a test server on loopback)"
+                )
+                raise ValueError(msg)
         return self
 
 
@@ -774,6 +784,15 @@ def _check_http_url(value: str | None) -> str | None:
         msg = "must be an http:// or https:// URL"
         raise ValueError(msg)
     return value
+
+
+def _to_loopback(url: str) -> bool:
+    """Whether ``url`` names a loopback host (False for a URL that cannot be parsed)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return is_loopback_host(host or "")
 
 
 def is_loopback_host(host: str) -> bool:

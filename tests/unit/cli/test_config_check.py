@@ -179,6 +179,27 @@ def test_every_validation_error_is_one_line_with_its_key_path(jobsctl: Run) -> N
     assert not any(secret in result.text for secret in SECRETS)
 
 
+def test_a_teams_webhook_url_over_plain_http_to_another_host_is_refused(jobsctl: Run) -> None:
+    """A Workflows URL carries the signature that lets anyone post to the channel: over
+    plain http:// it crossed the network in clear text, unnoticed (Graph's URLs are
+    held to https). Only loopback, for a test server, may use http://."""
+    result = jobsctl(f"""
+        [channels.teams.sales]
+        webhook_url = "http://hook.example.com/workflows/s?sig={SECRETS[5]}"
+
+        [channels.teams.local]
+        webhook_url = "http://127.0.0.1:8080/workflows/l?sig={SECRETS[4]}"
+    """)
+    assert result.code == 1
+    assert result.err == [
+        "jobsctl check: configuration is invalid (1 problem)",
+        "problem: channels.teams.sales: webhook_url must be https://: its signature would "
+        "cross the network in clear text (plain http:// is only for a test server on "
+        "loopback)",
+    ]
+    assert not any(secret in result.text for secret in SECRETS)
+
+
 def test_other_commands_stop_at_the_first_error(jobsctl: Run) -> None:
     """Only `check` lists everything; other commands keep one line and exit code 2."""
     result = jobsctl(
