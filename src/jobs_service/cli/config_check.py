@@ -348,18 +348,12 @@ def _unknown_task(task: str, tasks: Collection[str]) -> str:
 
 
 def _webhook_schemes(settings: Settings) -> Iterator[Finding]:
-    from jobs_service.webhooks.verification import build_scheme  # noqa: PLC0415
+    from jobs_service.webhooks.schemes import source_scheme  # noqa: PLC0415
 
     for name, source in settings.webhooks.sources.items():
         # What the gateway builds at start: a secret it cannot decode stops it there.
         try:
-            build_scheme(
-                source.scheme,
-                secrets=[secret.get_secret_value() for secret in source.secrets],
-                tolerance_s=source.tolerance_s,
-                header=source.signature_header,
-                encoding=source.signature_encoding,
-            )
+            source_scheme(source)
         except ValueError as exc:
             yield _problem(f"webhooks.sources.{_key(name)}", str(exc))
         if source.scheme == "none" and settings.env == "production":

@@ -39,7 +39,7 @@ from jobs_service.infrastructure.embedded_lock import EmbeddedLock, process_gone
 from jobs_service.infrastructure.repositories import runs as runs_repo
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.webhooks.inbox import WebhookInbox
-from jobs_service.webhooks.verification import Scheme, build_scheme
+from jobs_service.webhooks.schemes import build_webhook_schemes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -278,24 +278,6 @@ async def _drain(broker: InMemoryBroker, timeout_s: float) -> None:
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=5)
-
-
-def build_webhook_schemes(settings: Settings) -> dict[str, Scheme]:
-    """One verifier per configured source, built once (decoding secrets is not free)."""
-    schemes: dict[str, Scheme] = {}
-    for name, source in settings.webhooks.sources.items():
-        try:
-            schemes[name] = build_scheme(
-                source.scheme,
-                secrets=[s.get_secret_value() for s in source.secrets],
-                tolerance_s=source.tolerance_s,
-                header=source.signature_header,
-                encoding=source.signature_encoding,
-            )
-        except ValueError as exc:
-            msg = f"webhooks.sources.{name}: {exc}"
-            raise ConfigurationError(msg) from None
-    return schemes
 
 
 def _start_relay(inbox: WebhookInbox, settings: Settings) -> asyncio.Task[None]:
