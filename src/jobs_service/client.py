@@ -31,6 +31,7 @@ from taskiq.utils import maybe_awaitable
 from jobs_service.core.delivery import DeliverTo
 from jobs_service.core.errors import JobsError
 from jobs_service.core.ids import new_run_id
+from jobs_service.core.json_values import json_equal
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.cancellations import Cancellation
 from jobs_service.infrastructure.models import RUN_SOURCES, TERMINAL_STATUSES, JobRun
@@ -785,24 +786,19 @@ class JobsClient:
 
 
 def _same_arguments(info: TaskInfo, stored: Any, submitted: dict[str, Any]) -> bool:
-    """Whether a repeat's kwargs are the first request's: equal as sent, or once the
+    """Whether a repeat's kwargs are the first request's: equal as JSON, or once the
     defaults are filled in and the stored ones read back through the signature (an
-    explicit ``"fail_on": null`` is the default left out; PostgreSQL's jsonb gives
-    ``1e16`` back as ``10000000000000000``)."""
-    if _canonical(stored) == _canonical(submitted):
+    explicit ``"fail_on": null`` is the default left out)."""
+    if json_equal(stored, submitted):
         return True
     model = info.kwargs_model
     try:
-        return _canonical(model.model_validate(stored).model_dump(mode="json")) == _canonical(
-            model.model_validate(submitted).model_dump(mode="json")
+        return json_equal(
+            model.model_validate(stored).model_dump(mode="json"),
+            model.model_validate(submitted).model_dump(mode="json"),
         )
     except (ValidationError, ValueError):
         return False
-
-
-def _canonical(value: Any) -> bytes:
-    """JSON with sorted keys: ``true`` and ``1`` (equal in Python) stay different."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def _chunks(requests: Sequence[RunRequest]) -> Iterator[Sequence[RunRequest]]:
