@@ -99,7 +99,8 @@ class InvalidIdempotencyKeyError(JobsError, ValueError):
 
 
 class IdempotencyConflictError(JobsError):
-    """The ``Idempotency-Key`` was used before for a different task or arguments."""
+    """The ``Idempotency-Key`` was used before for a different request: another task,
+    other arguments or ``deliver_to``, or another schedule fire or webhook event."""
 
 
 class RunNotFoundError(JobsError):
@@ -777,12 +778,32 @@ class JobsClient:
             run = await runs.get_run_by_idempotency_key(session, key)
         if run is None:
             return None
-        if run.task != request.info.name or not _same_arguments(
-            request.info, run.kwargs, request.kwargs
-        ):
-            msg = f"Idempotency-Key {key!r} was already used with a different task or kwargs"
+        difference = _difference(request, run)
+        if difference is not None:
+            msg = f"Idempotency-Key {key!r} was already used with a different {difference}"
             raise IdempotencyConflictError(msg)
         return Submission(run.run_id, run.status, replayed=True)
+
+
+def _difference(request: RunRequest, run: JobRun) -> str | None:
+    """What a repeat with the key of ``run`` asks for differently (None: nothing).
+
+    A repeat is the same request when it names the same task with the same arguments,
+    delivers its result to the same targets and comes from the same schedule fire or
+    webhook event: anything else replayed would be told "queued" about a run that does
+    not do what it asked.
+    """
+    if run.task != request.info.name:
+        return "task"
+    if not _same_arguments(request.info, run.kwargs, request.kwargs):
+        return "kwargs"
+    if not json_equal(run.deliver_to, request.deliver_to):
+        return "deliver_to"
+    if (run.schedule_id, run.scheduled_for) != (request.schedule_id, request.scheduled_for):
+        return "schedule fire"
+    if run.webhook_event_id != request.webhook_event_id:
+        return "webhook event"
+    return None
 
 
 def _same_arguments(info: TaskInfo, stored: Any, submitted: dict[str, Any]) -> bool:
