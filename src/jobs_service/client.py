@@ -365,9 +365,10 @@ class JobsClient:
         after the send's reply it mostly overlaps the run's start instead (on two
         shared cores, W2's p50 dropped from about 1.1 to 0.7 ms). The caller still gets
         the run id only once both are done. If the send fails, nothing was written and
-        the error is raised. If only the row fails (the database is down, or the worker
-        wrote the run first), the run is queued all the same and the worker that runs
-        it writes its full row (run recording never loses a state).
+        the error is raised. If only the row fails (the database is down or does not
+        answer within 5 s, or the worker wrote the run first), the run is queued all the
+        same and the worker that runs it writes its full row (run recording never loses
+        a state).
         """
         await self.send([request], wire)
         await self._record_sent(writer, [request])
@@ -376,7 +377,9 @@ class JobsClient:
     @staticmethod
     async def _record_sent(writer: QueuedRunWriter, requests: Sequence[RunRequest]) -> None:
         """Write the ``queued`` rows of runs already sent. A failure is logged, not
-        raised: the runs are queued, and the worker that runs each writes its row."""
+        raised: the runs are queued, and the worker that runs each writes its row. That
+        includes a database that does not write them within the writer's timeout (5 s,
+        as ``claim_timeout_s``): the caller is answered without them."""
         try:
             await writer.record_many([request.queued_row() for request in requests])
         except Exception as exc:  # noqa: BLE001 - the runs are queued; their rows come later

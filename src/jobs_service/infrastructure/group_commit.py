@@ -18,12 +18,20 @@ others' success (writing them one by one after the batch was refused) returns
 :class:`Failed` for that item: its caller gets the error, the others their results. A
 caller that stops waiting (its request was cancelled) does not stop the batch: the
 others still get their answers.
+
+With ``timeout_s`` a caller waits that long at most, in the queue and in its batch
+together, then gets :class:`TimeoutError`; its item is still written when its batch
+runs. Each item carries its deadline and one timer watches them all, armed for the
+nearest one when none is (a timer, or ``asyncio.timeout``, per caller cost 2-6 µs of
+CPU each).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -60,12 +68,18 @@ class GroupCommit(Generic[T, R]):
         *,
         max_batch: int = 500,
         writers: int = 1,
+        timeout_s: float | None = None,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._max_writers = writers
-        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._timeout_s = timeout_s
+        #: (item, its caller's future, its deadline) not yet taken into a batch, and
+        #: those of the batches being written.
+        self._waiting: list[tuple[T, asyncio.Future[R], float]] = []
+        self._batches: dict[int, list[tuple[T, asyncio.Future[R], float]]] = {}
         self._writers: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def waiting(self) -> int:
@@ -85,14 +99,37 @@ class GroupCommit(Generic[T, R]):
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = [loop.create_future() for _ in items]
-        self._waiting.extend(zip(items, futures, strict=True))
         if not futures:
             return []
+        if self._timeout_s is None:
+            deadline = math.inf
+        else:
+            deadline = loop.time() + self._timeout_s
+            if self._watchdog is None:
+                self._watchdog = loop.call_at(deadline, self._expire, loop)
+        self._waiting.extend(zip(items, futures, repeat(deadline)))
         if len(self._writers) < self._max_writers:
             self._writers.add(asyncio.create_task(self._write_all(), name="group-commit"))
         if len(futures) == 1:  # a lone submit (the hot path) without gather's wrapper
             return [await futures[0]]
         return list(await asyncio.gather(*futures))
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the callers whose deadline has passed; wake again at the nearest one
+        left (or at the next submit's, armed by that submit)."""
+        self._watchdog = None
+        now = loop.time()
+        nearest = math.inf
+        for entries in (self._waiting, *self._batches.values()):
+            for _, future, deadline in entries:
+                if future.done():
+                    continue
+                if deadline <= now:
+                    future.set_exception(TimeoutError(f"not written within {self._timeout_s:g} s"))
+                else:
+                    nearest = min(nearest, deadline)
+        if nearest < math.inf:
+            self._watchdog = loop.call_at(nearest, self._expire, loop)
 
     async def _write_all(self) -> None:
         try:
@@ -107,28 +144,35 @@ class GroupCommit(Generic[T, R]):
             if not self._writers:
                 # Only left non-empty when writers were cancelled: nobody would write them.
                 waiting, self._waiting = self._waiting, []
-                for _, future in waiting:
+                for _, future, _ in waiting:
                     future.cancel()
 
-    async def _write_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _write_batch(self, batch: list[tuple[T, asyncio.Future[R], float]]) -> None:
+        self._batches[id(batch)] = batch  # watched for deadlines while it is written
         try:
-            results = await self._write([item for item, _ in batch])
+            await self._write_and_answer(batch)
+        finally:
+            del self._batches[id(batch)]
+
+    async def _write_and_answer(self, batch: list[tuple[T, asyncio.Future[R], float]]) -> None:
+        try:
+            results = await self._write([item for item, _, _ in batch])
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         except BaseException:  # cancelled (shutdown): the callers must not wait forever
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.cancel()
             raise
         if len(results) != len(batch):
             error = RuntimeError(f"write returned {len(results)} results for {len(batch)} items")
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Failed):

@@ -106,6 +106,14 @@ class HeldConnection:
             raise
         return rows
 
+    def abandon(self) -> None:
+        """Close the driver's connection under a :meth:`fetch` that is not answered (a
+        server that is gone without a reset): the fetch fails at once, as on a lost
+        connection, and the next one opens a new connection."""
+        driver = self._driver
+        if driver is not None:
+            driver.terminate()
+
     async def _open(self) -> AsyncConnection:
         connection = await self._engine.connect()
         try:

@@ -193,3 +193,36 @@ async def test_an_item_that_failed_alone_fails_only_its_caller() -> None:
         "done 5",
     ]
     assert isinstance(results[3], ValueError)
+
+
+async def test_a_caller_waits_timeout_s_at_most_and_its_item_is_still_written() -> None:
+    """With a write that hangs, its caller and those queued behind it each give up
+    timeout_s after they submitted; their items are written once the write moves on."""
+    recorder = Recorder()
+    recorder.release.clear()
+    commits: GroupCommit[int, str] = GroupCommit(recorder.write, timeout_s=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stuck = asyncio.ensure_future(commits.submit(0))
+    await asyncio.sleep(0.1)
+    behind = asyncio.ensure_future(commits.submit_many([1, 2]))
+    with pytest.raises(TimeoutError, match=r"not written within 0\.2 s"):
+        await stuck
+    stuck_s = loop.time() - started
+    with pytest.raises(TimeoutError):
+        await behind
+    behind_s = loop.time() - started
+    recorder.release.set()
+    assert await commits.submit(3) == "done 3"
+    assert recorder.batches == [[0], [1, 2, 3]]  # the timed-out items too
+    assert 0.2 <= stuck_s < 0.5
+    assert 0.3 <= behind_s < 0.6
+
+
+async def test_callers_answered_in_time_are_not_timed_out() -> None:
+    """A deadline that passes after its caller got its result changes nothing."""
+    recorder = Recorder()
+    commits: GroupCommit[int, str] = GroupCommit(recorder.write, timeout_s=0.05)
+    assert await commits.submit_many([1, 2]) == ["done 1", "done 2"]
+    await asyncio.sleep(0.1)
+    assert await commits.submit(3) == "done 3"
