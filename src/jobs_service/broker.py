@@ -70,6 +70,7 @@ def build_broker(settings: Settings) -> AsyncBroker:
             xread_block=options.xread_block_ms,
             idle_timeout=int(options.idle_timeout_s * 1000),
             reclaim_interval_s=options.reclaim_interval_s,
+            sent_marker_ttl_s=options.sent_marker_ttl_s,
             max_connection_pool_size=options.max_connections,
             health_check_interval=30,
             socket_keepalive=True,

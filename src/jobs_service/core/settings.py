@@ -200,6 +200,16 @@ class BrokerSettings(_Section):
         "in the run history regardless.",
     )
     max_connections: int = Field(64, ge=2, description="Redis connection pool size per process.")
+    sent_marker_ttl_s: int = Field(
+        3600,
+        ge=60,
+        le=7 * 86_400,
+        description="How long a run that may be sent more than once (a keyed submit, a "
+        "schedule fire, an operator's retry, an outbox re-send) is remembered as sent, so "
+        "that a send whose answer never came and the send that repeats it add its message "
+        "once. A marker of about 100 bytes per such run; keep it above the longest "
+        "Redis or PostgreSQL outage a re-send may follow.",
+    )
 
 
 class DatabaseSettings(_Section):

@@ -12,7 +12,9 @@ taskiq-redis reads with XREADGROUP and acknowledges with XACK, but on its own:
 whether or not new work arrives; it tracks the messages it holds so
 :class:`~jobs_service.infrastructure.stream_upkeep.StreamUpkeep` can renew their lease
 (XCLAIM to itself) while they run; and it reconnects with backoff. It also adds a
-pipelined ``kick_many`` (one round trip for a batch) and a liveness ``ping``.
+``kick_many`` (one round trip for a batch, whose failure tells a refused send from an
+unconfirmed one, see :mod:`~jobs_service.infrastructure.redis_sends`) and a liveness
+``ping``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from taskiq_redis import RedisStreamBroker
 from jobs_service.core.ids import process_name
 from jobs_service.core.logging import get_logger
 from jobs_service.infrastructure.completions import Completions, RecordGate
-from jobs_service.infrastructure.redis_scripts import ADD_MESSAGES
+from jobs_service.infrastructure.redis_sends import add_messages
 from jobs_service.infrastructure.redis_values import REDIS_UNREACHABLE, redis_text
 from jobs_service.infrastructure.unknown_tasks import (
     record_poison,
@@ -41,7 +43,6 @@ from jobs_service.infrastructure.unknown_tasks import (
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
 
-    from redis.commands.core import AsyncScript
     from taskiq.message import BrokerMessage
 
     from jobs_service.infrastructure.completions import ResultEntry
@@ -56,8 +57,6 @@ MAX_DELIVERIES = 10
 # XAUTOCLAIM calls of one reclaim at most: each looks at 10 x count pending entries, so
 # even a one-slot reclaim sees 500 of them; the next reclaim goes on from there.
 RECLAIM_SCANS = 50
-# One script call blocks Redis while it runs: keep each well under a millisecond or two.
-_MAX_SCRIPT_MESSAGES = 1000
 
 
 class Delivery:
@@ -108,16 +107,22 @@ class Delivery:
 class StreamBroker(RedisStreamBroker):
     """RedisStreamBroker with timed reclaim, leases, reconnection and batch sends."""
 
-    def __init__(self, *args: Any, reclaim_interval_s: float = 5.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        reclaim_interval_s: float = 5.0,
+        sent_marker_ttl_s: int = 3600,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.reclaim_interval_s = reclaim_interval_s
+        self.sent_marker_ttl_s = sent_marker_ttl_s
         self.held: dict[str, Delivery] = {}
         self._completions: Completions | None = None
         #: The gate a shut-down batcher still had: runs that outlived the worker's stop
         #: (see JobsReceiver.listen) finish after shutdown and must still wait for it.
         self._lingering_gate: RecordGate | None = None
         self._reader: Redis | None = None
-        self._add: AsyncScript | None = None
         self._next_reclaim = 0.0
         self._reclaim_from = "0-0"
         self._backoff = 0.2
@@ -176,10 +181,6 @@ class StreamBroker(RedisStreamBroker):
             with contextlib.suppress(*REDIS_UNREACHABLE):
                 await self._reader.aclose()
             self._reader = None
-        if self._add is not None:
-            with contextlib.suppress(*REDIS_UNREACHABLE):
-                await self._add.registered_client.aclose()
-            self._add = None
         await super().shutdown()
 
     async def read(self, count: int) -> list[Delivery]:
@@ -371,25 +372,16 @@ class StreamBroker(RedisStreamBroker):
         self.held[message_id] = delivery
         return delivery
 
-    async def kick_many(self, messages: Sequence[BrokerMessage]) -> None:
+    async def kick_many(self, messages: Sequence[BrokerMessage], *, once: bool = False) -> None:
         """Add every message in one round trip: one script call per target stream
-        (``redis_scripts.ADD_MESSAGES``), which costs about one command whatever the
-        batch size, where a pipeline of XADDs costs 10-15 µs of CPU per message."""
-        if not messages:
-            return
-        by_stream: dict[str, list[bytes]] = {}
-        for message in messages:
-            queue = message.labels.get("queue_name") or self.queue_name
-            by_stream.setdefault(queue, []).append(message.message)
-        maxlen = "" if self.maxlen is None else str(self.maxlen)
-        if self._add is None:
-            # One client for the process's sends: building a redis-py client costs more
-            # than the call it makes.
-            self._add = Redis(connection_pool=self.connection_pool).register_script(ADD_MESSAGES)
-        for queue, datas in by_stream.items():
-            for start in range(0, len(datas), _MAX_SCRIPT_MESSAGES):
-                chunk = datas[start : start + _MAX_SCRIPT_MESSAGES]
-                await self._add(keys=[queue], args=[maxlen, *chunk])
+        (:func:`~jobs_service.infrastructure.redis_sends.add_messages`), which costs
+        about one command whatever the batch size, where a pipeline of XADDs costs
+        10-15 µs of CPU per message. ``once``: add each queueing of a run at most once,
+        however often it is sent (a marker kept ``sent_marker_ttl_s``)."""
+        ttl = self.sent_marker_ttl_s if once else None
+        await add_messages(
+            self.connection_pool, messages, self.queue_name, self.maxlen, once_for_s=ttl
+        )
 
     async def ping(self) -> None:
         """Raise unless Redis answers."""

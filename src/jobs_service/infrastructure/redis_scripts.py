@@ -9,7 +9,7 @@ delayed set); on Redis Cluster those would have to share a hash slot.
 
 from __future__ import annotations
 
-__all__ = ["ADD_MESSAGES", "FINISH_MESSAGES", "MOVE_DUE"]
+__all__ = ["ADD_MESSAGES", "ADD_MESSAGES_ONCE", "FINISH_MESSAGES", "MOVE_DUE"]
 
 #: XADD each ARGV[2..] as a message's ``data`` to stream KEYS[1]; ARGV[1] is a MAXLEN
 #: (approximate) or ''. Returns how many were added.
@@ -23,6 +23,29 @@ for i = 2, #ARGV do
   end
 end
 return #ARGV - 1
+"""
+
+#: ADD_MESSAGES for messages that may be sent more than once (a run whose first send
+#: went unconfirmed, sent again): each is added only if its marker KEYS[i + 1] (one per
+#: message, ``<stream>:sent:<run id>:<queued at>``) is not set yet, and sets it for
+#: ARGV[2] seconds, in the same step. KEYS[1] is the stream, ARGV[1] a MAXLEN or '',
+#: ARGV[3..] the messages' data. A send that reached Redis late (it stalled) and the
+#: one sent again add the message once, whichever runs first. Returns how many were
+#: added.
+ADD_MESSAGES_ONCE = """
+local maxlen = ARGV[1]
+local added = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[2]) then
+    if maxlen == '' then
+      redis.call('XADD', KEYS[1], '*', 'data', ARGV[i + 1])
+    else
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', ARGV[i + 1])
+    end
+    added = added + 1
+  end
+end
+return added
 """
 
 #: Store results, then acknowledge messages. KEYS[1] is the stream, KEYS[2..] the result
