@@ -7,9 +7,17 @@ so it is visible in the history. A run with an ``Idempotency-Key`` is sent insid
 transaction that inserts its row, so the key is claimed atomically and becomes visible
 only once the run is really queued (see ``JobsClient._submit_claimed``). (A run without
 one is sent first and recorded right after on PostgreSQL: see
-``JobsClient._submit_keyless``.) If the send fails the row is removed (or never
-written) and the error raised: the caller was told nothing was queued, so nothing
-half-queued is left behind.
+``JobsClient._submit_keyless``.) If the broker refuses the send, the row is removed (or
+never written) and :class:`EnqueueError` raised: the caller is told nothing was queued,
+so nothing half-queued is left behind.
+
+A send can also fail without a refusal: its command reached Redis and no answer came (a
+timeout, a connection lost midway), and a Redis that stalled runs it when it resumes.
+That is :class:`EnqueueUnconfirmedError`, which names the runs that may be queued. A
+keyed run then keeps its claim, marked unconfirmed, so a repeat with the key gets the
+same run, never a second one: the repeat sends it again, and so does the
+``resend_unconfirmed_runs`` job if nobody repeats; such sends add a run's message once
+at most, however many of them reach Redis (``StreamBroker.kick_many(once=True)``).
 """
 
 from __future__ import annotations
@@ -33,9 +41,11 @@ from jobs_service.core.errors import JobsError
 from jobs_service.core.ids import new_run_id
 from jobs_service.core.json_values import json_equal
 from jobs_service.core.logging import get_logger
+from jobs_service.core.ports import Resends
 from jobs_service.infrastructure.cancellations import Cancellation
 from jobs_service.infrastructure.models import RUN_SOURCES, TERMINAL_STATUSES, JobRun
-from jobs_service.infrastructure.repositories import runs
+from jobs_service.infrastructure.redis_sends import SendUnconfirmedError
+from jobs_service.infrastructure.repositories import runs, unconfirmed_sends
 from jobs_service.infrastructure.wire import (
     STORE_RESULT_LABEL,
     broker_message_of,
@@ -57,6 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EnqueueError",
+    "EnqueueUnconfirmedError",
     "IdempotencyConflictError",
     "InvalidIdempotencyKeyError",
     "JobsClient",
@@ -91,6 +102,32 @@ class EnqueueError(JobsError):
     def __init__(self, message: str, *, queued: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.queued = list(queued)
+
+
+class EnqueueUnconfirmedError(EnqueueError):
+    """The broker did not confirm a send that reached it (its answer timed out, or the
+    connection was lost after the message was written): the runs ``run_ids`` may be
+    queued, or not. ``queued`` lists the runs of a batch queued before them; the runs
+    after them were not sent.
+
+    ``recorded``: the runs are recorded ``queued`` and marked unconfirmed, and are sent
+    again, once at most, by the ``resend_unconfirmed_runs`` job (and by a repeat of a
+    keyed submit, whose ``idempotency_key`` this is): they will run, once.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_ids: Sequence[str],
+        queued: Sequence[str] = (),
+        recorded: bool = False,
+        idempotency_key: str | None = None,
+    ) -> None:
+        super().__init__(message, queued=queued)
+        self.run_ids = list(run_ids)
+        self.recorded = recorded
+        self.idempotency_key = idempotency_key
 
 
 class InvalidIdempotencyKeyError(JobsError, ValueError):
@@ -186,6 +223,9 @@ class RunRequest:
     deliver_to: dict[str, Any] | None = None
     #: Set for a run sent again as a later attempt (an operator's retry).
     attempt: int | None = None
+    #: A run that may be sent more than once (an outbox, an Idempotency-Key, a retry):
+    #: its sends add its message once at most (``StreamBroker.kick_many(once=True)``).
+    send_once: bool = False
 
     def queued_row(self) -> runs.QueuedRun:
         """The ``queued`` row of this run."""
@@ -303,8 +343,17 @@ class JobsClient:
         that a submit waits its turn, for ``claim_timeout_s`` at most), the send gets
         ``claim_timeout_s``, and on PostgreSQL a repeat waits that long (and a little
         more) for the key. Each bound ends in :class:`EnqueueError` (503, retry
-        later). A send that timed out may still have reached the broker: its run then
-        runs without the key's record, as after any ambiguous broker failure.
+        later).
+
+        A send whose outcome is unknown (it timed out, or lost its connection after the
+        message was written: the message may be in the stream, or land there when a
+        stalled Redis resumes) must neither free the key, or a repeat queues a second
+        run, nor be taken for a refusal. So the claim is committed all the same, marked
+        unconfirmed (:meth:`_keep_unconfirmed`), and :class:`EnqueueUnconfirmedError`
+        raised; a repeat then replays this run and sends it again, and so does the
+        ``resend_unconfirmed_runs`` job if nobody repeats. A keyed run's sends add its
+        message once at most (``send_once``), so however many of them reach Redis, in
+        whatever order, it is queued once.
         """
         try:
             async with asyncio.timeout(self.claim_timeout_s):
@@ -324,9 +373,10 @@ class JobsClient:
                 try:
                     async with asyncio.timeout(self.claim_timeout_s):
                         await self.send([request], wire)
-                except TimeoutError:
-                    msg = f"the broker did not take the run within {self.claim_timeout_s:g} s"
-                    raise EnqueueError(msg) from None
+                except (EnqueueUnconfirmedError, TimeoutError) as exc:
+                    raise await self._keep_unconfirmed(
+                        connection, transaction, request, exc
+                    ) from exc
                 await self._commit_claim(transaction, request)
                 return Submission(request.run_id, "queued", replayed=False)
         # The key was taken by a run that was queued (committed) meanwhile.
@@ -335,6 +385,53 @@ class JobsClient:
             msg = f"run {request.run_id} could not be recorded: its key was taken and freed"
             raise EnqueueError(msg)
         return existing
+
+    async def _keep_unconfirmed(
+        self,
+        connection: AsyncConnection,
+        transaction: AsyncTransaction,
+        request: RunRequest,
+        cause: Exception,
+    ) -> EnqueueUnconfirmedError:
+        """Commit a claim whose send is unconfirmed, marked so; the error to raise."""
+        reason = (
+            f"no answer within {self.claim_timeout_s:g} s"
+            if isinstance(cause, TimeoutError)
+            else str(cause.__cause__ or cause)
+        )
+        key = request.idempotency_key
+        try:
+            marked_at = datetime.now(UTC)
+            await unconfirmed_sends.mark_unconfirmed(connection, [request.run_id], at=marked_at)
+            await transaction.commit()
+        except Exception as exc:  # noqa: BLE001 - the run may be queued; only its key is lost
+            _log.error(
+                "idempotency-key-unrecorded",
+                run_id=request.run_id,
+                task=request.info.name,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            msg = (
+                f"the broker did not confirm run {request.run_id} ({reason}), and its "
+                f"Idempotency-Key could not be recorded: it may have been queued, or not"
+            )
+            return EnqueueUnconfirmedError(msg, run_ids=[request.run_id], idempotency_key=key)
+        _log.warning(
+            "send-unconfirmed",
+            run_id=request.run_id,
+            task=request.info.name,
+            error=reason,
+            message="claim kept: a repeat of the key, or resend_unconfirmed_runs, sends it",
+        )
+        msg = (
+            f"the broker did not confirm run {request.run_id} ({reason}): it is recorded "
+            "as queued and will be queued once, by a repeat of this request with the same "
+            "Idempotency-Key (which answers with this run) or by the service itself "
+            "within a few minutes of the broker answering again"
+        )
+        return EnqueueUnconfirmedError(
+            msg, run_ids=[request.run_id], recorded=True, idempotency_key=key
+        )
 
     async def _claim(self, connection: AsyncConnection, request: RunRequest) -> bool:
         """Insert the claim; False if the key is taken. On PostgreSQL the wait for a key
@@ -365,10 +462,12 @@ class JobsClient:
         after the send's reply it mostly overlaps the run's start instead (on two
         shared cores, W2's p50 dropped from about 1.1 to 0.7 ms). The caller still gets
         the run id only once both are done. If the send fails, nothing was written and
-        the error is raised. If only the row fails (the database is down or does not
-        answer within 5 s, or the worker wrote the run first), the run is queued all the
-        same and the worker that runs it writes its full row (run recording never loses
-        a state).
+        the error is raised: :class:`EnqueueUnconfirmedError` when the message may be
+        queued all the same (no row is written for it then: if it is queued, the worker
+        that runs it writes the row). If only the row fails (the database is down or
+        does not answer within 5 s, or the worker wrote the run first), the run is
+        queued all the same and the worker that runs it writes its full row (run
+        recording never loses a state).
         """
         await self.send([request], wire)
         await self._record_sent(writer, [request])
@@ -437,7 +536,8 @@ class JobsClient:
         are written after its messages are sent, while the next chunk is encoded, as for
         a single run (see :meth:`_submit_keyless`); the call returns once every row is
         written. On SQLite each chunk's rows come first. If the broker fails midway,
-        :class:`EnqueueError` says which runs were queued.
+        :class:`EnqueueError` says which runs were queued; if it does not confirm a
+        chunk, :class:`EnqueueUnconfirmedError` says which were queued and which may be.
 
         A long-running producer should freeze its heap once started
         (:func:`jobs_service.infrastructure.heap.settle_heap`): a thousand runs held
@@ -462,6 +562,16 @@ class JobsClient:
             for part in _chunks(requests):
                 try:
                     await self._queue_chunk(part, recording)
+                except EnqueueUnconfirmedError as exc:
+                    unsent = len(requests) - len(queued) - len(part)
+                    msg = (
+                        f"{len(queued)} of {len(requests)} runs were queued; the broker did "
+                        f"not confirm the next {len(part)} ({exc.__cause__}): they may have "
+                        f"been queued, or not; the {unsent} after them were not sent"
+                    )
+                    raise EnqueueUnconfirmedError(
+                        msg, run_ids=exc.run_ids, queued=queued
+                    ) from exc.__cause__
                 except Exception as exc:
                     if not queued:
                         raise
@@ -487,11 +597,19 @@ class JobsClient:
         recording.append(asyncio.create_task(rows, name="record-queued-rows"))
 
     def prepare(
-        self, task: str, kwargs: Mapping[str, Any] | None = None, **options: Unpack[RunOptions]
+        self,
+        task: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        send_once: bool = False,
+        **options: Unpack[RunOptions],
     ) -> RunRequest:
         """Validate a run without recording or sending it (for callers that record it
-        in their own transaction, such as the scheduler's fire claims)."""
-        return self._prepare(self.task(task), kwargs, options)
+        in their own transaction, such as the scheduler's fire claims). ``send_once``:
+        the caller may send it again (an outbox): each send adds it once at most."""
+        request = self._prepare(self.task(task), kwargs, options)
+        request.send_once = request.send_once or send_once
+        return request
 
     def _prepare(
         self, info: TaskInfo, kwargs: Mapping[str, Any] | None, options: RunOptions
@@ -505,11 +623,13 @@ class JobsClient:
         validated = info.validate_kwargs(arguments)
         if info.takes("deliver_to"):
             deliver_to = validated.get("deliver_to")
+        key = _check_idempotency_key(options.get("idempotency_key"))
         return RunRequest(
             info=info,
             kwargs=validated,
             source=_check_source(options.get("source", "api")),
-            idempotency_key=_check_idempotency_key(options.get("idempotency_key")),
+            idempotency_key=key,
+            send_once=key is not None,
             schedule_id=options.get("schedule_id"),
             scheduled_for=options.get("scheduled_for"),
             webhook_event_id=options.get("webhook_event_id"),
@@ -570,18 +690,30 @@ class JobsClient:
     async def send(
         self, requests: Sequence[RunRequest], wire: Sequence[_Wire] | None = None
     ) -> None:
-        """Send recorded runs to the broker (one pipelined round trip on Redis).
+        """Send recorded runs to the broker (one pipelined round trip on Redis); runs
+        marked ``send_once`` are added once at most, however often they are sent.
 
-        Raises :class:`EnqueueError` when the broker refuses; the rows stay as they are.
+        Raises :class:`EnqueueError` when the broker refuses (nothing was queued), and
+        :class:`EnqueueUnconfirmedError` when it took the send and did not answer (the
+        runs may be queued); the rows stay as they are.
         """
         wire = wire if wire is not None else await self.serialise(requests)
         try:
             kick_many = getattr(self._broker, "kick_many", None)
             if kick_many is not None:
-                await kick_many([item.encoded for item in wire])
+                once = any(request.send_once for request in requests)
+                await kick_many([item.encoded for item in wire], once=once)
             else:
                 for item in wire:
                     await self._broker.kick(item.encoded)
+        except SendUnconfirmedError as exc:
+            which = f"run {requests[0].run_id}" if len(requests) == 1 else f"{len(requests)} runs"
+            msg = (
+                f"the broker did not confirm {which} ({exc}): it may have been queued, or "
+                "not; it is in the history once a worker starts it. Submitting it again "
+                "(without an Idempotency-Key) makes another run"
+            )
+            raise EnqueueUnconfirmedError(msg, run_ids=[r.run_id for r in requests]) from exc
         except Exception as exc:
             msg = f"the broker did not accept the run ({type(exc).__name__}: {exc})"
             raise EnqueueError(msg) from exc
@@ -594,7 +726,8 @@ class JobsClient:
     async def send_or_forget(
         self, requests: Sequence[RunRequest], wire: Sequence[_Wire] | None = None
     ) -> None:
-        """Send; if the broker refuses, delete the still-queued rows and re-raise."""
+        """Send; if the broker refuses, or does not confirm, delete the still-queued rows
+        and re-raise (a run whose message did land writes its row when it runs)."""
         try:
             await self.send(requests, wire)
         except EnqueueError:
@@ -614,10 +747,14 @@ class JobsClient:
         """Send again the runs that are still ``queued`` (same run ids).
 
         For outboxes: a run recorded in a transaction whose message may not have reached
-        the broker (the sender died, or the broker refused or timed out). Runs a worker
-        already started are reported, not sent; runs that can never be sent (their row
-        was deleted, their task is no longer registered) are reported with the error.
-        Raises :class:`EnqueueError` if the broker refuses.
+        the broker (the sender died, or the broker refused or timed out). Each is added
+        once at most per queueing (``send_once``): a run whose earlier send did reach
+        the broker, if that send was marked ``send_once`` too, is not added twice. Runs
+        a worker already started are reported, not sent; runs that can never be sent
+        (their row was deleted, their task is no longer registered) are reported with
+        the error. Runs marked unconfirmed are unmarked once sent or started. Raises
+        :class:`EnqueueError` if the broker refuses (or
+        :class:`EnqueueUnconfirmedError`: it did not answer).
         """
         async with self._database.sessions() as session:
             rows = (
@@ -653,11 +790,55 @@ class JobsClient:
                     deliver_to=run.deliver_to,
                     # Queued again by an operator's retry: the attempt after the last.
                     attempt=run.attempt + 1 if run.attempt else None,
+                    send_once=True,
                 )
             )
         if pending:
             await self.send(pending)
+        settled = {r.run_id for r in pending} | set(started)
+        await self._unmark(
+            [r.run_id for r in rows if r.send_unconfirmed_at and r.run_id in settled]
+        )
         return Resent(sent=[r.run_id for r in pending], started=started, unsendable=unsendable)
+
+    async def _unmark(self, run_ids: Sequence[str]) -> None:
+        """Unmark runs whose send is now confirmed (or that a worker started). A failure
+        is logged: the mark stays, and the next re-send of them adds nothing."""
+        if not run_ids:
+            return
+        try:
+            async with self._database.engine.begin() as connection:
+                await unconfirmed_sends.clear_unconfirmed(connection, run_ids)
+        except Exception as exc:  # noqa: BLE001 - they are queued; only the mark is stale
+            _log.warning(
+                "send-unconfirmed-mark-kept", run_ids=list(run_ids)[:20], error=str(exc)[:300]
+            )
+
+    async def resend_unconfirmed(self, before: datetime, *, limit: int = 500) -> Resends:
+        """Send again (:meth:`resend`) up to ``limit`` runs marked unconfirmed before
+        ``before``, oldest first: a keyed submit or an operator's retry whose send the
+        broker never confirmed, and that nobody repeated. Each is added once at most,
+        so a run whose first send did land is not queued twice."""
+        async with self._database.engine.connect() as connection:
+            run_ids = await unconfirmed_sends.unconfirmed_since(connection, before, limit=limit)
+        if not run_ids:
+            return Resends(checked=0, sent=0, started=0, unsendable=0)
+        result = await self.resend(run_ids)
+        if result.sent:
+            _log.warning("runs-resent-unconfirmed", runs=len(result.sent), run_ids=result.sent[:20])
+        if result.unsendable:
+            _log.error(
+                "runs-unconfirmed-unsendable",
+                runs=len(result.unsendable),
+                run_ids=sorted(result.unsendable)[:20],
+                errors=sorted({str(exc) for exc in result.unsendable.values()})[:5],
+            )
+        return Resends(
+            checked=len(run_ids),
+            sent=len(result.sent),
+            started=len(result.started),
+            unsendable=len(result.unsendable),
+        )
 
     async def retry(self, run_id: str) -> JobRun:
         """Queue a failed, dead or cancelled run again: same run id, attempt N+1, its
@@ -665,7 +846,10 @@ class JobsClient:
 
         Raises :class:`RunNotFoundError`, :class:`RunStateError`, ``UnknownTaskError``
         (its task is gone), ``InvalidKwargsError`` (its arguments no longer fit the
-        task) or :class:`EnqueueError` (nothing changed then).
+        task) or :class:`EnqueueError` (nothing changed then). A send the broker did not
+        confirm leaves the run ``queued``, marked unconfirmed (its message may be in the
+        stream): the ``resend_unconfirmed_runs`` job sends it again, once at most, and
+        :class:`EnqueueUnconfirmedError` says so.
         """
         run = await self._run_in(run_id, RETRYABLE_STATUSES, "retried")
         info = self.task(run.task)
@@ -680,6 +864,7 @@ class JobsClient:
             deliver_to=run.deliver_to,
             # A cancellation covers attempts up to the stored one (see Cancellation).
             attempt=run.attempt + 1,
+            send_once=True,
         )
         wire = await self.serialise([request])
         # Claim the run first, so two concurrent retries cannot both send it.
@@ -693,11 +878,37 @@ class JobsClient:
         queued = await self._existing(run_id)
         try:
             await self.send([request], wire)
+        except EnqueueUnconfirmedError as exc:
+            raise await self._keep_retry_unconfirmed(run_id, exc) from exc
         except EnqueueError:
             async with self._database.engine.begin() as connection:
                 await runs.restore_finished(connection, run)
             raise
         return queued
+
+    async def _keep_retry_unconfirmed(
+        self, run_id: str, cause: EnqueueUnconfirmedError
+    ) -> EnqueueUnconfirmedError:
+        """Leave a retried run whose send is unconfirmed ``queued``, marked so (its
+        message may be in the stream: restored to its old status, it would run while
+        recorded as ended); the error to raise."""
+        reason = cause.__cause__ or cause
+        try:
+            async with self._database.engine.begin() as connection:
+                await unconfirmed_sends.mark_unconfirmed(connection, [run_id], at=datetime.now(UTC))
+        except Exception as exc:  # noqa: BLE001 - it stays queued; only the mark is missing
+            _log.error("retry-unconfirmed-unmarked", run_id=run_id, error=str(exc)[:300])
+            msg = (
+                f"the broker did not confirm the retry of run {run_id} ({reason}): it may "
+                "have been queued, or not; the run is recorded as queued"
+            )
+            return EnqueueUnconfirmedError(msg, run_ids=[run_id])
+        msg = (
+            f"the broker did not confirm the retry of run {run_id} ({reason}): the run "
+            "stays queued and will be queued once, by the service itself within a few "
+            "minutes of the broker answering again"
+        )
+        return EnqueueUnconfirmedError(msg, run_ids=[run_id], recorded=True)
 
     async def cancel(self, run_id: str, *, by: str) -> JobRun:
         """Cancel a queued, retrying or running run on behalf of ``by``.
@@ -785,7 +996,31 @@ class JobsClient:
         if difference is not None:
             msg = f"Idempotency-Key {key!r} was already used with a different {difference}"
             raise IdempotencyConflictError(msg)
+        if run.status == "queued" and run.send_unconfirmed_at is not None:
+            await self._confirm(run, key)
         return Submission(run.run_id, run.status, replayed=True)
+
+    async def _confirm(self, run: JobRun, key: str) -> None:
+        """Send again a keyed run whose first send was not confirmed (its message is
+        added only if it is not in the stream already), within ``claim_timeout_s``;
+        :class:`EnqueueUnconfirmedError` if that fails too."""
+        try:
+            async with asyncio.timeout(self.claim_timeout_s):
+                await self.resend([run.run_id])
+        except (EnqueueError, TimeoutError) as exc:
+            reason = (
+                f"no answer within {self.claim_timeout_s:g} s"
+                if isinstance(exc, TimeoutError)
+                else str(exc.__cause__ or exc)
+            )
+            msg = (
+                f"run {run.run_id} of Idempotency-Key {key!r} is recorded as queued, but the "
+                f"broker never confirmed its send, and sending it again failed ({reason}); "
+                "repeat the request later: it answers with this run"
+            )
+            raise EnqueueUnconfirmedError(
+                msg, run_ids=[run.run_id], recorded=True, idempotency_key=key
+            ) from exc
 
 
 def _difference(request: RunRequest, run: JobRun) -> str | None:

@@ -1,4 +1,4 @@
-"""A loopback TCP proxy that can black-hole the connections it carries."""
+"""A loopback TCP proxy that can black-hole the connections it carries, or cut them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ __all__ = ["BlackHoleProxy"]
 class BlackHoleProxy:
     """Forwards connections to ``host:port``; :meth:`black_hole` stops forwarding on the
     connections open at that moment (they stay open and carry nothing, as after a
-    failover or a partition: no reset to react to), while new ones are forwarded."""
+    failover or a partition: no reset to react to), while new ones are forwarded.
+
+    ``cut_on``: while set, a client's bytes holding it are not forwarded, and the
+    connection is closed instead: a command written that never reached the server.
+    """
 
     def __init__(self, host: str, port: int) -> None:
+        self.cut_on: bytes | None = None
         self._upstream = (host, port)
         self._server: asyncio.Server | None = None
         self._open: list[asyncio.Event] = []
@@ -43,19 +48,29 @@ class BlackHoleProxy:
         upstream_reader, upstream_writer = await asyncio.open_connection(*self._upstream)
         silenced = asyncio.Event()
         self._open.append(silenced)
-        for source, target in ((reader, upstream_writer), (upstream_reader, writer)):
-            pump = asyncio.create_task(self._pump(source, target, silenced))
+        pumps = [
+            self._pump(reader, upstream_writer, silenced, cut=writer),
+            self._pump(upstream_reader, writer, silenced),
+        ]
+        for coroutine in pumps:
+            pump = asyncio.create_task(coroutine)
             self._pumps.add(pump)
             pump.add_done_callback(self._pumps.discard)
 
-    @staticmethod
     async def _pump(
-        source: asyncio.StreamReader, target: asyncio.StreamWriter, silenced: asyncio.Event
+        self,
+        source: asyncio.StreamReader,
+        target: asyncio.StreamWriter,
+        silenced: asyncio.Event,
+        cut: asyncio.StreamWriter | None = None,
     ) -> None:
         try:
             while data := await source.read(65536):
                 if silenced.is_set():
                     await asyncio.Event().wait()  # held open, never forwarded
+                if cut is not None and self.cut_on is not None and self.cut_on in data:
+                    cut.close()
+                    return
                 target.write(data)
                 await target.drain()
         finally:

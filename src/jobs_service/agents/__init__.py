@@ -14,6 +14,7 @@ from jobs_service.agents.providers import (
     run_history,
     runtime,
     settings,
+    unconfirmed_sends,
     webhook_inbox,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "run_history",
     "runtime",
     "settings",
+    "unconfirmed_sends",
     "webhook_inbox",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "run_history",
     "runtime",
     "settings",
+    "unconfirmed_sends",
     "webhook_inbox",
 ]
 
@@ -55,6 +56,14 @@ def health_probe(
 def settings(current: Runtime = TaskiqDepends(runtime)) -> Settings:
     """The settings this process was started with."""
     return current.settings
+
+
+def unconfirmed_sends(
+    current: Runtime = TaskiqDepends(runtime), context: Context = TaskiqDepends()
+) -> JobsClient:
+    """Runs whose send was not confirmed, sent again on the broker that delivered this
+    task."""
+    return JobsClient(context.broker, current)
 
 
 def webhook_inbox(

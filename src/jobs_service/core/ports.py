@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from datetime import datetime
 
-__all__ = ["CheckResult", "HealthProbe", "RunHistory", "WebhookRelay"]
+__all__ = [
+    "CheckResult",
+    "HealthProbe",
+    "Resends",
+    "RunHistory",
+    "UnconfirmedSends",
+    "WebhookRelay",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +27,18 @@ class CheckResult:
     ok: bool
     latency_ms: float
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resends:
+    """What sending unconfirmed runs again did: the runs looked at, those sent (each
+    added once at most), those a worker had started meanwhile, and those that cannot
+    be sent (their task is not registered here)."""
+
+    checked: int
+    sent: int
+    started: int
+    unsendable: int
 
 
 class RunHistory(Protocol):
@@ -55,4 +74,13 @@ class WebhookRelay(Protocol):
 
     async def relay(self) -> int:
         """Enqueue accepted events whose run never reached the broker; return how many."""
+        ...
+
+
+class UnconfirmedSends(Protocol):
+    """Queued runs whose send the broker never confirmed (their message may be queued)."""
+
+    async def resend_unconfirmed(self, before: datetime) -> Resends:
+        """Send again the runs marked unconfirmed before ``before``, each at most once
+        per queueing, and unmark those sent or started."""
         ...

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from jobs_service.client import EnqueueError, IdempotencyConflictError
+from jobs_service.client import EnqueueError, EnqueueUnconfirmedError, IdempotencyConflictError
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
 from jobs_service.scheduler.service import (
@@ -237,6 +237,10 @@ def install_problem_handlers(app: FastAPI) -> None:
             request, 503, "broker-unavailable", str(exc), headers={"Retry-After": "5"}
         )
 
+    @app.exception_handler(EnqueueUnconfirmedError)
+    async def _unconfirmed(request: Request, exc: EnqueueUnconfirmedError) -> JSONResponse:
+        return _unconfirmed_problem(request, exc)
+
     @app.exception_handler(ScheduleNotFoundError)
     async def _no_schedule(request: Request, exc: ScheduleNotFoundError) -> JSONResponse:
         return problem_response(request, 404, "unknown-schedule", str(exc))
@@ -252,6 +256,39 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConfigurationError)
     async def _config(request: Request, exc: ConfigurationError) -> JSONResponse:
         return problem_response(request, 500, "misconfigured", str(exc))
+
+
+def _unconfirmed_problem(request: Request, exc: EnqueueUnconfirmedError) -> JSONResponse:
+    """503 ``broker-unconfirmed``: Redis took the send and never answered, so the runs
+    ``run_ids`` (one: also ``run_id``) may be queued; never "nothing was queued".
+
+    ``Retry-After`` only where repeating the request is what to do: a keyed submit,
+    whose run is recorded and sent once whatever happens (the repeat answers with it).
+    Without a key a resubmit would be another run; an operator's retry stays queued
+    and is sent by the service; a batch lists what was queued before
+    (``queued_run_ids``), and the items after ``run_ids`` were not sent.
+    """
+    _log.error(
+        "enqueue-unconfirmed",
+        error=str(exc),
+        run_ids=exc.run_ids[:20],
+        runs=len(exc.run_ids),
+        queued=len(exc.queued),
+        recorded=exc.recorded,
+    )
+    extensions: dict[str, Any] = {"run_ids": exc.run_ids, "recorded": exc.recorded}
+    if len(exc.run_ids) == 1:
+        extensions["run_id"] = exc.run_ids[0]
+    if exc.queued:
+        extensions["queued_run_ids"] = exc.queued
+    return problem_response(
+        request,
+        503,
+        "broker-unconfirmed",
+        str(exc),
+        headers={"Retry-After": "5"} if exc.recorded and exc.idempotency_key else None,
+        **extensions,
+    )
 
 
 def _refuse_unauthenticated(request: Request) -> JSONResponse | None:

@@ -110,6 +110,11 @@ class JobRun(Base):
     duration_ms: Mapped[int | None] = mapped_column(nullable=True)
     content: Mapped[str | None] = mapped_column(Text, nullable=True)
     deliver_to: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument, nullable=True)
+    #: Set on a ``queued`` run whose send the broker never confirmed (a timeout, a
+    #: connection dropped after the message was written): its message may or may not be
+    #: in the stream. It is sent again, at most once per queueing, by a repeat of its
+    #: submit or by ``resend_unconfirmed_runs``, which clear it. NULL otherwise.
+    send_unconfirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
@@ -118,6 +123,12 @@ class JobRun(Base):
         Index(None, "status", "id"),
         Index(None, "schedule_id", "id"),
         Index(None, "finished_at"),
+        Index(
+            "ix_job_runs_send_unconfirmed",
+            "send_unconfirmed_at",
+            postgresql_where=text("send_unconfirmed_at IS NOT NULL"),
+            sqlite_where=text("send_unconfirmed_at IS NOT NULL"),
+        ),
         _IDS_NEVER_REUSED,
     )
 

@@ -57,7 +57,10 @@ class ResultDeliveryMiddleware(TaskiqMiddleware):
         refuses too, ``delivery-not-queued`` is logged and ``deliver_run_result`` can be
         queued by hand.
         """
-        from jobs_service.client import JobsClient  # noqa: PLC0415 - client imports tasks
+        from jobs_service.client import (  # noqa: PLC0415 - client imports tasks
+            EnqueueUnconfirmedError,
+            JobsClient,
+        )
 
         # Not schedule_id: the follow-up must not count as the schedule's own run, or
         # an overlap=skip schedule would skip fires while it retries.
@@ -68,6 +71,11 @@ class ResultDeliveryMiddleware(TaskiqMiddleware):
             try:
                 await client.enqueue(DELIVER_TASK, kwargs, source=source, idempotency_key=key)
             except Exception as keyed:  # noqa: BLE001 - the database, most likely: no key
+                if isinstance(keyed, EnqueueUnconfirmedError) and keyed.recorded:
+                    # Claimed with its key, its send unconfirmed: it is queued once all the
+                    # same (resend_unconfirmed_runs), so no second follow-up.
+                    _log.warning("delivery-queued-unconfirmed", follow_up_run_id=keyed.run_ids[0])
+                    return
                 follow_up = await client.enqueue(DELIVER_TASK, kwargs, source=source)
                 _log.warning(
                     "delivery-queued-without-key",

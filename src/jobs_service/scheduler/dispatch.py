@@ -5,7 +5,9 @@ Every tick (once a second, on the second) a replica:
 1. re-sends the *outbox*: claims committed with their run but not yet sent (the replica
    that made them died, or the broker refused or answered ambiguously). It first leases
    them (one UPDATE), so each is sent again by one replica, with the same run id: a
-   fire is neither lost nor claimed twice;
+   fire is neither lost nor claimed twice. Fires are sent with ``send_once``, so a
+   re-send adds nothing when the first send did reach Redis (it timed out, or was not
+   marked sent): a fire is not run twice either;
 2. starts buffered fires (``buffer_one``) whose schedule has no active run any more;
 3. in one transaction, reads the schedules that are due now (one indexed query, so a
    schedule created, paused or re-timed a moment ago is seen as it is now; a copy kept
@@ -194,6 +196,8 @@ class FireDispatcher:
             return self._client.prepare(
                 schedule.task,
                 schedule.kwargs,
+                # The outbox may send it again: a send that did land is not added twice.
+                send_once=True,
                 source="schedule",
                 schedule_id=schedule.id,
                 scheduled_for=fire_time,

@@ -9,10 +9,10 @@ from typing import Annotated
 from pydantic import Field
 from taskiq import AsyncBroker, Context, TaskiqDepends
 
-from jobs_service.agents import health_probe, run_history, runtime, settings
+from jobs_service.agents import health_probe, run_history, runtime, settings, unconfirmed_sends
 from jobs_service.broker import broker
 from jobs_service.core.logging import get_logger
-from jobs_service.core.ports import HealthProbe, RunHistory
+from jobs_service.core.ports import HealthProbe, RunHistory, UnconfirmedSends
 from jobs_service.core.settings import Settings
 from jobs_service.core.summary import Summary, make_summary
 from jobs_service.infrastructure.pending_runs import pending_runs
@@ -20,9 +20,16 @@ from jobs_service.infrastructure.repositories import runs
 from jobs_service.infrastructure.runtime import Runtime
 from jobs_service.infrastructure.workers import LAST_SEEN_KEPT, live_workers, prune_last_seen
 
-__all__ = ["check_system_health", "cleanup_old_runs", "recover_orphaned_runs"]
+__all__ = [
+    "check_system_health",
+    "cleanup_old_runs",
+    "recover_orphaned_runs",
+    "resend_unconfirmed_runs",
+]
 
 _log = get_logger("jobs_service.tasks.maintenance")
+#: A run marked unconfirmed is left this long to a repeat of its own submit.
+UNCONFIRMED_GRACE = timedelta(seconds=30)
 
 
 @broker.task(
@@ -170,3 +177,31 @@ async def _still_pending(broker: AsyncBroker, run_ids: list[str]) -> set[str]:
             message="left running: their messages are pending and will run again",
         )
     return pending
+
+
+@broker.task(
+    task_name="resend_unconfirmed_runs",
+    timeout=60,
+    category="maintenance",
+    schedule="* * * * *",
+)
+async def resend_unconfirmed_runs(
+    outbox: Annotated[UnconfirmedSends, TaskiqDepends(unconfirmed_sends)],
+) -> Summary:
+    """Send again the queued runs whose send the broker never confirmed.
+
+    Schedule: every minute. A keyed submit or an operator's retry whose send timed out,
+    or lost its connection after the message was written, keeps its run `queued` and
+    marked: its message may be in the stream, or not. Unless a repeat of the submit did
+    it first (within 30 s), each is sent again here, with the same run id; such sends
+    add a run's message once at most, so a run whose first send did land is not queued
+    twice. Returns checked, resent, started (a worker had started it meanwhile: it is
+    unmarked) and errors (runs whose task is not registered here: left marked).
+    """
+    result = await outbox.resend_unconfirmed(datetime.now(UTC) - UNCONFIRMED_GRACE)
+    return make_summary(
+        checked=result.checked,
+        resent=result.sent,
+        started=result.started,
+        errors=result.unsendable,
+    )

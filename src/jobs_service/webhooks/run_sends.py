@@ -19,6 +19,10 @@ What is left: a send that fails by the client's own timeout although its command
 reached a hung Redis (or a relay in another process that finds the events meanwhile)
 can still queue a run twice; the copies carry the same run id, and a run's effects are
 keyed by it (the domain API's ``Idempotency-Key``, one delivery per run and target).
+Relays' own sends are deduplicated per run (``JobsClient.resend``: two relays never
+both add a run), but these first sends are not: a marker per webhook in Redis would
+cost every event of the ingestion path, for a case that needs a send timing out while
+its command still reaches Redis.
 """
 
 from __future__ import annotations

@@ -165,7 +165,9 @@ async def follow_run(
             {
                 404: "Unknown run, or its task is no longer registered",
                 409: "The run is not failed, dead or cancelled",
-                503: "The broker is unreachable; nothing changed",
+                503: "The broker is unreachable; nothing changed (`broker-unavailable`). Or "
+                "it did not confirm the send (`broker-unconfirmed`): the run stays queued "
+                "and is sent once by the service itself",
             }
         ),
     },

@@ -33,7 +33,11 @@ _PROBLEMS = problem_responses(
 _SUBMIT_PROBLEMS = {
     **_PROBLEMS,
     **problem_responses(
-        {400: "The body is not valid JSON", 503: "The broker is unavailable: retry"}
+        {
+            400: "The body is not valid JSON",
+            503: "The broker is unavailable (`broker-unavailable`: nothing was queued), or "
+            "did not confirm the runs (`broker-unconfirmed`: `run_ids` may be queued)",
+        }
     ),
 }
 
@@ -86,6 +90,11 @@ async def submit_task(
 
     With an ``Idempotency-Key`` header, repeating the request returns the same run
     (``Idempotent-Replayed: true``) instead of queueing another.
+
+    503 ``broker-unavailable``: nothing was queued. 503 ``broker-unconfirmed``: Redis
+    took the send and did not answer, so the run (``run_id``) may be queued. With a key
+    the run is recorded and queued once whatever happens: repeat the request (it
+    answers with this run); without one, look the run up rather than submit again.
     """
     if idempotency_key is not None and not idempotency_key.strip():
         raise Problem(422, "invalid-request", "Idempotency-Key must not be blank")
@@ -116,7 +125,9 @@ async def submit_batch(
 
     If the broker fails midway, the answer is a 503 ``batch-partly-queued`` listing the
     runs already queued (``queued_run_ids``, the batch's first items): resend only the
-    rest. ``Idempotency-Key`` is refused here rather than ignored.
+    rest. If it takes a chunk and does not answer, the 503 is ``broker-unconfirmed``:
+    ``queued_run_ids`` were queued, ``run_ids`` may be, the items after them were not.
+    ``Idempotency-Key`` is refused here rather than ignored.
     """
     if idempotency_key is not None:
         raise Problem(

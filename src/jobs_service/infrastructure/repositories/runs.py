@@ -437,7 +437,12 @@ async def requeue_finished(
             JobRun.status == run.status,
             JobRun.attempt == run.attempt,
         )
-        .values(status="queued", queued_at=queued_at, **dict.fromkeys(_OUTCOME_COLUMNS))
+        .values(
+            status="queued",
+            queued_at=queued_at,
+            send_unconfirmed_at=None,
+            **dict.fromkeys(_OUTCOME_COLUMNS),
+        )
     )
     if not result.rowcount:
         return False
