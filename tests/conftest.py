@@ -180,3 +180,21 @@ def empty_pg_url() -> Iterator[str]:
     name = f"jobs_test_{session_tag}_{uuid.uuid4().hex[:6]}"
     yield asyncio.run(create_database(name))
     asyncio.run(drop_database(name))
+
+
+@pytest.fixture
+def migrated_pg_url(empty_pg_url: str) -> str:
+    """A PostgreSQL database of this test's own, migrated to head: for tests of jobs that
+    look at every run (sweeps, outboxes), which the shared database's other runs would
+    disturb."""
+    from jobs_service.core.settings import DatabaseSettings  # noqa: PLC0415
+    from jobs_service.infrastructure import migrate  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+
+    async def setup() -> None:
+        database = Database(empty_pg_url, DatabaseSettings())
+        await migrate.upgrade(database)
+        await database.close()
+
+    asyncio.run(setup())
+    return empty_pg_url

@@ -114,7 +114,7 @@ async def cut_redis() -> AsyncIterator[BlackHoleProxy]:
 
 
 async def test_a_kept_claim_whose_message_never_landed_is_sent_once_by_the_sweep(
-    cut_redis: BlackHoleProxy, pg_url: str
+    cut_redis: BlackHoleProxy, migrated_pg_url: str
 ) -> None:
     """The keyed send is lost with its connection before Redis got it, and nobody
     repeats the key: the claim stays queued and marked, nothing is in the stream. The
@@ -125,8 +125,8 @@ async def test_a_kept_claim_whose_message_never_landed_is_sent_once_by_the_sweep
     key = f"order-{uuid.uuid4().hex}"
     kwargs = {"items": [f"lost-{key}"]}
     async with (
-        client_for(pg_url, f"redis://127.0.0.1:{cut_redis.port}/0", prefix) as cut,
-        client_for(pg_url, redis_url(), prefix) as healthy,
+        client_for(migrated_pg_url, f"redis://127.0.0.1:{cut_redis.port}/0", prefix) as cut,
+        client_for(migrated_pg_url, redis_url(), prefix) as healthy,
     ):
         await cut.broker.startup()
         await healthy.broker.startup()
@@ -173,7 +173,7 @@ async def test_a_keyed_submit_whose_connection_is_refused_keeps_no_claim(pg_url:
 
 
 async def test_an_operator_retry_whose_send_is_unconfirmed_stays_queued_and_is_sent_once(
-    cut_redis: BlackHoleProxy, pg_url: str
+    cut_redis: BlackHoleProxy, migrated_pg_url: str
 ) -> None:
     """A retry's send lost before Redis got it leaves the run queued and marked (not
     restored to failed, which would lose a run whose message did land); the sweep then
@@ -183,8 +183,8 @@ async def test_an_operator_retry_whose_send_is_unconfirmed_stays_queued_and_is_s
     prefix = f"retry-{uuid.uuid4().hex[:6]}"
     kwargs = {"items": [f"retried-{uuid.uuid4().hex}"]}
     async with (
-        client_for(pg_url, f"redis://127.0.0.1:{cut_redis.port}/0", prefix) as cut,
-        client_for(pg_url, redis_url(), prefix) as healthy,
+        client_for(migrated_pg_url, f"redis://127.0.0.1:{cut_redis.port}/0", prefix) as cut,
+        client_for(migrated_pg_url, redis_url(), prefix) as healthy,
     ):
         await cut.broker.startup()
         await healthy.broker.startup()

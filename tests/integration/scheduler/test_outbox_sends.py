@@ -27,14 +27,14 @@ T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 
 
 async def test_a_fire_sent_but_not_marked_sent_is_not_queued_twice_by_the_outbox(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    migrated_pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fire's run reaches Redis, then marking its claim sent fails (the database
     blinked): the claim stays in the outbox and the next tick sends the run again, with
     the same run id. The stream holds it once."""
     prefix = f"outbox-{uuid.uuid4().hex[:6]}"
     items = [f"fire-{prefix}"]
-    async with client_for(pg_url, redis_url(), prefix) as client:
+    async with client_for(migrated_pg_url, redis_url(), prefix) as client:
         await client.broker.startup()
         database = client._database
         service = ScheduleService(database, client)
