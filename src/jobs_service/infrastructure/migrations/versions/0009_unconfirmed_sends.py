@@ -40,5 +40,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_job_runs_send_unconfirmed", table_name="job_runs")
-    with op.batch_alter_table("job_runs") as batch:
+    # SQLite drops a column by rebuilding the table, from a reflection that does not
+    # carry AUTOINCREMENT (0008): say it again, or the rebuilt table would reuse ids.
+    with op.batch_alter_table("job_runs", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("send_unconfirmed_at")
