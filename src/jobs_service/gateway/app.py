@@ -305,30 +305,22 @@ async def _sweep_interrupted(runtime: Runtime, lock: EmbeddedLock | None) -> Non
         "type": "Interrupted",
         "message": "the embedded process stopped before this run finished",
     }
-    alone = lock is None or lock.take_alone()
-    try:
-        async with runtime.database.engine.begin() as connection:
-            if alone:
-                count = await runs_repo.fail_unfinished(
-                    connection, before=datetime.now(UTC), error=error
-                )
-                left = 0
-            else:
-                unfinished = await runs_repo.unfinished_workers(connection)
-                gone = [
-                    run_id
-                    for run_id, status, worker in unfinished
-                    # A queued run is the queuing process's, which the history does not
-                    # name (an operator's retry keeps the last attempt's worker).
-                    if status != "queued" and worker is not None and process_gone(worker)
-                ]
-                count = await runs_repo.fail_unfinished(
-                    connection, before=datetime.now(UTC), error=error, run_ids=gone
-                )
-                left = len(unfinished) - len(gone)
-    finally:
-        if lock is not None:
-            lock.share()
+    alone = lock is None or lock.take_alone()  # the caller shares it afterwards
+    async with runtime.database.engine.begin() as connection:
+        run_ids, left = None, 0
+        if not alone:
+            unfinished = await runs_repo.unfinished_workers(connection)
+            run_ids = [
+                run_id
+                for run_id, status, worker in unfinished
+                # A queued run is the queuing process's, which the history does not
+                # name (an operator's retry keeps the last attempt's worker).
+                if status != "queued" and worker is not None and process_gone(worker)
+            ]
+            left = len(unfinished) - len(run_ids)
+        count = await runs_repo.fail_unfinished(
+            connection, before=datetime.now(UTC), error=error, run_ids=run_ids
+        )
     if count:
         _log.warning("runs-interrupted", count=count)
     if left:

@@ -77,13 +77,11 @@ class EmbeddedLock:
         return self._file
 
 
-def process_gone(worker: str | None) -> bool:
+def process_gone(worker: str) -> bool:
     """Whether the process named ``worker`` (``host:pid:<random>``, see
     :func:`process_name`) has ended, as far as this host can tell: a process of this
     host whose pid is not alive, or whose pid is this process's under another name (a
     container restarted in place). A name of another host counts as alive."""
-    if worker is None:
-        return True
     host, _, rest = worker.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():

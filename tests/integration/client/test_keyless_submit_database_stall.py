@@ -15,15 +15,12 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from jobs_service.broker import broker as shared
-from jobs_service.broker import build_broker, stream_names
 from jobs_service.client import JobsClient
 from jobs_service.core.settings import Settings
-from jobs_service.infrastructure.runtime import Runtime
-from jobs_service.tasks.registry import list_tasks
+from tests.integration.client.test_client import stream_length
+from tests.support.clients import client_for
 from tests.support.logs import logged_lines
 from tests.support.services import redis_url
 from tests.support.tcp_proxy import BlackHoleProxy
@@ -45,20 +42,9 @@ async def production(pg_url: str, redis_prefix: str) -> AsyncIterator[tuple[Jobs
         redis_url=redis_url(),
         redis_prefix=f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
     )
-    broker = build_broker(settings)
-    for info in list_tasks(shared):
-        broker.register_task(info.task.original_func, info.name, **info.task.labels)
-    runtime = Runtime(settings)
-    broker.state.runtime = runtime
-    await broker.startup()
-    yield JobsClient(broker, runtime), settings
-    await broker.shutdown()
-    await runtime.stop()
-
-
-async def _stream_length(settings: Settings) -> int:
-    async with Redis.from_url(redis_url()) as redis:
-        return int(await redis.xlen(stream_names(settings)["stream"]))
+    async with client_for(pg_url, redis_url(), settings.redis_prefix, settings=settings) as client:
+        await client.broker.startup()
+        yield client, settings
 
 
 async def _waiting_inserts(database: asyncpg.Connection) -> int:
@@ -93,7 +79,7 @@ async def test_a_keyless_submit_is_answered_while_the_database_holds_its_row(
             timeout=client.claim_timeout_s + 5,
         )
         answered_s = time.monotonic() - started
-        sent = await _stream_length(settings)
+        sent = await stream_length(settings)
         await asyncio.sleep(STATEMENT_TIMEOUT_S + 1.5 - answered_s)
         waiting_after_timeout = await _waiting_inserts(blocker)
         await transaction.rollback()
@@ -132,37 +118,32 @@ async def test_a_writer_whose_connection_goes_silent_recovers_on_a_new_one(
         redis_url=redis_url(),
         redis_prefix=f"{redis_prefix}-{uuid.uuid4().hex[:6]}",
     )
-    broker = build_broker(settings)
-    for info in list_tasks(shared):
-        broker.register_task(info.task.original_func, info.name, **info.task.labels)
-    runtime = Runtime(settings)
-    await broker.startup()
+    prefix = settings.redis_prefix
     try:
-        client = JobsClient(broker, runtime)
-        await client.enqueue("count_items", {"items": ["warm-up"]})  # the writer's connection
-        proxy.black_hole()
-        started = time.monotonic()
-        silenced = await asyncio.wait_for(
-            client.enqueue("count_items", {"items": ["silenced"]}),
-            timeout=client.claim_timeout_s + 5,
-        )
-        silenced_s = time.monotonic() - started
-        started = time.monotonic()
-        behind = await asyncio.wait_for(
-            client.enqueue("count_items", {"items": ["behind"]}),
-            timeout=client.claim_timeout_s + 5,
-        )
-        behind_s = time.monotonic() - started
-        started = time.monotonic()
-        later = await client.enqueue("count_items", {"items": ["later"]})
-        later_s = time.monotonic() - started
-        stored = {
-            run_id: run.status if (run := await client.get_run(run_id)) else None
-            for run_id in (silenced, behind, later)
-        }
+        async with client_for(pg_url, redis_url(), prefix, settings=settings) as client:
+            await client.broker.startup()
+            await client.enqueue("count_items", {"items": ["warm-up"]})  # the writer's connection
+            proxy.black_hole()
+            started = time.monotonic()
+            silenced = await asyncio.wait_for(
+                client.enqueue("count_items", {"items": ["silenced"]}),
+                timeout=client.claim_timeout_s + 5,
+            )
+            silenced_s = time.monotonic() - started
+            started = time.monotonic()
+            behind = await asyncio.wait_for(
+                client.enqueue("count_items", {"items": ["behind"]}),
+                timeout=client.claim_timeout_s + 5,
+            )
+            behind_s = time.monotonic() - started
+            started = time.monotonic()
+            later = await client.enqueue("count_items", {"items": ["later"]})
+            later_s = time.monotonic() - started
+            stored = {
+                run_id: run.status if (run := await client.get_run(run_id)) else None
+                for run_id in (silenced, behind, later)
+            }
     finally:
-        await broker.shutdown()
-        await runtime.stop()
         await proxy.stop()
     assert silenced_s <= client.claim_timeout_s + 1.5
     assert behind_s <= client.claim_timeout_s  # written once the writer moved on
