@@ -170,6 +170,13 @@ class RunOut(BaseModel):
     finished_at: datetime | None
     duration_ms: int | None
     deliver_to: dict[str, Any] | None = None
+    send_unconfirmed_at: datetime | None = Field(
+        None,
+        description="Set while a `queued` run's send was never confirmed by Redis (it may "
+        "or may not be on the queue): a repeat of its idempotency key or the "
+        "`resend_unconfirmed_runs` job sends it again, at most once in the queue. "
+        "null otherwise",
+    )
 
     @classmethod
     def of(cls, run: JobRun) -> RunOut:

@@ -61,9 +61,13 @@ async def test_a_keyed_submit_left_unconfirmed_is_replayed_by_its_repeat(
         with monkeypatch.context() as patch:
             patch.setattr(JobsClient, "send", _unanswered)
             unconfirmed = await client.post("/v1/tasks/count_items", json=BODY, headers=headers)
+            marked = (await client.get(f"/v1/runs/{unconfirmed.json()['run_id']}")).json()
         repeat = await client.post("/v1/tasks/count_items", json=BODY, headers=headers)
         runs = (await client.get("/v1/runs?task=count_items")).json()["items"]
     body = unconfirmed.json()
+    assert marked["status"] == "queued"
+    assert marked["send_unconfirmed_at"] is not None
+    assert runs[0]["send_unconfirmed_at"] is None
     assert unconfirmed.status_code == 503
     assert body["type"] == "urn:jobs-service:problem:broker-unconfirmed"
     assert body["recorded"] is True
