@@ -16,7 +16,8 @@ not wait for the WAL flush, which under load is most of a submit's latency). A d
 crash within the WAL writer's delay (200 ms by default) can then lose such a row, and
 only the row: the run's message is in Redis, and the worker that runs it writes the
 full row itself. A row that claims an idempotency key is the claim, and is written in
-its own transaction around the run's send instead (``JobsClient._submit_claimed``).
+its own transaction around the run's send instead (``KeyClaims.submit``, in
+:mod:`jobs_service.client`).
 
 The run is already sent when its row is written, so a database that does not answer (a
 table lock, a frozen server, a failover that black-holes connections) must hold neither
