@@ -12,6 +12,7 @@ from taskiq import TaskiqMessage, TaskiqMiddleware
 from taskiq.utils import maybe_awaitable
 
 from jobs_service.client._errors import EnqueueError, EnqueueUnconfirmedError
+from jobs_service.client._metrics import count_unconfirmed
 from jobs_service.infrastructure.models import JobRun
 from jobs_service.infrastructure.redis_sends import SendUnconfirmedError
 from jobs_service.infrastructure.wire import broker_message_of
@@ -73,6 +74,7 @@ async def send_to_broker(
             for item in wire:
                 await broker.kick(item.encoded)
     except SendUnconfirmedError as exc:
+        count_unconfirmed(request.info.name for request in requests)
         which = f"run {requests[0].run_id}" if len(requests) == 1 else f"{len(requests)} runs"
         msg = (
             f"the broker did not confirm {which} ({exc}): it may have been queued, or "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 
@@ -48,6 +49,11 @@ async def _marked(client: JobsClient, run_id: str) -> tuple[str, bool] | None:
     return (
         None if run is None else (run.status, getattr(run, "send_unconfirmed_at", None) is not None)
     )
+
+
+def _unconfirmed_count(task: str) -> float:
+    """``jobs_sends_unconfirmed_total`` of ``task`` in this process."""
+    return REGISTRY.get_sample_value("jobs_sends_unconfirmed_total", {"task": task}) or 0.0
 
 
 async def test_a_resubmit_with_the_key_after_a_broker_stall_makes_no_second_run(
@@ -92,12 +98,14 @@ async def test_a_keyless_submit_whose_send_is_unconfirmed_says_its_run_may_be_qu
         async with client_for(pg_url, server.url, prefix) as client:
             await client.broker.startup()
             await client.enqueue("count_items", {"items": ["warm-up"]})
+            counted_before = _unconfirmed_count("count_items")
             with server.hung(), pytest.raises(EnqueueError) as unconfirmed:
                 await client.submit("count_items", kwargs)
             await asyncio.sleep(0.5)
         queued = await _stream_runs(server.url, prefix, kwargs)
     finally:
         server.stop()
+    assert _unconfirmed_count("count_items") == counted_before + 1
     assert len(queued) == 1  # queued once, by the stalled send itself
     assert "did not accept" not in str(unconfirmed.value)
     assert queued[0] in str(unconfirmed.value)

@@ -41,6 +41,7 @@ async def test_embedded_metrics_expose_every_family_and_the_in_memory_queue(
         "jobs_queue_up",
         "jobs_queue_depth",
         "jobs_queue_oldest_age_seconds",
+        "jobs_sends_unconfirmed",
     } <= families.keys()
     [up] = families["jobs_queue_up"].samples
     assert (up.labels, up.value) == ({"queue": "in-memory"}, 1.0)
