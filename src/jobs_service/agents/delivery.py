@@ -56,7 +56,8 @@ __all__ = [
 ]
 
 _log = get_logger("jobs_service.delivery")
-# A `sending` row this old belongs to an attempt that died mid-send.
+#: A `sending` row this old belongs to an attempt that died mid-send. Its age is taken
+#: on the database's clock (``repositories.deliveries``), whatever this worker's says.
 _STALE_SENDING = timedelta(minutes=5)
 #: Tries to record a send before giving up (0.5 s, then 1 s between them).
 _MARK_SENT_TRIES = 3
@@ -97,14 +98,12 @@ class ResultDelivery:
         sent = already = 0
         failures: list[tuple[DeliveryTarget, JobsError]] = []
         for target in deliver_to.targets():
-            now = datetime.now(UTC)
             async with self._database.engine.begin() as connection:
                 claim = await deliveries.claim(
                     connection,
                     run_id=result.run_id,
                     channel=target.channel,
                     target=target.target,
-                    now=now,
                     stale_after=_STALE_SENDING,
                 )
             if claim.row_id is None:
@@ -154,9 +153,7 @@ class ResultDelivery:
         for attempt in range(_MARK_SENT_TRIES):
             try:
                 async with self._database.engine.begin() as connection:
-                    await deliveries.mark_sent(
-                        connection, claim, provider_id=provider_id, now=datetime.now(UTC)
-                    )
+                    await deliveries.mark_sent(connection, claim, provider_id=provider_id)
             except Exception as exc:  # noqa: BLE001 - logged; retried, then given up
                 if attempt + 1 == _MARK_SENT_TRIES:
                     _log.error(
@@ -175,7 +172,7 @@ class ResultDelivery:
     async def _record_failure(self, claim: deliveries.Claim, exc: BaseException) -> None:
         error = {"type": type(exc).__name__, "message": (str(exc) or repr(exc))[:1000]}
         async with self._database.engine.begin() as connection:
-            await deliveries.mark_failed(connection, claim, error=error, now=datetime.now(UTC))
+            await deliveries.mark_failed(connection, claim, error=error)
 
     async def _send(self, target: DeliveryTarget, result: RunResult, key: str) -> str | None:
         spec = target.spec

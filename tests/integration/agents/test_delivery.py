@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import uuid
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
@@ -10,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from jobs_service.agents import delivery as delivery_module
 from jobs_service.agents.delivery import TEAMS_CONTENT_BYTES, ResultDelivery, RunResult
 from jobs_service.agents.teams import TeamsWorkflows
 from jobs_service.core.delivery import DeliverTo
@@ -178,3 +181,108 @@ async def test_a_result_too_long_for_teams_is_cut_and_says_so(database: Database
     assert text.startswith("é" * 8_000)
     assert len(text.split("\n\n")[0].encode()) <= TEAMS_CONTENT_BYTES
     assert text.endswith("the whole result is on run run-5)*")
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def any_database(
+    request: pytest.FixtureRequest, pg_url: str, sqlite_url: str
+) -> AsyncIterator[Database]:
+    database = Database(pg_url if request.param == "postgresql" else sqlite_url, DatabaseSettings())
+    if request.param == "sqlite":
+        await migrate.upgrade(database)
+    yield database
+    await database.close()
+
+
+def _clock_off_by(monkeypatch: pytest.MonkeyPatch, skew: timedelta) -> None:
+    """The delivering process's wall clock is ``skew`` off the database's (and this
+    test's): a worker on another machine, or one whose clock stepped."""
+
+    class _Skewed(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Any:
+            return datetime.now(tz) + skew
+
+    monkeypatch.setattr(delivery_module, "datetime", _Skewed)
+
+
+async def _run_rows(database: Database, run_id: str) -> list[tuple[str, str, int]]:
+    async with database.sessions() as session:
+        query = select(Delivery).where(Delivery.run_id == run_id).order_by(Delivery.id)
+        return [(row.target, row.status, row.attempts) for row in (await session.scalars(query))]
+
+
+@pytest.mark.parametrize("skew_min", [10, -10])
+async def test_a_send_in_flight_is_not_taken_over_whatever_the_other_workers_clock(
+    any_database: Database, monkeypatch: pytest.MonkeyPatch, skew_min: int
+) -> None:
+    """Attempt A is posting the card; attempt B runs on a worker whose clock is ten
+    minutes off. The claim's age was taken against each worker's clock: B, ahead, found
+    A's live claim stale and posted the card a second time; B, behind, was told to come
+    back in fifteen minutes instead of five. The database's clock decides both now."""
+    teams = FakeTeamsWorkflows(delay_s=1.0)
+    run_id = f"run-skew-{uuid.uuid4().hex[:8]}"
+    with serve(teams.app) as base:
+        channels = ChannelSettings.model_validate(
+            {"teams": {"sales": {"webhook_url": teams.url(base, "sales")}}}
+        )
+        async with httpx.AsyncClient() as http:
+            a = ResultDelivery(any_database, channels, TeamsWorkflows(http), _no_graph)  # type: ignore[arg-type]
+            b = ResultDelivery(any_database, channels, TeamsWorkflows(http), _no_graph)  # type: ignore[arg-type]
+            result = RunResult(run_id, "report", {"errors": 0}, "hello")
+            targets = DeliverTo(teams_channel="sales")
+            async with anyio.create_task_group() as group:
+                group.start_soon(a.deliver, result, targets)
+                for _ in range(200):  # until A has claimed the message and is posting it
+                    if await _run_rows(any_database, run_id) == [("sales", "sending", 1)]:
+                        break
+                    await anyio.sleep(0.02)
+                with monkeypatch.context() as patch:
+                    _clock_off_by(patch, timedelta(minutes=skew_min))
+                    try:
+                        outcome: object = await b.deliver(result, targets)
+                    except RetryLater as exc:
+                        outcome = exc
+    assert len(teams.cards("sales")) == 1
+    assert await _run_rows(any_database, run_id) == [("sales", "sent", 1)]
+    assert isinstance(outcome, RetryLater)
+    assert "being delivered by another attempt" in str(outcome)
+    assert outcome.retry_after is not None
+    assert 295 < outcome.retry_after <= 301  # the rest of A's five minutes, plus one
+
+
+async def test_a_claim_older_than_the_window_by_the_databases_clock_is_taken_over(
+    any_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt died mid-send six minutes ago (by the database's clock, which this
+    test shares): the next attempt takes the message over and sends it, even on a
+    worker whose clock is ten minutes behind, which judged the claim four minutes old."""
+    run_id = f"run-dead-{uuid.uuid4().hex[:8]}"
+    died_at = datetime.now(UTC) - timedelta(minutes=6)
+    async with any_database.sessions() as session, session.begin():
+        session.add(
+            Delivery(
+                run_id=run_id,
+                channel="teams",
+                target="sales",
+                status="sending",
+                idempotency_key="k",
+                attempts=1,
+                created_at=died_at,
+                updated_at=died_at,
+            )
+        )
+    teams = FakeTeamsWorkflows()
+    _clock_off_by(monkeypatch, timedelta(minutes=-10))
+    with serve(teams.app) as base:
+        channels = ChannelSettings.model_validate(
+            {"teams": {"sales": {"webhook_url": teams.url(base, "sales")}}}
+        )
+        async with httpx.AsyncClient() as http:
+            delivery = ResultDelivery(any_database, channels, TeamsWorkflows(http), _no_graph)  # type: ignore[arg-type]
+            report = await delivery.deliver(
+                RunResult(run_id, "report", {"errors": 0}), DeliverTo(teams_channel="sales")
+            )
+    assert (report.sent, report.already_sent) == (1, 0)
+    assert len(teams.cards("sales")) == 1
+    assert await _run_rows(any_database, run_id) == [("sales", "sent", 2)]

@@ -3,7 +3,7 @@ character in it, which PostgreSQL refuses in text and jsonb, is recorded as U+FF
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -153,17 +153,15 @@ async def test_a_nul_in_a_providers_error_is_recorded_on_the_delivery(
 async def test_a_providers_odd_message_id_still_records_the_send(pg_database: Database) -> None:
     """A provider's message id is outside text too: a NUL in it, or more characters than
     the column holds, kept the send from being recorded, so a retry sent it again."""
-    now = datetime.now(UTC)
     async with pg_database.engine.begin() as connection:
         claim = await deliveries.claim(
             connection,
             run_id="run-nul-2",
             channel="calendar",
             target="event",
-            now=now,
             stale_after=timedelta(minutes=5),
         )
-        await deliveries.mark_sent(connection, claim, provider_id="AAM\u0000" + "k" * 400, now=now)
+        await deliveries.mark_sent(connection, claim, provider_id="AAM\u0000" + "k" * 400)
     async with pg_database.sessions() as session:
         [row] = (await session.execute(select(Delivery))).scalars()
     assert row.status == "sent"
