@@ -143,10 +143,16 @@ async def test_rendering_a_large_result_does_not_stall_the_workers_event_loop(
     lease renewals included, for 5-10 s. Content is now cut to its budget before it is
     rendered, and rendered in a thread.
 
-    The bound is deliberately generous (1 s against about 0.2 s measured, the Graph
-    client's first build included), so a slow machine does not fail it while a
-    rendering on the loop (seconds) still would."""
+    The bound is deliberately generous (1 s against about 0.2 s measured), so a slow or
+    loaded machine does not fail it while a rendering on the loop (seconds) still would.
+    A small result is delivered first, so the Graph client's first build (an import of
+    the SDK, up to a second on a loaded machine) is not counted against the rendering."""
     channels = ChannelSettings.model_validate(GRAPH_CHANNEL)
+    async with httpx.AsyncClient() as http:
+        await ResultDelivery(database, channels, TeamsWorkflows(http), lambda: agent).deliver(
+            RunResult("run-warm", "report", {"errors": 0}, "warm-up"),
+            DeliverTo(teams_channel="ops", email=["ops@example.com"]),
+        )
     table = "| name | count |\n|---|---|\n" + "| <x&y> **b** | 1 |\n" * 50_000
     worst = 0.0
     done = False
@@ -169,9 +175,9 @@ async def test_rendering_a_large_result_does_not_stall_the_workers_event_loop(
         )
         done = True
     assert worst < 1.0, f"the event loop was blocked for {worst:.1f} s"
-    [message] = graph.channel_messages
+    [_, message] = graph.channel_messages
     assert len(message["body"]["content"].encode()) <= TEAMS_HTML_BYTES
-    [mail] = graph.sent_mail
+    [_, mail] = graph.sent_mail
     assert (
         "cut to fit an email: the whole result is on run run-big"
         in (mail["message"]["body"]["content"])
