@@ -47,6 +47,13 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
         check_gateway_security(settings)
     except ConfigurationError as exc:
         raise CliError(str(exc)) from None
+    if not embedded and settings.redis_url is None:
+        raise CliError(
+            "JOBS_REDIS_URL is not set: `jobsctl api` queues runs for workers through "
+            "Redis, and without it would run them in its own memory, seen by no worker "
+            "and lost on restart. Set it, or run `jobsctl run` (the embedded default: "
+            "API, worker and scheduler in one process)"
+        )
     listening = _listen(host, port)
     app = create_app(settings, broker=shared_broker(), embedded=embedded)
     config = uvicorn.Config(
@@ -128,17 +135,33 @@ def _announce(settings: Settings, host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """All-in-one embedded process."""
+    """All-in-one embedded process.
+
+    Only on an SQLite file: the embedded process keeps its queue in memory, so at start
+    it fails the runs an earlier one left unfinished. On a PostgreSQL database that a
+    deployment's workers share, those are the live runs of that deployment.
+    """
+    from sqlalchemy import make_url  # noqa: PLC0415
+
     if settings.redis_url is not None:
         raise CliError(
             "JOBS_REDIS_URL is set, so tasks go to Redis: run `jobsctl api`, "
             "`jobsctl worker` and `jobsctl scheduler` (or unset it for the embedded default)"
         )
+    if not make_url(settings.database_url).drivername.startswith("sqlite"):
+        raise CliError(
+            "JOBS_DATABASE_URL is not an SQLite database: the embedded `jobsctl run` would "
+            "fail, as left over, the unfinished runs of every worker on that database. "
+            "With PostgreSQL, set JOBS_REDIS_URL and run `jobsctl api`, `jobsctl worker` "
+            "and `jobsctl scheduler` (or unset JOBS_DATABASE_URL for the embedded default)"
+        )
     return _serve(args, settings, embedded=True)
 
 
 def api(args: argparse.Namespace, settings: Settings) -> int:
-    """The gateway alone."""
+    """The gateway alone: it queues runs for `jobsctl worker` processes through Redis.
+    Without Redis its broker would be in-memory, running tasks inside the gateway where
+    no worker, scheduler or restart can see them."""
     return _serve(args, settings, embedded=False)
 
 

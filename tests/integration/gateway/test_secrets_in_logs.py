@@ -25,6 +25,7 @@ from tests.support.fakes.domain import FakeDomainApi
 from tests.support.fakes.server import serve
 from tests.support.fakes.tokens import FakeTokenEndpoint
 from tests.support.processes import free_port, jobsctl, started, wait_for_http
+from tests.support.services import redis_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -223,7 +224,7 @@ def _exercise(client: httpx.Client) -> list[httpx.Response]:
 
 
 def test_no_secret_reaches_logs_answers_history_or_inbox(
-    tmp_path: Path, empty_pg_url: str, outside: dict[str, str]
+    tmp_path: Path, empty_pg_url: str, redis_prefix: str, outside: dict[str, str]
 ) -> None:
     """Everything the processes wrote and every answer is free of every secret — and the
     requests did what they should, so the traces are there to be searched."""
@@ -234,19 +235,25 @@ def test_no_secret_reaches_logs_answers_history_or_inbox(
     env = {
         "JOBS_CONFIG_FILE": str(config),
         "JOBS_DATABASE_URL": empty_pg_url.replace("postgres@", f"postgres:{PG_PASSWORD}@", 1),
+        "JOBS_REDIS_URL": redis_url(),
+        "JOBS_REDIS_PREFIX": f"{redis_prefix}-secrets",
         "JOBS_TASK_MODULES": "tests.support.sample_tasks",
         "JOBS_LOG_LEVEL": "debug",
     }
     assert PG_PASSWORD in env["JOBS_DATABASE_URL"]
     migrated = jobsctl("migrate", env=env, cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
-    log = tmp_path / "api.log"
-    with started("api", "--port", str(port), env=env, log=log) as process:
+    log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
+    with (
+        started("api", "--port", str(port), env=env, log=log) as process,
+        started("worker", "--processes", "1", env=env, log=worker_log),
+    ):
         base = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base}/health", process=process, log=log)
         with httpx.Client(base_url=base, timeout=10) as client:
             answers = _exercise(client)
-    output = migrated.stdout + migrated.stderr + log.read_text(errors="replace")
+    logs = [log.read_text(errors="replace"), worker_log.read_text(errors="replace")]
+    output = "".join([migrated.stdout, migrated.stderr, *logs])
     statuses = [answer.status_code for answer in answers[:12]]
     assert statuses == [200, 401, 401, 403, 401, 401, 422, 202, 401, 202, 401, 401], statuses
     run = answers[13].json()
@@ -320,7 +327,7 @@ def test_a_database_url_with_a_password_is_not_echoed_when_invalid(tmp_path: Pat
 
 
 def test_the_inbox_does_not_show_a_graph_client_state(
-    tmp_path: Path, empty_pg_url: str, outside: dict[str, str]
+    tmp_path: Path, empty_pg_url: str, redis_prefix: str, outside: dict[str, str]
 ) -> None:
     """An accepted Graph notification is stored and shown without its clientState."""
     teams_url = f"https://prod.example/workflows/ops?sig={TEAMS_SIG}"
@@ -330,6 +337,8 @@ def test_the_inbox_does_not_show_a_graph_client_state(
     env = {
         "JOBS_CONFIG_FILE": str(config),
         "JOBS_DATABASE_URL": empty_pg_url,
+        "JOBS_REDIS_URL": redis_url(),
+        "JOBS_REDIS_PREFIX": f"{redis_prefix}-graph",
         "JOBS_TASK_MODULES": "tests.support.sample_tasks",
     }
     assert jobsctl("migrate", env=env, cwd=tmp_path).returncode == 0
@@ -348,16 +357,16 @@ def test_the_inbox_does_not_show_a_graph_client_state(
     assert _leaks(event.text) == []
 
 
-def test_the_embedded_banner_hides_the_database_password(tmp_path: Path, empty_pg_url: str) -> None:
-    """`jobsctl run` on PostgreSQL announces the database without its password."""
-    port = free_port()
+def test_the_embedded_process_refuses_postgresql_without_showing_its_password(
+    tmp_path: Path, empty_pg_url: str
+) -> None:
+    """`jobsctl run` is for an SQLite file: on PostgreSQL it stops in one line, which
+    names the setting and not its value."""
     env = {
         "JOBS_DATABASE_URL": empty_pg_url.replace("postgres@", f"postgres:{PG_PASSWORD}@", 1),
         "JOBS_TASK_MODULES": "tests.support.sample_tasks",
     }
-    log = tmp_path / "run.log"
-    with started("run", "--port", str(port), env=env, log=log) as process:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process=process, log=log)
-    output = log.read_text(errors="replace")
-    assert "database" in output
-    assert _leaks(output) == []
+    result = jobsctl("run", "--port", str(free_port()), env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "JOBS_DATABASE_URL is not an SQLite database" in result.stderr
+    assert _leaks(result.stdout + result.stderr) == []

@@ -50,6 +50,7 @@ def test_every_command_has_help(command: str) -> None:
         (["enqueue", "count_items", "--kwargs", '{"items": 3}'], "invalid kwargs for count_items"),
         (["worker"], "JOBS_REDIS_URL is not set"),
         (["scheduler"], "JOBS_REDIS_URL is not set"),
+        (["api", "--port", "1"], "JOBS_REDIS_URL is not set: `jobsctl api` queues runs"),
     ],
 )
 def test_wrong_arguments_are_one_line_and_exit_2(
@@ -335,7 +336,9 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, comman
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = jobsctl(command, "--port", str(port), env={}, cwd=tmp_path)
+        # The gateway alone needs a broker URL; nothing connects to it before the bind.
+        env = {"JOBS_REDIS_URL": "redis://127.0.0.1:1/0"} if command == "api" else {}
+        result = jobsctl(command, "--port", str(port), env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"jobsctl {command}: cannot listen on 127.0.0.1:{port}: the port is in use"
@@ -429,3 +432,17 @@ def test_the_api_listens_on_every_address_of_its_host() -> None:
             listening.close()
     assert families == sorted([socket.AF_INET, socket.AF_INET6])
     assert v6_only == 1
+
+
+def test_the_embedded_process_refuses_a_database_other_than_sqlite(tmp_path: Path) -> None:
+    """At start `jobsctl run` fails the runs an earlier embedded process left unfinished:
+    on a PostgreSQL database shared with workers, those are their live runs. It refuses
+    such a database (it checks the URL only, before connecting), and serves none."""
+    env = {
+        "JOBS_TASK_MODULES": "tests.support.sample_tasks",
+        "JOBS_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/jobs",
+    }
+    result = jobsctl("run", "--port", "1", env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("jobsctl run: JOBS_DATABASE_URL is not an SQLite database")
