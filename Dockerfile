@@ -2,8 +2,8 @@
 # One image for every process of Jobs Service; the command picks which:
 #   docker run jobs-service migrate | api --host 0.0.0.0 | worker | scheduler
 # The default command serves the API, which refuses to bind a non-loopback address
-# without [[api_keys]]: mount a config file (JOBS_CONFIG_FILE) or the container exits
-# saying so. compose.dev.yml runs all of it; `make check-containers` lints this file.
+# without [[api_keys]], and to start without JOBS_REDIS_URL: mount a config file
+# (JOBS_CONFIG_FILE) and set the URLs, or the container exits saying so. compose.dev.yml runs all of it; `make check-containers` lints this file.
 
 # uv itself, pinned: the same resolver that wrote uv.lock installs it.
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
