@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs_service.cli.audit_trail import cli_actor
 from jobs_service.cli.context import run_async, shared_broker
-from jobs_service.cli.errors import EXIT_FAILED, CliError
+from jobs_service.cli.errors import EXIT_FAILED, CliError, describe_failure
 from jobs_service.cli.output import print_table
 
 if TYPE_CHECKING:
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from jobs_service.client import JobsClient
     from jobs_service.core.settings import Settings
     from jobs_service.infrastructure.models import JobRun
 
@@ -90,13 +91,7 @@ def enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 raise CliError(str(exc), EXIT_FAILED) from None
             run = None
             if args.wait or embedded:
-                try:
-                    run = await client.wait_for(submission.run_id, timeout_s=args.timeout)
-                except TimeoutError:
-                    raise CliError(
-                        f"run {submission.run_id} did not finish within {args.timeout} s",
-                        EXIT_FAILED,
-                    ) from None
+                run = await _wait_for_queued(client, submission.run_id, args.timeout)
             return submission.run_id, run
 
     run_id, run = run_async(submit())
@@ -110,6 +105,25 @@ def enqueue(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return 0 if run.status == "succeeded" else EXIT_FAILED
+
+
+async def _wait_for_queued(client: JobsClient, run_id: str, timeout_s: float) -> JobRun:
+    """Wait for a run that is queued: whatever stops the wait, the message names the
+    run, so nobody takes a run that will still run for one that was never queued (and
+    enqueues it again)."""
+    try:
+        return await client.wait_for(run_id, timeout_s=timeout_s)
+    except TimeoutError:
+        raise CliError(f"run {run_id} did not finish within {timeout_s} s", EXIT_FAILED) from None
+    except Exception as exc:
+        reason = describe_failure(exc)
+        if reason is None:
+            raise
+        msg = (
+            f"run {run_id} is queued, but waiting for it failed: {reason}; "
+            f"`jobsctl runs {run_id}` shows it later"
+        )
+        raise CliError(msg, EXIT_FAILED) from None
 
 
 _ACTIONS = ("show", "retry", "cancel", "watch")

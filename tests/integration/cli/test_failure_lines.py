@@ -91,3 +91,38 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
         os.close(write_end)
     assert result.returncode == 141
     assert result.stderr == ""
+
+
+def test_a_wait_the_database_ends_names_the_run_it_queued(redis_prefix: str) -> None:
+    """`enqueue --wait` with the database out of reach: the run is sent first (its row
+    follows), so it is queued and will run. The line says so and names it, where it
+    said only that the database could not be reached, and a second enqueue made a second
+    run."""
+    import asyncio  # noqa: PLC0415
+
+    import orjson  # noqa: PLC0415
+    from redis.asyncio import Redis  # noqa: PLC0415
+
+    from jobs_service.broker import stream_names  # noqa: PLC0415
+    from jobs_service.core.settings import Settings  # noqa: PLC0415
+    from tests.support.services import redis_url  # noqa: PLC0415
+
+    prefix = f"{redis_prefix}-wait"
+    env = {
+        "JOBS_DATABASE_URL": f"postgresql+asyncpg://jobs:s3cret@127.0.0.1:{free_port()}/jobs",
+        "JOBS_REDIS_URL": redis_url(),
+        "JOBS_REDIS_PREFIX": prefix,
+        "JOBS_TASK_MODULES": "tests.support.sample_tasks",
+    }
+    line = _only_one_line(
+        jobsctl("enqueue", "count_items", "--kwargs", '{"items": ["a"]}', "--wait", env=env)
+    )
+
+    async def queued() -> list[str]:
+        async with Redis.from_url(redis_url()) as redis:
+            entries = await redis.xrange(stream_names(Settings(redis_prefix=prefix))["stream"])
+        return [orjson.loads(fields[b"data"])["task_id"] for _, fields in entries]
+
+    [run_id] = asyncio.run(queued())
+    assert line.startswith(f"jobsctl enqueue: run {run_id} is queued, but waiting for it failed")
+    assert "the database refused or could not be reached" in line
