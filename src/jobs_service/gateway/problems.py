@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from jobs_service.client import EnqueueError, EnqueueUnconfirmedError, IdempotencyConflictError
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
+from jobs_service.infrastructure.held_connection import SERVER_GONE
 from jobs_service.scheduler.service import (
     ScheduleConflictError,
     ScheduleInvalidError,
@@ -330,9 +331,41 @@ def unexpected_problem(exc: BaseException) -> tuple[int, str, str, dict[str, str
     return 500, "internal-error", "an unexpected error occurred; see the service log", {}
 
 
+#: SQLSTATEs of a database that is up but serves nobody now: shutting down, crashed or
+#: starting up (``57P01``-``57P03``), or taking no more connections (``53300``: its
+#: ``max_connections``, or a role's or the database's ``CONNECTION LIMIT``).
+_UNAVAILABLE_STATES = SERVER_GONE | {"53300"}
+#: SQLSTATE class 08, connection exceptions. PgBouncer also answers its own refusals (a
+#: full pool, no server to connect to, a client waiting too long) as ``08P01``.
+_CONNECTION_EXCEPTION = "08"
+
+
 def is_database_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached or is not serving now, so
+    that the same request can succeed later: a refused or lost connection, or the
+    server refusing every request for now (:data:`_UNAVAILABLE_STATES`, class ``08``).
+    Credentials it refuses, or a database it does not have, are not: a retry fails
+    the same way."""
     from sqlalchemy.exc import DBAPIError, InterfaceError  # noqa: PLC0415 - cold path
 
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, InterfaceError | OSError | ConnectionError)
+    if isinstance(exc, InterfaceError | OSError | ConnectionError):
+        return True
+    for cause in _driver_causes(exc):
+        state = str(getattr(cause, "sqlstate", None) or "")
+        if state in _UNAVAILABLE_STATES or state.startswith(_CONNECTION_EXCEPTION):
+            return True
+    return False
+
+
+def _driver_causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, the driver's error SQLAlchemy wrapped (``orig``), and what that was
+    raised from (asyncpg's own error under SQLAlchemy's adaptation of it)."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(found) < 4:
+        found.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return found

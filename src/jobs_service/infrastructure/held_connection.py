@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["HeldConnection"]
+__all__ = ["SERVER_GONE", "HeldConnection"]
 
 
 class HeldConnection:
@@ -147,7 +147,7 @@ async def _discard(connection: AsyncConnection) -> None:
 
 
 #: SQLSTATEs of a server that is going away or not there yet: the connection is lost.
-_SERVER_GONE = ("57P01", "57P02", "57P03")
+SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})
 
 
 def _as_dbapi_error(statement: str, exc: Exception, *, lost: bool) -> DBAPIError:
@@ -167,6 +167,6 @@ def _as_dbapi_error(statement: str, exc: Exception, *, lost: bool) -> DBAPIError
         asyncpg.PostgresConnectionError,
         OSError,
     )
-    if lost or isinstance(exc, gone) or state in _SERVER_GONE:
+    if lost or isinstance(exc, gone) or state in SERVER_GONE:
         return OperationalError(statement, None, exc, connection_invalidated=True)
     return DBAPIError(statement, None, exc)

@@ -1,0 +1,107 @@
+"""A database that is there but not serving (starting up, shutting down, out of
+connection slots) is answered as one that is down: 503 problem+json with Retry-After,
+so callers retry; a database that refuses the service's own configuration is a 500."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from jobs_service.broker import broker
+from jobs_service.core.settings import Settings
+from jobs_service.gateway import create_app
+from tests.conftest import serve_app
+from tests.support.refusing_postgres import RefusingPostgres
+from tests.support.services import admin_database_url
+from tests.unit.gateway.test_webhooks_api import SOURCES, standard
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import httpx
+
+pytestmark = pytest.mark.anyio
+
+
+def _settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        database={"connect_timeout_s": 2},
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=f"jobs-test-unavailable-{uuid.uuid4().hex[:6]}",
+        webhooks={"sources": SOURCES},
+    )
+
+
+def _assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["type"] == "urn:jobs-service:problem:database-unavailable"
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message"),
+    [
+        ("57P03", "the database system is starting up"),
+        ("57P01", "terminating connection due to administrator command"),
+        ("57P02", "terminating connection due to crash of another server process"),
+        ("53300", "sorry, too many clients already"),
+        ("08006", "connection failure"),
+        ("08P01", "no more connections allowed (max_client_conn)"),  # PgBouncer's
+    ],
+)
+async def test_a_database_not_serving_is_503(sqlstate: str, message: str) -> None:
+    """Reads and webhook deliveries alike: the server answered, refusing for now."""
+    async with RefusingPostgres(sqlstate, message) as server:
+        app = create_app(_settings(server.url), broker=broker)
+        body = json.dumps({"type": "invoice.paid"}).encode()
+        async with serve_app(app) as client:
+            read = await client.get("/v1/runs")
+            delivery = await client.post(
+                "/webhooks/billing", content=body, headers=standard(body, f"msg_{sqlstate}")
+            )
+    assert server.refused >= 2  # both reached the server, which refused them
+    _assert_unavailable(read)
+    _assert_unavailable(delivery)
+
+
+async def test_a_database_refusing_the_credentials_is_500() -> None:
+    """Wrong credentials are the deployment's to fix: retrying would not help."""
+    async with RefusingPostgres("28P01", 'password authentication failed for user "jobs"') as pg:
+        app = create_app(_settings(pg.url), broker=broker)
+        async with serve_app(app) as client:
+            response = await client.get("/v1/runs")
+    assert pg.refused >= 1
+    assert response.status_code == 500
+    assert response.json()["type"] == "urn:jobs-service:problem:internal-error"
+    assert "retry-after" not in response.headers
+
+
+@pytest.fixture
+async def role_without_connections(pg_url: str) -> AsyncIterator[str]:
+    """The test database's URL as a role whose connection limit is 0 (PostgreSQL
+    answers its every connection "too many connections for role", SQLSTATE 53300)."""
+    role = f"jobs_no_slots_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(
+        make_url(admin_database_url()).set(drivername="postgresql").render_as_string(False)
+    )
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+        yield make_url(pg_url).set(username=role, password=None).render_as_string(False)
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
+async def test_a_role_out_of_connection_slots_is_503(role_without_connections: str) -> None:
+    """The real PostgreSQL refusing a connection for the role's connection limit."""
+    app = create_app(_settings(role_without_connections), broker=broker)
+    async with serve_app(app) as client:
+        response = await client.get("/v1/runs")
+    _assert_unavailable(response)
