@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs_service.core.logging import get_logger
+from jobs_service.gateway.paths import route_path
 from jobs_service.gateway.request_log import CLIENT_CLOSED_REQUEST
 from jobs_service.infrastructure.database import describe_database_error
 from jobs_service.infrastructure.repositories.audit import NewAuditEntry, insert_entries
@@ -47,11 +48,12 @@ _log = get_logger("jobs_service.gateway.audit")
 
 
 def is_operator_action(scope: Scope) -> bool:
-    """A mutating HTTP request under ``/v1/``."""
+    """A mutating HTTP request under ``/v1/`` (under any path prefix: see
+    :mod:`~jobs_service.gateway.paths`)."""
     return (
         scope["type"] == "http"
         and scope["method"] in _MUTATING
-        and str(scope["path"]).startswith("/v1/")
+        and route_path(scope).startswith("/v1/")
     )
 
 
@@ -64,7 +66,7 @@ def audit_entry(scope: Scope, status: int, location: str | None) -> NewAuditEntr
     ``actor`` the API key's name (``local`` for a loopback caller when no keys are
     configured, ``anonymous`` when the request was refused before a key was known).
     """
-    path = str(scope["path"])
+    path = route_path(scope)
     template = getattr(scope.get("route"), "path", None)
     state: dict[str, Any] = scope.get("state") or {}
     target = state.get("audit_target") or _target(scope.get("path_params") or {}, location)

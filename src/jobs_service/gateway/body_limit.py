@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from jobs_service.gateway.paths import route_path
 from jobs_service.gateway.problems import PROBLEM_JSON, problem_body
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = str(scope["path"])
+        path = route_path(scope)
         limit = self.webhook_limit if path.startswith("/webhooks/") else self.api_limit
         named = self.source_limits.get(path.removeprefix("/webhooks/"), limit)
         declared = _content_length(scope)

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from jobs_service.client import EnqueueError, EnqueueUnconfirmedError, IdempotencyConflictError
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
+from jobs_service.gateway.paths import route_path
 from jobs_service.infrastructure.held_connection import SERVER_GONE
 from jobs_service.scheduler.service import (
     ScheduleConflictError,
@@ -302,7 +303,7 @@ def _refuse_unauthenticated(request: Request) -> JSONResponse | None:
     """
     from jobs_service.gateway.security import authenticate  # noqa: PLC0415 - import cycle
 
-    if not request.url.path.startswith("/v1/"):
+    if not route_path(request.scope).startswith("/v1/"):
         return None
     try:
         request.state.principal = authenticate(request.app.state.settings, request, "read")

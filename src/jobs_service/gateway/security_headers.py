@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from jobs_service.gateway.paths import route_path
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -54,7 +56,8 @@ class SecurityHeadersMiddleware:
         )
 
     def headers_for(self, path: str) -> _Headers:
-        """The headers a response to ``path`` gets (unless it set them itself)."""
+        """The headers a response to ``path`` (as routes see it: :func:`route_path`)
+        gets, unless it set them itself."""
         if path.startswith("/v1/") or path == "/v1":
             return self._v1
         if path in self.docs_paths:
@@ -65,7 +68,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self.headers_for(str(scope["path"]))
+        extra = self.headers_for(route_path(scope))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

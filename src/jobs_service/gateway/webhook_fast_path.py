@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from starlette._utils import get_route_path
 from starlette.requests import Request
 
+from jobs_service.gateway.paths import route_path
 from jobs_service.gateway.problems import Problem, problem_response
 from jobs_service.gateway.routes.webhooks import receive_webhook
 
@@ -55,7 +55,7 @@ def _source(scope: Scope) -> str | None:
     """The ``{source}`` of a ``POST /webhooks/{source}``, as the router would match it."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
-    path = get_route_path(scope)
+    path = route_path(scope)
     if not path.startswith(_PREFIX):
         return None
     source = path[len(_PREFIX) :]

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from jobs_service.gateway.paths import public_path
 from jobs_service.gateway.problems import problem_responses
 from jobs_service.gateway.query import PathId, after_id, keyset_page
 from jobs_service.gateway.schemas import (
@@ -79,6 +80,7 @@ async def list_schedules(
 @router.post("", status_code=201, summary="Create a schedule", responses=_BODY_PROBLEMS)
 async def create_schedule(
     body: ScheduleDraft,
+    request: Request,
     response: Response,
     svc: Service,
     principal: Annotated[str, Depends(require_scope("operate"))],
@@ -86,7 +88,7 @@ async def create_schedule(
     """cron (5 fields, IANA timezone), interval (seconds ≥ 1) or once (future, with an
     offset); the task must exist and kwargs must match its signature."""
     schedule = await svc.create(body, created_by=principal)
-    response.headers["Location"] = f"/v1/schedules/{schedule.id}"
+    response.headers["Location"] = public_path(request.scope, f"/v1/schedules/{schedule.id}")
     return await _detail(svc, schedule.id)
 
 

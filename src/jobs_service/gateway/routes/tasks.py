@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from jobs_service.client import JobsClient
 from jobs_service.gateway.dependencies import get_client
+from jobs_service.gateway.paths import public_path
 from jobs_service.gateway.problems import Problem, problem_responses
 from jobs_service.gateway.schemas import (
     BatchIn,
@@ -79,6 +80,7 @@ async def get_task(
 async def submit_task(
     name: str,
     body: SubmitIn,
+    request: Request,
     response: Response,
     client: Annotated[JobsClient, Depends(get_client)],
     _: Annotated[str, Depends(require_scope("operate"))],
@@ -101,7 +103,7 @@ async def submit_task(
     submission = await client.submit(
         name, body.kwargs, source="api", idempotency_key=idempotency_key
     )
-    response.headers["Location"] = f"/v1/runs/{submission.run_id}"
+    response.headers["Location"] = public_path(request.scope, f"/v1/runs/{submission.run_id}")
     if submission.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return SubmitOut(
