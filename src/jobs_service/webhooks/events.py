@@ -5,7 +5,9 @@ needs one. Where a sender provides none (a generic HMAC sender without an id fie
 id is the SHA-256 of the raw body, the bytes the sender signed: a retry sends the same
 bytes, and any difference, down to the last digit of a number, makes another event.
 Bodies and located ids are read exactly (:mod:`~jobs_service.webhooks.exact_json`):
-an integer beyond 64 bits keeps every digit.
+an integer beyond 64 bits keeps every digit, and an id with a fraction or an exponent
+is the number's text as sent (as a double, ids that differ past its 17 significant
+digits would be one event, the second answered ``duplicate`` and dropped).
 
 A Graph notification, one of several in a body, has as id the hash of its canonical
 JSON *as stored*, its ``clientState`` redacted. Hashed with it, the id would let anyone
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,7 +32,7 @@ from jobs_service.infrastructure.models import WebhookEvent, column_length
 from jobs_service.webhooks.exact_json import dumps_exact, loads_exact
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from jobs_service.core.settings import WebhookSource
     from jobs_service.webhooks.verification import Verified
@@ -91,14 +94,45 @@ def _pointer(document: Any, pointer: str) -> Any:
     return current
 
 
-def _locate(locator: str | None, headers: Mapping[str, str], document: Any) -> str | None:
+def _located(locator: str | None, headers: Mapping[str, str], document: Any) -> Any:
     if locator is None:
         return None
     kind, _, where = locator.partition(":")
-    value = headers.get(where.lower()) if kind == "header" else _pointer(document, where)
+    return headers.get(where.lower()) if kind == "header" else _pointer(document, where)
+
+
+def _text(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
     return str(value).strip() or None
+
+
+def _locate(locator: str | None, headers: Mapping[str, str], document: Any) -> str | None:
+    return _text(_located(locator, headers, document))
+
+
+def _locate_id(
+    locator: str | None, headers: Mapping[str, str], document: Any, exact: Callable[[], Any]
+) -> str | None:
+    """The event id at ``locator``; a number with a fraction or an exponent is its text
+    as sent, located again in ``exact()`` (the document read with such numbers as their
+    text), which is parsed only then."""
+    value = _located(locator, headers, document)
+    if isinstance(value, float):
+        value = _located(locator, headers, exact())
+    return _text(value)
+
+
+def _exact_document(body: bytes) -> Any:
+    """The body with its numbers that have a fraction or an exponent as their text."""
+    try:
+        return loads_exact(body, floats_as_text=True)
+    except orjson.JSONDecodeError as exc:  # nested too deeply to read so
+        raise MalformedEventError(f"body is not valid JSON ({exc})") from None
+
+
+def _exact_notification(body: bytes, index: int) -> Any:
+    return _exact_document(body)["value"][index]
 
 
 def _bounded_id(value: str) -> str:
@@ -151,15 +185,20 @@ def split_events(
         if not isinstance(items, list) or not items:
             raise MalformedEventError("a Graph notification body needs a non-empty 'value'")
         events = []
-        for item in items:
+        for index, item in enumerate(items):
             stored = _without_client_state(item)
-            external_id = _locate(id_locator, headers, item) or _content_id(
+            exact = partial(_exact_notification, body, index)
+            external_id = _locate_id(id_locator, headers, item, exact) or _content_id(
                 dumps_exact(stored, sort_keys=True)
             )
             event_type = _locate(type_locator, headers, item)
             events.append(_incoming(external_id, event_type, dumps_exact(stored).decode()))
         return events
-    external_id = verified.event_id or _locate(id_locator, headers, document) or _content_id(body)
+    external_id = (
+        verified.event_id
+        or _locate_id(id_locator, headers, document, partial(_exact_document, body))
+        or _content_id(body)
+    )
     event_type = verified.event_type or _locate(type_locator, headers, document)
     return [_incoming(external_id, event_type, body.decode("utf-8", "replace"))]
 

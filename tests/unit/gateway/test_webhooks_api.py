@@ -708,6 +708,39 @@ async def test_events_differing_only_in_a_big_number_are_both_accepted(
     assert [event["body"]["amount_wei"] for event in shown] == amounts
 
 
+async def test_event_ids_alike_as_doubles_are_two_events(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Ids with a fraction that differ past a double's 17 digits were one id: the second
+    event was answered ``duplicate`` and never run. Each is accepted and run under its
+    id as sent, and a retry of the first is still its duplicate."""
+    sources = {
+        "acme": {
+            "scheme": "hmac-sha256",
+            "secrets": ["acme-secret"],
+            "signature_header": "X-Acme-Signature",
+            "default_task": "record_webhook",
+        }
+    }
+    app = await _service(make_settings, sources=sources)
+    ids = ["1234567890123456789.5", "1234567890123456789.7", "1234567890123456789.5"]
+    answers = []
+    async with serve_app(app, client_host="203.0.113.9") as client:
+        for event_id in ids:
+            body = b'{"id":%s,"type":"transfer"}' % event_id.encode()
+            signature = hmac.new(b"acme-secret", body, hashlib.sha256).hexdigest()
+            answers.append(
+                await client.post(
+                    "/webhooks/acme", content=body, headers={"X-Acme-Signature": signature}
+                )
+            )
+        events, runs = await _rows(app)
+    assert [a.json()["status"] for a in answers] == ["accepted", "accepted", "duplicate"]
+    assert answers[2].json()["event_id"] == answers[0].json()["event_id"]
+    assert [event.external_id for event in events] == ids[:2]
+    assert len(runs) == 2
+
+
 async def test_a_nul_in_an_event_type_is_a_malformed_webhook(
     billing: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:

@@ -90,10 +90,12 @@ def test_bodies_differing_only_in_a_big_integer_are_two_events() -> None:
     assert one.body == first.decode()
 
 
-def test_a_body_too_deep_for_exact_numbers_is_malformed_not_a_crash() -> None:
+@pytest.mark.parametrize("number", [b'"n": 1234567890123456789012', b'"id": 1.5'])
+def test_a_body_too_deep_for_exact_numbers_is_malformed_not_a_crash(number: bytes) -> None:
     """orjson reads 1,000 levels; the standard library, which keeps long integers
-    exact, cannot: such a body is refused (400), as a deeper one always was."""
-    deep = b'{"type": "t", "n": 1234567890123456789012, "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    exact and reads an id with a fraction as its text, cannot: such a body is refused
+    (400), as a deeper one always was."""
+    deep = b'{"type": "t", ' + number + b', "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
     with pytest.raises(MalformedEventError, match="nested too deeply"):
         split_events(HMAC, deep, {}, NOTHING)
 
@@ -106,6 +108,49 @@ def test_an_event_id_beyond_64_bits_keeps_every_digit() -> None:
         for number in (123456789012345678901234, 123456789012345678901235)
     ]
     assert ids == ["123456789012345678901234", "123456789012345678901235"]
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        ("1234567890123456789.5", "1234567890123456789.7"),  # alike in 17 digits
+        ("0.1", "0.10000000000000000001"),  # the same double
+        ("1e2", "100.0"),  # spelt apart, equal as doubles
+        ("-2.5E-3", "1.5"),
+    ],
+)
+def test_an_event_id_with_a_fraction_or_exponent_is_its_text_as_sent(
+    numbers: tuple[str, str],
+) -> None:
+    """A number read as a double keeps 17 significant digits: two ids that differ past
+    them were one id, the second event answered ``duplicate`` and dropped. Such an id
+    is the number's text in the body, every digit kept; a repeat is the same id."""
+    ids = [
+        split_events(HMAC, b'{"id": %s, "type": "t"}' % number.encode(), {}, NOTHING)[0]
+        for number in (*numbers, numbers[0])
+    ]
+    assert [event.external_id for event in ids] == [*numbers, numbers[0]]
+    assert ids[0].body == f'{{"id": {numbers[0]}, "type": "t"}}'
+
+
+def test_a_graph_notification_id_with_a_fraction_is_its_text_as_sent() -> None:
+    """The same for an id located in each notification of a Graph batch: each is the
+    text of its own notification's number."""
+    source = WebhookSource(scheme="graph", secrets=["cs-old-secret"], event_id="json:/sequence")
+    first = orjson.dumps(_notification("cs-old-secret", sequence=1.5))
+    second = orjson.dumps(_notification("cs-old-secret", sequence=2.5))
+    body = (
+        b'{"value":['
+        + first.replace(b'"sequence":1.5', b'"sequence":1234567890123456789.5')
+        + b","
+        + second.replace(b'"sequence":2.5', b'"sequence":1234567890123456789.7')
+        + b"]}"
+    )
+    events = split_events(source, body, {}, NOTHING)
+    assert [event.external_id for event in events] == [
+        "1234567890123456789.5",
+        "1234567890123456789.7",
+    ]
 
 
 def test_a_graph_notification_keeps_its_big_numbers() -> None:
