@@ -36,6 +36,7 @@ __all__ = [
     "PROBLEM_JSON",
     "PROBLEM_SCHEMA",
     "Problem",
+    "database_reason",
     "install_problem_handlers",
     "is_database_down",
     "problem_body",
@@ -334,19 +335,22 @@ def unexpected_problem(exc: BaseException) -> tuple[int, str, str, dict[str, str
 
 #: SQLSTATEs of a database that is up but serves nobody now: shutting down, crashed or
 #: starting up (``57P01``-``57P03``), or taking no more connections (``53300``: its
-#: ``max_connections``, or a role's or the database's ``CONNECTION LIMIT``).
-_UNAVAILABLE_STATES = SERVER_GONE | {"53300"}
+#: ``max_connections``, or a role's or the database's ``CONNECTION LIMIT``). And of one
+#: that refuses this deployment (``28P01``, ``28000``: credentials rotated on one side
+#: only; ``3D000``: no such database): no request can be served until an operator fixes
+#: it, the readiness check says not ready meanwhile, and the caller's retry succeeds
+#: once that is done, so it is a 503 too, not a 500 that reads as a bug of the service.
+_UNAVAILABLE_STATES = SERVER_GONE | {"53300", "28P01", "28000", "3D000"}
 #: SQLSTATE class 08, connection exceptions. PgBouncer also answers its own refusals (a
 #: full pool, no server to connect to, a client waiting too long) as ``08P01``.
 _CONNECTION_EXCEPTION = "08"
 
 
 def is_database_down(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached or is not serving now, so
-    that the same request can succeed later: a refused or lost connection, or the
-    server refusing every request for now (:data:`_UNAVAILABLE_STATES`, class ``08``).
-    Credentials it refuses, or a database it does not have, are not: a retry fails
-    the same way."""
+    """Whether ``exc`` says the database cannot be reached or will not serve this
+    deployment now, so that the same request can succeed later: a refused or lost
+    connection, or the server refusing every request (:data:`_UNAVAILABLE_STATES`,
+    class ``08``)."""
     from sqlalchemy.exc import DBAPIError, InterfaceError  # noqa: PLC0415 - cold path
 
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
@@ -370,3 +374,13 @@ def _driver_causes(exc: BaseException) -> list[BaseException]:
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
     return found
+
+
+def database_reason(exc: BaseException) -> str:
+    """What the driver said, for the log of a ``database-unavailable`` answer: the
+    innermost cause's type and first line (never SQLAlchemy's text, which carries the
+    statement), so an operator sees "password authentication failed" or "the database
+    system is starting up" without reproducing the failure."""
+    cause = _driver_causes(exc)[-1]
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:300] if lines else 'no detail'}"

@@ -13,7 +13,12 @@ from starlette.requests import ClientDisconnect
 from jobs_service.core.ids import random_bytes
 from jobs_service.core.logging import HotPathLogger, get_logger
 from jobs_service.core.redaction import redact_headers
-from jobs_service.gateway.problems import PROBLEM_JSON, problem_body, unexpected_problem
+from jobs_service.gateway.problems import (
+    PROBLEM_JSON,
+    database_reason,
+    problem_body,
+    unexpected_problem,
+)
 from jobs_service.infrastructure.models import AuditEntry, column_length
 
 if TYPE_CHECKING:
@@ -103,7 +108,9 @@ class RequestLogMiddleware:
         """Log the failure once and answer with a problem document (if still possible)."""
         status, slug, detail, headers = unexpected_problem(exc)
         if status == 503:
-            self._log.error("database-unavailable", error_type=type(exc).__name__)
+            self._log.error(
+                "database-unavailable", error_type=type(exc).__name__, reason=database_reason(exc)
+            )
         else:
             self._log.exception("unhandled-error", error_type=type(exc).__name__)
         if response_started:

@@ -1,6 +1,7 @@
 """A database that is there but not serving (starting up, shutting down, out of
 connection slots) is answered as one that is down: 503 problem+json with Retry-After,
-so callers retry; a database that refuses the service's own configuration is a 500."""
+so callers retry. So is one that refuses this deployment (credentials, no such
+database): an operator's fix, after which the retry succeeds."""
 
 from __future__ import annotations
 
@@ -71,16 +72,32 @@ async def test_a_database_not_serving_is_503(sqlstate: str, message: str) -> Non
     _assert_unavailable(delivery)
 
 
-async def test_a_database_refusing_the_credentials_is_500() -> None:
-    """Wrong credentials are the deployment's to fix: retrying would not help."""
-    async with RefusingPostgres("28P01", 'password authentication failed for user "jobs"') as pg:
+@pytest.mark.parametrize(
+    ("sqlstate", "message"),
+    [
+        ("28P01", 'password authentication failed for user "jobs"'),
+        ("3D000", 'database "jobs" does not exist'),
+    ],
+)
+async def test_a_database_refusing_this_deployment_is_503_and_logs_why(
+    sqlstate: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Credentials rotated on one side only, or a database not created: nothing can be
+    served until an operator fixes it, and a retry then succeeds. A 503 as for a
+    database that is down (the readiness check says not ready too), with the server's
+    reason in the log line, where it was a 500 internal-error, read as a bug."""
+    async with RefusingPostgres(sqlstate, message) as pg:
         app = create_app(_settings(pg.url), broker=broker)
         async with serve_app(app) as client:
             response = await client.get("/v1/runs")
     assert pg.refused >= 1
-    assert response.status_code == 500
-    assert response.json()["type"] == "urn:jobs-service:problem:internal-error"
-    assert "retry-after" not in response.headers
+    _assert_unavailable(response)
+    [line] = [
+        json.loads(line)
+        for line in capsys.readouterr().err.splitlines()
+        if '"database-unavailable"' in line
+    ]
+    assert message in line["reason"]
 
 
 @pytest.fixture
