@@ -74,7 +74,7 @@ def _json_line(event: str, data: dict[str, Any]) -> None:
 
 
 def _text_line(event: str, data: dict[str, Any]) -> None:
-    now = datetime.now(UTC).strftime("%H:%M:%S")
+    now = _when(event, data).strftime("%H:%M:%S")
     if event == "progress":
         text = f"{data.get('percent', 0):>6.2f} %  {data.get('message', '')}".rstrip()
     else:
@@ -85,3 +85,24 @@ def _text_line(event: str, data: dict[str, Any]) -> None:
             text += f"  {data['error'].get('type')}: {data['error'].get('message')}"
     sys.stdout.write(f"{now}  {text}\n")
     sys.stdout.flush()
+
+
+def _when(event: str, data: dict[str, Any]) -> datetime:
+    """When the change happened (UTC), not when it is printed: watching a run that
+    ended an hour ago shows the hour it ended. The progress report's time, a running
+    run's start, an ended or retrying attempt's end; now for a queued run (the history
+    keeps no time for a status change before the start)."""
+    if event == "progress":
+        at = data.get("at")
+    elif data.get("status") == "running":
+        at = data.get("started_at")
+    else:
+        at = data.get("finished_at")
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at)
+        except ValueError:
+            at = None
+    if not isinstance(at, datetime):
+        return datetime.now(UTC)
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import update
 
-from jobs_service.cli.watch import _follow
+from jobs_service.cli.watch import _follow, watch_run
 from jobs_service.core.ids import new_run_id
 from jobs_service.infrastructure import migrate
 from jobs_service.infrastructure.database import Database
@@ -123,3 +123,42 @@ def test_a_database_without_tables_is_one_line_not_a_traceback(
         f"jobsctl {command[0]}: the database has no Jobs Service tables yet: run "
         "`jobsctl migrate` first (`jobsctl run` migrates by itself)"
     ]
+
+
+def test_each_line_carries_the_time_of_its_change_not_of_its_printing(
+    make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that ended yesterday at 03:04:05 UTC: its lines say 03:04:05 (the progress
+    report's time, the attempt's end), where they said the time the watch printed them."""
+    settings = make_settings()
+    ended = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    run_id = new_run_id()
+
+    async def prepare() -> None:
+        database = Database(settings.database_url, settings.database)
+        try:
+            await migrate.upgrade(database)
+            async with database.engine.begin() as connection:
+                queued = runs.QueuedRun(run_id, "report_steps", {}, "api", ended)
+                await runs.insert_queued_runs(connection, [queued])
+                progress = {"percent": 100, "message": "done", "at": ended.isoformat()}
+                await connection.execute(
+                    update(JobRun)
+                    .where(JobRun.run_id == run_id)
+                    .values(
+                        status="failed",
+                        attempt=1,
+                        started_at=ended,
+                        finished_at=ended,
+                        progress=progress,
+                        error={"type": "RuntimeError", "message": "boom"},
+                    )
+                )
+        finally:
+            await database.close()
+
+    asyncio.run(prepare())
+    assert watch_run(run_id, settings, as_json=False) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ", 1)[0] for line in lines] == ["03:04:05", "03:04:05"]
+    assert "failed (attempt 1)" in lines[1]
