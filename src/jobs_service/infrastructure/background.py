@@ -40,20 +40,39 @@ def run_every(
     """Run ``step`` now and then every ``interval_s`` until the task is cancelled."""
 
     async def loop() -> None:
+        this = asyncio.current_task()
         while True:
             try:
                 await step()
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+            except Exception as exc:
+                if this is not None and this.cancelling():
+                    # A stop that what the step awaited turned into an error of its own (a
+                    # client library's timeout taking the cancellation for its expiry):
+                    # logging it and carrying on would make the stop wait for ever.
+                    raise asyncio.CancelledError from exc
                 _log.warning("background-step-failed", loop=name, error=str(exc)[:300])
             await asyncio.sleep(interval_s)
 
     return start_detached(loop(), name=name)
 
 
+#: How long a stop waits before it cancels again a task that swallowed the cancellation.
+_CANCEL_AGAIN_S = 1.0
+
+
 async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel ``task`` and wait until it has ended."""
+    """Cancel ``task`` and wait until it has ended.
+
+    A task whose awaited call swallowed the cancellation (caught it and returned, as
+    some clients' timeouts do when both happen at once) is cancelled again every
+    second: a process's shutdown must not hang on one of its loops.
+    """
     if task is None:
         return
     task.cancel()
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=_CANCEL_AGAIN_S)
+        if not done:
+            task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
