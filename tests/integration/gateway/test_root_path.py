@@ -8,9 +8,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import hmac
-import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,6 +18,8 @@ from jobs_service.broker import broker
 from jobs_service.gateway import create_app
 from jobs_service.gateway.security_headers import API_CSP
 from tests.support.processes import free_port
+from tests.unit.gateway.test_body_limit import webhook_body
+from tests.unit.gateway.test_webhooks_api import standard
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -44,19 +43,7 @@ SOURCES: dict[str, Any] = {
 
 
 def _signed(body: bytes, msg_id: str) -> dict[str, str]:
-    ts = int(time.time())
-    mac = hmac.new(SIGNING_KEY, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
-        "content-type": "application/json",
-    }
-
-
-def _webhook_body(size: int) -> bytes:
-    empty = len(json.dumps({"type": "t", "pad": ""}).encode())
-    return json.dumps({"type": "t", "pad": "x" * (size - empty)}).encode()
+    return standard(body, msg_id, key=SIGNING_KEY)
 
 
 @pytest.fixture(params=["", "/jobs"], ids=["no-prefix", "prefix"])
@@ -110,8 +97,8 @@ async def test_webhooks_get_their_sources_body_limit(
     """A delivery larger than the API's limit and within its source's is accepted; one
     above its source's limit is refused naming that limit."""
     client, _ = gateway
-    within = _webhook_body(3 * API_LIMIT)
-    beyond = _webhook_body(SOURCE_LIMIT + 1)
+    within = webhook_body(3 * API_LIMIT)
+    beyond = webhook_body(SOURCE_LIMIT + 1)
     accepted = await client.post("/webhooks/large", content=within, headers=_signed(within, "a"))
     refused = await client.post("/webhooks/large", content=beyond, headers=_signed(beyond, "b"))
     assert accepted.status_code == 202, accepted.text

@@ -75,7 +75,7 @@ def _signed(body: bytes, key: bytes, msg_id: str) -> dict[str, str]:
     }
 
 
-def _webhook_body(size: int) -> bytes:
+def webhook_body(size: int) -> bytes:
     empty = len(json.dumps({"type": "t", "pad": ""}).encode())
     return json.dumps({"type": "t", "pad": "x" * (size - empty)}).encode()
 
@@ -159,19 +159,19 @@ async def test_webhook_sources_keep_their_own_limits(
     counted_before = too_large._value.get()
     app = _app(make_settings)
     async with serve_app(app, client_host="203.0.113.9") as client:
-        within = _webhook_body(3000)
+        within = webhook_body(3000)
         accepted = await client.post(
             "/webhooks/small", content=within, headers=_signed(within, SMALL_KEY, "m1")
         )
-        over_source = _webhook_body(5000)
+        over_source = webhook_body(5000)
         refused_by_route = await client.post(
             "/webhooks/small", content=over_source, headers=_signed(over_source, SMALL_KEY, "m2")
         )
-        large = _webhook_body(12_000)
+        large = webhook_body(12_000)
         large_ok = await client.post(
             "/webhooks/large", content=large, headers=_signed(large, BIG_KEY, "m3")
         )
-        huge = _webhook_body(20_000)
+        huge = webhook_body(20_000)
         refused_by_middleware = await client.post(
             "/webhooks/large", content=huge, headers=_signed(huge, BIG_KEY, "m4")
         )
