@@ -40,16 +40,27 @@ def _env(extra: Mapping[str, str]) -> dict[str, str]:
 def jobsctl(
     *args: str, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run a one-shot jobsctl command to completion."""
-    return subprocess.run(
+    """Run a one-shot jobsctl command to completion.
+
+    A command still running after ``timeout`` (one that should have refused to start)
+    is killed with every process it started, then ``TimeoutExpired`` is raised.
+    """
+    with subprocess.Popen(
         [*JOBSCTL, *args],
         env=_env(env),
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @contextmanager
