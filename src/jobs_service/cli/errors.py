@@ -19,12 +19,6 @@ EXIT_PIPE_CLOSED = 141
 
 #: SQLSTATEs of a database that answers but lacks our schema, or part of it.
 _UNDEFINED_TABLE, _UNDEFINED_COLUMN = "42P01", "42703"
-_SCHEMA_MESSAGES = {
-    _UNDEFINED_TABLE: "the database has no Jobs Service tables yet: run `jobsctl migrate` "
-    "first (`jobsctl run` migrates by itself)",
-    _UNDEFINED_COLUMN: "the database is at an older revision than this release: run "
-    "`jobsctl migrate`",
-}
 
 
 class CliError(Exception):
@@ -40,11 +34,11 @@ def describe_failure(exc: BaseException) -> str | None:
     broker out of reach, a refusal of the service's own), or None for a bug, whose
     traceback is then the useful report. Never the driver's full text: SQLAlchemy's
     appends the statement and its parameters."""
-    from jobs_service.core.errors import JobsError  # noqa: PLC0415
+    from jobs_service.core.errors import JobsError, SchemaError  # noqa: PLC0415
 
     schema = _schema_error(exc)
     if schema is not None:
-        return _SCHEMA_MESSAGES[schema]
+        return str(SchemaError.missing() if schema == _UNDEFINED_TABLE else SchemaError.behind())
     if isinstance(exc, JobsError):
         return str(exc)
     if _is_database_error(exc):

@@ -54,6 +54,8 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
             "and lost on restart. Set it, or run `jobsctl run` (the embedded default: "
             "API, worker and scheduler in one process)"
         )
+    if not embedded:  # `jobsctl run` migrates the database itself, once it listens
+        _require_schema(settings, "api")
     listening = _listen(host, port)
     app = create_app(settings, broker=shared_broker(), embedded=embedded)
     config = uvicorn.Config(
@@ -77,6 +79,27 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
     settle_heap()
     server.run(sockets=listening)
     return 0 if server.started else 1
+
+
+def _require_schema(settings: Settings, process: str) -> None:
+    """Refuse to start, in one line (exit 1), on a database that answers without this
+    release's schema: never migrated, or at an older revision. Checked before a port is
+    bound or a worker process spawned; a newer revision (a rollout in progress) is
+    logged and accepted, and a database that does not answer is left to the process,
+    as before (see :mod:`~jobs_service.infrastructure.schema`)."""
+    from jobs_service.cli.context import run_async  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+    from jobs_service.infrastructure.schema import require_schema  # noqa: PLC0415
+
+    async def check() -> None:
+        database = Database(settings.database_url, settings.database)
+        try:
+            timeout_s = settings.database.connect_timeout_s
+            await require_schema(database, process, timeout_s=timeout_s)
+        finally:
+            await database.close()
+
+    run_async(check())
 
 
 def _listen(host: str, port: int) -> list[socket.socket]:
@@ -172,6 +195,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
             "JOBS_REDIS_URL is not set: workers need Redis. Without it tasks run inside "
             "`jobsctl run` (the embedded default)."
         )
+    _require_schema(settings, "worker")
     if settings.worker.metrics_port:
         # Before anything creates a metric: the multiprocess mode is fixed at import.
         from jobs_service.infrastructure.worker_metrics import (  # noqa: PLC0415
@@ -213,6 +237,7 @@ def scheduler(args: argparse.Namespace, settings: Settings) -> int:
             "JOBS_REDIS_URL is not set: a separate scheduler needs Redis to reach the "
             "workers. The embedded `jobsctl run` includes the scheduler."
         )
+    _require_schema(settings, "scheduler")
     shared_broker()
     if settings.scheduler.metrics_port:
         _serve_scheduler_metrics(settings)

@@ -11,6 +11,7 @@ __all__ = [
     "JobsError",
     "PermanentError",
     "RetryLater",
+    "SchemaError",
     "TaskModuleError",
 ]
 
@@ -25,6 +26,32 @@ class ConfigurationError(JobsError):
 
 class TaskModuleError(ConfigurationError):
     """A module listed in ``task_modules`` (or a built-in one) failed to import."""
+
+
+class SchemaError(JobsError):
+    """The database answers but lacks the schema this release needs: it was never
+    migrated, or not to this release's revision. ``jobsctl migrate`` fixes both."""
+
+    @classmethod
+    def missing(cls) -> SchemaError:
+        """No Jobs Service tables (no Alembic revision) in the database."""
+        return cls(
+            "the database has no Jobs Service tables yet: run `jobsctl migrate` first "
+            "(`jobsctl run` migrates by itself)"
+        )
+
+    @classmethod
+    def behind(cls, revision: str | None = None, head: str | None = None) -> SchemaError:
+        """The database is at an older revision: ``revision`` and this release's ``head``
+        when known (a failed query on a missing column knows neither)."""
+        if revision is None or head is None:
+            return cls(
+                "the database is at an older revision than this release: run `jobsctl migrate`"
+            )
+        return cls(
+            f"the database is at an older revision ({revision}) than this release "
+            f"({head}): run `jobsctl migrate`"
+        )
 
 
 class RetryLater(JobsError):  # noqa: N818 - reads as an instruction at the raise site

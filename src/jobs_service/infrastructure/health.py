@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
+from jobs_service.core.errors import JobsError
 from jobs_service.core.ports import CheckResult
+from jobs_service.infrastructure.schema import read_schema
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -28,6 +30,8 @@ async def _timed(name: str, probe: Callable[[], Awaitable[str]]) -> CheckResult:
         detail = await asyncio.wait_for(probe(), timeout=_TIMEOUT_S)
     except TimeoutError:
         return CheckResult(name, False, _ms(started), f"no answer within {_TIMEOUT_S:g} s")
+    except JobsError as exc:  # written for the operator: the message is the detail
+        return CheckResult(name, False, _ms(started), str(exc))
     except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
         return CheckResult(name, False, _ms(started), f"{type(exc).__name__}: {exc}"[:300])
     return CheckResult(name, True, _ms(started), detail)
@@ -37,10 +41,17 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-async def check_database(database: Database) -> CheckResult:
-    """``SELECT 1`` on a pooled connection."""
+async def check_database(database: Database, *, schema: bool = False) -> CheckResult:
+    """``SELECT 1`` on a pooled connection; with ``schema``, the database's revision
+    instead, which fails the check when the schema is missing or older than this
+    release's (see :mod:`~jobs_service.infrastructure.schema`)."""
 
     async def probe() -> str:
+        if schema:
+            state = await read_schema(database)
+            if state.error is not None:
+                raise state.error
+            return f"{database.dialect}, {state.describe()}"
         async with database.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         return database.dialect

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from jobs_service.infrastructure.database import Database
 
-__all__ = ["current_revision", "downgrade", "head_revision", "upgrade"]
+__all__ = ["current_revision", "downgrade", "head_revision", "known_revisions", "upgrade"]
 
 _SCRIPTS = Path(__file__).parent / "migrations"
 
@@ -33,6 +34,7 @@ def _config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest revision shipped with this version."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
@@ -40,6 +42,13 @@ def head_revision() -> str:
         msg = "no migrations found"
         raise RuntimeError(msg)
     return head
+
+
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision shipped with this version, the head included."""
+    scripts = ScriptDirectory.from_config(_config())
+    return frozenset(script.revision for script in scripts.walk_revisions())
 
 
 async def upgrade(database: Database, revision: str = "head") -> None:

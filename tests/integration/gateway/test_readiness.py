@@ -8,7 +8,10 @@ import pytest
 from redis.asyncio import Redis
 
 from jobs_service.broker import broker, build_broker
+from jobs_service.core.settings import DatabaseSettings
 from jobs_service.gateway import create_app
+from jobs_service.infrastructure import migrate
+from jobs_service.infrastructure.database import Database
 from tests.conftest import serve_app
 from tests.support.processes import free_port
 from tests.support.redis_server import PrivateRedis
@@ -39,6 +42,42 @@ async def test_ready_is_503_when_postgresql_is_unreachable(
     assert body["checks"]["broker"]["ok"] is True
     assert "database" in body["detail"]
     assert health.status_code == 200
+
+
+async def test_ready_is_503_once_the_schema_is_behind_or_gone(
+    make_settings: Callable[..., Settings], migrated_pg_url: str
+) -> None:
+    """The gateway started on this release's schema; the database is then taken back a
+    revision (a backup from before the last migration restored), then emptied: /ready
+    turns 503 naming what to run, rather than the gateway answering 500 to every read."""
+    head = migrate.head_revision()
+    app = create_app(make_settings(database_url=migrated_pg_url), broker=broker)
+    database = Database(migrated_pg_url, DatabaseSettings())
+    try:
+        async with serve_app(app) as client:
+            current = await client.get("/ready")
+            await migrate.downgrade(database, "-1")
+            previous = await migrate.current_revision(database)
+            behind = await client.get("/ready")
+            await migrate.downgrade(database, "base")
+            gone = await client.get("/ready")
+    finally:
+        await database.close()
+    assert current.status_code == 200
+    assert current.json()["checks"]["database"]["detail"] == f"postgresql, revision {head}"
+    assert behind.status_code == 503
+    assert behind.json()["detail"] == (
+        f"database: the database is at an older revision ({previous}) than this release "
+        f"({head}): run `jobsctl migrate`"
+    )
+    assert behind.json()["checks"]["broker"]["ok"] is True
+    assert gone.status_code == 503
+    assert gone.json()["checks"]["database"] == {
+        "ok": False,
+        "latency_ms": gone.json()["checks"]["database"]["latency_ms"],
+        "detail": "the database has no Jobs Service tables yet: run `jobsctl migrate` first "
+        "(`jobsctl run` migrates by itself)",
+    }
 
 
 async def test_gateway_starts_with_redis_down_and_reports_it(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from jobs_service.infrastructure.migrate import head_revision
-from tests.support.processes import jobsctl
+from tests.support.processes import free_port, jobsctl
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -329,9 +329,12 @@ def test_schedules_list_shows_every_schedule_past_a_page(tmp_path: Path) -> None
 @pytest.mark.parametrize("command", ["api", "run"])
 def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, command: str) -> None:
     """Exit 1 with the reason, and ``jobsctl run`` has not migrated (no database file)
-    nor started its scheduler by then."""
+    nor started its scheduler by then. (``jobsctl api`` checks the schema before it
+    binds, so its database is migrated first.)"""
     import socket  # noqa: PLC0415
 
+    if command == "api":
+        _migrate_default_database(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -343,7 +346,40 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, comman
     assert result.stderr.strip().splitlines()[-1] == (
         f"jobsctl {command}: cannot listen on 127.0.0.1:{port}: the port is in use"
     )
+    if command == "run":
+        assert not (tmp_path / "var" / "jobs.db").exists()
+
+
+def test_api_refuses_a_sqlite_database_never_migrated_without_creating_it(
+    tmp_path: Path,
+) -> None:
+    """Outside ``jobsctl run`` (which migrates) the gateway does not start on a database
+    without the schema, and saying so leaves no empty database file behind."""
+    result = jobsctl("api", "--port", str(free_port()), env={}, cwd=tmp_path, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "jobsctl api: the database has no Jobs Service tables yet: run `jobsctl migrate` "
+        "first (`jobsctl run` migrates by itself)\n"
+    )
     assert not (tmp_path / "var" / "jobs.db").exists()
+
+
+def _migrate_default_database(directory: Path) -> None:
+    """The SQLite file a command run in ``directory`` uses by default, at head."""
+    import asyncio  # noqa: PLC0415
+
+    from jobs_service.core.settings import DatabaseSettings  # noqa: PLC0415
+    from jobs_service.infrastructure import migrate  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+
+    async def upgrade() -> None:
+        database = Database(f"sqlite+aiosqlite:///{directory}/var/jobs.db", DatabaseSettings())
+        try:
+            await migrate.upgrade(database)
+        finally:
+            await database.close()
+
+    asyncio.run(upgrade())
 
 
 def test_schedules_actions_that_cannot_be_done_are_one_line(tmp_path: Path) -> None:

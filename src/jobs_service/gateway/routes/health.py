@@ -29,14 +29,21 @@ async def health() -> dict[str, str]:
 
 @router.get(
     "/ready",
-    summary="Readiness: the database and the broker answer",
-    responses=problem_responses({503: "A dependency is down"}),
+    summary="Readiness: the database (at this release's schema) and the broker answer",
+    responses=problem_responses({503: "A dependency is down, or the schema is not migrated"}),
 )
 async def ready(request: Request) -> Any:
-    """200 with each check, or 503 problem+json naming the failing ones."""
+    """200 with each check, or 503 problem+json naming the failing ones.
+
+    The database check reads the schema's revision at every call where it ran a bare
+    ``SELECT 1`` (two small catalogue reads on one pooled connection instead of one, so
+    nothing to cache): a database restored from a backup taken before the last
+    migration, or a failover to one never migrated, turns the gateway not ready rather
+    than answering 500 to every call.
+    """
     runtime = request.app.state.runtime
     results = await asyncio.gather(
-        check_database(runtime.database), check_broker(request.app.state.broker)
+        check_database(runtime.database, schema=True), check_broker(request.app.state.broker)
     )
     checks = {
         result.name: {"ok": result.ok, "latency_ms": result.latency_ms, "detail": result.detail}
