@@ -355,7 +355,8 @@ def test_api_refuses_a_sqlite_database_never_migrated_without_creating_it(
 ) -> None:
     """Outside ``jobsctl run`` (which migrates) the gateway does not start on a database
     without the schema, and saying so leaves no empty database file behind."""
-    result = jobsctl("api", "--port", str(free_port()), env={}, cwd=tmp_path, timeout=30)
+    env = {"JOBS_REDIS_URL": "redis://127.0.0.1:1/0"}  # never reached: the check comes first
+    result = jobsctl("api", "--port", str(free_port()), env=env, cwd=tmp_path, timeout=30)
     assert result.returncode == 1
     assert result.stderr == (
         "jobsctl api: the database has no Jobs Service tables yet: run `jobsctl migrate` "
