@@ -38,13 +38,21 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
     import uvicorn  # noqa: PLC0415
 
     from jobs_service.core.errors import ConfigurationError  # noqa: PLC0415
-    from jobs_service.gateway.app import check_gateway_security, create_app  # noqa: PLC0415
+    from jobs_service.gateway.app import (  # noqa: PLC0415
+        check_gateway_security,
+        check_webhook_routes,
+        create_app,
+    )
     from jobs_service.gateway.server import GatewayServer  # noqa: PLC0415
     from jobs_service.infrastructure.heap import settle_heap  # noqa: PLC0415
 
     host, port = _bind(args, settings)
+    # What the lifespan would refuse, refused here: one line and exit 2 before the port
+    # is bound (raised in the lifespan, uvicorn logs a traceback and exits 3).
     try:
         check_gateway_security(settings)
+        broker = shared_broker()
+        check_webhook_routes(settings, broker)
     except ConfigurationError as exc:
         raise CliError(str(exc)) from None
     if not embedded and settings.redis_url is None:
@@ -57,7 +65,7 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
     if not embedded:  # `jobsctl run` migrates the database itself, once it listens
         _require_schema(settings, "api")
     listening = _listen(host, port)
-    app = create_app(settings, broker=shared_broker(), embedded=embedded)
+    app = create_app(settings, broker=broker, embedded=embedded)
     config = uvicorn.Config(
         app,
         host=host,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -42,9 +43,11 @@ from jobs_service.webhooks.inbox import WebhookInbox
 from jobs_service.webhooks.schemes import build_webhook_schemes
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
     from taskiq import AsyncBroker
+
+    from jobs_service.core.settings import WebhookSource
 
 __all__ = ["build_webhook_schemes", "check_gateway_security", "check_webhook_routes", "create_app"]
 
@@ -249,18 +252,36 @@ def check_webhook_routes(settings: Settings, broker: AsyncBroker) -> None:
     """Every task a webhook route leads to must exist: a typo would fail every event.
 
     That includes the implicit default, ``process_webhook_event``, for sources without a
-    ``default_task``.
+    ``default_task``. The message says what leads to the task, and only the implicit
+    default gets the hint to set ``default_task``.
     """
+    registered = broker.get_all_tasks()
     for name, source in settings.webhooks.sources.items():
-        named = [source.route_for(None).task]
-        named += [
-            route if isinstance(route, str) else route.task for route in source.routes.values()
-        ]
-        for task in named:
-            if broker.find_task(task) is None:
-                hint = "" if source.default_task else " (set default_task for this source)"
-                msg = f"webhooks.sources.{name}: route task {task!r} is not registered{hint}"
+        for task, why in _routed_tasks(source):
+            if task not in registered:
+                close = difflib.get_close_matches(task, list(registered), n=1)
+                guess = f"; did you mean {close[0]!r}?" if close else ""
+                msg = (
+                    f"webhooks.sources.{name}: route task {task!r} is not registered "
+                    f"({why}{guess}); refusing to start"
+                )
                 raise ConfigurationError(msg)
+
+
+def _routed_tasks(source: WebhookSource) -> Iterator[tuple[str, str]]:
+    """Each task a source's events can go to, with what sends them there."""
+    event_types: dict[str, list[str]] = {}
+    for event_type, route in source.routes.items():
+        task = route if isinstance(route, str) else route.task
+        event_types.setdefault(task, []).append(repr(event_type))
+    for task, types in event_types.items():
+        plural = "s" if len(types) > 1 else ""
+        yield task, f"event type{plural} {', '.join(types)} route{'' if plural else 's'} there"
+    if source.default_task is not None:
+        yield source.default_task, "the source's default_task"
+    else:
+        implicit = source.route_for(None).task
+        yield implicit, "events without a route go there; set default_task for this source"
 
 
 async def _drain(broker: InMemoryBroker, timeout_s: float) -> None:

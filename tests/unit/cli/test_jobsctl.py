@@ -383,6 +383,38 @@ def _migrate_default_database(directory: Path) -> None:
     asyncio.run(upgrade())
 
 
+@pytest.mark.parametrize("command", ["api", "run"])
+def test_a_webhook_route_to_an_unregistered_task_is_one_line_before_listening(
+    tmp_path: Path, command: str
+) -> None:
+    """The gateway refuses a route to a missing task as it refuses ``scheme = "none"`` in
+    production: one line naming the event type that routes there, exit 2, before the
+    port is bound (it is taken here, and that is not what is reported) and before
+    ``jobsctl run`` migrates."""
+    import socket  # noqa: PLC0415
+
+    config = tmp_path / "jobs.toml"
+    config.write_text(
+        '[webhooks.sources.billing]\nscheme = "none"\n'
+        'routes = { "invoice.paid" = "record_payment" }\n'
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The gateway alone needs a broker URL; nothing connects to it before the bind.
+        env = {"JOBS_REDIS_URL": "redis://127.0.0.1:1/0"} if command == "api" else {}
+        result = jobsctl(
+            "--config", str(config), command, "--port", str(port), env=env, cwd=tmp_path
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"jobsctl {command}: webhooks.sources.billing: route task 'record_payment' is not "
+        "registered (event type 'invoice.paid' routes there); refusing to start"
+    ]
+    assert not (tmp_path / "var" / "jobs.db").exists()
+
+
 def test_schedules_actions_that_cannot_be_done_are_one_line(tmp_path: Path) -> None:
     """Resuming a finished one-off, or triggering a schedule whose task a deploy removed
     or changed, is one line and exit 2 (like `enqueue` of such a task), not a traceback;

@@ -304,6 +304,50 @@ async def test_a_route_to_an_unknown_task_is_refused_at_start(
             pass
 
 
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        (
+            {"default_task": "record_webhook", "routes": {"invoice.paid": "record_payment"}},
+            "route task 'record_payment' is not registered (event type 'invoice.paid' "
+            "routes there)",
+        ),
+        (
+            {"routes": {"a": "record_payment", "b": {"task": "record_payment"}}},
+            "route task 'record_payment' is not registered (event types 'a', 'b' route there)",
+        ),
+        (
+            {"default_task": "record_webhok"},
+            "route task 'record_webhok' is not registered (the source's default_task; "
+            "did you mean 'record_webhook'?)",
+        ),
+        (
+            {"routes": {"invoice.paid": "record_webhook"}},
+            "route task 'process_webhook_event' is not registered (events without a route "
+            "go there; set default_task for this source)",
+        ),
+    ],
+    ids=["route", "routes", "default_task", "implicit_default"],
+)
+def test_a_refused_route_says_what_leads_to_the_task(
+    make_settings: Callable[..., Settings], source: dict[str, Any], reason: str
+) -> None:
+    """Only the implicit default gets the hint to set ``default_task``; a route names the
+    event types that go to the missing task."""
+    from taskiq import InMemoryBroker  # noqa: PLC0415
+
+    from jobs_service.gateway.app import check_webhook_routes  # noqa: PLC0415
+
+    registry = InMemoryBroker()
+    registry.register_task(lambda event_id: event_id, task_name="record_webhook")
+    settings = make_settings(
+        webhooks={"sources": {"billing": {"scheme": "github", "secrets": ["x"], **source}}}
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        check_webhook_routes(settings, registry)
+    assert str(refused.value) == f"webhooks.sources.billing: {reason}; refusing to start"
+
+
 async def test_counts_of_stored_events(billing: tuple[FastAPI, httpx.AsyncClient]) -> None:
     """Three distinct deliveries: three events, three runs, all processed."""
     app, client = billing
