@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from jobs_service.cli.context import run_async, shared_broker
-from jobs_service.cli.errors import EXIT_FAILED, CliError
+from jobs_service.cli.errors import EXIT_FAILED, CliError, describe_migration_failure
 from jobs_service.cli.output import print_table
 from jobs_service.core.redaction import redact_url
 
@@ -41,9 +41,10 @@ def migrate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         revision = run_async(apply())
     except Exception as exc:
-        if type(exc).__module__.startswith(("alembic", "sqlalchemy", "asyncpg")):
-            raise CliError(f"migration failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from None
-        raise
+        message = describe_migration_failure(exc)
+        if message is None:
+            raise
+        raise CliError(message, EXIT_FAILED) from None
     target = redact_url(settings.database_url)
     print(f"database {target} is at revision {revision or 'base (empty)'}")
     return 0

@@ -10,6 +10,7 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "describe_failure",
+    "describe_migration_failure",
 ]
 
 EXIT_FAILED = 1
@@ -42,10 +43,35 @@ def describe_failure(exc: BaseException) -> str | None:
     if isinstance(exc, JobsError):
         return str(exc)
     if _is_database_error(exc):
-        return f"the database refused or could not be reached ({_driver_reason(exc)})"
+        return _unreachable_database(exc)
     if _is_broker_error(exc):
         return f"cannot reach the broker ({type(exc).__name__}: {exc})"
     return None
+
+
+def describe_migration_failure(exc: BaseException) -> str | None:
+    """One line for a failed ``jobsctl migrate``, or None for a bug.
+
+    A database that refuses the connection (no such database, role or password, nobody
+    listening) is said as every command says it; a statement of a migration that the
+    database refuses, or Alembic's own refusal (an unknown revision), is "migration
+    failed" with the driver's or Alembic's first line. The schema hints of
+    :func:`describe_failure` would be wrong here: migrating is what they ask for.
+    """
+    from jobs_service.infrastructure.database import describe_database_error  # noqa: PLC0415
+
+    connecting = getattr(exc, "statement", None) is None  # SQLAlchemy names a failed one
+    if _is_database_error(exc) and connecting:
+        return _unreachable_database(exc)
+    if _is_database_error(exc) or type(exc).__module__.startswith(("alembic", "sqlalchemy")):
+        return f"migration failed: {describe_database_error(exc)}"
+    return None
+
+
+def _unreachable_database(exc: BaseException) -> str:
+    from jobs_service.infrastructure.database import describe_database_error  # noqa: PLC0415
+
+    return f"the database refused or could not be reached ({describe_database_error(exc)})"
 
 
 def _schema_error(exc: BaseException) -> str | None:
@@ -109,10 +135,3 @@ def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
         if module.split(".", maxsplit=1)[0] in packages:
             return True
     return False
-
-
-def _driver_reason(exc: BaseException) -> str:
-    """The innermost cause's type and first line, without SQLAlchemy's statement."""
-    cause = _causes(exc)[-1]
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0] if lines else 'no detail'}"

@@ -85,7 +85,12 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
     # Measured on webhook ingestion, young and full collections otherwise took half of
     # the gateway's CPU and paused it up to a quarter of a second.
     settle_heap()
-    server.run(sockets=listening)
+    try:
+        server.run(sockets=listening)
+    except ConfigurationError as exc:  # raised as the app started (an unusable SQLite path)
+        raise CliError(str(exc)) from None
+    # Any other error of a failed start reaches `jobsctl`'s own handler: one line for a
+    # database that refuses the connection, a traceback for a bug.
     return 0 if server.started else 1
 
 

@@ -19,6 +19,7 @@ from jobs_service.client import EnqueueError, EnqueueUnconfirmedError, Idempoten
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
 from jobs_service.gateway.paths import route_path
+from jobs_service.infrastructure.database import describe_database_error
 from jobs_service.infrastructure.held_connection import SERVER_GONE
 from jobs_service.scheduler.service import (
     ScheduleConflictError,
@@ -381,6 +382,4 @@ def database_reason(exc: BaseException) -> str:
     innermost cause's type and first line (never SQLAlchemy's text, which carries the
     statement), so an operator sees "password authentication failed" or "the database
     system is starting up" without reproducing the failure."""
-    cause = _driver_causes(exc)[-1]
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0][:300] if lines else 'no detail'}"
+    return describe_database_error(exc)

@@ -108,7 +108,21 @@ class Database:
 
 
 def describe_database_error(exc: BaseException) -> str:
-    """A short log line for a failed write: the driver's own error, not ``str(exc)``,
-    to which SQLAlchemy appends the SQL and its parameters."""
-    cause = getattr(exc, "orig", None) or exc
-    return f"{type(cause).__name__}: {str(cause)[:300]}"
+    """The driver's own error in one line, its type and first line, never ``str(exc)``:
+    SQLAlchemy appends the statement, its parameters and a "Background on this error"
+    link to it, and names its own wrapper class rather than the driver's error."""
+    cause = _driver_error(exc)
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else 'no detail'}"[:300]
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The innermost error: SQLAlchemy's ``orig`` (the dialect's adapter), then what
+    that was raised from (asyncpg's ``InvalidCatalogNameError``, say)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 8:
+        seen.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return seen[-1]

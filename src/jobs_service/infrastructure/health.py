@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from jobs_service.core.errors import JobsError
 from jobs_service.core.ports import CheckResult
+from jobs_service.infrastructure.database import describe_database_error
 from jobs_service.infrastructure.schema import read_schema
 
 if TYPE_CHECKING:
@@ -24,7 +25,11 @@ __all__ = ["check_broker", "check_database"]
 _TIMEOUT_S = 3.0
 
 
-async def _timed(name: str, probe: Callable[[], Awaitable[str]]) -> CheckResult:
+async def _timed(
+    name: str,
+    probe: Callable[[], Awaitable[str]],
+    describe: Callable[[BaseException], str] = lambda exc: f"{type(exc).__name__}: {exc}",
+) -> CheckResult:
     started = time.perf_counter()
     try:
         detail = await asyncio.wait_for(probe(), timeout=_TIMEOUT_S)
@@ -33,7 +38,7 @@ async def _timed(name: str, probe: Callable[[], Awaitable[str]]) -> CheckResult:
     except JobsError as exc:  # written for the operator: the message is the detail
         return CheckResult(name, False, _ms(started), str(exc))
     except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
-        return CheckResult(name, False, _ms(started), f"{type(exc).__name__}: {exc}"[:300])
+        return CheckResult(name, False, _ms(started), describe(exc)[:300])
     return CheckResult(name, True, _ms(started), detail)
 
 
@@ -44,7 +49,9 @@ def _ms(started: float) -> float:
 async def check_database(database: Database, *, schema: bool = False) -> CheckResult:
     """``SELECT 1`` on a pooled connection; with ``schema``, the database's revision
     instead, which fails the check when the schema is missing or older than this
-    release's (see :mod:`~jobs_service.infrastructure.schema`)."""
+    release's (see :mod:`~jobs_service.infrastructure.schema`). A database that fails
+    is the driver's message in one line (SQLAlchemy's own text adds the statement and a
+    link)."""
 
     async def probe() -> str:
         if schema:
@@ -56,7 +63,7 @@ async def check_database(database: Database, *, schema: bool = False) -> CheckRe
             await connection.execute(text("SELECT 1"))
         return database.dialect
 
-    return await _timed("database", probe)
+    return await _timed("database", probe, describe_database_error)
 
 
 async def check_broker(broker: AsyncBroker) -> CheckResult:

@@ -3,10 +3,13 @@ one line naming the cause and the fix, exit 1, never a traceback with SQL in it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from jobs_service.infrastructure.migrate import head_revision
 from tests.support.processes import JOBSCTL, ROOT, free_port, jobsctl
@@ -70,6 +73,60 @@ def test_a_database_that_refuses_the_connection_is_one_line(pg_url: str) -> None
     line = _only_one_line(jobsctl("runs", env={"JOBS_DATABASE_URL": url}))
     assert 'database "no_such_database_here" does not exist' in line
     assert "SELECT" not in line
+
+
+@pytest.mark.parametrize(
+    ("database", "user", "reason"),
+    [
+        (
+            "no_such_database_here",
+            "postgres",
+            'InvalidCatalogNameError: database "no_such_database_here" does not exist',
+        ),
+        (
+            None,
+            "no_such_role_here",
+            'InvalidAuthorizationSpecificationError: role "no_such_role_here" does not exist',
+        ),
+    ],
+    ids=["unknown-database", "unknown-role"],
+)
+def test_migrate_says_a_refused_connection_in_one_line(
+    pg_url: str, database: str | None, user: str, reason: str
+) -> None:
+    """As every other command says it: the driver's message, without SQLAlchemy's
+    wrapper name or its "Background on this error" link on a second line."""
+    url = make_url(pg_url).set(username=user, database=database or make_url(pg_url).database)
+    result = jobsctl(
+        "migrate", env={"JOBS_DATABASE_URL": url.render_as_string(hide_password=False)}
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"jobsctl migrate: the database refused or could not be reached ({reason})"
+    ]
+
+
+def test_a_migration_statement_the_database_refuses_is_one_line(empty_pg_url: str) -> None:
+    """A table in the way of the first migration: "migration failed" with the driver's
+    message, not SQLAlchemy's text with the CREATE TABLE statement and a link."""
+
+    async def occupy() -> None:
+        connection = await asyncpg.connect(
+            make_url(empty_pg_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
+        try:
+            await connection.execute("CREATE TABLE job_runs (id integer)")
+        finally:
+            await connection.close()
+
+    asyncio.run(occupy())
+    result = jobsctl("migrate", env={"JOBS_DATABASE_URL": empty_pg_url})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        'jobsctl migrate: migration failed: DuplicateTableError: relation "job_runs" already exists'
+    ]
 
 
 def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:

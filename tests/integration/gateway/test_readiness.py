@@ -80,6 +80,21 @@ async def test_ready_is_503_once_the_schema_is_behind_or_gone(
     }
 
 
+async def test_ready_names_what_postgresql_refused_in_one_line(
+    make_settings: Callable[..., Settings], pg_url: str
+) -> None:
+    """The detail is the driver's message: no SQLAlchemy wrapper name, no "Background on
+    this error" link."""
+    missing = pg_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    app = create_app(make_settings(database_url=missing), broker=broker)
+    async with serve_app(app) as client:
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    reason = 'InvalidCatalogNameError: database "no_such_database_here" does not exist'
+    assert response.json()["checks"]["database"]["detail"] == reason
+    assert response.json()["detail"] == f"database: {reason}"
+
+
 async def test_gateway_starts_with_redis_down_and_reports_it(
     make_settings: Callable[..., Settings],
     pg_url: str,

@@ -415,6 +415,36 @@ def test_a_webhook_route_to_an_unregistered_task_is_one_line_before_listening(
     assert not (tmp_path / "var" / "jobs.db").exists()
 
 
+def test_a_database_run_cannot_open_is_one_line(tmp_path: Path) -> None:
+    """``jobsctl run`` migrates as it starts: a database that refuses it (here a
+    directory where the file should be) is the one line every command gives and exit 1,
+    not uvicorn's traceback with SQLAlchemy's text and exit 3."""
+    (tmp_path / "jobs.db").mkdir()
+    env = {"JOBS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"}
+    result = jobsctl("run", "--port", str(free_port()), env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Background on this error" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("jobsctl ")]
+    assert lines == [
+        "jobsctl run: the database refused or could not be reached (OperationalError: "
+        "unable to open database file)"
+    ]
+
+
+def test_a_database_file_run_cannot_create_is_one_line(tmp_path: Path) -> None:
+    """``jobsctl run`` finds it as it starts (after listening): a configuration problem,
+    one line and exit 2, not uvicorn's traceback and exit 3."""
+    (tmp_path / "blocker").write_text("a file where a directory should be\n")
+    database = tmp_path / "blocker" / "var" / "jobs.db"
+    env = {"JOBS_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    result = jobsctl("run", "--port", str(free_port()), env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("jobsctl ")]
+    assert lines == [f"jobsctl run: database_url: cannot create {database.parent}: Not a directory"]
+
+
 def test_schedules_actions_that_cannot_be_done_are_one_line(tmp_path: Path) -> None:
     """Resuming a finished one-off, or triggering a schedule whose task a deploy removed
     or changed, is one line and exit 2 (like `enqueue` of such a task), not a traceback;
