@@ -53,6 +53,8 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _PYDANTIC_PREFIX = re.compile(r"^(?:Value error|Assertion failed), ")
 # A model validator that knows better than its location starts its message with a key path.
 _LEADING_PATH = re.compile(r"^([A-Za-z_][\w.\"-]*): (.+)$", re.DOTALL)
+#: The last item of an error's location when a dict's key, not its value, failed.
+_KEY_ITSELF = "[key]"
 _TOML_POSITION = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
@@ -111,6 +113,8 @@ def _locate(detail: ErrorDetails) -> _Located:
     branches: list[tuple[int, str]] = []
     annotation: Any = Settings
     for item in detail["loc"]:
+        if item == _KEY_ITSELF:  # the dict key is what failed: the path ends at it
+            break
         members = _union_members(annotation)
         if isinstance(item, str) and item in members:
             branches.append((len(parts), item))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs_service.cli.errors import (
     EXIT_FAILED,
@@ -48,7 +48,9 @@ def _load_settings(args: argparse.Namespace) -> Settings:
     try:
         return Settings.load()
     except ValidationError as exc:
-        raise _invalid_settings(exc, every_error=checking) from None
+        if checking:
+            raise _invalid_configuration(exc, _unvalidated()) from None
+        raise _invalid_settings(exc) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         from jobs_service.cli.config_check import toml_error_message  # noqa: PLC0415
 
@@ -59,17 +61,38 @@ def _load_settings(args: argparse.Namespace) -> Settings:
         raise CliError(f"configuration error: {exc}") from None
 
 
-def _invalid_settings(error: ValidationError, *, every_error: bool) -> CliError:
+def _invalid_settings(error: ValidationError) -> CliError:
     from jobs_service.cli.config_check import validation_findings  # noqa: PLC0415
 
     findings = validation_findings(error)
-    if every_error:
-        lines = "".join(f"\n{finding}" for finding in findings)
-        count = f"{len(findings)} problem{'' if len(findings) == 1 else 's'}"
-        return CliError(f"configuration is invalid ({count}){lines}", EXIT_FAILED)
     first = findings[0]
     more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
     return CliError(f"configuration error: {first.path}: {first.message}{more}")
+
+
+def _invalid_configuration(error: ValidationError, given: dict[str, Any] | None) -> CliError:
+    """``check``: every validation error and what the rules find in the rest, exit 1."""
+    from jobs_service.cli.config_check import environment_findings  # noqa: PLC0415
+    from jobs_service.cli.partial_config import invalid_settings_findings  # noqa: PLC0415
+
+    findings = [*invalid_settings_findings(error, given), *environment_findings(os.environ)]
+    problems = sum(finding.level == "problem" for finding in findings)
+    lines = "".join(f"\n{finding}" for finding in findings)
+    count = f"{problems} problem{'' if problems == 1 else 's'}"
+    return CliError(f"configuration is invalid ({count}){lines}", EXIT_FAILED)
+
+
+def _unvalidated() -> dict[str, Any] | None:
+    """What the settings were loaded from, or None if even that cannot be read again."""
+    from pydantic_settings import SettingsError  # noqa: PLC0415
+
+    from jobs_service.core.errors import ConfigurationError  # noqa: PLC0415
+    from jobs_service.core.settings import Settings  # noqa: PLC0415
+
+    try:
+        return Settings.unvalidated()
+    except (ConfigurationError, SettingsError):
+        return None
 
 
 def _handler(command: str) -> Callable[[argparse.Namespace, Settings], int]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -68,6 +70,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/jobs.db"
 Scope = Literal["read", "operate", "admin"]
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _config_file_override: ContextVar[Path | None] = ContextVar("config_file", default=None)
+#: Set by ``Settings.from_given``: its keyword arguments are the only source.
+_given_only: ContextVar[bool] = ContextVar("given_only", default=False)
 
 
 class _Section(BaseModel):
@@ -298,6 +302,23 @@ _HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 WebhookScheme = Literal["standard", "github", "stripe", "hmac-sha256", "teams", "graph", "none"]
 
 
+def _source_name(name: str) -> str:
+    """A name is one URL path segment (``/webhooks/<name>``: a ``/`` would never be
+    routed) and fits ``webhook_events.source``. Checked as the key itself, so the error
+    is located at the source and the other sources are still validated."""
+    if not re.fullmatch(_SOURCE_NAME, name):
+        msg = (
+            f"not a source name: 1 to {SOURCE_NAME_MAX} letters, digits, '.', '_', '~' and "
+            "'-', starting with a letter or digit (it is the path segment of "
+            "POST /webhooks/<name>)"
+        )
+        raise ValueError(msg)
+    return name
+
+
+SourceName = Annotated[str, AfterValidator(_source_name)]
+
+
 class WebhookRoute(_Section):
     """Where events of one type go: a task, optionally a domain action and a delivery."""
 
@@ -397,7 +418,7 @@ class WebhookSource(_Section):
 class WebhookSettings(_Section):
     """Incoming webhooks."""
 
-    sources: dict[str, WebhookSource] = Field(
+    sources: dict[SourceName, WebhookSource] = Field(
         default_factory=dict,
         description="One table per sender, named by the URL path segment: POST /webhooks/<name>.",
     )
@@ -415,21 +436,6 @@ class WebhookSettings(_Section):
         "before it is answered 202 anyway (the events are stored; the send goes on, and "
         "the relay covers a send that fails). Senders time out at 10 s (GitHub).",
     )
-
-    @field_validator("sources")
-    @classmethod
-    def _source_names(cls, sources: dict[str, WebhookSource]) -> dict[str, WebhookSource]:
-        """A name is one URL path segment (``/webhooks/<name>``: a ``/`` would never be
-        routed) and fits ``webhook_events.source``."""
-        for name in sources:
-            if not re.fullmatch(_SOURCE_NAME, name):
-                msg = (
-                    f"source name {name!r}: 1 to {SOURCE_NAME_MAX} letters, digits, '.', "
-                    "'_', '~' and '-', starting with a letter or digit (it is the path "
-                    "segment of POST /webhooks/<name>)"
-                )
-                raise ValueError(msg)
-        return sources
 
     @model_validator(mode="after")
     def _default_actions(self) -> WebhookSettings:
@@ -761,6 +767,29 @@ class Settings(BaseSettings):
             _config_file_override.reset(token)
 
     @classmethod
+    def unvalidated(cls, config_file: Path | None = None) -> dict[str, Any]:
+        """What :meth:`load` validates, as plain data: the file's tables with the
+        ``JOBS_*`` environment over them. For ``jobsctl check``, which validates what it
+        can of a configuration that does not load."""
+        token = _config_file_override.set(config_file)
+        try:
+            file = _file_source(cls)
+        finally:
+            _config_file_override.reset(token)
+        given = file() if file is not None else {}
+        return _merged(given, EnvSettingsSource(cls)())
+
+    @classmethod
+    def from_given(cls, given: Mapping[str, Any]) -> Settings:
+        """Settings from :meth:`unvalidated`'s data (``check`` takes out what fails),
+        without reading the file and the environment again."""
+        token = _given_only.set(True)
+        try:
+            return cls(**given)
+        finally:
+            _given_only.reset(token)
+
+    @classmethod
     def settings_customise_sources(
         cls,
         settings_cls: type[BaseSettings],
@@ -770,23 +799,45 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Environment over file over defaults; the file is read only when named."""
-        path = _config_file_override.get()
-        if path is None and os.environ.get("JOBS_CONFIG_FILE"):
-            path = Path(os.environ["JOBS_CONFIG_FILE"])
-        if path is None:
+        if _given_only.get():
+            return (init_settings,)
+        toml = _file_source(settings_cls)
+        if toml is None:
             return (init_settings, env_settings)
-        if not path.is_file():
-            msg = f"config file {path} does not exist (named by --config or JOBS_CONFIG_FILE)"
-            raise ConfigurationError(msg)
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
-        if "config_file" in toml.toml_data:
-            # It would be read and ignored: the file is already chosen by then.
-            msg = (
-                f"{path}: config_file cannot be set inside the config file; name the file "
-                "with --config or JOBS_CONFIG_FILE"
-            )
-            raise ConfigurationError(msg)
         return (init_settings, env_settings, toml)
+
+
+def _file_source(settings_cls: type[BaseSettings]) -> TomlConfigSettingsSource | None:
+    """The TOML file named by ``load``'s argument, else ``JOBS_CONFIG_FILE``, or None."""
+    path = _config_file_override.get()
+    if path is None and os.environ.get("JOBS_CONFIG_FILE"):
+        path = Path(os.environ["JOBS_CONFIG_FILE"])
+    if path is None:
+        return None
+    if not path.is_file():
+        msg = f"config file {path} does not exist (named by --config or JOBS_CONFIG_FILE)"
+        raise ConfigurationError(msg)
+    toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+    if "config_file" in toml.toml_data:
+        # It would be read and ignored: the file is already chosen by then.
+        msg = (
+            f"{path}: config_file cannot be set inside the config file; name the file "
+            "with --config or JOBS_CONFIG_FILE"
+        )
+        raise ConfigurationError(msg)
+    return toml
+
+
+def _merged(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    """``high`` over ``low``, table by table (as the settings sources combine)."""
+    merged = dict(low)
+    for key, value in high.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = _merged(below, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _check_http_url(value: str | None) -> str | None:

@@ -179,6 +179,97 @@ def test_every_validation_error_is_one_line_with_its_key_path(jobsctl: Run) -> N
     assert not any(secret in result.text for secret in SECRETS)
 
 
+INVALID_AND_UNSAFE = f"""
+    env = "production"
+
+    [[api_keys]]
+    name = "ops"
+    sha256 = "{DIGEST}"
+    scopes = ["admin"]
+
+    [webhooks.sources."bad/name"]
+    scheme = "github"
+    secrets = ["{SECRETS[1]}"]
+    default_task = "record_webhook"
+
+    [webhooks.sources.open]
+    scheme = "none"
+    default_task = "record_webhook"
+
+    [webhooks.sources.teams]
+    scheme = "teams"
+    secrets = ["not base64!"]
+    default_task = "record_webhook"
+"""
+
+
+def test_a_key_that_fails_validation_does_not_hide_the_other_problems(jobsctl: Run) -> None:
+    """A bad source name stopped the check: the unsigned source in production and the
+    Teams token that does not decode were found only once it was fixed. The rest of the
+    configuration is checked with the failing key taken out."""
+    result = jobsctl(INVALID_AND_UNSAFE)
+    assert result.code == 1
+    assert result.out == []
+    assert result.err == [
+        "jobsctl check: configuration is invalid (3 problems)",
+        'problem: webhooks.sources."bad/name": not a source name: 1 to 100 letters, digits, '
+        "'.', '_', '~' and '-', starting with a letter or digit (it is the path segment of "
+        "POST /webhooks/<name>)",
+        "problem: webhooks.sources.open.scheme: 'none' accepts unsigned calls from anyone; "
+        "not allowed in production",
+        "problem: webhooks.sources.teams: security token #1 for scheme 'teams' is empty or "
+        "not valid base64",
+    ]
+    assert SECRETS[1] not in result.text
+
+
+def test_the_gateway_still_refuses_a_bad_source_name_in_one_line(jobsctl: Run) -> None:
+    """Other commands, the gateway's included, stop at the invalid key (exit code 2)."""
+    result = jobsctl(INVALID_AND_UNSAFE, command="api")
+    assert result.code == 2
+    assert result.err == [
+        'jobsctl api: configuration error: webhooks.sources."bad/name": not a source name: '
+        "1 to 100 letters, digits, '.', '_', '~' and '-', starting with a letter or digit (it "
+        "is the path segment of POST /webhooks/<name>)"
+    ]
+
+
+def test_rules_say_nothing_about_a_key_that_failed_validation(jobsctl: Run) -> None:
+    """Taken out, the only API key leaves production without keys, and the half-set
+    [domain_api] without its base_url: those would be about the stand-in, not the file.
+    What the rules find elsewhere is still reported, warnings after problems."""
+    result = jobsctl(f"""
+        env = "production"
+
+        [[api_keys]]
+        name = "ops"
+        sha256 = "{SECRETS[2]}"
+        scopes = ["read"]
+
+        [domain_api]
+        base_url = "ftp://domain.example.com"
+        client_id = "jobs"
+
+        [graph]
+        client_id = "jobs-app"
+
+        [webhooks.sources.partner]
+        scheme = "none"
+        default_task = "record_webhook"
+    """)
+    assert result.code == 1
+    assert result.err == [
+        "jobsctl check: configuration is invalid (3 problems)",
+        "problem: api_keys.0.sha256: must be 64 lowercase hex digits "
+        "(the SHA-256 of the key, not the key)",
+        "problem: domain_api.base_url: must be an http:// or https:// URL",
+        "problem: webhooks.sources.partner.scheme: 'none' accepts unsigned calls from anyone; "
+        "not allowed in production",
+        "warning: graph: tenant_id (or token_url), client_secret, sender not set; the jobs "
+        "that use Graph will fail",
+    ]
+
+
 def test_a_teams_webhook_url_over_plain_http_to_another_host_is_refused(jobsctl: Run) -> None:
     """A Workflows URL carries the signature that lets anyone post to the channel: over
     plain http:// it crossed the network in clear text, unnoticed (Graph's URLs are

@@ -40,6 +40,27 @@ def test_environment_overrides_file_and_nested_values_merge(
     assert settings.broker.result_ttl_s == 7
 
 
+def test_the_unvalidated_input_loads_as_load_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``jobsctl check`` validates piece by piece is what ``load`` validates: the
+    file's tables with the environment over them, key by key."""
+    config = write(
+        tmp_path / "jobs.toml",
+        '[broker]\nxread_count = 5\nresult_ttl_s = 7\n[webhooks.sources.gh]\nscheme = "github"\n'
+        'secrets = ["s"]\n',
+    )
+    monkeypatch.setenv("JOBS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("JOBS_BROKER__XREAD_COUNT", "20")
+    monkeypatch.setenv("JOBS_TASK_MODULES", "myapp.jobs,myapp.reports")
+    monkeypatch.setenv("JOBS_WEBHOOKS__SOURCES__GH__TOLERANCE_S", "60")
+    given = Settings.unvalidated()
+    assert given["broker"] == {"xread_count": "20", "result_ttl_s": 7}
+    assert Settings.from_given(given) == Settings.load()
+    monkeypatch.setenv("JOBS_BROKER__XREAD_COUNT", "1")  # read again by load, not from_given
+    assert Settings.from_given(given).broker.xread_count == 20
+
+
 def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """JOBS_CONFIG_FILE names the TOML file, including [[api_keys]] tables."""
     config = write(
