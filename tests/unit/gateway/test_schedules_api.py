@@ -138,6 +138,26 @@ async def test_bad_schedules_are_422_with_a_clear_message(
     assert listed == []
 
 
+async def test_an_unknown_task_in_the_body_is_422_invalid_schedule_as_documented(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The path names the schedules, which exist: the task the body names is content the
+    gateway cannot process (422 ``invalid-schedule``), not a missing resource (404
+    ``unknown-task`` is for ``/v1/tasks/{name}``). The API reference says the same."""
+    async with serve_app(await _app(make_settings)) as client:
+        response = await client.post(
+            "/v1/schedules",
+            json={"name": "nightly", "task": "no_such_task", "schedule": cron()},
+        )
+        spec = (await client.get("/openapi.json")).json()
+    assert response.status_code == 422
+    assert response.json()["type"] == "urn:jobs-service:problem:invalid-schedule"
+    assert response.json()["detail"] == "task: no task named 'no_such_task' is registered"
+    answers = spec["paths"]["/v1/schedules"]["post"]["responses"]
+    assert "404" not in answers
+    assert "unknown task (invalid-schedule)" in answers["422"]["description"]
+
+
 async def test_duplicate_names_are_409(make_settings: Callable[..., Settings]) -> None:
     """Schedule names are unique."""
     async with serve_app(await _app(make_settings)) as client:

@@ -37,6 +37,18 @@ _PROBLEMS = problem_responses(
 _LIST_PROBLEMS = {**_PROBLEMS, **problem_responses({400: "Invalid cursor"})}
 _BODY_PROBLEMS = {**_PROBLEMS, **problem_responses({400: "The body is not valid JSON"})}
 _TRIGGER_PROBLEMS = {**_PROBLEMS, **problem_responses({503: "The broker is unavailable: retry"})}
+#: A create names no schedule in its path, so no 404: a task the body names that is not
+#: registered is content the gateway cannot process, a 422 like kwargs that do not fit.
+_CREATE_PROBLEMS = problem_responses(
+    {
+        400: "The body is not valid JSON",
+        401: "Missing or invalid API key",
+        403: "The key lacks the scope",
+        409: "Duplicate name, or a name kept for label schedules",
+        422: "Invalid timing or unknown task (invalid-schedule), or kwargs that do not fit "
+        "the task (invalid-kwargs)",
+    }
+)
 
 
 def service(request: Request) -> ScheduleService:
@@ -77,7 +89,7 @@ async def list_schedules(
     return Page[ScheduleOut](items=items, next_cursor=next_cursor)
 
 
-@router.post("", status_code=201, summary="Create a schedule", responses=_BODY_PROBLEMS)
+@router.post("", status_code=201, summary="Create a schedule", responses=_CREATE_PROBLEMS)
 async def create_schedule(
     body: ScheduleDraft,
     request: Request,
@@ -86,7 +98,8 @@ async def create_schedule(
     principal: Annotated[str, Depends(require_scope("operate"))],
 ) -> ScheduleDetailOut:
     """cron (5 fields, IANA timezone), interval (seconds ≥ 1) or once (future, with an
-    offset); the task must exist and kwargs must match its signature."""
+    offset); the task must exist (else 422 `invalid-schedule`) and kwargs must match its
+    signature (else 422 `invalid-kwargs`)."""
     schedule = await svc.create(body, created_by=principal)
     response.headers["Location"] = public_path(request.scope, f"/v1/schedules/{schedule.id}")
     return await _detail(svc, schedule.id)
