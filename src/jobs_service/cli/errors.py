@@ -78,7 +78,9 @@ def _schema_error(exc: BaseException) -> str | None:
     """``42P01`` (no such table) or ``42703`` (no such column), on either database."""
     if not type(exc).__module__.startswith("sqlalchemy"):
         return None
-    for cause in _causes(exc):
+    from jobs_service.infrastructure.database import database_error_chain  # noqa: PLC0415
+
+    for cause in database_error_chain(exc):
         state = getattr(cause, "sqlstate", None)
         if state in (_UNDEFINED_TABLE, _UNDEFINED_COLUMN):
             return str(state)
@@ -88,17 +90,6 @@ def _schema_error(exc: BaseException) -> str | None:
         if "no such column" in text or "has no column named" in text:
             return _UNDEFINED_COLUMN
     return None
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The error, what SQLAlchemy wrapped (``orig``) and what that was raised from."""
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in found and len(found) < 8:
-        found.append(current)
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return found
 
 
 def _is_database_error(exc: BaseException) -> bool:

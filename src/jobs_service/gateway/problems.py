@@ -19,7 +19,7 @@ from jobs_service.client import EnqueueError, EnqueueUnconfirmedError, Idempoten
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
 from jobs_service.gateway.paths import route_path
-from jobs_service.infrastructure.database import describe_database_error
+from jobs_service.infrastructure.database import database_error_chain, describe_database_error
 from jobs_service.infrastructure.held_connection import SERVER_GONE
 from jobs_service.scheduler.service import (
     ScheduleConflictError,
@@ -358,23 +358,11 @@ def is_database_down(exc: BaseException) -> bool:
         return True
     if isinstance(exc, InterfaceError | OSError | ConnectionError):
         return True
-    for cause in _driver_causes(exc):
+    for cause in database_error_chain(exc):
         state = str(getattr(cause, "sqlstate", None) or "")
         if state in _UNAVAILABLE_STATES or state.startswith(_CONNECTION_EXCEPTION):
             return True
     return False
-
-
-def _driver_causes(exc: BaseException) -> list[BaseException]:
-    """``exc``, the driver's error SQLAlchemy wrapped (``orig``), and what that was
-    raised from (asyncpg's own error under SQLAlchemy's adaptation of it)."""
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(found) < 4:
-        found.append(current)
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return found
 
 
 def database_reason(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from jobs_service.core.settings import DatabaseSettings
 
-__all__ = ["Database", "describe_database_error", "sqlite_path"]
+__all__ = ["Database", "database_error_chain", "describe_database_error", "sqlite_path"]
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -111,18 +111,19 @@ def describe_database_error(exc: BaseException) -> str:
     """The driver's own error in one line, its type and first line, never ``str(exc)``:
     SQLAlchemy appends the statement, its parameters and a "Background on this error"
     link to it, and names its own wrapper class rather than the driver's error."""
-    cause = _driver_error(exc)
+    cause = database_error_chain(exc)[-1]
     lines = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {lines[0] if lines else 'no detail'}"[:300]
 
 
-def _driver_error(exc: BaseException) -> BaseException:
-    """The innermost error: SQLAlchemy's ``orig`` (the dialect's adapter), then what
-    that was raised from (asyncpg's ``InvalidCatalogNameError``, say)."""
+def database_error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc``, what SQLAlchemy wrapped (``orig``: the dialect's adapter), and what that
+    was raised from (asyncpg's ``InvalidCatalogNameError``, say), outermost first. The
+    SQLSTATE and the driver's message are on the inner ones."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen and len(seen) < 8:
         seen.append(current)
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
-    return seen[-1]
+    return seen
