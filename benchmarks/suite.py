@@ -141,6 +141,13 @@ def measure_webhooks(*, seconds: int, httpx_requests: int, repeat: int) -> dict[
 
     generator = load_generator()
     requests = None if generator == "wrk" else httpx_requests
+    if requests is not None:
+        print(
+            "W4: wrk is not installed (Debian/Ubuntu: apt-get install wrk); the asyncio "
+            "client drives the load and limits both servers, so W4's requests/s and p99 "
+            "are the client's, not a measurement of either server",
+            flush=True,
+        )
     runs = []
     for index in range(repeat):
         runs.append(measure(seconds=seconds, requests=requests))
