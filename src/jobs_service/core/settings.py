@@ -221,6 +221,12 @@ class DatabaseSettings(_Section):
 
     pool_size: int = Field(10, ge=1, description="PostgreSQL connections kept open.")
     max_overflow: int = Field(10, ge=0, description="Extra PostgreSQL connections under load.")
+    pool_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a request waits for a free PostgreSQL connection of its "
+        "process before it is answered 503 database-unavailable.",
+    )
     connect_timeout_s: float = Field(
         5.0, gt=0, description="Give up connecting after this; /ready reports the failure."
     )

@@ -353,10 +353,13 @@ def is_database_down(exc: BaseException) -> bool:
     connection, or the server refusing every request (:data:`_UNAVAILABLE_STATES`,
     class ``08``)."""
     from sqlalchemy.exc import DBAPIError, InterfaceError  # noqa: PLC0415 - cold path
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError  # noqa: PLC0415
 
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, InterfaceError | OSError | ConnectionError):
+    # Every connection of the process's pool in use for `database.pool_timeout_s`: the
+    # database is as good as unreachable for this request, and a retry may find one free.
+    if isinstance(exc, InterfaceError | OSError | ConnectionError | PoolTimeoutError):
         return True
     for cause in database_error_chain(exc):
         state = str(getattr(cause, "sqlstate", None) or "")

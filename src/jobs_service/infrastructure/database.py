@@ -65,6 +65,7 @@ class Database:
             kwargs.update(
                 pool_size=settings.pool_size,
                 max_overflow=settings.max_overflow,
+                pool_timeout=settings.pool_timeout_s,
                 pool_pre_ping=True,
                 connect_args={"timeout": settings.connect_timeout_s},
                 # NUL characters and lone surrogates in outside text (an error a

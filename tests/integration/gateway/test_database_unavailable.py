@@ -122,3 +122,32 @@ async def test_a_role_out_of_connection_slots_is_503(role_without_connections: s
     async with serve_app(app) as client:
         response = await client.get("/v1/runs")
     _assert_unavailable(response)
+
+
+async def test_a_request_that_finds_no_free_connection_is_503(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every connection of the gateway's pool busy for `database.pool_timeout_s`: the
+    request is answered 503 database-unavailable with Retry-After (it was a 500, read as
+    a bug), the log says why, and the next request, once one is free, is served."""
+    settings = Settings(
+        database_url=pg_url,
+        database={"pool_size": 1, "max_overflow": 0, "pool_timeout_s": 0.3},
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=f"jobs-test-pool-{uuid.uuid4().hex[:6]}",
+    )
+    app = create_app(settings, broker=broker)
+    async with serve_app(app) as client:
+        engine = app.state.runtime.database.engine
+        async with engine.connect() as held:  # the pool's only connection
+            await held.exec_driver_sql("SELECT 1")
+            busy = await client.get("/v1/runs")
+        served = await client.get("/v1/runs")
+    _assert_unavailable(busy)
+    assert served.status_code == 200, served.text
+    [line] = [
+        json.loads(line)
+        for line in capsys.readouterr().err.splitlines()
+        if '"database-unavailable"' in line
+    ]
+    assert "QueuePool limit" in line["reason"]
