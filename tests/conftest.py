@@ -170,6 +170,21 @@ def pg_url() -> Iterator[str]:
     asyncio.run(drop_database(name))
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def any_database(request: pytest.FixtureRequest, pg_url: str, sqlite_url: str) -> Any:
+    """Each kind of database in turn, migrated: the session's PostgreSQL database, then
+    this test's SQLite file (for code whose statements differ between the two)."""
+    from jobs_service.core.settings import DatabaseSettings  # noqa: PLC0415
+    from jobs_service.infrastructure import migrate  # noqa: PLC0415
+    from jobs_service.infrastructure.database import Database  # noqa: PLC0415
+
+    database = Database(pg_url if request.param == "postgresql" else sqlite_url, DatabaseSettings())
+    if request.param == "sqlite":
+        await migrate.upgrade(database)
+    yield database
+    await database.close()
+
+
 @pytest.fixture
 def empty_pg_url() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test."""

@@ -183,17 +183,6 @@ async def test_a_result_too_long_for_teams_is_cut_and_says_so(database: Database
     assert text.endswith("the whole result is on run run-5)*")
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def any_database(
-    request: pytest.FixtureRequest, pg_url: str, sqlite_url: str
-) -> AsyncIterator[Database]:
-    database = Database(pg_url if request.param == "postgresql" else sqlite_url, DatabaseSettings())
-    if request.param == "sqlite":
-        await migrate.upgrade(database)
-    yield database
-    await database.close()
-
-
 def _clock_off_by(monkeypatch: pytest.MonkeyPatch, skew: timedelta) -> None:
     """The delivering process's wall clock is ``skew`` off the database's (and this
     test's): a worker on another machine, or one whose clock stepped."""
