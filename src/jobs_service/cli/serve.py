@@ -55,15 +55,14 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
         check_webhook_routes(settings, broker)
     except ConfigurationError as exc:
         raise CliError(str(exc)) from None
-    if not embedded and settings.redis_url is None:
-        raise CliError(
-            "JOBS_REDIS_URL is not set: `jobsctl api` queues runs for workers through "
-            "Redis, and without it would run them in its own memory, seen by no worker "
-            "and lost on restart. Set it, or run `jobsctl run` (the embedded default: "
-            "API, worker and scheduler in one process)"
-        )
     if not embedded:  # `jobsctl run` migrates the database itself, once it listens
-        _require_schema(settings, "api")
+        _require_shared_services(
+            settings,
+            "api",
+            "`jobsctl api` queues runs for workers through Redis, and without it would run "
+            "them in its own memory, seen by no worker and lost on restart. Set it, or run "
+            "`jobsctl run` (the embedded default: API, worker and scheduler in one process)",
+        )
     listening = _listen(host, port)
     app = create_app(settings, broker=broker, embedded=embedded)
     config = uvicorn.Config(
@@ -92,6 +91,14 @@ def _serve(args: argparse.Namespace, settings: Settings, *, embedded: bool) -> i
     # Any other error of a failed start reaches `jobsctl`'s own handler: one line for a
     # database that refuses the connection, a traceback for a bug.
     return 0 if server.started else 1
+
+
+def _require_shared_services(settings: Settings, process: str, without_redis: str) -> None:
+    """What every process of a deployment on Redis needs before it starts: the broker's
+    URL (``without_redis`` says why, in the one-line refusal) and this release's schema."""
+    if settings.redis_url is None:
+        raise CliError(f"JOBS_REDIS_URL is not set: {without_redis}")
+    _require_schema(settings, process)
 
 
 def _require_schema(settings: Settings, process: str) -> None:
@@ -203,12 +210,11 @@ def api(args: argparse.Namespace, settings: Settings) -> int:
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     """TaskIQ worker processes over the shared broker."""
-    if settings.redis_url is None:
-        raise CliError(
-            "JOBS_REDIS_URL is not set: workers need Redis. Without it tasks run inside "
-            "`jobsctl run` (the embedded default)."
-        )
-    _require_schema(settings, "worker")
+    _require_shared_services(
+        settings,
+        "worker",
+        "workers need Redis. Without it tasks run inside `jobsctl run` (the embedded default).",
+    )
     if settings.worker.metrics_port:
         # Before anything creates a metric: the multiprocess mode is fixed at import.
         from jobs_service.infrastructure.worker_metrics import (  # noqa: PLC0415
@@ -245,12 +251,12 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
 def scheduler(args: argparse.Namespace, settings: Settings) -> int:
     """The TaskIQ scheduler over the label schedules."""
     del args
-    if settings.redis_url is None:
-        raise CliError(
-            "JOBS_REDIS_URL is not set: a separate scheduler needs Redis to reach the "
-            "workers. The embedded `jobsctl run` includes the scheduler."
-        )
-    _require_schema(settings, "scheduler")
+    _require_shared_services(
+        settings,
+        "scheduler",
+        "a separate scheduler needs Redis to reach the workers. The embedded `jobsctl run` "
+        "includes the scheduler.",
+    )
     shared_broker()
     if settings.scheduler.metrics_port:
         _serve_scheduler_metrics(settings)

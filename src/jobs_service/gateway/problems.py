@@ -19,7 +19,7 @@ from jobs_service.client import EnqueueError, EnqueueUnconfirmedError, Idempoten
 from jobs_service.core.errors import ConfigurationError
 from jobs_service.core.logging import get_logger
 from jobs_service.gateway.paths import route_path
-from jobs_service.infrastructure.database import database_error_chain, describe_database_error
+from jobs_service.infrastructure.database import database_error_chain
 from jobs_service.infrastructure.held_connection import SERVER_GONE
 from jobs_service.scheduler.service import (
     ScheduleConflictError,
@@ -37,7 +37,6 @@ __all__ = [
     "PROBLEM_JSON",
     "PROBLEM_SCHEMA",
     "Problem",
-    "database_reason",
     "install_problem_handlers",
     "is_database_down",
     "problem_body",
@@ -366,11 +365,3 @@ def is_database_down(exc: BaseException) -> bool:
         if state in _UNAVAILABLE_STATES or state.startswith(_CONNECTION_EXCEPTION):
             return True
     return False
-
-
-def database_reason(exc: BaseException) -> str:
-    """What the driver said, for the log of a ``database-unavailable`` answer: the
-    innermost cause's type and first line (never SQLAlchemy's text, which carries the
-    statement), so an operator sees "password authentication failed" or "the database
-    system is starting up" without reproducing the failure."""
-    return describe_database_error(exc)

@@ -15,10 +15,10 @@ from jobs_service.core.logging import HotPathLogger, get_logger
 from jobs_service.core.redaction import redact_headers
 from jobs_service.gateway.problems import (
     PROBLEM_JSON,
-    database_reason,
     problem_body,
     unexpected_problem,
 )
+from jobs_service.infrastructure.database import describe_database_error
 from jobs_service.infrastructure.models import AuditEntry, column_length
 
 if TYPE_CHECKING:
@@ -109,7 +109,9 @@ class RequestLogMiddleware:
         status, slug, detail, headers = unexpected_problem(exc)
         if status == 503:
             self._log.error(
-                "database-unavailable", error_type=type(exc).__name__, reason=database_reason(exc)
+                "database-unavailable",
+                error_type=type(exc).__name__,
+                reason=describe_database_error(exc),
             )
         else:
             self._log.exception("unhandled-error", error_type=type(exc).__name__)
